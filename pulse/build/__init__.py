@@ -1,0 +1,54 @@
+"""The only place that turns specs into modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from pulse import registry
+from pulse.build import core  # noqa: F401  (registers the first kinds)
+from pulse.build.context import BuildContext
+from pulse.errors import PulseError
+from pulse.specs.base import Spec
+from pulse.specs.load import format_errors
+from pulse.specs.recipe import RecipeBase, spec_class
+
+__all__ = ["BuildContext", "build_component", "build_mixer", "build_model", "make_spec"]
+
+
+def build_component(spec: Spec, ctx: BuildContext) -> nn.Module:
+    entry = registry.get(spec.kind)
+    if entry.builder is None:
+        raise PulseError(f"kind `{spec.kind}` ({entry.role}) is applied inside other blocks and cannot be built alone.")
+    return entry.builder(spec, ctx)
+
+
+def make_spec(kind: str, role: str | None = None, **params: Any) -> Spec:
+    """Validate `params` through the spec of `kind`; a PulseError says what is wrong."""
+    entry = registry.get(kind, role)
+    cls = spec_class(entry.kind)
+    try:
+        return cls.model_validate({"kind": kind, **params})
+    except ValidationError as err:
+        raise PulseError(format_errors(err, cls, f"{kind} spec")) from None
+
+
+def build_mixer(kind: str, dim: int, *, device=None, dtype=None, rotary_base: float | None = None, **params: Any) -> nn.Module:
+    """Build one registered mixer at width `dim`, validating `params` like a recipe would."""
+    spec = make_spec(kind, "mixer", **params)
+    try:
+        spec.check_dim(dim)
+    except ValueError as err:
+        raise PulseError(f"{kind} at dim={dim}: {err}.") from None
+    return build_component(spec, BuildContext(dim, device, dtype, rotary_base))
+
+
+def build_model(recipe: RecipeBase | Spec, *, device: torch.device | str | None = None, dtype=None) -> nn.Module:
+    """Assemble the model of a recipe (or a model spec). device="meta" allocates nothing."""
+    spec = recipe.model if isinstance(recipe, RecipeBase) else recipe
+    model = build_component(spec, BuildContext(getattr(spec, "dim", 0), device, dtype))
+    model.spec = spec
+    return model

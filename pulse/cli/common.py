@@ -1,0 +1,78 @@
+"""Shared CLI plumbing: the consoles, the error handler, recipe-or-checkpoint loading."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pulse.errors import PulseError
+
+console = Console()
+err_console = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe value by dotted path, e.g. --set model.depth=6 (repeatable)."),
+]
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a PulseError as one paragraph on stderr and exit 2; bugs keep their traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PulseError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def is_checkpoint(path: Path) -> bool:
+    from pulse.checkpoint import WEIGHTS
+
+    return (path.is_dir() and (path / WEIGHTS).exists()) or path.suffix == ".safetensors"
+
+
+def load_recipe_or_checkpoint(path: Path, overrides: list[str] | None = None):
+    """A recipe from a .toml/.json file, or the recipe stored in a checkpoint."""
+    from pulse.checkpoint import load_recipe_from_checkpoint
+    from pulse.specs.load import load_recipe, recipe_from_dict
+
+    if is_checkpoint(path):
+        recipe = load_recipe_from_checkpoint(path)
+        if overrides:
+            return recipe_from_dict(recipe.to_dict(), overrides, source=f"{path} (stored recipe)")
+        return recipe
+    if path.is_dir():
+        raise PulseError(f"{path} is a directory without a checkpoint (model.safetensors); give a recipe file or a checkpoint.")
+    return load_recipe(path, overrides or ())
+
+
+def fmt_count(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def fmt_bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def flush() -> None:
+    sys.stdout.flush()

@@ -1,0 +1,20 @@
+"""The one exception type for mistakes a user can make."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PulseError(Exception):
+    """A problem the user can fix: a bad recipe, a wrong shape, a missing file.
+
+    The message says what is wrong and what to change. The CLI prints it without a
+    traceback and exits with code 2; a traceback is reserved for bugs.
+    """
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean `x`?)' suffix naming the closest choice, or ''."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f" (did you mean `{match[0]}`?)" if match else ""

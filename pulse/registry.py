@@ -1,0 +1,75 @@
+"""The closed registry: one entry ties a `kind` to its spec class and its builder.
+
+Recipes can only name kinds registered here, never an import path, so loading a
+recipe never runs code from it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from pulse.errors import PulseError, did_you_mean
+
+Role = Literal["mixer", "mlp", "norm", "positional", "model", "task"]
+ROLES: tuple[str, ...] = get_args(Role)
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    role: str
+    spec: type  # a pydantic model with a `kind: Literal[...]` field
+    builder: Callable[..., Any] | None
+    doc: str
+
+
+_ENTRIES: dict[str, Entry] = {}
+_generation = 0
+
+
+def register(kind: str, *, role: Role, spec: type, builder: Callable[..., Any] | None = None) -> None:
+    """Register `kind` with its spec class and builder. A second registration is an error."""
+    global _generation
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if kind in _ENTRIES:
+        raise ValueError(f"kind {kind!r} is already registered (role {_ENTRIES[kind].role})")
+    declared = get_args(spec.model_fields["kind"].annotation)
+    if declared != (kind,):
+        raise ValueError(f"spec {spec.__name__} declares kind {declared}, expected ({kind!r},)")
+    doc = (spec.__doc__ or "").strip().splitlines()
+    _ENTRIES[kind] = Entry(kind, role, spec, builder, doc[0] if doc else "")
+    _generation += 1
+
+
+def generation() -> int:
+    """A counter that changes whenever the registry does (used to rebuild schemas)."""
+    return _generation
+
+
+def get(kind: str, role: str | None = None) -> Entry:
+    entry = _ENTRIES.get(kind)
+    if entry is None or (role is not None and entry.role != role):
+        names = kinds(role)
+        what = f"{role} kind" if role else "kind"
+        raise PulseError(
+            f"unknown {what} `{kind}`{did_you_mean(kind, names)}; registered: {', '.join(names)}."
+        )
+    return entry
+
+
+def kinds(role: str | None = None) -> list[str]:
+    return sorted(k for k, e in _ENTRIES.items() if role is None or e.role == role)
+
+
+def entries(pattern: str = "*", role: str | None = None) -> list[Entry]:
+    """Registered entries whose kind matches the glob `pattern`, optionally of one role."""
+    if role is not None and role not in ROLES:
+        raise PulseError(f"unknown role `{role}`{did_you_mean(role, ROLES)}; roles are {', '.join(ROLES)}.")
+    return [
+        _ENTRIES[k] for k in sorted(_ENTRIES)
+        if fnmatch.fnmatch(k, pattern) and (role is None or _ENTRIES[k].role == role)
+    ]

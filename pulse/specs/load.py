@@ -1,0 +1,255 @@
+"""Reading recipes: TOML (or JSON) → zoo card merge → --set overrides → validation.
+
+Every failure is a PulseError naming the file, the dotted path and what to change.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from pulse import registry
+from pulse.errors import PulseError, did_you_mean
+from pulse.specs.recipe import RecipeBase, recipe_model
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_MODEL_KIND = "lm"
+
+
+def zoo_dirs() -> list[Path]:
+    """Where cards live: inside an installed wheel, then a source checkout's zoo/."""
+    here = Path(__file__).resolve().parent.parent
+    return [p for p in (here / "_zoo", here.parent / "zoo") if p.is_dir()]
+
+
+def card_names() -> list[str]:
+    return sorted({p.stem for d in zoo_dirs() for p in d.glob("*.toml")})
+
+
+def card_path(name: str) -> Path:
+    for d in zoo_dirs():
+        path = d / f"{name}.toml"
+        if path.is_file():
+            return path
+    names = card_names()
+    raise PulseError(
+        f"no zoo card named `{name}`{did_you_mean(name, names)}; available cards: {', '.join(names) or 'none'}."
+    )
+
+
+def read_table(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML or JSON file into a dict, with a clear error for a missing or broken file."""
+    path = Path(path)
+    if not path.exists():
+        raise PulseError(f"{path}: no such file; check the path (recipes live in recipes/, cards in zoo/).")
+    if path.is_dir():
+        raise PulseError(f"{path} is a directory; give a recipe file (.toml) or a checkpoint directory where a command accepts one.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise PulseError(f"{path}: cannot read the file ({err}).") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise PulseError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}.") from None
+    if not isinstance(data, dict):
+        raise PulseError(f"{path}: expected a table at the top level.")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` wins; tables merge key by key, everything else is replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=VALUE` → (["a","b","c"], value). VALUE is read as TOML, else as a bare string."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise PulseError(f"--set `{text}`: expected DOTTED.PATH=VALUE, e.g. --set model.depth=6.")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise PulseError(f"--set `{text}`: `{part}` is a value, not a table, so it has no keys.")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def resolve_cards(model: dict[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Replace `from = "NAME"` by the card's [model] table with this table merged over it."""
+    if "from" not in model:
+        return model
+    name = model["from"]
+    if not isinstance(name, str):
+        raise PulseError(f"model.from must be a card name (a string), got {name!r}.")
+    if name in seen:
+        raise PulseError(f"zoo cards refer to each other in a loop: {' → '.join((*seen, name))}.")
+    path = card_path(name)
+    card = read_table(path)
+    extra = sorted(set(card) - {"model", "card"})
+    if "model" not in card or extra:
+        raise PulseError(f"{path}: a zoo card holds only [card] and [model] tables; found {sorted(card)}.")
+    base = resolve_cards(dict(card["model"]), (*seen, name))
+    rest = {k: v for k, v in model.items() if k != "from"}
+    return deep_merge(base, rest)
+
+
+def resolve(data: dict[str, Any], overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The raw recipe dict after overrides and card merging, ready for validation."""
+    data = apply_overrides(data, overrides)
+    if "model" not in data:
+        raise PulseError("the recipe has no [model] table; add one, e.g. [model] from = \"transformer-small\".")
+    if not isinstance(data["model"], dict):
+        raise PulseError("`model` must be a table ([model]), not a value.")
+    model = resolve_cards(data["model"])
+    model.setdefault("kind", DEFAULT_MODEL_KIND)
+    return {**data, "model": model}
+
+
+def validate(data: dict[str, Any], *, source: str = "<recipe>") -> RecipeBase:
+    cls = recipe_model()
+    try:
+        recipe = cls.model_validate(data)
+    except ValidationError as err:
+        raise PulseError(format_errors(err, cls, source)) from None
+    recipe._source = source
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> RecipeBase:
+    """Read, merge, override and validate a recipe file. Raises PulseError on any problem."""
+    overrides = list(overrides)
+    data = read_table(path)
+    source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    return validate(resolve(data, overrides), source=source)
+
+
+def recipe_from_dict(data: dict[str, Any], overrides: Iterable[str] = (), *, source: str = "<dict>") -> RecipeBase:
+    return validate(resolve(data, overrides), source=source)
+
+
+def _strip(tp: Any) -> Any:
+    """Unwrap Annotated[...] and Optional[...] down to the interesting type."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) == 1:
+                tp = args[0]
+            else:
+                return tp
+        else:
+            return tp
+
+
+def _walk(root: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None, Any]:
+    """Follow a pydantic error location: (dotted path parts, model owning the last key, type there)."""
+    path: list[str] = []
+    tp: Any = root
+    owner: type[BaseModel] | None = None
+    for item in loc:
+        tp = _strip(tp)
+        origin = typing.get_origin(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and item == _tag(tp) and item not in tp.model_fields:
+            continue  # the discriminator tag of a one-member union
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            owner = tp
+            path.append(str(item))
+            field = tp.model_fields.get(str(item))
+            tp = field.annotation if field else None
+        elif origin is dict:
+            path.append(str(item))
+            tp = typing.get_args(tp)[1]
+        elif origin in (list, tuple):
+            path.append(str(item))
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = {typing.get_args(m.model_fields["kind"].annotation)[0]: m for m in typing.get_args(tp)
+                       if isinstance(m, type) and issubclass(m, BaseModel) and "kind" in m.model_fields}
+            if item in members:
+                tp = members[item]
+            else:
+                path.append(str(item))
+                tp = None
+        else:
+            path.append(str(item))
+            tp = None
+    return path, owner, tp
+
+
+def _tag(cls: type[BaseModel]) -> str | None:
+    field = cls.model_fields.get("kind")
+    return typing.get_args(field.annotation)[0] if field is not None and typing.get_args(field.annotation) else None
+
+
+def _role_of(union: Any) -> str:
+    union = _strip(union)
+    for member in typing.get_args(union) or (union,):
+        kind_field = getattr(member, "model_fields", {}).get("kind")
+        if kind_field is not None:
+            return registry.get(typing.get_args(kind_field.annotation)[0]).role
+    return "component"
+
+
+def format_errors(err: ValidationError, root: type[BaseModel], source: str) -> str:
+    lines = []
+    for e in err.errors():
+        path, owner, tp = _walk(root, tuple(e["loc"]))
+        where = ".".join(path) or "(top level)"
+        kind = e["type"]
+        if kind == "extra_forbidden" and owner is not None:
+            key = path[-1]
+            valid = ", ".join(owner.model_fields)
+            msg = f"unknown key `{key}`{did_you_mean(key, owner.model_fields)}; valid keys here: {valid}"
+        elif kind == "union_tag_invalid":
+            tag = e["ctx"]["tag"]
+            role = _role_of(tp)
+            names = registry.kinds(role) if role != "component" else []
+            msg = f"unknown {role} kind `{tag}`{did_you_mean(tag, names)}; registered: {', '.join(names)}"
+        elif kind == "union_tag_not_found":
+            role = _role_of(tp)
+            msg = f"missing `kind`; set kind to one of: {', '.join(registry.kinds(role))}"
+        elif kind == "missing":
+            msg = "required key is missing; add it"
+        elif kind == "value_error":
+            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
+        else:
+            msg = f"{e['msg'][0].lower()}{e['msg'][1:]} (got {e.get('input')!r})"
+        lines.append(f"  {where}: {msg}.")
+    count = len(lines)
+    head = f"{source}: {count} problem{'s' if count > 1 else ''} in the recipe:"
+    return "\n".join([head, *lines])

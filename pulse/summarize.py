@@ -1,0 +1,115 @@
+"""What a model costs: parameters, recurrent state and FLOPs per token, block by block.
+
+Costs are analytic: each block documents `param_count()`, `state_numel(n)` and
+`flops_per_token(n)`, so a summary of a huge model needs no memory (meta device).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torchinfo
+from torch import nn
+
+
+@dataclass
+class BlockCost:
+    name: str
+    type: str
+    params: int
+    state_bytes: int
+    flops_per_token: float
+
+
+@dataclass
+class Summary:
+    seq_len: int
+    batch: int
+    dtype: str
+    blocks: list[BlockCost]
+    total_params: int
+    trainable_params: int
+    table: str = field(default="", repr=False)
+
+    @property
+    def state_bytes(self) -> int:
+        return sum(b.state_bytes for b in self.blocks)
+
+    @property
+    def flops_per_token(self) -> float:
+        return sum(b.flops_per_token for b in self.blocks)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("table")
+        out.update(state_bytes=self.state_bytes, flops_per_token=self.flops_per_token)
+        return out
+
+
+def _costed(module: nn.Module) -> bool:
+    return callable(getattr(module, "flops_per_token", None))
+
+
+def block_costs(model: nn.Module, *, seq_len: int, batch: int = 1, dtype: torch.dtype | None = None) -> list[BlockCost]:
+    """One row per costed block (the outermost module that documents its cost), plus any
+    bare embedding or linear layer outside them. Shared (tied) parameters count once."""
+    param = next(model.parameters(), None)
+    itemsize = (dtype or (param.dtype if param is not None else torch.float32)).itemsize
+    seen: set[int] = set()
+    rows: list[BlockCost] = []
+
+    def own_params(module: nn.Module, recurse: bool = True) -> int:
+        total = 0
+        for p in module.parameters(recurse=recurse):
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        return total
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        if _costed(module):
+            state = module.state_numel(seq_len) if callable(getattr(module, "state_numel", None)) else 0
+            rows.append(BlockCost(prefix, type(module).__name__, own_params(module),
+                                  state * batch * itemsize, float(module.flops_per_token(seq_len))))
+            return
+        if isinstance(module, nn.Embedding):
+            rows.append(BlockCost(prefix, "Embedding", own_params(module), 0, 0.0))
+            return
+        if isinstance(module, nn.Linear):
+            flops = 2.0 * module.in_features * module.out_features
+            rows.append(BlockCost(prefix, "Linear", own_params(module), 0, flops))
+            return
+        for name, child in module.named_children():
+            visit(f"{prefix}.{name}" if prefix else name, child)
+        direct = own_params(module, recurse=False)
+        if direct:
+            rows.append(BlockCost(prefix or "(model)", type(module).__name__, direct, 0, 0.0))
+
+    visit("", model)
+    return rows
+
+
+def summarize(model: nn.Module, *, seq_len: int, batch: int = 1, table: bool = True, depth: int = 3) -> Summary:
+    """Costs of `model` at sequence length `seq_len`. Build the model on device="meta" to
+    inspect any size for free; the torchinfo table then runs a meta forward pass."""
+    params = {id(p): p for p in model.parameters()}.values()
+    param = next(iter(params), None)
+    dtype = param.dtype if param is not None else torch.float32
+    summary = Summary(
+        seq_len=seq_len,
+        batch=batch,
+        dtype=str(dtype).removeprefix("torch."),
+        blocks=block_costs(model, seq_len=seq_len, batch=batch, dtype=dtype),
+        total_params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+    )
+    if table and callable(getattr(model, "example_input", None)):
+        device = param.device if param is not None else None
+        example = model.example_input(batch, seq_len, device=device)
+        info = torchinfo.summary(
+            model, input_data=[example], depth=depth, verbose=0, device=device,
+            col_names=("output_size", "num_params"), row_settings=("var_names",),
+        )
+        summary.table = str(info)
+    return summary
