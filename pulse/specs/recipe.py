@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field, PrivateAttr, create_model
 
 from pulse import registry
 from pulse.specs.base import Spec
-from pulse.specs.run import BenchSpec, TrainSpec
+from pulse.specs.bench import BenchSpec
+from pulse.specs.run import TrainSpec
 
 ROLE_TYPE_NAMES = {
     "mixer": "MixerSpec",

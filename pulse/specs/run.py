@@ -1,8 +1,6 @@
-"""The run sections of a recipe: how to train and how to benchmark."""
+"""The [train] section of a recipe: how to train."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field
 
@@ -17,12 +15,3 @@ class TrainSpec(Spec):
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.1, ge=0, description="decoupled (AdamW) weight decay on matrices")
     seed: int = Field(0, description="seed for weights, data order and sampling")
-
-
-class BenchSpec(Spec):
-    """How to benchmark this recipe by default."""
-
-    seq_lens: list[int] = Field(default_factory=lambda: [512, 1024, 2048], description="sequence lengths to measure")
-    batch: int = Field(1, ge=1, description="batch size")
-    mode: Literal["forward", "train", "generate"] = Field("forward", description="what to time")
-    repeats: int = Field(5, ge=1, description="timed repeats after warm-up")
