@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -173,7 +174,7 @@ def validate(
             spec = load_recipe_or_checkpoint(path, set_)
         except PulseError as err:
             failed += 1
-            err_console.print(f"[red]✗[/] {err}", highlight=False)
+            err_console.print(f"[red]✗[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         else:
             console.print(f"[green]✓[/] {path} [dim]{spec.hash()[:12]}[/]")
     if failed:

@@ -14,6 +14,14 @@ class Spec(BaseModel):
         """Cross-field checks that need the model width; raise ValueError with advice."""
 
 
+class Problem(ValueError):
+    """A cross-field problem located below the model that raised it (`path` is dotted, relative)."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
+
+
 def divides(name: str, value: int, dim: int, what: str = "dim") -> None:
     if value <= 0 or dim % value:
         raise ValueError(f"{name} ({value}) must divide {what} ({dim}); pick a divisor of {dim}")

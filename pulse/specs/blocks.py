@@ -39,14 +39,14 @@ class LayerNormSpec(Spec):
     """LayerNorm with learned scale and bias."""
 
     kind: Literal["layernorm"] = "layernorm"
-    eps: float = Field(1e-5, gt=0)
+    eps: float = Field(1e-5, gt=0, description="added to the variance for numerical safety")
 
 
 class RMSNormSpec(Spec):
     """RMSNorm with learned scale."""
 
     kind: Literal["rmsnorm"] = "rmsnorm"
-    eps: float = Field(1e-6, gt=0)
+    eps: float = Field(1e-6, gt=0, description="added to the mean square for numerical safety")
 
 
 class LearnedPositionsSpec(Spec):

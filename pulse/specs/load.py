@@ -246,7 +246,10 @@ def format_errors(err: ValidationError, root: type[BaseModel], source: str) -> s
         elif kind == "missing":
             msg = "required key is missing; add it"
         elif kind == "value_error":
-            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
+            error = e.get("ctx", {}).get("error")
+            msg = str(error) if error is not None else e["msg"]
+            if getattr(error, "path", None):
+                where = f"{where}.{error.path}" if path else error.path
         else:
             msg = f"{e['msg'][0].lower()}{e['msg'][1:]} (got {e.get('input')!r})"
         lines.append(f"  {where}: {msg}.")

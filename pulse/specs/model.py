@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pulse.errors import did_you_mean
-from pulse.specs.base import Spec
+from pulse.specs.base import Problem, Spec
 
 
 class LMSpec(Spec):
@@ -47,9 +47,10 @@ class LMSpec(Spec):
         for where, name in [*(("layout", n) for n in self.layout), *((f"layers.{i}", n) for i, n in self.layers.items())]:
             if name not in self.mixers:
                 known = ", ".join(sorted(self.mixers)) or "none defined"
-                raise ValueError(
-                    f"{where} names mixer `{name}`, which is not in `mixers`{did_you_mean(name, self.mixers)}; "
-                    f"defined mixers: {known}"
+                raise Problem(
+                    where,
+                    f"names mixer `{name}`, which is not in `mixers`{did_you_mean(name, self.mixers)}; "
+                    f"defined mixers: {known}",
                 )
         if len(self.layout) > self.depth:
             raise ValueError(
@@ -58,12 +59,12 @@ class LMSpec(Spec):
             )
         for i in self.layers:
             if not 0 <= i < self.depth:
-                raise ValueError(f"layers.{i} is outside 0..{self.depth - 1}; per-layer overrides must name an existing layer")
+                raise Problem(f"layers.{i}", f"layer {i} is outside 0..{self.depth - 1}; per-layer overrides must name an existing layer")
         for name, mixer in self.mixers.items():
             try:
                 mixer.check_dim(self.dim)
             except ValueError as err:
-                raise ValueError(f"mixers.{name}: {err}") from None
+                raise Problem(f"mixers.{name}", str(err)) from None
         return self
 
     def mixer_names(self) -> list[str]:

@@ -1,0 +1,12 @@
+"""Small shared test utilities."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from pulse.cli import app
+
+
+def run_cli(*args: str):
+    """Invoke the `pulse` CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
+    return CliRunner().invoke(app, [str(a) for a in args])
