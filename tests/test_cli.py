@@ -128,11 +128,11 @@ def test_validate_many_reports_each_and_fails(tmp_path):
 
 
 def test_console_script_is_installed():
-    import shutil
     import subprocess
+    import sys
 
-    exe = shutil.which("pulse")
-    assert exe, "the `pulse` console script is not on PATH; install with pip install -e ."
+    exe = str(Path(sys.executable).parent / "pulse")
+    assert Path(exe).exists(), "the `pulse` console script is missing beside python; install with pip install -e ."
     out = subprocess.run([exe, "validate", str(TRANSFORMER)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     bad = subprocess.run([exe, "build", "no/such.toml"], capture_output=True, text=True, timeout=120)
