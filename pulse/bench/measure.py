@@ -1,0 +1,231 @@
+"""One measurement, inside a fresh process: build a system, warm up, time repeats.
+
+A *system* is a whole model from a recipe or a single registered mixer. Modes:
+forward (inference, no autograd), train (forward + backward + AdamW step) and
+generate (prefill `seq_len` tokens, then time `step` per new token). Memory is the
+growth of the process's peak resident set (CPU) or of peak allocated CUDA memory
+over what the built model already held — a fresh process makes both meaningful.
+
+# b batch · t time · d model · v vocab
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pulse.bench.machine import sync
+from pulse.errors import PulseError
+
+OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory", "cannot allocate memory")
+
+
+def configure(request: dict[str, Any]) -> None:
+    """Threads, seed and memory cap for this process, before anything large is allocated."""
+    threads = request.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(int(request.get("seed", 0)))
+    cap = request.get("max_memory_gb")
+    if cap:
+        limit_memory(float(cap) * 2**30, request["device"])
+
+
+def limit_memory(nbytes: float, device: str) -> None:
+    """Let this process allocate at most `nbytes` more: address space on CPU, a memory fraction on CUDA."""
+    if device.startswith("cuda"):
+        total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, nbytes / total), torch.device(device))
+        return
+    status = _proc_status()
+    if "VmSize" not in status:
+        raise PulseError("--max-memory needs Linux (/proc/self/status) on CPU; drop the option on this system.")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = int(status["VmSize"] + nbytes)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _proc_status() -> dict[str, int]:
+    """Byte-valued fields of /proc/self/status (VmSize, VmRSS, …); empty off Linux."""
+    try:
+        lines = open("/proc/self/status").read().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        parts = value.split()
+        if len(parts) == 2 and parts[1] == "kB":
+            out[key] = int(parts[0]) * 1024
+    return out
+
+
+def _peak_rss() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def build_system(system: dict[str, Any], device: str, dtype: torch.dtype) -> nn.Module:
+    from pulse.build import build_mixer, build_model
+    from pulse.specs.load import recipe_from_dict
+
+    if system["type"] == "mixer":
+        return build_mixer(system["kind"], system["dim"], device=device, dtype=dtype, **system.get("params", {}))
+    recipe = recipe_from_dict(system["recipe"], source=system.get("source", "<bench>"))
+    return build_model(recipe, device=device, dtype=dtype)
+
+
+def example(model: nn.Module, batch: int, seq_len: int, device: str, dtype: torch.dtype) -> Tensor:
+    """Random input of the system's kind: token ids for a model, activations for a mixer."""
+    if callable(getattr(model, "example_input", None)):
+        x = model.example_input(batch, seq_len, device=device)
+        vocab = getattr(model, "vocab_size", None)
+        if not x.is_floating_point() and vocab:
+            x = torch.randint(0, vocab, x.shape, device=device, dtype=x.dtype)
+        return x
+    return torch.randn(batch, seq_len, model.dim, device=device, dtype=dtype)
+
+
+def flops_per_token(model: nn.Module, seq_len: int) -> float:
+    """Analytic forward FLOPs per token averaged over `seq_len` tokens, as `pulse summarize` counts them."""
+    from pulse.summarize import block_costs
+
+    return sum(row.flops_per_token for row in block_costs(model, seq_len=seq_len))
+
+
+def timed(fn: Callable[[], Any], device: str) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def _loss(out: Tensor, model: nn.Module) -> Tensor:
+    vocab = getattr(model, "vocab_size", None)
+    if vocab and out.ndim == 3 and out.shape[-1] == vocab:
+        targets = torch.randint(0, vocab, out.shape[:2], device=out.device)
+        return F.cross_entropy(out.flatten(0, 1).float(), targets.flatten())
+    return out.float().square().mean()
+
+
+def run_forward(model: nn.Module, x: Tensor, req: dict[str, Any]) -> list[float]:
+    with torch.inference_mode():
+        for _ in range(req["warmup"]):
+            model(x)
+        return [timed(lambda: model(x), req["device"]) for _ in range(req["repeats"])]
+
+
+def run_train(model: nn.Module, x: Tensor, req: dict[str, Any]) -> list[float]:
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4) if params else None
+
+    def step() -> None:
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+        out, _ = model(x)
+        _loss(out, model).backward()
+        if optimizer is not None:
+            optimizer.step()
+
+    for _ in range(req["warmup"]):
+        step()
+    return [timed(step, req["device"]) for _ in range(req["repeats"])]
+
+
+def run_generate(model: nn.Module, x: Tensor, req: dict[str, Any]) -> tuple[list[float], float]:
+    """Prefill x, then per repeat the mean seconds per new token over `generate_tokens` steps."""
+    device, tokens = req["device"], req["generate_tokens"]
+    with torch.inference_mode():
+        state: Any = None
+
+        def prefill() -> None:
+            nonlocal state
+            _, state = model(x)
+
+        prefill_s = timed(prefill, device)
+        new = example(model, x.shape[0], 1, device, getattr(torch, req["dtype"]))[:, 0]
+
+        def advance(count: int) -> None:
+            nonlocal state
+            for _ in range(count):
+                _, state = model.step(new, state)
+
+        advance(req["warmup"] * tokens)
+        times = [timed(lambda: advance(tokens), device) / tokens for _ in range(req["repeats"])]
+    return times, prefill_s
+
+
+def measure(req: dict[str, Any]) -> dict[str, Any]:
+    """Time one system at one length; the numbers a report needs, or why it was skipped."""
+    device, dtype = req["device"], getattr(torch, req["dtype"])
+    seq_len, batch, mode = req["seq_len"], req["batch"], req["mode"]
+    out: dict[str, Any] = {"pid": os.getpid(), "seq_len": seq_len, "threads": torch.get_num_threads()}
+    try:
+        start = time.perf_counter()
+        model = build_system(req["system"], device, dtype)
+        params = {id(p): p for p in model.parameters()}.values()
+        fpt = flops_per_token(model, seq_len)
+        x = example(model, batch, seq_len, device, dtype)
+        out["setup_s"] = time.perf_counter() - start
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(torch.device(device))
+            base = torch.cuda.memory_allocated(torch.device(device))
+        else:
+            base = _proc_status().get("VmRSS", _peak_rss())
+        if mode == "forward":
+            times, unit, flops = run_forward(model, x, req), "batch", batch * seq_len * fpt
+        elif mode == "train":
+            # backward ≈ twice the forward FLOPs; the optimizer step is not counted
+            times, unit, flops = run_train(model, x, req), "batch", 3 * batch * seq_len * fpt
+        else:
+            times, out["prefill_s"] = run_generate(model, x, req)
+            unit = "token"
+            flops = batch * ((seq_len + 1) * flops_per_token(model, seq_len + 1) - seq_len * fpt)
+        if device.startswith("cuda"):
+            memory = torch.cuda.max_memory_allocated(torch.device(device)) - base
+            kind = "peak CUDA memory allocated above the built model"
+        else:
+            memory = _peak_rss() - base
+            kind = "peak RSS growth above the built model"
+            out["process_peak_rss_bytes"] = _peak_rss()
+    except (MemoryError, torch.OutOfMemoryError) as err:
+        return {**out, "status": "skipped", "reason": f"out of memory ({_first_line(err)})"}
+    except RuntimeError as err:
+        if any(marker in str(err).lower() for marker in OOM_MARKERS):
+            return {**out, "status": "skipped", "reason": f"out of memory ({_first_line(err)})"}
+        return {**out, "status": "failed", "reason": f"{type(err).__name__}: {_first_line(err)}",
+                "traceback": traceback.format_exc(limit=-8)}
+    except PulseError as err:
+        return {**out, "status": "skipped", "reason": str(err)}
+    except Exception as err:  # a bug in a block: report it with the run, do not lose the other measurements
+        return {**out, "status": "failed", "reason": f"{type(err).__name__}: {_first_line(err)}",
+                "traceback": traceback.format_exc(limit=-8)}
+    return {
+        **out,
+        "status": "ok",
+        "unit": unit,
+        "times_s": times,
+        "params": sum(p.numel() for p in params),
+        "flops_per_token": fpt,
+        "flops": flops,
+        "memory_bytes": max(0, memory),
+        "memory_kind": kind,
+    }
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

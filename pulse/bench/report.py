@@ -1,0 +1,150 @@
+"""Show a benchmark document: rich tables, a JSON file, a log–log plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from pulse.errors import PulseError
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.3g}" if ms < 1000 else f"{ms:,.0f}"
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def _count(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def machine_line(doc: dict[str, Any]) -> str:
+    m, s = doc["machine"], doc["settings"]
+    matmul = m.get("matmul")
+    ceiling = (
+        f"dense matmul {matmul['gflops']:.3g} GFLOP/s ({matmul['size']}² {matmul['dtype']}, median)"
+        if matmul else f"dense matmul not measured ({m.get('reason', 'unknown')})"
+    )
+    device = m.get("device_name") if str(m.get("device", "")).startswith("cuda") else m.get("cpu")
+    return (f"{device} · threads {m.get('threads')} of {m.get('logical_cpus')} CPUs · torch {m.get('torch', '?')} · "
+            f"{s['device']} {s['dtype']} · {ceiling}")
+
+
+def results_table(doc: dict[str, Any]) -> Table:
+    """One section per length, one row per system, ratios to the baseline side by side."""
+    s = doc["settings"]
+    per = "token" if s["mode"] == "generate" else "batch"
+    title = (f"pulse bench · {s['mode']} · batch {s['batch']} · {s['repeats']} repeats × {s['rounds']} round(s) · "
+             f"speed-up = {doc['baseline']} time / time, pair by pair")
+    table = Table(title=title, title_justify="left", caption=machine_line(doc), caption_justify="left")
+    for col, just in (("T", "right"), ("system", "left"), (f"ms/{per}", "right"), ("min–max", "right"),
+                      ("tokens/s", "right"), ("memory", "right"), ("% matmul", "right"),
+                      ("speed-up", "right"), ("memory ×", "right")):
+        table.add_column(col, justify=just)
+    for i, seq_len in enumerate(s["seq_lens"]):
+        if i:
+            table.add_section()
+        for system in doc["systems"]:
+            r = next(r for r in system["results"] if r["seq_len"] == seq_len)
+            if r["status"] != "ok":
+                table.add_row(str(seq_len), system["name"], f"[yellow]{r['status']}[/]: {r['reason']}")
+                continue
+            t, ratio = r["time_s"], r.get("ratio") or {}
+            speed = ratio.get("speedup")
+            mem = ratio.get("memory")
+            table.add_row(
+                str(seq_len),
+                system["name"],
+                _ms(t["median"]),
+                f"{_ms(t['min'])}–{_ms(t['max'])}",
+                _count(r["tokens_per_s"]),
+                _bytes(r["memory_bytes"]),
+                f"{100 * r['matmul_fraction']:.1f}" if r.get("matmul_fraction") is not None else "—",
+                f"{speed['median']:.2f}×" if speed else "—",
+                f"{mem['median']:.2f}×" if mem else "—",
+            )
+    return table
+
+
+def scaling_table(doc: dict[str, Any]) -> Table:
+    table = Table(title="scaling: time ≈ c·Tᵏ (least squares on log–log medians)", title_justify="left")
+    for col, just in (("system", "left"), ("params", "right"), ("k (time)", "right"), ("r²", "right"),
+                      ("fitted T", "left"), ("k per step", "left"), ("k (memory)", "right")):
+        table.add_column(col, justify=just)
+    for system in doc["systems"]:
+        fit, mem = system["scaling"], system["memory_scaling"]
+        table.add_row(
+            system["name"],
+            f"{system['params']:,}" if system["params"] is not None else "—",
+            f"{fit['exponent']:.2f}" if fit else "—",
+            f"{fit['r2']:.3f}" if fit else "—",
+            f"{fit['seq_lens'][0]}…{fit['seq_lens'][-1]}" if fit else "fewer than 2 lengths measured",
+            " ".join(f"{k:.2f}" for k in system["local_exponents"]) or "—",
+            f"{mem['exponent']:.2f}" if mem else "—",
+        )
+    return table
+
+
+def write_json(doc: dict[str, Any], path: str | Path) -> None:
+    from pulse.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise PulseError(f"{path}: cannot read a bench JSON document ({err}).") from None
+    if doc.get("schema") != "pulse.bench/1":
+        raise PulseError(f"{path}: not a `pulse bench --json` document (schema {doc.get('schema')!r}).")
+    return doc
+
+
+def plot(doc: dict[str, Any], path: str | Path) -> None:
+    """Log–log PNG: time and memory against sequence length, one line per system; skipped lengths are left out."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
+
+    s = doc["settings"]
+    per = "token" if s["mode"] == "generate" else "batch"
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    ax_time, ax_mem = fig.subplots(1, 2)
+    for system in doc["systems"]:
+        ok = [r for r in system["results"] if r["status"] == "ok"]
+        if not ok:
+            continue
+        lens = [r["seq_len"] for r in ok]
+        fit = system["scaling"]
+        label = system["name"] + (f" (k={fit['exponent']:.2f})" if fit else "")
+        line = ax_time.plot(lens, [r["time_s"]["median"] * 1e3 for r in ok], marker="o", label=label)[0]
+        ax_time.vlines(lens, [r["time_s"]["min"] * 1e3 for r in ok], [r["time_s"]["max"] * 1e3 for r in ok],
+                       color=line.get_color(), alpha=0.5)
+        mem = [(n, r["memory_bytes"] / 2**20) for n, r in zip(lens, ok) if r["memory_bytes"] > 0]
+        if mem:
+            ax_mem.plot(*zip(*mem), marker="o", label=system["name"], color=line.get_color())
+    kind = next((r["memory_kind"] for sys_ in doc["systems"] for r in sys_["results"] if r["status"] == "ok"), "memory")
+    for ax, ylabel in ((ax_time, f"ms per {per} (median, bar = min–max)"), (ax_mem, f"MiB ({kind})")):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length T")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_lines():
+            ax.legend(fontsize=8)
+    fig.suptitle(f"pulse bench · {s['mode']} · batch {s['batch']}\n{machine_line(doc)}", fontsize=9)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)

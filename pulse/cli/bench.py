@@ -1,0 +1,143 @@
+"""`pulse bench`: time recipes or single mixers across sequence lengths, side by side."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pulse.cli.app import app
+from pulse.cli.common import SetOption, console, err_console, handle_errors, load_recipe_or_checkpoint
+from pulse.errors import PulseError
+
+
+def parse_lengths(text: str) -> list[int]:
+    """`512,1k,16k` → [512, 1024, 16384]."""
+    out = []
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            continue
+        scale = 1024 if item[-1] in "kK" else 1
+        try:
+            out.append(int(item[:-1] if scale > 1 else item) * scale)
+        except ValueError:
+            raise PulseError(f"--seq-lens `{text}`: `{item}` is not a length; write e.g. 512,1024,2k.") from None
+    if not out:
+        raise PulseError("--seq-lens is empty; write e.g. --seq-lens 512,1024,2048.")
+    return out
+
+
+def _vs_paths(recipe: Any, recipe_path: Path) -> list[Path]:
+    """The recipe's own [bench] vs list, each relative to the recipe file (else to the working directory)."""
+    out = []
+    for name in recipe.bench.vs:
+        here = recipe_path.parent / name
+        out.append(here if here.exists() else Path(name))
+    return out
+
+
+def _progress(run: dict[str, Any]) -> None:
+    where = f"T={run['seq_len']} round {run['round'] + 1} {run['system']}"
+    if run["status"] == "ok":
+        times = sorted(run["times_s"])
+        per = "token" if run["unit"] == "token" else "batch"
+        console.print(f"[dim]{where}: {times[len(times) // 2] * 1e3:.3g} ms/{per} (pid {run['pid']})[/]", highlight=False)
+    else:
+        console.print(f"[dim]{where}: [yellow]{run['status']}[/] — {run['reason']}[/]", highlight=False)
+
+
+def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, sets: list[str], settings: Any) -> str:
+    """The command line that repeats this run, every setting spelled out."""
+    words = ["pulse", "bench"] + ([str(recipe)] if recipe else [])
+    words += [w for p in vs for w in ("--vs", p)] + [w for m in mixers for w in ("--mixer", m)]
+    words += ["--dim", str(dim)] if mixers else []
+    words += ["--seq-lens", ",".join(map(str, settings.seq_lens))]
+    for name in ("batch", "mode", "repeats", "warmup", "rounds", "generate_tokens", "dtype", "device", "threads",
+                 "max_seconds", "timeout", "max_memory_gb", "matmul_size", "fit_from"):
+        value = getattr(settings, name)
+        if value is not None:
+            flag = {"max_memory_gb": "max-memory"}.get(name, name.replace("_", "-"))
+            words += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
+    words += [w for s in sets for w in ("--set", s)]
+    return shlex.join(words)
+
+
+@app.command()
+@handle_errors
+def bench(
+    recipe: Annotated[Path | None, typer.Argument(help="The baseline recipe (.toml) or checkpoint; omit with --mixer.")] = None,
+    vs: Annotated[list[Path] | None, typer.Option("--vs", help="Another recipe to compare with the first (repeatable).")] = None,
+    mixer: Annotated[
+        list[str] | None,
+        typer.Option("--mixer", help="Bench single mixers instead of recipes: KIND or KIND:key=value,key=value "
+                                     "(repeatable; the first is the baseline), e.g. --mixer pulse:gate=mingru."),
+    ] = None,
+    dim: Annotated[int, typer.Option(min=1, help="Model width for --mixer.")] = 256,
+    seq_lens: Annotated[str | None, typer.Option("--seq-lens", help="Comma-separated lengths, e.g. 512,1k,4k.")] = None,
+    batch: Annotated[int | None, typer.Option(min=1, help="Batch size.")] = None,
+    mode: Annotated[str | None, typer.Option(help="forward, train (forward+backward+AdamW) or generate (per new token).")] = None,
+    repeats: Annotated[int | None, typer.Option(min=1, help="Timed repeats per process, after warm-up.")] = None,
+    warmup: Annotated[int | None, typer.Option(min=0, help="Untimed runs before the repeats.")] = None,
+    rounds: Annotated[int | None, typer.Option(min=1, help="Fresh processes per (system, length), interleaved.")] = None,
+    generate_tokens: Annotated[int | None, typer.Option("--generate-tokens", min=1, help="New tokens timed per repeat (generate).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, float64, bfloat16 or float16.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads in each measuring process (default: torch's).")] = None,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", min=0, help="Wall-clock budget of the whole run.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0, help="Seconds one measuring process may take.")] = None,
+    max_memory: Annotated[
+        float | None, typer.Option("--max-memory", min=0, help="GiB one measurement may allocate; beyond it the length is skipped.")
+    ] = None,
+    matmul_size: Annotated[int, typer.Option("--matmul-size", min=8, help="Side of the square matmul that sets the FLOP/s ceiling.")] = 2048,
+    fit_from: Annotated[int | None, typer.Option("--fit-from", min=1, help="Fit the scaling exponent on lengths ≥ this.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full results as JSON here.")] = None,
+    plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a log–log PNG of time and memory vs length here.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Tokens/s, ms per batch or per new token, peak memory and scaling exponent, each length in a fresh process."""
+    from pulse.bench import Settings, mixer_system, recipe_system, run_bench
+    from pulse.bench import report
+    from pulse.specs.bench import BenchSpec
+
+    if (recipe is None) == (not mixer):
+        raise PulseError("give a RECIPE (and optionally --vs OTHER …) or one or more --mixer KIND, not both and not neither.")
+    if mixer:
+        if vs or set_:
+            raise PulseError("--vs and --set apply to recipes; with --mixer, write variants as KIND:key=value.")
+        spec = BenchSpec()
+        systems = [mixer_system(text, dim) for text in mixer]
+    else:
+        base = load_recipe_or_checkpoint(recipe, set_)
+        spec = base.bench
+        others = vs if vs else _vs_paths(base, recipe)
+        systems = [recipe_system(base)] + [recipe_system(load_recipe_or_checkpoint(p, set_)) for p in others]
+        names = [s.name for s in systems]
+        if len(set(names)) != len(names):
+            systems = [recipe_system(load_recipe_or_checkpoint(p, set_), f"{i}:{p.stem}")
+                       for i, p in enumerate([recipe, *others])]
+    settings = Settings.from_spec(
+        spec,
+        seq_lens=parse_lengths(seq_lens) if seq_lens else None,
+        batch=batch, mode=mode, repeats=repeats, warmup=warmup, rounds=rounds, generate_tokens=generate_tokens,
+        dtype=dtype, device=device, threads=threads, max_seconds=max_seconds, timeout=timeout,
+        max_memory_gb=max_memory, matmul_size=matmul_size, fit_from=fit_from,
+    )
+    command = _command(recipe, [str(p) for p in (vs or [])], mixer or [], dim, set_ or [], settings)
+    console.print(f"[bold]pulse bench[/] {', '.join(s.name for s in systems)} · {settings.mode} · "
+                  f"T = {', '.join(map(str, settings.seq_lens))} · one fresh process per measurement", highlight=False)
+    doc = run_bench(systems, settings, progress=_progress, command=command)
+    console.print(report.results_table(doc))
+    console.print(report.scaling_table(doc))
+    if json_out is not None:
+        report.write_json(doc, json_out)
+        console.print(f"wrote {json_out}")
+    if plot_out is not None:
+        report.plot(doc, plot_out)
+        console.print(f"wrote {plot_out}")
+    failed = [r for r in doc["runs"] if r["status"] == "failed"]
+    if failed:
+        err_console.print(f"[red]{len(failed)} measurement(s) failed[/] (a bug, not a resource limit); "
+                          f"first: {failed[0]['system']} at T={failed[0]['seq_len']}: {failed[0]['reason']}", highlight=False)
+        raise typer.Exit(1)

@@ -1,0 +1,202 @@
+"""`pulse bench`: the document it writes, process isolation, skips instead of crashes, the fit, the plot.
+
+Behaviour only — no timing thresholds. Sizes are tiny so each measuring process costs
+little more than its start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+import jsonschema
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rich.console import Console
+
+from helpers import run_cli
+from pulse.bench import Settings, fit_scaling, local_exponents, mixer_system, parse_mixer, recipe_system, run_bench
+from pulse.bench import report
+from pulse.bench.schema import DOCUMENT_SCHEMA
+from pulse.cli.bench import parse_lengths
+from pulse.errors import PulseError
+from pulse.specs import load_recipe, recipe_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+IMPOSSIBLE = 2**36  # a (1, 2³⁶, 16) float32 input alone is 4 TiB
+TINY = dict(repeats=1, warmup=0, threads=1, matmul_size=32)
+
+
+def render(*tables) -> str:
+    console = Console(record=True, width=200, file=open(os.devnull, "w"))
+    for table in tables:
+        console.print(table)
+    return console.export_text()
+
+
+@pytest.fixture(scope="module")
+def doc():
+    """Two attention variants at two real lengths and one impossible one, under a memory cap."""
+    systems = [mixer_system("attention", 16), mixer_system("attention:num_heads=2", 16)]
+    settings = Settings(seq_lens=(8, 16, IMPOSSIBLE, 2 * IMPOSSIBLE), max_memory_gb=1.0, **TINY)
+    return run_bench(systems, settings, command="test")
+
+
+def test_document_matches_schema_and_round_trips(doc, tmp_path):
+    jsonschema.validate(doc, DOCUMENT_SCHEMA)
+    report.write_json(doc, tmp_path / "bench.json")
+    again = report.read_json(tmp_path / "bench.json")
+    jsonschema.validate(again, DOCUMENT_SCHEMA)
+    assert again == json.loads(json.dumps(doc))
+    assert doc["baseline"] == "attention"
+    assert [s["name"] for s in doc["systems"]] == ["attention", "attention:num_heads=2"]
+    assert doc["machine"]["matmul"]["gflops"] > 0
+
+
+def test_every_measurement_ran_in_its_own_fresh_process(doc):
+    pids = [r["pid"] for r in doc["runs"] if "pid" in r] + [doc["machine"]["pid"]]
+    assert len(pids) == len(set(pids)) == 1 + 2 * 3  # machine + 2 systems × (8, 16, impossible)
+    assert os.getpid() not in pids
+
+
+def test_systems_are_interleaved_and_ratios_taken_pair_by_pair(doc):
+    order = [(r["seq_len"], r["system"]) for r in doc["runs"]]
+    assert order[:4] == [(8, "attention"), (8, "attention:num_heads=2"), (16, "attention"), (16, "attention:num_heads=2")]
+    base, other = doc["systems"]
+    for seq_len, i in ((8, 0), (16, 1)):
+        a, b = doc["runs"][2 * i], doc["runs"][2 * i + 1]
+        assert base["results"][i]["ratio"]["speedup"]["median"] == 1.0
+        expected = statistics.median(a["times_s"]) / statistics.median(b["times_s"])
+        assert math.isclose(other["results"][i]["ratio"]["speedup"]["median"], expected)
+        assert other["results"][i]["tokens_per_s"] == pytest.approx(seq_len / other["results"][i]["time_s"]["median"])
+
+
+def test_a_length_that_does_not_fit_is_skipped_not_a_crash(doc):
+    for system in doc["systems"]:
+        ok, oom, after = system["results"][1], system["results"][2], system["results"][3]
+        assert ok["status"] == "ok"
+        assert oom["status"] == "skipped" and "out of memory" in oom["reason"]
+        assert after["status"] == "skipped" and "not tried" in after["reason"] and not after["pids"]
+        assert system["scaling"]["seq_lens"] == [8, 16]
+    text = render(report.results_table(doc), report.scaling_table(doc))
+    assert "out of memory" in text and "attention:num_heads=2" in text
+
+
+def test_time_budget_and_timeouts_skip_with_reason():
+    system = mixer_system("attention", 16)
+    budget = run_bench([system], Settings(seq_lens=(8, 16), max_seconds=0.05, **TINY))
+    jsonschema.validate(budget, DOCUMENT_SCHEMA)
+    assert budget["machine"]["matmul"] is None
+    assert all(r["status"] == "skipped" and "--max-seconds" in r["reason"] for r in budget["systems"][0]["results"])
+    slow = run_bench([system], Settings(seq_lens=(8, 16), timeout=0.05, **TINY))
+    first, second = slow["systems"][0]["results"]
+    assert first["status"] == "skipped" and first["reason"].startswith("timeout")
+    assert second["status"] == "skipped" and "not tried" in second["reason"]
+    render(report.results_table(slow), report.scaling_table(slow))
+
+
+def test_recipe_train_and_generate_modes(tmp_path):
+    recipe = recipe_from_dict({"model": {"from": "transformer-small", "dim": 16, "depth": 1}}, source="tiny")
+    for mode in ("train", "generate"):
+        out = run_bench([recipe_system(recipe)], Settings(seq_lens=(8,), mode=mode, generate_tokens=2, **TINY))
+        jsonschema.validate(out, DOCUMENT_SCHEMA)
+        result = out["systems"][0]["results"][0]
+        assert result["status"] == "ok", result
+        assert result["unit"] == ("token" if mode == "generate" else "batch")
+        assert out["systems"][0]["params"] > 0 and result["flops"] > 0
+        if mode == "generate":
+            assert result["prefill_s"] > 0
+
+
+def test_cli_mixer_bench_writes_json_and_plot(tmp_path):
+    result = run_cli("bench", "--mixer", "attention", "--dim", "16", "--seq-lens", "8,16", "--mode", "generate",
+                     "--generate-tokens", "2", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                     "--matmul-size", "32", "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    jsonschema.validate(doc, DOCUMENT_SCHEMA)
+    assert doc["settings"]["mode"] == "generate" and doc["command"].startswith("pulse bench --mixer attention")
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_written_even_when_nothing_was_measured(doc, tmp_path):
+    report.plot(doc, tmp_path / "sub" / "plot.png")
+    assert (tmp_path / "sub" / "plot.png").stat().st_size > 0
+    empty = json.loads(json.dumps(doc))
+    for system in empty["systems"]:
+        for r in system["results"]:
+            r.update(status="skipped", reason="test")
+    report.plot(empty, tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "give a RECIPE"),
+        (("recipes/transformer.toml", "--mixer", "attention"), "not both"),
+        (("--mixer", "atention"), "did you mean `attention`"),
+        (("--mixer", "attention:num_heads=3", "--dim", "16"), "num_heads"),
+        (("--mixer", "attention", "--seq-lens", "8,x"), "not a length"),
+        (("--mixer", "attention", "--mode", "backward"), "forward, train, generate"),
+    ],
+)
+def test_cli_user_mistakes_exit_2(args, message):
+    result = run_cli("bench", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_recipe_bench_table_sets_defaults_and_cli_overrides():
+    recipe = load_recipe(ROOT / "recipes/transformer.toml")
+    settings = Settings.from_spec(recipe.bench)
+    assert settings.seq_lens == tuple(recipe.bench.seq_lens) and settings.mode == recipe.bench.mode
+    over = Settings.from_spec(recipe.bench, seq_lens=[64, 32, 64], mode="train", threads=None)
+    assert over.seq_lens == (32, 64) and over.mode == "train" and over.threads is None
+
+
+def test_bench_vs_paths_resolve_relative_to_the_recipe(tmp_path):
+    from pulse.cli.bench import _vs_paths
+
+    (tmp_path / "other.toml").write_text('[model]\nfrom = "transformer-small"\n')
+    path = tmp_path / "main.toml"
+    path.write_text('[model]\nfrom = "transformer-small"\n[bench]\nvs = ["other.toml"]\nseq_lens = [64, 16]\n')
+    recipe = load_recipe(path)
+    assert _vs_paths(recipe, path) == [tmp_path / "other.toml"]
+    assert recipe.bench.seq_lens == [16, 64]
+
+
+def test_parse_mixer_and_lengths():
+    assert parse_mixer("attention") == ("attention", {})
+    assert parse_mixer("attention:num_heads=2,bias=true") == ("attention", {"num_heads": 2, "bias": True})
+    assert parse_mixer("x:sizes=[1,2],name=a") == ("x", {"sizes": [1, 2], "name": "a"})
+    assert parse_lengths("512, 1k,16K") == [512, 1024, 16384]
+    with pytest.raises(PulseError, match="num_heads"):
+        mixer_system("attention:num_heads=5", 16)
+
+
+@given(
+    exponent=st.floats(0.25, 2.5),
+    scale=st.floats(1e-6, 1e2),
+    lens=st.lists(st.sampled_from([64, 128, 256, 512, 1024, 4096, 16384]), min_size=2, max_size=7, unique=True),
+)
+def test_fit_recovers_the_exponent_of_synthetic_timings(exponent, scale, lens):
+    times = [scale * n**exponent for n in lens]
+    fit = fit_scaling(lens, times)
+    assert fit.exponent == pytest.approx(exponent, rel=1e-9)
+    assert fit.r2 == pytest.approx(1.0) and fit.points == len(lens)
+    assert fit.predict(lens[0]) == pytest.approx(times[0], rel=1e-9)
+    assert local_exponents(lens, times) == pytest.approx([exponent] * (len(lens) - 1), rel=1e-9)
+
+
+def test_fit_of_noisy_quadratic_and_degenerate_inputs():
+    lens = [1024, 2048, 4096, 8192]
+    times = [n**2 * f for n, f in zip(lens, (1.05, 0.95, 1.02, 0.98))]
+    assert 1.9 < fit_scaling(lens, times).exponent < 2.1
+    assert fit_scaling([1024], [1.0]) is None
+    assert fit_scaling([1024, 1024], [1.0, 2.0]) is None
+    assert fit_scaling([1024, 2048], [0.0, 1.0]) is None
