@@ -16,6 +16,10 @@ from pulse.contract import Mixer
 from pulse.errors import PulseError
 from pulse.specs import RecipeBase as Recipe
 from pulse.specs import json_schema, load_recipe, recipe_from_dict
+from pulse.checkpoint import load_checkpoint, save_checkpoint
+from pulse.models.causal_lm import PulseConfig, PulseForCausalLM
+from pulse.models.sequence import SequencePulse, SimplePulse
+from pulse.tokenizer import ByteTokenizer
 
 
 def list_blocks(pattern: str = "*", role: str | None = None) -> list[registry.Entry]:
@@ -24,17 +28,24 @@ def list_blocks(pattern: str = "*", role: str | None = None) -> list[registry.En
 
 
 __all__ = [
+    "ByteTokenizer",
     "CausalSelfAttention",
     "Mixer",
+    "PulseConfig",
     "PulseError",
+    "PulseForCausalLM",
     "Recipe",
+    "SequencePulse",
+    "SimplePulse",
     "__version__",
     "build_mixer",
     "build_model",
     "json_schema",
     "list_blocks",
+    "load_checkpoint",
     "load_recipe",
     "make_spec",
     "recipe_from_dict",
     "registry",
+    "save_checkpoint",
 ]

@@ -1,15 +1,22 @@
 """Checkpoints: safetensors weights with the resolved recipe in the metadata.
 
 A checkpoint directory holds `model.safetensors` (weights; metadata: recipe JSON,
-recipe hash, library version) and `recipe.json` (the same recipe, for people).
-Every write goes to a temporary file first and is renamed into place, so a run
-killed at any moment leaves the previous good file intact.
+recipe hash, library version, a sha256 of the tensor data) and `recipe.json` (the
+same recipe, for people). The file alone rebuilds the model. Every write goes to a
+temporary file first and is renamed into place, so a run killed at any moment
+leaves the previous good file intact.
+
+Reading checks the file before trusting it — header length, header JSON, that the
+data is all there, the recipe's hash, the tensors' checksum, every name and shape —
+and reports what is wrong as a PulseError naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,13 +24,15 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
-from torch import nn
+from safetensors.torch import save_file
+from torch import Tensor, nn
 
 from pulse.errors import PulseError
 
 WEIGHTS = "model.safetensors"
 RECIPE = "recipe.json"
+MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+ADVICE = "give a checkpoint directory written by `pulse build --out`, `pulse train` or save_pretrained"
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -46,68 +55,187 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def recipe_hash(data: dict[str, Any]) -> str:
+    """sha256 of a recipe dict's canonical JSON (the same as RecipeBase.hash)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _unique_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The state dict with each shared (tied) tensor once, under its first name, contiguous on the CPU."""
+    out: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        if tensor.device.type == "meta":
+            raise PulseError(f"cannot save `{name}`: the model lives on the meta device and has no values; build it on a real device.")
+        out[name] = tensor.detach().to("cpu").contiguous()
+    return out
+
+
+def tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save_checkpoint(model: nn.Module, recipe: Any, directory: str | Path, *, name: str = WEIGHTS) -> Path:
     """Save weights (+ recipe metadata) into `directory` atomically; returns the weights path."""
     from pulse import __version__
 
     directory = Path(directory)
-    recipe_json = json.dumps(recipe.to_dict(), sort_keys=True)
-    metadata = {"pulse_recipe": recipe_json, "pulse_recipe_hash": recipe.hash(), "pulse_version": __version__,
-                "format": "pt"}
+    recipe_dict = recipe.to_dict()
+    tensors = _unique_tensors(model)
+    metadata = {
+        "format": "pt",
+        "pulse_recipe": json.dumps(recipe_dict, sort_keys=True),
+        "pulse_recipe_hash": recipe.hash(),
+        "pulse_version": __version__,
+        "pulse_sha256": tensors_digest(tensors),
+    }
     path = directory / name
-    atomic_write(path, lambda tmp: save_model(model, tmp, metadata=metadata))
-    atomic_write_text(directory / RECIPE, json.dumps(recipe.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write_text(directory / RECIPE, json.dumps(recipe_dict, indent=2, sort_keys=True) + "\n")
     return path
 
 
 def weights_path(location: str | Path) -> Path:
     location = Path(location)
-    path = location / WEIGHTS if location.is_dir() else location
-    if not path.exists():
-        where = f"{location} has no {WEIGHTS}" if location.is_dir() else f"{location}: no such file"
-        raise PulseError(f"{where}; give a checkpoint directory written by `pulse build --out` or `pulse train`.")
-    return path
+    if location.is_dir():
+        path = location / WEIGHTS
+        if not path.is_file():
+            raise PulseError(f"{location} has no {WEIGHTS}, so it is not a checkpoint directory; {ADVICE}.")
+        return path
+    if not location.exists():
+        raise PulseError(f"{location}: no such file or directory; {ADVICE}.")
+    return location
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Parse and check a safetensors header: (tensor entries, metadata). Raises PulseError."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(9)
+            if len(head) < 9:
+                raise PulseError(
+                    f"{path}: only {size} bytes, too short to be a safetensors checkpoint (truncated?); {ADVICE}."
+                )
+            (length,) = struct.unpack("<Q", head[:8])
+            if head[8:] != b"{" or not 2 <= length <= MAX_HEADER:
+                raise PulseError(f"{path}: not a safetensors file (no valid header at the start); {ADVICE}.")
+            if 8 + length > size:
+                raise PulseError(
+                    f"{path}: truncated — the header alone needs {8 + length:,} bytes but the file has {size:,}; "
+                    "the write was cut short, so use an earlier checkpoint."
+                )
+            body = head[8:] + f.read(length - 1)
+    except OSError as err:
+        raise PulseError(f"{path}: cannot read the file ({err.strerror or err}).") from None
+    try:
+        header = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PulseError(f"{path}: corrupt header (not valid JSON: {err}); the file is damaged, use another copy.") from None
+    if not isinstance(header, dict):
+        raise PulseError(f"{path}: corrupt header (expected a JSON object); the file is damaged, use another copy.")
+    metadata = header.pop("__metadata__", None) or {}
+    ends = []
+    for name, entry in header.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise PulseError(f"{path}: corrupt header (entry `{name}` has no valid data_offsets); the file is damaged.")
+        ends.append(offsets[1])
+    have, need = size - 8 - length, max(ends, default=0)
+    if have < need:
+        raise PulseError(
+            f"{path}: truncated — the tensors need {need:,} bytes of data but only {have:,} are there; "
+            "the write was cut short, so use an earlier checkpoint."
+        )
+    if have > need:
+        raise PulseError(f"{path}: corrupt — {have - need:,} unexplained bytes after the tensor data; the file is damaged.")
+    if not isinstance(metadata, dict) or "pulse_recipe" not in metadata:
+        raise PulseError(
+            f"{path}: a safetensors file, but not a PULSE checkpoint (no recipe in its metadata); {ADVICE}."
+        )
+    return header, metadata
 
 
 def read_metadata(location: str | Path) -> dict[str, str]:
+    """The checkpoint's metadata (recipe JSON, hashes, version) after checking the file's structure."""
+    return _read_header(weights_path(location))[1]
+
+
+def read_stored_recipe(location: str | Path) -> dict[str, Any]:
+    """The recipe dict stored in a checkpoint, checked against its stored hash (not yet validated)."""
     path = weights_path(location)
+    meta = read_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise PulseError(f"{path}: not a readable safetensors checkpoint (truncated or corrupt?): {err}.") from None
-    if "pulse_recipe" not in meta:
-        raise PulseError(f"{path}: a safetensors file without PULSE recipe metadata; it was not written by pulse.")
-    return meta
+        data = json.loads(meta["pulse_recipe"])
+    except json.JSONDecodeError as err:
+        raise PulseError(f"{path}: corrupt metadata — the stored recipe is not valid JSON ({err}).") from None
+    stored = meta.get("pulse_recipe_hash")
+    if not isinstance(data, dict) or (stored is not None and recipe_hash(data) != stored):
+        raise PulseError(f"{path}: corrupt metadata — the stored recipe does not match its hash; the file was altered.")
+    return data
 
 
 def load_recipe_from_checkpoint(location: str | Path):
     from pulse.specs.load import validate
 
     path = weights_path(location)
-    meta = read_metadata(path)
+    return validate(read_stored_recipe(path), source=f"{path} (stored recipe)")
+
+
+def _read_tensors(path: Path, metadata: dict[str, str]) -> dict[str, Tensor]:
     try:
-        data = json.loads(meta["pulse_recipe"])
-    except json.JSONDecodeError as err:
-        raise PulseError(f"{path}: the recipe stored in the metadata is not valid JSON ({err}).") from None
-    return validate(data, source=f"{path} (stored recipe)")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise PulseError(f"{path}: cannot read the tensors (corrupt file?): {err}.") from None
+    digest = metadata.get("pulse_sha256")
+    if digest is not None and tensors_digest(tensors) != digest:
+        raise PulseError(f"{path}: corrupt — the tensor data does not match its checksum; use another copy of the checkpoint.")
+    return tensors
 
 
 def load_weights(model: nn.Module, location: str | Path) -> None:
     """Load weights into `model`, strictly: a missing, extra or misshapen tensor is a PulseError."""
     path = weights_path(location)
-    read_metadata(path)
-    try:
-        missing, unexpected = load_model(model, str(path), strict=False)
-    except (SafetensorError, OSError) as err:
-        raise PulseError(f"{path}: cannot read the weights (truncated or corrupt?): {err}.") from None
-    except RuntimeError as err:
-        raise PulseError(f"{path}: weights do not fit this model (built from a different recipe?): {err}.") from None
-    if missing or unexpected:
+    _, metadata = _read_header(path)
+    tensors = _read_tensors(path, metadata)
+    groups: dict[int, list[str]] = {}
+    expected = model.state_dict(keep_vars=True)
+    for name, tensor in expected.items():
+        groups.setdefault(id(tensor), []).append(name)
+    state: dict[str, Tensor] = {}
+    missing = []
+    for names in groups.values():
+        present = [n for n in names if n in tensors]
+        if not present:
+            missing.append(names[0])
+            continue
+        for n in names:
+            state[n] = tensors[present[0]]
+    unexpected = sorted(set(tensors) - set(expected))
+    misshapen = [
+        f"{n}: file {tuple(state[n].shape)}, model {tuple(expected[n].shape)}"
+        for n in expected if n in state and state[n].shape != expected[n].shape
+    ]
+    if missing or unexpected or misshapen:
+        parts = [f"{len(misshapen)} shape mismatch(es) ({'; '.join(misshapen[:4])})" if misshapen else "",
+                 f"missing {missing[:4]}" if missing else "", f"unexpected {unexpected[:4]}" if unexpected else ""]
         raise PulseError(
-            f"{path}: weights do not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}; "
-            "the checkpoint comes from a different recipe."
+            f"{path}: weights do not fit this model — {', '.join(p for p in parts if p)}; "
+            "the checkpoint comes from a different recipe, so build the model from the checkpoint's own recipe."
         )
+    with torch.no_grad():
+        model.load_state_dict(state, strict=True)
 
 
 def load_checkpoint(location: str | Path, *, device: torch.device | str | None = None) -> tuple[nn.Module, Any]:

@@ -39,6 +39,9 @@ class LMSpec(Spec):
     )
     positions: "PositionalSpec | None" = Field(default=None, description="position encoding; omit for none")
     tie_embeddings: bool = Field(True, description="share the embedding matrix with the output head")
+    tokenizer: Literal["bytes"] = Field(
+        "bytes", description="text ↔ ids: UTF-8 bytes 0..255, plus bos/eos/pad at 256..258 when vocab_size ≥ 259"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "LMSpec":

@@ -1,0 +1,81 @@
+"""`pulse generate`: text from a checkpoint (or a recipe's fresh weights), streamed as it comes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pulse.cli.app import app
+from pulse.checkpoint import weights_path
+from pulse.cli.common import SetOption, err_console, handle_errors, is_checkpoint
+from pulse.errors import PulseError
+
+
+@app.command()
+@handle_errors
+def generate(
+    source: Annotated[Path, typer.Argument(help="A checkpoint directory (or .safetensors file), or a recipe (.toml) for fresh weights.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, help="Tokens to generate at most.")] = 64,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 means greedy.")] = 1.0,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Sample only among the k most likely tokens.")] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Sample from the smallest set with this much probability.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling (and for fresh weights from a recipe).")] = 0,
+    stream: Annotated[bool, typer.Option("--stream", help="Print each token as soon as it is generated.")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Continue a prompt, one `step` per token with every layer's state carried (O(1) per token for PULSE layers)."""
+    import torch
+
+    from pulse.models.causal_lm import PulseForCausalLM
+
+    torch.manual_seed(seed)
+    if is_checkpoint(source):
+        if set_:
+            raise PulseError("--set applies to recipes; a checkpoint's weights fix its architecture, so drop --set.")
+        model = PulseForCausalLM.from_pretrained(source)
+    elif source.is_dir():
+        weights_path(source)  # not a checkpoint directory: this raises, naming what is missing
+    else:
+        model = PulseForCausalLM.from_recipe(source, set_ or ())
+        err_console.print(
+            f"[yellow]note:[/] {source} is a recipe, so the weights are freshly initialized (seed {seed}), not trained; "
+            "expect noise. Pass a checkpoint from `pulse train` for real text.",
+            highlight=False,
+        )
+    model.eval()
+    tok = model.tokenizer
+    ids = tok.encode(prompt) or ([tok.bos_id] if tok.bos_id is not None else [])
+    if not ids:
+        raise PulseError("the prompt is empty and this model's vocabulary has no bos token; pass --prompt TEXT.")
+    steps = model.stream(
+        torch.tensor([ids]), max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0,
+        top_k=top_k, top_p=top_p, eos_token_id=tok.eos_id, vocab_limit=tok.vocab_size, seed=seed,
+    )
+    decoder = tok.stream_decoder()
+    pieces: list[str] = []
+    count = 0
+    start = time.perf_counter()
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    for s in steps:
+        token = int(s.tokens[0])
+        if token == tok.eos_id:
+            break
+        count += 1
+        piece = decoder.push(token)
+        if stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        else:
+            pieces.append(piece)
+    pieces.append(decoder.flush())
+    elapsed = time.perf_counter() - start
+    sys.stdout.write("".join(pieces if not stream else pieces[-1:]) + "\n")
+    sys.stdout.flush()
+    rate = f" · {1000 * elapsed / count:.1f} ms/token incl. the {len(ids)}-token prefill" if count else ""
+    err_console.print(f"[dim]{count} new tokens in {elapsed:.2f} s{rate}[/]", highlight=False)

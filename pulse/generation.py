@@ -1,0 +1,171 @@
+"""Autoregressive generation with carried state: one prefill pass, then one `step` per token.
+
+Works with any language model that has `forward(ids, state) -> (logits, state)` and
+`step(ids_t, state) -> (logits, state)` (pulse.models.lm.LanguageModel). The prefix
+is never re-run and positions continue from the state, so a token costs what one
+`step` costs: O(1) for recurrent mixers, O(context) for attention's KV cache.
+
+# b batch · t time · v vocab
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pulse.errors import PulseError
+
+
+@dataclass
+class GenerationStep:
+    """One generated position: the chosen ids (b,), the logits they came from (b, v), and which rows are done."""
+
+    tokens: Tensor
+    logits: Tensor
+    finished: Tensor
+
+
+def check_sampling(
+    *, max_new_tokens: int, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
+    if max_new_tokens < 0:
+        raise PulseError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}.")
+    if do_sample and not temperature > 0:
+        raise PulseError(f"temperature must be > 0 when sampling, got {temperature}; use greedy decoding for temperature 0.")
+    if top_k is not None and top_k < 1:
+        raise PulseError(f"top_k must be ≥ 1, got {top_k}; omit it to sample from the whole vocabulary.")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise PulseError(f"top_p must lie in (0, 1], got {top_p}.")
+
+
+def next_tokens(
+    logits: Tensor,
+    *,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    vocab_limit: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Pick one id per row from logits (b, v): argmax, or a sample after temperature, top-k and top-p."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+        logits = logits.clone()
+        logits[:, vocab_limit:] = float("-inf")
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (b, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token once the mass before it already reaches top_p; the most likely token always stays
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def stream(
+    lm: nn.Module,
+    input_ids: Tensor,
+    max_new_tokens: int,
+    *,
+    state: Any = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    vocab_limit: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Iterator[GenerationStep]:
+    """Yield up to `max_new_tokens` GenerationSteps after prefilling `input_ids` (b, t) on top of `state`.
+
+    A row that has produced `eos_token_id` is finished: it keeps being stepped with the
+    rest of the batch but its ids are `pad_token_id` (default: eos) from then on. The
+    stream ends early once every row is finished.
+    """
+    check_sampling(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    vocab = getattr(lm, "vocab_size", None)
+    for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
+        if value is not None and vocab is not None and not 0 <= value < vocab:
+            raise PulseError(f"{name} {value} is outside the model's vocabulary 0..{vocab - 1}.")
+    fill = pad_token_id if pad_token_id is not None else eos_token_id
+    with torch.no_grad():
+        logits, state = lm(input_ids, state)
+        logits = logits[:, -1]  # (b, v)
+        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for i in range(max_new_tokens):
+            tokens = next_tokens(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 vocab_limit=vocab_limit, generator=generator)
+            if eos_token_id is not None:
+                tokens = torch.where(finished, torch.full_like(tokens, fill), tokens)
+                finished = finished | (tokens == eos_token_id)
+            yield GenerationStep(tokens, logits, finished.clone())
+            if i + 1 == max_new_tokens or bool(finished.all()):
+                return
+            logits, state = lm.step(tokens, state)
+
+
+@dataclass
+class TokenTiming:
+    """Seconds per generated token after prefilling `context_len` tokens: median, min, max over `new_tokens` steps."""
+
+    context_len: int
+    new_tokens: int
+    median_s: float
+    min_s: float
+    max_s: float
+    prefill_s: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_per_token(
+    model: nn.Module, context_len: int, new_tokens: int, *, batch: int = 1, warmup: int = 3,
+    prefill_chunk: int = 2048, seed: int = 0,
+) -> TokenTiming:
+    """Time `step` per new token at a context of `context_len` random tokens (greedy, no sampling).
+
+    The prefill runs in chunks of `prefill_chunk` (identical to one pass, by the split
+    property, but with bounded memory). `warmup` untimed steps come first, so the timed
+    steps see contexts context_len + warmup … context_len + warmup + new_tokens − 1.
+    """
+    lm = getattr(model, "model", model)
+    if context_len < 1 or new_tokens < 1:
+        raise PulseError(f"context_len and new_tokens must be ≥ 1, got {context_len} and {new_tokens}.")
+    param = next(lm.parameters())
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, lm.vocab_size, (batch, context_len), generator=g).to(param.device)
+    times = []
+    with torch.inference_mode():
+        _sync(param.device)
+        start = time.perf_counter()
+        state = None
+        for i in range(0, context_len, prefill_chunk):
+            logits, state = lm(ids[:, i : i + prefill_chunk], state)
+        _sync(param.device)
+        prefill = time.perf_counter() - start
+        tokens = logits[:, -1].argmax(-1)
+        for i in range(warmup + new_tokens):
+            start = time.perf_counter()
+            logits, state = lm.step(tokens, state)
+            tokens = logits.argmax(-1)
+            _sync(param.device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return TokenTiming(context_len, new_tokens, statistics.median(times), min(times), max(times), prefill)
