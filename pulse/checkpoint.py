@@ -65,13 +65,21 @@ def _unique_tensors(model: nn.Module) -> dict[str, Tensor]:
     """The state dict with each shared (tied) tensor once, under its first name, contiguous on the CPU."""
     out: dict[str, Tensor] = {}
     seen: set[int] = set()
+    storages: set[int] = set()
     for name, tensor in model.state_dict(keep_vars=True).items():
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
         if tensor.device.type == "meta":
-            raise PulseError(f"cannot save `{name}`: the model lives on the meta device and has no values; build it on a real device.")
-        out[name] = tensor.detach().to("cpu").contiguous()
+            raise PulseError(
+                f"cannot save `{name}`: the model lives on the meta device and has no values; build it on a real device."
+            )
+        t = tensor.detach().to("cpu").contiguous()
+        # safetensors refuses distinct tensors that share memory (views of one another): give those their own copy
+        if t.untyped_storage().data_ptr() in storages:
+            t = t.clone()
+        storages.add(t.untyped_storage().data_ptr())
+        out[name] = t
     return out
 
 

@@ -101,6 +101,8 @@ def stream(
     for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
         if value is not None and vocab is not None and not 0 <= value < vocab:
             raise PulseError(f"{name} {value} is outside the model's vocabulary 0..{vocab - 1}.")
+    if max_new_tokens == 0:
+        return
     fill = pad_token_id if pad_token_id is not None else eos_token_id
     with torch.no_grad():
         logits, state = lm(input_ids, state)

@@ -268,6 +268,8 @@ def test_model_kinds_build_summarize_and_save(tmp_path, model):
 
 def test_model_kind_spec_errors_name_the_path():
     with pytest.raises(pulse.PulseError, match=r"model: num_heads \(3\) must divide state_dim \(16\)"):
-        pulse.recipe_from_dict({"model": {"kind": "simple_pulse", "input_dim": 4, "output_dim": 2, "state_dim": 16, "num_heads": 3}})
+        pulse.recipe_from_dict(
+            {"model": {"kind": "simple_pulse", "input_dim": 4, "output_dim": 2, "state_dim": 16, "num_heads": 3}}
+        )
     with pytest.raises(pulse.PulseError, match="model.output_mode"):
         pulse.recipe_from_dict({"model": {"kind": "sequence_pulse", "input_dim": 4, "output_dim": 2, "output_mode": "max"}})

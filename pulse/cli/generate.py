@@ -18,12 +18,17 @@ from pulse.errors import PulseError
 @app.command()
 @handle_errors
 def generate(
-    source: Annotated[Path, typer.Argument(help="A checkpoint directory (or .safetensors file), or a recipe (.toml) for fresh weights.")],
+    source: Annotated[
+        Path, typer.Argument(help="A checkpoint directory (or .safetensors file), or a recipe (.toml) for fresh weights.")
+    ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, help="Tokens to generate at most.")] = 64,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 means greedy.")] = 1.0,
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Sample only among the k most likely tokens.")] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Sample from the smallest set with this much probability.")] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option("--top-p", min=0.0, max=1.0, help="Sample from the smallest set of tokens with this much probability."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling (and for fresh weights from a recipe).")] = 0,
     stream: Annotated[bool, typer.Option("--stream", help="Print each token as soon as it is generated.")] = False,
     set_: SetOption = None,

@@ -68,7 +68,9 @@ class SimplePulse(nn.Module):
     def states(self, x: Tensor) -> Tensor:
         """The slots (b, s, d) after `num_iterations` updates from x (b, i)."""
         if x.ndim != 2 or x.shape[-1] != self.input_dim or not x.is_floating_point():
-            raise PulseError(f"SimplePulse expects float inputs of shape (batch, {self.input_dim}), got {tuple(x.shape)} {x.dtype}.")
+            raise PulseError(
+                f"SimplePulse expects float inputs of shape (batch, {self.input_dim}), got {tuple(x.shape)} {x.dtype}."
+            )
         tokens = x.unsqueeze(-1) * self.feature_scale + self.feature_bias  # (b, i, d)
         h = self.slots.expand(x.shape[0], -1, -1)  # (b, s, d)
         state = (h, self.propagator.init_cell(h)) if self.propagator.gate_type == "lstm" else h
@@ -115,7 +117,9 @@ class SequencePulse(nn.Module):
 
     Build it from sizes, `SequencePulse(input_dim, state_dim, num_states, output_dim,
     layout=("pulse",), …)` — the model width is `state_dim` — or from a recipe with
-    `[model] kind = "sequence_pulse"`. Params: i·d + d (input) + layers + d·o + o (head).
+    `[model] kind = "sequence_pulse"` (its builder passes ready `layers`, `final_norm` and
+    `positions`, and the size arguments that shape layers are then unused).
+    Params: i·d + d (input) + layers + d·o + o (head).
     """
 
     def __init__(
@@ -184,7 +188,8 @@ class SequencePulse(nn.Module):
     def _check(self, x: Tensor, mask: Tensor | None, state: dict[str, Any]) -> Tensor:
         if x.ndim != 3 or x.shape[-1] != self.input_dim or x.shape[1] == 0 or not x.is_floating_point():
             raise PulseError(
-                f"SequencePulse expects float inputs of shape (batch, time ≥ 1, {self.input_dim}), got {tuple(x.shape)} {x.dtype}."
+                f"SequencePulse expects float inputs of shape (batch, time ≥ 1, {self.input_dim}), "
+                f"got {tuple(x.shape)} {x.dtype}."
             )
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -199,7 +204,9 @@ class SequencePulse(nn.Module):
             raise PulseError(f"rows {rows[:8]} ended with padding in an earlier call; a padded sequence cannot be continued.")
         return mask
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, state: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, state: dict[str, Any] | None = None
+    ) -> tuple[Tensor, dict[str, Any]]:
         """Outputs for x (b, t, i) — (b, o), or (b, t, o) with output_mode 'all' — and the state after x."""
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)

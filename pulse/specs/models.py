@@ -92,7 +92,7 @@ class SimplePulseSpec(Spec):
 
 
 class SequencePulseSpec(Spec):
-    """Sequence encoder over continuous inputs (b, t, input_dim): the LM's residual layers with an input projection and a pooled head."""
+    """Sequence encoder over continuous inputs (b, t, input_dim): the LM's residual layers, an input projection, a head."""
 
     kind: Literal["sequence_pulse"] = "sequence_pulse"
     input_dim: int = Field(..., ge=1, description="features per time step")
@@ -130,7 +130,9 @@ class SequencePulseSpec(Spec):
                     f"defined mixers: {', '.join(sorted(self.mixers)) or 'none'}"
                 )
         if len(self.layout) > self.depth:
-            raise ValueError(f"layout has {len(self.layout)} entries but depth is {self.depth}; raise depth or shorten the layout")
+            raise ValueError(
+                f"layout has {len(self.layout)} entries but depth is {self.depth}; raise depth or shorten the layout"
+            )
         for i in self.layers:
             if not 0 <= i < self.depth:
                 raise ValueError(f"layers.{i} is outside 0..{self.depth - 1}; per-layer overrides must name an existing layer")
