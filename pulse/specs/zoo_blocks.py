@@ -1,0 +1,90 @@
+"""Specs of the rest of the block zoo: linear attention, sparse state attention, SSM, NTM memory."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pulse.specs.base import Spec, divides
+
+
+class LinearAttentionSpec(Spec):
+    """Causal linear attention (kernel feature map, optional normaliser and per-head decay); state h·(d/h)² + d."""
+
+    kind: Literal["linear_attention"] = "linear_attention"
+    num_heads: int = Field(4, ge=1, description="heads; must divide the model dim (head dim = dim / num_heads)")
+    feature_map: Literal["elu1", "relu", "identity"] = Field("elu1", description="φ applied to queries and keys")
+    normalize: bool = Field(True, description="divide by φ(q)·Σφ(k) (needs a non-negative feature map)")
+    decay: Literal["none", "fixed", "input"] = Field(
+        "none", description="per-head forgetting: none, RetNet's fixed γ_h = 1 − 2^(−5−h), or input-dependent (GLA-style)"
+    )
+    chunk_size: int = Field(64, ge=1, description="tokens per chunk of the chunkwise-parallel form (speed only)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LinearAttentionSpec":
+        if self.normalize and self.feature_map == "identity":
+            raise ValueError(
+                "normalize = true needs non-negative features, but feature_map = \"identity\" can make φ(q)·Σφ(k) "
+                "zero or negative; set normalize = false or feature_map = \"elu1\" / \"relu\""
+            )
+        return self
+
+    def check_dim(self, dim: int) -> None:
+        divides("num_heads", self.num_heads, dim)
+
+
+class SparseStateAttentionSpec(Spec):
+    """Each token reads only its top-k slots of a chunk-wise, causally written slot bank."""
+
+    kind: Literal["sparse_state_attention"] = "sparse_state_attention"
+    num_states: int = Field(64, ge=1, description="slots s in the bank")
+    top_k: int = Field(8, ge=1, description="slots each token reads (k ≤ num_states)")
+    num_heads: int = Field(4, ge=1, description="heads, each with its own top-k; must divide the model dim")
+    chunk_size: int = Field(64, ge=1, description="tokens written into the slots at once; 1 = per-token recurrence")
+    conv_size: int = Field(4, ge=2, description="width of the causal depthwise conv (the path inside a chunk)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SparseStateAttentionSpec":
+        if self.top_k > self.num_states:
+            raise ValueError(
+                f"top_k ({self.top_k}) is larger than num_states ({self.num_states}); a token cannot read more slots "
+                f"than the bank holds — lower top_k to at most {self.num_states} or raise num_states"
+            )
+        return self
+
+    def check_dim(self, dim: int) -> None:
+        divides("num_heads", self.num_heads, dim)
+
+
+class SSMSpec(Spec):
+    """Selective state-space block (Mamba S6): conv, input-dependent Δ/B/C, diagonal A, SiLU gate."""
+
+    kind: Literal["ssm"] = "ssm"
+    d_state: int = Field(16, ge=1, description="state size n per channel")
+    expand: int = Field(2, ge=1, description="inner width as a multiple of the model dim")
+    conv_size: int = Field(4, ge=2, description="width of the causal depthwise conv")
+    dt_rank: int | None = Field(None, ge=1, description="rank of the Δ projection; default ceil(dim / 16)")
+    dt_min: float = Field(1e-3, gt=0, description="smallest initial step Δ")
+    dt_max: float = Field(0.1, gt=0, description="largest initial step Δ")
+    chunk_size: int = Field(16, ge=1, description="tokens per chunk of the chunked scan (speed only)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SSMSpec":
+        if self.dt_min > self.dt_max:
+            raise ValueError(f"dt_min ({self.dt_min}) exceeds dt_max ({self.dt_max}); swap them or make them equal")
+        return self
+
+
+class NTMSpec(Spec):
+    """Neural Turing Machine memory: GRU controller, content + location addressed read/write heads."""
+
+    kind: Literal["ntm"] = "ntm"
+    memory_slots: int = Field(32, ge=2, description="memory rows N")
+    memory_width: int = Field(32, ge=1, description="width M of each memory row")
+    read_heads: int = Field(1, ge=1, description="read heads")
+    write_heads: int = Field(1, ge=1, description="write heads")
+    controller_size: int | None = Field(None, ge=1, description="GRU controller width; default the model dim")
+    memory_init: Literal["learned", "fixed"] = Field(
+        "learned", description="initial memory of every sequence: a learned matrix or a small constant"
+    )
