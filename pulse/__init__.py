@@ -12,6 +12,10 @@ except PackageNotFoundError:  # running from a source tree without install
 from pulse import registry
 from pulse.build import build_mixer, build_model, make_spec
 from pulse.blocks.attention import CausalSelfAttention
+from pulse.blocks.linear_attention import LinearAttention
+from pulse.blocks.ntm import NTMMemory
+from pulse.blocks.sparse_state_attention import SparseStateAttention
+from pulse.blocks.ssm import SelectiveSSM
 from pulse.contract import Mixer
 from pulse.errors import PulseError
 from pulse.specs import RecipeBase as Recipe
@@ -30,13 +34,17 @@ def list_blocks(pattern: str = "*", role: str | None = None) -> list[registry.En
 __all__ = [
     "ByteTokenizer",
     "CausalSelfAttention",
+    "LinearAttention",
     "Mixer",
+    "NTMMemory",
     "PulseConfig",
     "PulseError",
     "PulseForCausalLM",
     "Recipe",
+    "SelectiveSSM",
     "SequencePulse",
     "SimplePulse",
+    "SparseStateAttention",
     "__version__",
     "build_mixer",
     "build_model",
