@@ -144,17 +144,18 @@ def test_simple_pulse_rows_are_independent_and_iterations_count():
 def test_simple_pulse_learns_a_toy_rule():
     torch.manual_seed(0)
     model = pulse.SimplePulse(4, 16, 4, 2, num_heads=2, num_iterations=2)
-    x = torch.randn(256, 4)
-    y = (x[:, 0] * x[:, 1] > 0).long()
+    x = torch.randn(128, 4)
+    y = (x[:, 0] - x[:, 2] > 0).long()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(40):
+    for _ in range(20):
         loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.8 * losses[0]
+    assert losses[-1] < 0.5 * losses[0]
+    assert (model(x).argmax(-1) == y).float().mean() > 0.9
 
 
 # SequencePulse
