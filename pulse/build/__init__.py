@@ -12,6 +12,7 @@ from pulse import registry
 from pulse.build import core  # noqa: F401  (registers the first kinds)
 from pulse.build import zoo_kinds  # noqa: F401  (linear_attention, sparse_state_attention, ssm, ntm)
 from pulse.build import model_kinds  # noqa: F401  (simple_pulse, sequence_pulse)
+from pulse.build import task_kinds  # noqa: F401  (mqar, selective_copy, copy, listops, text)
 from pulse.build.context import BuildContext
 from pulse.errors import PulseError
 from pulse.specs.base import Spec

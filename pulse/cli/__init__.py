@@ -3,6 +3,7 @@
 from pulse.cli import inspect  # noqa: F401  (registers build, summarize, list, validate, schema)
 from pulse.cli import bench  # noqa: F401
 from pulse.cli import generate  # noqa: F401
+from pulse.cli import train  # noqa: F401  (registers train, eval)
 from pulse.cli.app import app
 
 

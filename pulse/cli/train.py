@@ -1,0 +1,95 @@
+"""`pulse train` and `pulse eval`: train a recipe on its task, score a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pulse.cli.app import app
+from pulse.cli.common import SetOption, console, handle_errors
+from pulse.errors import PulseError
+
+
+def _recipe_and_out(path: Path, overrides: list[str], out: Path | None):
+    """A recipe file (run directory defaults to runs/<name>), or a run directory to continue."""
+    from pulse.specs.load import load_recipe, recipe_from_dict
+    from pulse.train.state import RunDir
+
+    if path.is_dir():
+        stored = RunDir(path, writer=False).stored_recipe()
+        if stored is None:
+            raise PulseError(f"{path} is a directory without a training run in it; give a recipe file (.toml).")
+        return recipe_from_dict(stored, overrides, source=f"{path} (stored recipe)"), out or path
+    return load_recipe(path, overrides), out or Path("runs") / path.stem
+
+
+@app.command()
+@handle_errors
+def train(
+    recipe: Annotated[Path, typer.Argument(help="A recipe (.toml), or a run directory to continue.")],
+    set_: SetOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<recipe name>).")] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue from the run directory's newest checkpoint (fail if there is none); "
+                                      "changed [train] settings are accepted."),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; eval lines and the summary only.")] = False,
+) -> None:
+    """Train a recipe on its [task]: progress bar, metrics.jsonl, plots, checkpoints, exact resume.
+
+    Rerunning into the same directory continues exactly where the newest checkpoint left off.
+    Under `torchrun --nproc-per-node N --no-python pulse train …` it trains with DDP.
+    """
+    from pulse.train import train as run_training
+    from pulse.train.progress import RichReporter
+
+    spec, out_dir = _recipe_and_out(recipe, set_ or [], out)
+    run_training(spec, out_dir, resume=resume, reporter=RichReporter(console, live=not quiet))
+
+
+def _task_table(value: str) -> dict:
+    from pulse.specs.load import read_table
+
+    path = Path(value)
+    if path.suffix in (".toml", ".json") or path.exists():
+        table = read_table(path)
+        task = table.get("task", table)
+        if not isinstance(task, dict) or "kind" not in task:
+            raise PulseError(f"{path}: expected a [task] table with a `kind`, e.g. [task] kind = \"mqar\".")
+        return task
+    return {"kind": value}
+
+
+@app.command(name="eval")
+@handle_errors
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint or run directory (pulse train's --out).")],
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="Evaluate on this task instead: a task kind, or a TOML file with a [task] table."),
+    ] = None,
+    set_: SetOption = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Evaluation batch size.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Evaluate a checkpoint on its task's held-out set (or on another task with --task / --set task.…)."""
+    from pulse.train import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint, task=_task_table(task) if task else None, overrides=set_ or [],
+                                 batch_size=batch_size)
+    if as_json:
+        console.print_json(json.dumps({"checkpoint": str(result.location), "task": result.recipe.task.model_dump(mode="json"),
+                                       "metric": result.task.metric, "metrics": result.metrics}))
+        return
+    table = Table(title=f"{result.location} on {result.task.kind}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        style = "bold green" if name == result.task.metric else ""
+        table.add_row(name, f"[{style}]{value:.4f}[/]" if style else f"{value:.4f}")
+    console.print(table)

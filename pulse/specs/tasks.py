@@ -1,0 +1,132 @@
+"""The [task] section of a recipe: what to train and evaluate on.
+
+Every task is generated locally from its seed or read from local files; nothing is
+downloaded. Each spec is one registered `task` kind.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pulse.specs.base import Spec
+
+
+class MqarSpec(Spec):
+    """Multi-query associative recall (Zoology): recall the value of each queried key."""
+
+    kind: Literal["mqar"] = "mqar"
+    vocab_size: int = Field(8192, ge=4, description="token vocabulary; lower half keys, upper half values")
+    seq_len: int = Field(64, ge=4, description="tokens per example (even)")
+    num_kv_pairs: int = Field(4, ge=1, description="distinct key-value pairs at the start of each example")
+    num_train: int = Field(20_000, ge=1, description="training examples (a fixed set, reshuffled every epoch)")
+    num_test: int = Field(1_000, ge=1, description="held-out examples for accuracy")
+    power_a: float = Field(0.01, gt=0, description="power-law exponent α of the key→query distance distribution")
+    random_non_queries: bool = Field(True, description="fill non-query positions after the pairs with random tokens instead of 0")
+    seed: int = Field(0, description="seed of the generated data (the test set uses a separate stream)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "MqarSpec":
+        if self.seq_len % 2:
+            raise ValueError(f"seq_len ({self.seq_len}) must be even; use {self.seq_len + 1}")
+        if self.vocab_size <= self.seq_len:
+            raise ValueError(f"vocab_size ({self.vocab_size}) must exceed seq_len ({self.seq_len})")
+        if 4 * self.num_kv_pairs > self.seq_len:
+            raise ValueError(
+                f"num_kv_pairs ({self.num_kv_pairs}) needs seq_len ≥ 4·num_kv_pairs = {4 * self.num_kv_pairs}; "
+                "raise seq_len or lower num_kv_pairs"
+            )
+        if self.num_kv_pairs > self.vocab_size // 2 - 1:
+            raise ValueError(f"num_kv_pairs ({self.num_kv_pairs}) exceeds the {self.vocab_size // 2 - 1} available keys")
+        return self
+
+
+class SelectiveCopySpec(Spec):
+    """Selective copying (H3/Mamba): reproduce the scattered content tokens, in order, after a marker."""
+
+    kind: Literal["selective_copy"] = "selective_copy"
+    vocab_size: int = Field(16, ge=3, description="vocabulary; the two highest ids are the blank and the copy marker")
+    seq_len: int = Field(256, ge=4, description="total tokens per example: content region, marker, answer region")
+    num_tokens: int = Field(16, ge=1, description="content tokens to copy")
+    num_train: int = Field(12_800, ge=1, description="training examples (a fixed set)")
+    num_test: int = Field(1_000, ge=1, description="held-out examples")
+    seed: int = Field(0, description="seed of the generated data")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SelectiveCopySpec":
+        if self.seq_len <= 2 * self.num_tokens + 1:
+            raise ValueError(
+                f"seq_len ({self.seq_len}) must exceed 2·num_tokens + 1 = {2 * self.num_tokens + 1}; raise seq_len"
+            )
+        return self
+
+
+class CopySpec(Spec):
+    """The NTM copy task: read random bit vectors, then a delimiter, then write them back."""
+
+    kind: Literal["copy"] = "copy"
+    bits: int = Field(8, ge=1, le=12, description="bits per vector")
+    min_len: int = Field(1, ge=1, description="shortest sequence of vectors")
+    max_len: int = Field(20, ge=1, description="longest sequence of vectors in training")
+    eval_min_len: int | None = Field(None, ge=1, description="shortest test sequence (default min_len)")
+    eval_max_len: int | None = Field(
+        None, ge=1, description="longest test sequence (default max_len; 2·max_len tests generalisation)"
+    )
+    num_train: int = Field(100_000, ge=1, description="training examples (each generated from its index)")
+    num_test: int = Field(1_000, ge=1, description="held-out examples")
+    seed: int = Field(0, description="seed of the generated data")
+
+    @model_validator(mode="after")
+    def _check(self) -> "CopySpec":
+        if self.min_len > self.max_len:
+            raise ValueError(f"min_len ({self.min_len}) exceeds max_len ({self.max_len})")
+        lo, hi = self.test_lengths()
+        if lo > hi:
+            raise ValueError(f"eval_min_len ({lo}) exceeds eval_max_len ({hi})")
+        return self
+
+    def test_lengths(self) -> tuple[int, int]:
+        return (self.eval_min_len or self.min_len, self.eval_max_len or self.max_len)
+
+
+class ListOpsSpec(Spec):
+    """Generated ListOps: the value (0-9) of nested MIN/MAX/MED/SM expressions over digits."""
+
+    kind: Literal["listops"] = "listops"
+    min_len: int = Field(50, ge=3, description="fewest tokens per expression")
+    max_len: int = Field(200, ge=3, description="most tokens per expression")
+    max_depth: int = Field(10, ge=2, description="deepest level of the tree (the root operator is level 1, digits sit at most here)")
+    max_args: int = Field(10, ge=2, description="most arguments per operator")
+    num_train: int = Field(20_000, ge=1, description="training expressions (each generated from its index)")
+    num_test: int = Field(1_000, ge=1, description="held-out expressions")
+    seed: int = Field(0, description="seed of the generated data")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ListOpsSpec":
+        if self.min_len > self.max_len:
+            raise ValueError(f"min_len ({self.min_len}) exceeds max_len ({self.max_len})")
+        longest = 1
+        for _ in range(self.max_depth - 1):
+            longest = 2 + self.max_args * longest
+        if longest < self.min_len:
+            raise ValueError(
+                f"expressions of max_depth {self.max_depth} with max_args {self.max_args} have at most {longest} "
+                f"tokens, fewer than min_len {self.min_len}; raise max_depth or max_args, or lower min_len"
+            )
+        return self
+
+
+class TextSpec(Spec):
+    """Byte-level language modelling over local files; reports bits per byte."""
+
+    kind: Literal["text"] = "text"
+    path: str | None = Field(
+        None, description="a file, a directory, or a glob; omit for the Python standard library's own sources"
+    )
+    pattern: str = Field("**/*", description="files to read under a directory `path`")
+    seq_len: int = Field(256, ge=1, description="bytes of context per example")
+    val_fraction: float = Field(0.05, gt=0, lt=1, description="share of files held out for validation (by file)")
+    eval_windows: int = Field(256, ge=1, description="validation windows of seq_len bytes used by evaluation")
+    max_bytes: int | None = Field(None, ge=1, description="cap on the training bytes read (files in sorted order)")
+    seed: int = Field(0, description="seed of the train/validation split")

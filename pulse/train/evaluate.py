@@ -1,0 +1,112 @@
+"""Evaluation: a model (and task head) on a task's held-out set, or a saved checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pulse.errors import PulseError
+from pulse.tasks.base import Batch, Task
+from pulse.train import ddp
+from pulse.train.state import HEAD, RunDir
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def reduce_sums(sums: dict[str, Tensor | float], d: ddp.Dist, device: torch.device) -> dict[str, float]:
+    """Sum named statistics over ranks; every rank gets the same dict."""
+    keys = ddp.all_keys(list(sums), d)
+    vector = torch.tensor([float(sums.get(k, 0.0)) for k in keys], dtype=torch.float64, device=device)
+    ddp.all_sum(vector, d)
+    return dict(zip(keys, vector.tolist()))
+
+
+@torch.no_grad()
+def evaluate(task: Task, model: nn.Module, head: nn.Module | None, *, batch_size: int, device: torch.device,
+             precision: str = "float32", dist: ddp.Dist | None = None) -> dict[str, float]:
+    """The task's metrics on its held-out set (each rank scores its share; the sums are combined)."""
+    d = dist or ddp.Dist(0, 1, 0, device)
+    modules = [m for m in (model, head) if m is not None]
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    sums: dict[str, float] = {}
+    try:
+        for batch in task.eval_batches(batch_size, rank=d.rank, world=d.world):
+            with autocast(device, precision):
+                out = task.forward(model, head, to_device(batch, device))
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+    finally:
+        for m, mode in zip(modules, was_training):
+            m.train(mode)
+    return task.metrics(reduce_sums(sums, d, device))
+
+
+@dataclass
+class EvalResult:
+    location: Path
+    recipe: Any
+    task: Task
+    metrics: dict[str, float]
+
+
+def checkpoint_location(location: str | Path) -> Path:
+    """A checkpoint directory: the path itself, or a run's newest step checkpoint if training never finished."""
+    from pulse.checkpoint import WEIGHTS
+
+    location = Path(location)
+    if location.is_dir() and not (location / WEIGHTS).exists():
+        complete = RunDir(location, writer=False).complete()
+        if complete:
+            return complete[-1][1]
+    return location
+
+
+def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = None, overrides: list[str] = (),
+                        batch_size: int | None = None, device: str = "auto") -> EvalResult:
+    """Rebuild a checkpoint's model (and task head) and score it on its task, or on `task` (a [task] table)."""
+    from pulse.build import build_model
+    from pulse.build.task_kinds import build_task
+    from pulse.checkpoint import load_weights, read_stored_recipe, weights_path
+    from pulse.specs.load import recipe_from_dict
+
+    location = checkpoint_location(location)
+    path = weights_path(location)
+    data = read_stored_recipe(path)
+    trained_task = (data.get("task") or {}).get("kind")
+    if task is not None:
+        data["task"] = task
+    recipe = recipe_from_dict(data, overrides, source=f"{path} (stored recipe)")
+    if recipe.task is None:
+        raise PulseError(f"{path}: the stored recipe has no [task]; pass --task KIND (or a TOML file with a [task] table).")
+    dev = ddp.pick_device(device)
+    model = build_model(recipe, device=dev)
+    load_weights(model, path)
+    task_obj = build_task(recipe.task)
+    task_obj.check_model(model)
+    head = task_obj.make_head(model, device=dev)
+    if head is not None:
+        head_path = path.parent / HEAD
+        if not head_path.is_file() or recipe.task.kind != trained_task:
+            raise PulseError(
+                f"task `{recipe.task.kind}` reads the model through a trained task head, but {path.parent} has none "
+                f"for it (the model was trained on `{trained_task}`); train on `{recipe.task.kind}` first."
+            )
+        load_weights(head, head_path)
+    size = batch_size or recipe.train.eval_batch_size or recipe.train.batch_size
+    metrics = evaluate(task_obj, model, head, batch_size=size, device=dev, precision=recipe.train.precision)
+    return EvalResult(location=location, recipe=recipe, task=task_obj, metrics=metrics)
