@@ -29,6 +29,7 @@ from pulse.specs import load_recipe, recipe_from_dict
 ROOT = Path(__file__).resolve().parent.parent
 IMPOSSIBLE = 2**36  # a (1, 2³⁶, 16) float32 input alone is 4 TiB
 TINY = dict(repeats=1, warmup=0, threads=1, matmul_size=32)
+NO_CEILING = {**TINY, "matmul_size": 0}
 
 
 def render(*tables) -> str:
@@ -99,27 +100,31 @@ def test_time_budget_and_timeouts_skip_with_reason():
     render(report.results_table(slow), report.scaling_table(slow))
 
 
-def test_recipe_train_and_generate_modes(tmp_path):
+def test_train_a_recipe_and_generate_with_a_mixer():
     recipe = recipe_from_dict({"model": {"from": "transformer-small", "dim": 16, "depth": 1}}, source="tiny")
-    for mode in ("train", "generate"):
-        out = run_bench([recipe_system(recipe)], Settings(seq_lens=(8,), mode=mode, generate_tokens=2, **TINY))
+    for system, mode in ((recipe_system(recipe), "train"), (mixer_system("attention", 16), "generate")):
+        out = run_bench([system], Settings(seq_lens=(8,), mode=mode, generate_tokens=2, **NO_CEILING))
         jsonschema.validate(out, DOCUMENT_SCHEMA)
+        assert out["machine"]["matmul"] is None and "matmul-size 0" in out["machine"]["reason"]
         result = out["systems"][0]["results"][0]
         assert result["status"] == "ok", result
         assert result["unit"] == ("token" if mode == "generate" else "batch")
+        assert result["matmul_fraction"] is None
         assert out["systems"][0]["params"] > 0 and result["flops"] > 0
-        if mode == "generate":
-            assert result["prefill_s"] > 0
+        assert (mode == "generate") == ("prefill_s" in result)
 
 
-def test_cli_mixer_bench_writes_json_and_plot(tmp_path):
-    result = run_cli("bench", "--mixer", "attention", "--dim", "16", "--seq-lens", "8,16", "--mode", "generate",
-                     "--generate-tokens", "2", "--repeats", "1", "--warmup", "0", "--threads", "1",
-                     "--matmul-size", "32", "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png")
+def test_cli_generates_from_a_recipe_and_writes_json_and_plot(tmp_path):
+    recipe = ROOT / "recipes/transformer.toml"
+    result = run_cli("bench", recipe, "--set", "model.dim=16", "--set", "model.depth=1", "--seq-lens", "8",
+                     "--mode", "generate", "--generate-tokens", "2", "--repeats", "1", "--warmup", "0",
+                     "--threads", "1", "--matmul-size", "0", "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png")
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "b.json").read_text())
     jsonschema.validate(doc, DOCUMENT_SCHEMA)
-    assert doc["settings"]["mode"] == "generate" and doc["command"].startswith("pulse bench --mixer attention")
+    assert doc["systems"][0]["results"][0]["status"] == "ok"
+    assert doc["settings"]["mode"] == "generate" and doc["command"].startswith(f"pulse bench {recipe} --seq-lens 8")
+    assert "--set model.dim=16" in doc["command"]
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -174,7 +179,7 @@ def test_parse_mixer_and_lengths():
     assert parse_mixer("attention") == ("attention", {})
     assert parse_mixer("attention:num_heads=2,bias=true") == ("attention", {"num_heads": 2, "bias": True})
     assert parse_mixer("x:sizes=[1,2],name=a") == ("x", {"sizes": [1, 2], "name": "a"})
-    assert parse_lengths("512, 1k,16K") == [512, 1024, 16384]
+    assert parse_lengths("512, 1k,16K,1m") == [512, 1024, 16384, 2**20]
     with pytest.raises(PulseError, match="num_heads"):
         mixer_system("attention:num_heads=5", 16)
 

@@ -12,6 +12,7 @@ over what the built model already held — a fresh process makes both meaningful
 from __future__ import annotations
 
 import os
+import re
 import resource
 import sys
 import time
@@ -43,8 +44,10 @@ def configure(request: dict[str, Any]) -> None:
 def limit_memory(nbytes: float, device: str) -> None:
     """Let this process allocate at most `nbytes` more: address space on CPU, a memory fraction on CUDA."""
     if device.startswith("cuda"):
-        total = torch.cuda.get_device_properties(torch.device(device)).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, nbytes / total), torch.device(device))
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, nbytes / total), index)
         return
     status = _proc_status()
     if "VmSize" not in status:
@@ -202,10 +205,10 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
             kind = "peak RSS growth above the built model"
             out["process_peak_rss_bytes"] = _peak_rss()
     except (MemoryError, torch.OutOfMemoryError) as err:
-        return {**out, "status": "skipped", "reason": f"out of memory ({_first_line(err)})"}
+        return {**out, "status": "skipped", "reason": _oom(err), "detail": str(err)[:2000]}
     except RuntimeError as err:
         if any(marker in str(err).lower() for marker in OOM_MARKERS):
-            return {**out, "status": "skipped", "reason": f"out of memory ({_first_line(err)})"}
+            return {**out, "status": "skipped", "reason": _oom(err), "detail": str(err)[:2000]}
         return {**out, "status": "failed", "reason": f"{type(err).__name__}: {_first_line(err)}",
                 "traceback": traceback.format_exc(limit=-8)}
     except PulseError as err:
@@ -226,6 +229,16 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _first_line(err: BaseException) -> str:
+def _first_line(err: BaseException, limit: int = 200) -> str:
     text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    line = text[0] if text else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _oom(err: BaseException) -> str:
+    """`out of memory (tried to allocate 4.00 GiB)`: the allocator's size, without its page of advice."""
+    found = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ ?[KMGT]i?B)", str(err))
+    if found is None:
+        return f"out of memory ({_first_line(err, 120)})"
+    size = found.group(2) or f"{int(found.group(1)) / 2**30:.4g} GiB"
+    return f"out of memory (tried to allocate {size})"

@@ -175,7 +175,9 @@ def measure_machine(settings: Settings, clock: _Clock, env: dict[str, str]) -> d
     timeout, by_budget = _limit(settings, clock)
     request = {"task": "machine", "device": settings.device, "dtype": settings.dtype, "threads": settings.threads,
                "matmul_size": settings.matmul_size, "repeats": max(3, settings.repeats), "seed": settings.seed}
-    if timeout <= 0:
+    if settings.matmul_size == 0:
+        result = {"status": "skipped", "reason": "not measured (--matmul-size 0)"}
+    elif timeout <= 0:
         result = {"status": "skipped", "reason": "the --max-seconds budget was spent"}
     else:
         result = spawn(request, timeout, env)
@@ -213,7 +215,7 @@ def run_bench(
                 runs.append(run)
                 if progress is not None:
                     progress(run)
-    doc = {
+    return {
         "schema": SCHEMA,
         "created": started,
         "command": command,
@@ -224,7 +226,6 @@ def run_bench(
         "systems": [summarize_system(s, runs, settings, machine, systems[0].name) for s in systems],
         "runs": runs,
     }
-    return doc
 
 
 def _one(system: System, seq_len: int, round_: int, settings: Settings, clock: _Clock, env: dict[str, str],
@@ -239,8 +240,16 @@ def _one(system: System, seq_len: int, round_: int, settings: Settings, clock: _
     if by_budget and result["status"] == "skipped" and result["reason"].startswith("timeout"):
         result["reason"] = f"stopped at the --max-seconds budget ({settings.max_seconds:g} s)"
     if result["status"] != "ok":
-        blocked[system.name] = f"not tried: {result['status']} at seq_len {seq_len} ({result['reason']})"
+        blocked[system.name] = f"not tried: {_cause(result['reason'])} at seq_len {seq_len}"
     return {**where, **result}
+
+
+def _cause(reason: str) -> str:
+    """The gist of a skip or failure reason, for the lengths after it."""
+    for gist in ("out of memory", "timeout", "--max-seconds budget", "killed by"):
+        if gist in reason:
+            return gist
+    return "failed" if len(reason) > 60 else reason
 
 
 def _spread(values: list[float]) -> dict[str, float] | None:

@@ -14,12 +14,12 @@ from pulse.errors import PulseError
 
 
 def parse_lengths(text: str) -> list[int]:
-    """`512,1k,16k` → [512, 1024, 16384]."""
+    """`512,1k,16k,1m` → [512, 1024, 16384, 1048576] (k = 2¹⁰, m = 2²⁰)."""
     out = []
     for item in text.replace(" ", "").split(","):
         if not item:
             continue
-        scale = 1024 if item[-1] in "kK" else 1
+        scale = {"k": 2**10, "m": 2**20}.get(item[-1].lower(), 1)
         try:
             out.append(int(item[:-1] if scale > 1 else item) * scale)
         except ValueError:
@@ -75,7 +75,7 @@ def bench(
                                      "(repeatable; the first is the baseline), e.g. --mixer pulse:gate=mingru."),
     ] = None,
     dim: Annotated[int, typer.Option(min=1, help="Model width for --mixer.")] = 256,
-    seq_lens: Annotated[str | None, typer.Option("--seq-lens", help="Comma-separated lengths, e.g. 512,1k,4k.")] = None,
+    seq_lens: Annotated[str | None, typer.Option("--seq-lens", help="Comma-separated lengths, e.g. 512,1k,4k (k = 1024, m = 1024²).")] = None,
     batch: Annotated[int | None, typer.Option(min=1, help="Batch size.")] = None,
     mode: Annotated[str | None, typer.Option(help="forward, train (forward+backward+AdamW) or generate (per new token).")] = None,
     repeats: Annotated[int | None, typer.Option(min=1, help="Timed repeats per process, after warm-up.")] = None,
@@ -90,7 +90,7 @@ def bench(
     max_memory: Annotated[
         float | None, typer.Option("--max-memory", min=0, help="GiB one measurement may allocate; beyond it the length is skipped.")
     ] = None,
-    matmul_size: Annotated[int, typer.Option("--matmul-size", min=8, help="Side of the square matmul that sets the FLOP/s ceiling.")] = 2048,
+    matmul_size: Annotated[int, typer.Option("--matmul-size", min=0, help="Side of the square matmul that sets the FLOP/s ceiling (0: skip it).")] = 2048,
     fit_from: Annotated[int | None, typer.Option("--fit-from", min=1, help="Fit the scaling exponent on lengths ≥ this.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full results as JSON here.")] = None,
     plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a log–log PNG of time and memory vs length here.")] = None,
