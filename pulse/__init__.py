@@ -16,6 +16,12 @@ from pulse.blocks.linear_attention import LinearAttention
 from pulse.blocks.ntm import NTMMemory
 from pulse.blocks.sparse_state_attention import SparseStateAttention
 from pulse.blocks.ssm import SelectiveSSM
+from pulse.blocks.allocator import AdaptiveStateAllocator
+from pulse.blocks.hierarchical import HierarchicalStateManager
+from pulse.blocks.propagator import StatePropagator
+from pulse.blocks.pulse_layer import PulseLayer
+from pulse.blocks.router import TokenToStateRouter
+from pulse.blocks.state_manager import StateManager
 from pulse.contract import Mixer
 from pulse.errors import PulseError
 from pulse.specs import RecipeBase as Recipe
@@ -32,19 +38,25 @@ def list_blocks(pattern: str = "*", role: str | None = None) -> list[registry.En
 
 
 __all__ = [
+    "AdaptiveStateAllocator",
     "ByteTokenizer",
     "CausalSelfAttention",
+    "HierarchicalStateManager",
     "LinearAttention",
     "Mixer",
     "NTMMemory",
     "PulseConfig",
     "PulseError",
     "PulseForCausalLM",
+    "PulseLayer",
     "Recipe",
     "SelectiveSSM",
     "SequencePulse",
     "SimplePulse",
     "SparseStateAttention",
+    "StateManager",
+    "StatePropagator",
+    "TokenToStateRouter",
     "__version__",
     "build_mixer",
     "build_model",
