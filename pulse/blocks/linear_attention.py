@@ -96,17 +96,13 @@ class LinearAttention(nn.Module):
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
         q, k, v = self._qkv(x)
-        s0 = state["kv"]
+        res = chunk_linear_attention(
+            q, k, v, self._log_decay(x), state["kv"], state.get("z"), normalize=self.normalize, chunk_size=self.chunk_size
+        )
+        o, new_state = res.out, {"kv": res.state}
         if self.normalize:
-            # a column of ones turns the normaliser z = Σ α·φ(k) into one more value column
-            v = torch.cat((v, v.new_ones(*v.shape[:-1], 1)), dim=-1)
-            s0 = torch.cat((s0, state["z"].unsqueeze(-1)), dim=-1)
-        o, s = chunk_linear_attention(q, k, v, self._log_decay(x), s0, chunk_size=self.chunk_size)
-        if self.normalize:
-            o = o[..., :-1] / (o[..., -1:] + self.eps)
-            new_state = {"kv": s[..., :-1], "z": s[..., -1]}
-        else:
-            new_state = {"kv": s}
+            o = o / (res.den.unsqueeze(-1) + self.eps)
+            new_state["z"] = res.z
         return self.out(o.transpose(1, 2).reshape(b, t, d)), new_state
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -129,14 +125,16 @@ class LinearAttention(nn.Module):
         return self.out(o.reshape(x_t.shape[0], self.dim)), new_state
 
     def flops_per_token(self, seq_len: int) -> float:
-        d, h, e = self.dim, self.num_heads, self.head_dim
+        d, h = self.dim, self.num_heads
         c = max(1, min(self.chunk_size, seq_len))
-        cols = e + 1 if self.normalize else e
-        flops = 8.0 * d * d + 2.0 * c * d + 2.0 * c * h * cols + 4.0 * d * cols + 4.0 * d
+        # projections, scores and values within the chunk, the state's update and read, φ and scaling
+        flops = 8.0 * d * d + 4.0 * c * d + 4.0 * d * self.head_dim + 4.0 * d
+        if self.normalize:
+            flops += 2.0 * c * h + 4.0 * d + d
         if self.decay == "input":
             flops += 2.0 * d * h
         if self.decay != "none":
-            flops += 3.0 * c * h
+            flops += 3.0 * c * h + 2.0 * d
         return flops
 
     def state_numel(self, seq_len: int) -> int:

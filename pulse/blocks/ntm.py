@@ -151,8 +151,8 @@ class NTMMemory(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         ys = []
-        for i in range(x.shape[1]):
-            y, state = self.step(x[:, i], state)
+        for x_t in x.unbind(1):
+            y, state = self.step(x_t, state)
             ys.append(y)
         return torch.stack(ys, dim=1), state
 

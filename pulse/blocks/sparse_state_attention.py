@@ -102,11 +102,12 @@ class SparseStateAttention(nn.Module):
 
         slots, acc, den, ref = state["slots"], state["acc"], state["den"], state["ref"]
         all_scores, all_slots = [], []
-        for i in range(n):
+        # unbind, not indexing: the backward of one unbind is one stack, of n index ops n full-size scatters
+        for i, (q_i, gv_i, g_i) in enumerate(zip(q.unbind(2), gv.unbind(2), g.unbind(2))):
             all_slots.append(slots)
             heads = slots.view(b, s, h, e).transpose(1, 2)  # (b, h, s, e)
             keys = self.k(slots).view(b, s, h, e).transpose(1, 2)
-            scores = q[:, :, i] @ keys.transpose(-1, -2)  # (b, h, c, s)
+            scores = q_i @ keys.transpose(-1, -2)  # (b, h, c, s)
             all_scores.append(scores)
             # slot → token attention over the chunk's tokens, merged into the running sums
             masked = scores.masked_fill(~valid[i], float("-inf"))
@@ -115,7 +116,7 @@ class SparseStateAttention(nn.Module):
             rescale = (ref - new_ref).clamp(max=0).exp()
             w = (masked - new_ref.unsqueeze(2)).exp().transpose(-1, -2)  # (b, h, s, c)
             den = den * rescale + w.sum(-1)
-            acc = acc * rescale.unsqueeze(-1) + w @ gv[:, :, i] - (w @ g[:, :, i]) * heads
+            acc = acc * rescale.unsqueeze(-1) + w @ gv_i - (w @ g_i) * heads
             ref = new_ref
             if (i + 1) * c <= total:
                 slots = slots + (acc / den.unsqueeze(-1)).transpose(1, 2).reshape(b, s, d)

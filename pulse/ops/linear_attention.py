@@ -1,4 +1,6 @@
-"""Causal linear attention with an optional per-head decay: S_t = α_t S_{t−1} + k_t v_tᵀ, o_t = q_t S_t.
+"""Causal linear attention with an optional per-head decay and normaliser.
+
+    S_t = α_t S_{t−1} + k_t v_tᵀ,  o_t = q_t S_t;   z_t = α_t z_{t−1} + k_t,  den_t = q_t · z_t
 
 `chunk_linear_attention` is the fast path: within a chunk of c tokens the outputs come
 from one masked (c × c) product, and the state is carried from chunk to chunk. Decays
@@ -11,24 +13,48 @@ chunk start, so every exponent is ≤ 0 and nothing overflows at any length.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
+class LinearAttentionOutput(NamedTuple):
+    out: Tensor  # (b, h, t, v): q_t S_t
+    state: Tensor  # (b, h, k, v): S after the last token
+    den: Tensor | None  # (b, h, t): q_t · z_t, with normalize
+    z: Tensor | None  # (b, h, k): z after the last token, with normalize
+
+
 def recurrent_linear_attention(
-    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Reference. q, k: (b, h, t, k); v: (b, h, t, v); log_decay (≤ 0): (b, h, t); state: (b, h, k, v)."""
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_decay: Tensor | None = None,
+    state: Tensor | None = None,
+    z: Tensor | None = None,
+    *,
+    normalize: bool = False,
+) -> LinearAttentionOutput:
+    """Reference. q, k: (b, h, t, k); v: (b, h, t, v); log_decay (≤ 0): (b, h, t); state: (b, h, k, v); z: (b, h, k)."""
     b, h, t, dk = q.shape
     s = q.new_zeros(b, h, dk, v.shape[-1]) if state is None else state
-    outs = []
+    if normalize and z is None:
+        z = q.new_zeros(b, h, dk)
+    outs, dens = [], []
     for i in range(t):
         if log_decay is not None:
-            s = log_decay[:, :, i, None, None].exp() * s
+            alpha = log_decay[:, :, i, None].exp()
+            s = alpha.unsqueeze(-1) * s
+            z = alpha * z if normalize else z
         s = s + k[:, :, i, :, None] * v[:, :, i, None, :]
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, :, i], s))
-    return torch.stack(outs, dim=2), s
+        if normalize:
+            z = z + k[:, :, i]
+            dens.append((q[:, :, i] * z).sum(-1))
+    den = torch.stack(dens, dim=2) if normalize else None
+    return LinearAttentionOutput(torch.stack(outs, dim=2), s, den, z if normalize else None)
 
 
 def chunk_linear_attention(
@@ -37,41 +63,59 @@ def chunk_linear_attention(
     v: Tensor,
     log_decay: Tensor | None = None,
     state: Tensor | None = None,
+    z: Tensor | None = None,
     *,
+    normalize: bool = False,
     chunk_size: int = 64,
-) -> tuple[Tensor, Tensor]:
+) -> LinearAttentionOutput:
     """Chunkwise-parallel form of `recurrent_linear_attention`; same arguments, same results."""
     b, h, t, dk = q.shape
     dv = v.shape[-1]
     s0 = q.new_zeros(b, h, dk, dv) if state is None else state
+    z0 = q.new_zeros(b, h, dk) if normalize and z is None else z
     c = max(1, min(chunk_size, t))
     n = -(-t // c)
     pad = n * c - t
     if pad:
         # padded tokens have k = v = 0 and decay 1, so they leave outputs and state untouched
-        q, k, v = (F.pad(z, (0, 0, 0, pad)) for z in (q, k, v))
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
         if log_decay is not None:
             log_decay = F.pad(log_decay, (0, pad))
-    q, k, v = q.view(b, h, n, c, dk), k.view(b, h, n, c, dk), v.view(b, h, n, c, dv)
+    q, k, v = q.reshape(b, h, n, c, dk), k.reshape(b, h, n, c, dk), v.reshape(b, h, n, c, dv)
     causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
     scores = q @ k.transpose(-1, -2)  # (b, h, n, c, c)
     if log_decay is None:
         scores = scores.masked_fill(~causal, 0.0)
-        local = k.transpose(-1, -2) @ v  # (b, h, n, k, v): what each chunk adds to the state
-        ends = s0.unsqueeze(2) + local.cumsum(dim=2)
-        starts = torch.cat((s0.unsqueeze(2), ends[:, :, :-1]), dim=2)  # (b, h, n, k, v): state before each chunk
-        out = scores @ v + q @ starts
-        return out.reshape(b, h, n * c, dv)[:, :, :t], ends[:, :, -1]
-    g = log_decay.view(b, h, n, c).cumsum(dim=-1)  # (b, h, n, c): log decay from the chunk start to token i
-    within = (g.unsqueeze(-1) - g.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()  # exp(g_i − g_j), j ≤ i
-    scores = scores * within
-    to_end = (g[..., -1:] - g).exp()  # (b, h, n, c): decay from token j to the chunk end
-    local = (k * to_end.unsqueeze(-1)).transpose(-1, -2) @ v  # (b, h, n, k, v)
-    chunk_decay = g[..., -1].exp()  # (b, h, n)
-    s, starts = s0, []
-    for i in range(n):
-        starts.append(s)
-        s = chunk_decay[:, :, i, None, None] * s + local[:, :, i]
-    start = torch.stack(starts, dim=2)  # (b, h, n, k, v)
-    out = scores @ v + (q * g.exp().unsqueeze(-1)) @ start
-    return out.reshape(b, h, n * c, dv)[:, :, :t], s
+        k_end = k  # each key's weight in its chunk's contribution to the state
+        q_start = q  # each query's weight on the state before its chunk
+    else:
+        g = log_decay.reshape(b, h, n, c).cumsum(dim=-1)  # (b, h, n, c): log decay from the chunk start to token i
+        scores = scores * (g.unsqueeze(-1) - g.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()
+        k_end = k * (g[..., -1:] - g).exp().unsqueeze(-1)
+        q_start = q * g.exp().unsqueeze(-1)
+    local = k_end.transpose(-1, -2) @ v  # (b, h, n, k, v): each chunk's contribution to the state
+    starts, s = _carry(s0, local, None if log_decay is None else g[..., -1])
+    out = scores @ v + q_start @ starts
+    den = z_end = None
+    if normalize:
+        z_starts, z_end = _carry(z0, k_end.sum(dim=-2), None if log_decay is None else g[..., -1])  # (b, h, n, k)
+        den = scores.sum(dim=-1) + (q_start @ z_starts.unsqueeze(-1)).squeeze(-1)  # (b, h, n, c)
+        den = den.reshape(b, h, n * c)[:, :, :t]
+    return LinearAttentionOutput(out.reshape(b, h, n * c, dv)[:, :, :t], s, den, z_end)
+
+
+def _carry(initial: Tensor, local: Tensor, log_chunk_decay: Tensor | None) -> tuple[Tensor, Tensor]:
+    """States before each chunk and after the last: x_i = decay_i · x_{i−1} + local_i.
+
+    initial: (b, h, …); local: (b, h, n, …); log_chunk_decay: (b, h, n) or None for no decay.
+    """
+    decay = [None] * local.shape[2]
+    if log_chunk_decay is not None:
+        decay = log_chunk_decay.exp().view(*log_chunk_decay.shape, *(1,) * (local.ndim - 3)).unbind(2)
+    # A loop of n small adds beats a cumsum over the chunk axis on CPU. Unbind, not indexing:
+    # the backward of one unbind is one stack, that of n index ops n full-size scatters.
+    x, starts = initial, []
+    for decay_i, local_i in zip(decay, local.unbind(2)):
+        starts.append(x)
+        x = local_i + (x if decay_i is None else decay_i * x)
+    return torch.stack(starts, dim=2), x

@@ -10,7 +10,11 @@ from pulse.specs.base import Spec, divides
 
 
 class LinearAttentionSpec(Spec):
-    """Causal linear attention (kernel feature map, optional normaliser and per-head decay); state h·(d/h)² + d."""
+    """Causal linear attention (kernel feature map, optional normaliser and per-head decay); state h·(d/h)² + d.
+
+    S_t = α_t S_{t−1} + φ(k_t) v_tᵀ, y_t = W_o φ(q_t) S_t / φ(q_t)·z_t, computed chunkwise in parallel.
+    Cost per token 8·d² + 4·c·d + 4·d·(d/h); params 4·d² (+ d·h + h with decay "input").
+    """
 
     kind: Literal["linear_attention"] = "linear_attention"
     num_heads: int = Field(4, ge=1, description="heads; must divide the model dim (head dim = dim / num_heads)")
@@ -35,7 +39,11 @@ class LinearAttentionSpec(Spec):
 
 
 class SparseStateAttentionSpec(Spec):
-    """Each token reads only its top-k slots of a chunk-wise, causally written slot bank."""
+    """Each token reads only its top-k slots of a chunk-wise, causally written slot bank.
+
+    Scores over all s slots (O(n·s)), softmax over the kept k, read (O(n·k·d)); after each chunk the
+    slots move toward the tokens that address them, gated. Params 5·d² + s·d + (conv_size + 2)·d.
+    """
 
     kind: Literal["sparse_state_attention"] = "sparse_state_attention"
     num_states: int = Field(64, ge=1, description="slots s in the bank")
@@ -58,7 +66,11 @@ class SparseStateAttentionSpec(Spec):
 
 
 class SSMSpec(Spec):
-    """Selective state-space block (Mamba S6): conv, input-dependent Δ/B/C, diagonal A, SiLU gate."""
+    """Selective state-space block (Mamba S6): conv, input-dependent Δ/B/C, diagonal A, SiLU gate.
+
+    h_t = exp(Δ_t A) ⊙ h_{t−1} + Δ_t x_t B_tᵀ, y_t = h_t C_t + D x_t, by a chunked scan. With e = expand·d:
+    state e·(d_state + conv_size − 1); params 3·d·e + e·(conv_size + 2·dt_rank + 3·d_state + 3).
+    """
 
     kind: Literal["ssm"] = "ssm"
     d_state: int = Field(16, ge=1, description="state size n per channel")
@@ -77,7 +89,11 @@ class SSMSpec(Spec):
 
 
 class NTMSpec(Spec):
-    """Neural Turing Machine memory: GRU controller, content + location addressed read/write heads."""
+    """Neural Turing Machine memory: GRU controller, content + location addressed read/write heads.
+
+    Per-sequence memory (memory_slots × memory_width) written with erase/add and read each token;
+    addressing by cosine similarity, interpolation, circular shift and sharpening. Sequential by nature.
+    """
 
     kind: Literal["ntm"] = "ntm"
     memory_slots: int = Field(32, ge=2, description="memory rows N")
