@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 def selective_scan_reference(
@@ -92,6 +93,13 @@ def _contract_n(h: Tensor, v: Tensor) -> Tensor:
     return torch.bmm(v.reshape(-1, 1, n), h.reshape(-1, n, d)).view(g, b, c, d)
 
 
+def _contract_d(h: Tensor, v: Tensor) -> Tensor:
+    """Σ_d h[..., n, d] v[..., d] for h (g, b, c, n, d), v (g, b, c, d)."""
+    g, b, c, n, d = h.shape
+    # as a row vector times hᵀ: BLAS reads the transpose in place, and a (1 × d)(d × n) product is fast
+    return torch.bmm(v.reshape(-1, 1, d), h.reshape(-1, n, d).transpose(1, 2)).view(g, b, c, n)
+
+
 class _SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, h0, chunk_size, group_elements):
@@ -122,6 +130,7 @@ class _SelectiveScan(torch.autograd.Function):
         return y.transpose(0, 1).reshape(b, k * c, d)[:, :t], h.transpose(1, 2)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy, dh_end):
         x, dt, At, B, C, starts = ctx.saved_tensors
         t, g = ctx.sizes
@@ -141,7 +150,7 @@ class _SelectiveScan(torch.autograd.Function):
             a, states, gh = (buf[:m] for buf in bufs)
             dtg, dtxg, Bg, Cg, dyg = dt[j0:j1], dtx[j0:j1], B[j0:j1], C[j0:j1], dy[j0:j1]
             _group_states(dtg, dtxg, At, Bg, starts[gi], a, states)
-            dC[j0:j1] = torch.mul(states, dyg.unsqueeze(-2), out=gh).sum(-1)
+            dC[j0:j1] = _contract_d(states, dyg)
             # gh_t = ∂L/∂h_t = C_t dy_tᵀ + a_{t+1} ⊙ gh_{t+1}: the forward's two-level scan, reversed
             torch.mul(dyg.unsqueeze(-2), Cg.unsqueeze(-1), out=gh)
             if m == 1:
@@ -165,7 +174,7 @@ class _SelectiveScan(torch.autograd.Function):
             u = torch.mul(dtxg.unsqueeze(-2), Bg.unsqueeze(-1), out=a)
             q = states.sub_(u).mul_(gh)
             d_dtx[j0:j1] = _contract_n(gh, Bg)
-            dB[j0:j1] = torch.mul(gh, dtxg.unsqueeze(-2), out=a).sum(-1)
+            dB[j0:j1] = _contract_d(gh, dtxg)
             d_dt[j0:j1] = torch.mul(q, At, out=a).sum(-2)
             dA += torch.mul(q, dtg.unsqueeze(-2), out=a).sum((0, 1, 2))
         dx = d_dtx * dt

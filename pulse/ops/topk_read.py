@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 def topk_read_reference(values: Tensor, idx: Tensor, p: Tensor) -> Tensor:
@@ -45,6 +46,7 @@ class _TopkRead(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout):
         values, rows, p = ctx.saved_tensors
         m, s, e = values.shape
