@@ -119,10 +119,10 @@ class ChunkRecurrentMixer(nn.Module, ABC):
             # cloned so the state does not pin the whole sequence's keys and values
             new["buffer"] = {name: s[:, done * c :].clone() for name, s in full.items()}
         if self.local == "conv":
-            y_conv, new["conv"] = self._conv(streams["v"], state.get("conv"))
+            y_conv, history = self._conv(streams["v"], state.get("conv"))
             y = y + y_conv
-            if new["conv"] is None:
-                del new["conv"]
+            if history is not None:
+                new["conv"] = history
         return self.out(y), new
 
     def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
@@ -137,28 +137,34 @@ class ChunkRecurrentMixer(nn.Module, ABC):
         b, t, _ = q.shape
         c, h, e = self.chunk_size, self.num_heads, self.head_dim
         n, s = views.shape[1], views.shape[2]
-        pad = n * c - offset - t
-        # the first `offset` queries belong to tokens answered by an earlier call: zeros, dropped below
-        if offset or pad:
-            q = F.pad(q, (0, 0, offset, pad))
-        q = q.reshape(b * n, c, h, e).transpose(1, 2)  # (b n, h, c, e)
+        if n == 1:
+            # one open chunk (always so in `step`): only the new tokens ask, keys start at the chunk
+            rows, cols, diagonal, pad = t, offset + t, offset, 0
+        else:
+            # whole chunks side by side: the first `offset` queries belong to tokens answered by an
+            # earlier call and the last `pad` to no token; both are zeros, dropped below
+            rows, cols, diagonal, pad = c, c, 0, n * c - offset - t
+            if offset or pad:
+                q = F.pad(q, (0, 0, offset, pad))
+        q = q.reshape(b * n, rows, h, e).transpose(1, 2)  # (b n, h, rows, e)
         sk, sv = (z.reshape(b * n, s, h, e).transpose(1, 2) for z in self.slot_kv(views).chunk(2, dim=-1))
         if self.local == "attention":
-            tk, tv = ((F.pad(z, (0, 0, 0, pad)) if pad else z).reshape(b * n, c, h, e).transpose(1, 2) for z in (k, v))
-            keys, values = torch.cat((sk, tk), dim=2), torch.cat((sv, tv), dim=2)  # (b n, h, s + c, e)
-            causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+            tk, tv = ((F.pad(z, (0, 0, 0, pad)) if pad else z).reshape(b * n, cols, h, e).transpose(1, 2) for z in (k, v))
+            keys, values = torch.cat((sk, tk), dim=2), torch.cat((sv, tv), dim=2)  # (b n, h, s + cols, e)
+            causal = torch.ones(rows, cols, dtype=torch.bool, device=q.device).tril(diagonal=diagonal)
             if bias is None:
-                mask = torch.cat((torch.ones(c, s, dtype=torch.bool, device=q.device), causal), dim=1)
+                mask = torch.cat((torch.ones(rows, s, dtype=torch.bool, device=q.device), causal), dim=1)
             else:
-                tokens = torch.zeros(c, c, dtype=q.dtype, device=q.device).masked_fill(~causal, float("-inf"))
+                tokens = torch.zeros(rows, cols, dtype=q.dtype, device=q.device).masked_fill(~causal, float("-inf"))
                 mask = torch.cat(
-                    (bias.reshape(b * n, 1, 1, s).expand(-1, 1, c, s), tokens.expand(b * n, 1, c, c)), dim=-1
+                    (bias.reshape(b * n, 1, 1, s).expand(-1, 1, rows, s), tokens.expand(b * n, 1, rows, cols)), dim=-1
                 )
         else:
             keys, values = sk, sv
             mask = None if bias is None else bias.reshape(b * n, 1, 1, s)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (b n, h, c, e)
-        return y.transpose(1, 2).reshape(b, n * c, self.state_dim)[:, offset : offset + t]
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (b n, h, rows, e)
+        y = y.transpose(1, 2).reshape(b, n * rows, self.state_dim)
+        return y if n == 1 else y[:, offset : offset + t]
 
     def _conv(self, v: Tensor, history: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Causal depthwise convolution of v (b, t, k) continuing from the previous K−1 values."""
