@@ -47,6 +47,15 @@ def test_card_builds_and_every_parameter_learns(card):
     assert not silent, f"{card}: parameters without a finite gradient: {silent}"
 
 
+@pytest.mark.parametrize("card", CARDS)
+def test_card_file_is_itself_a_recipe(card):
+    from pulse.specs.load import card_path
+
+    direct = pulse.load_recipe(card_path(card))
+    via_from = pulse.recipe_from_dict({"model": {"from": card}})
+    assert direct.hash() == via_from.hash()
+
+
 def test_card_override_merges_deeply():
     recipe = pulse.recipe_from_dict({"model": {"from": "transformer-small", "mixers": {"attn": {"num_heads": 8}}}})
     assert recipe.model.mixers["attn"].num_heads == 8

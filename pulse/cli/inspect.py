@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated
@@ -131,7 +132,7 @@ def list_(
     if len(entries) == 1 and entries[0].kind == pattern:
         entry = entries[0]
         cls = spec_class(entry.kind)
-        console.print(f"[bold]{entry.kind}[/] ({entry.role})\n{(entry.spec.__doc__ or '').strip()}\n")
+        console.print(f"[bold]{entry.kind}[/] ({entry.role})\n{escape(inspect.cleandoc(entry.spec.__doc__ or ''))}\n")
         table = Table("parameter", "type", "default", "meaning")
         for name, field in cls.model_fields.items():
             if name == "kind":

@@ -129,6 +129,8 @@ def resolve_cards(model: dict[str, Any], seen: tuple[str, ...] = ()) -> dict[str
 def resolve(data: dict[str, Any], overrides: Iterable[str] = ()) -> dict[str, Any]:
     """The raw recipe dict after overrides and card merging, ready for validation."""
     data = apply_overrides(data, overrides)
+    # A zoo card is a recipe too: its [card] table describes it and builds nothing.
+    data = {k: v for k, v in data.items() if k != "card"}
     if "model" not in data:
         raise PulseError("the recipe has no [model] table; add one, e.g. [model] from = \"transformer-small\".")
     if not isinstance(data["model"], dict):
