@@ -40,7 +40,7 @@ def recipe_dict(task: dict | None = None, **train_settings) -> dict:
         "task": task or {"kind": "mqar", "vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "num_train": 64,
                          "num_test": 32},
         "train": {"steps": 12, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "eval_every": 6,
-                  "checkpoint_every": 4, "log_every": 2, "threads": 1, **train_settings},
+                  "checkpoint_every": 4, "log_every": 2, "threads": 1, "device": "cpu", **train_settings},
     }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -102,17 +102,16 @@ def eval_indices(n: int, batch_size: int, *, rank: int = 0, world: int = 1) -> I
 
 
 class IndexedTask:
-    """A task whose splits are numbered examples; subclasses provide `size` and `batch`."""
+    """A task whose splits ("train", "test") are numbered examples.
+
+    Subclasses define `size(split) -> int` and `batch(split, indices) -> Batch`, plus
+    `check_model` and `forward`; sampling, evaluation order and the accuracy metric
+    come from here.
+    """
 
     kind: str
     metric = "accuracy"
     higher_is_better = True
-
-    def size(self, split: str) -> int:
-        raise PulseError(f"task `{self.kind}` has no split `{split}`.")
-
-    def batch(self, split: str, indices: np.ndarray) -> Batch:
-        raise PulseError(f"task `{self.kind}` has no split `{split}`.")
 
     def train_batch(self, step: int, *, batch_size: int, seed: int, micro: int = 0, accum: int = 1,
                     rank: int = 0, world: int = 1) -> Batch:
@@ -158,6 +157,3 @@ def rng_for(seed: int, split: str, index: int | None = None) -> np.random.Genera
 def bits_per_byte(loss_nats: float) -> float:
     return loss_nats / math.log(2)
 
-
-def as_float_sums(sums: Sums | dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in sums.items()}

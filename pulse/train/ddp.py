@@ -46,7 +46,6 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
 def setup(preference: str = "auto") -> Dist:
     """Join the process group torchrun describes (if any) and pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(preference, local_rank)
     if world <= 1:

@@ -270,7 +270,7 @@ def _check_resume(run: RunDir, recipe: Any, resume: bool) -> None:
     if stored == current:
         return
     changed = [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
-    if resume and changed == ["train"]:
+    if resume and set(changed) <= {"train", "bench"}:
         return
     run.check_recipe(recipe)
 
