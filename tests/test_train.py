@@ -111,6 +111,8 @@ def test_rerunning_a_finished_run_changes_nothing(tmp_path):
     assert second.stopped == "already complete" and second.eval == pytest.approx(first.eval)
     after = weights(tmp_path / "run")
     assert all(torch.equal(before[k], after[k]) for k in before)
+    from_dir = run_cli("train", tmp_path / "run", "-q")  # a run directory stands for its own recipe
+    assert from_dir.exit_code == 0 and "already complete" in from_dir.stdout
 
 
 def test_interrupted_and_rerun_equals_uninterrupted_bit_for_bit(tmp_path):
@@ -118,6 +120,7 @@ def test_interrupted_and_rerun_equals_uninterrupted_bit_for_bit(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(recipe(), tmp_path / "run", reporter=Interrupt(at=7))
     assert [s for s, _ in RunDir(tmp_path / "run").complete()] == [4]
+    assert evaluate_checkpoint(tmp_path / "run").location.name == "step-00000004"  # unfinished: newest checkpoint
     resumed = train(recipe(), tmp_path / "run")
     assert resumed.resumed_from == 4
     a, b = weights(tmp_path / "ref"), weights(tmp_path / "run")

@@ -36,11 +36,11 @@ def train(
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Continue from the run directory's newest checkpoint (fail if there is none); "
-                                      "changed [train] settings are accepted."),
+                                      "changed settings of the train table are accepted."),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; eval lines and the summary only.")] = False,
 ) -> None:
-    """Train a recipe on its [task]: progress bar, metrics.jsonl, plots, checkpoints, exact resume.
+    """Train a recipe on its task table: progress bar, metrics.jsonl, plots, checkpoints, exact resume.
 
     Rerunning into the same directory continues exactly where the newest checkpoint left off.
     Under `torchrun --nproc-per-node N --no-python pulse train …` it trains with DDP.
@@ -71,7 +71,7 @@ def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint or run directory (pulse train's --out).")],
     task: Annotated[
         str | None,
-        typer.Option("--task", help="Evaluate on this task instead: a task kind, or a TOML file with a [task] table."),
+        typer.Option("--task", help="Evaluate on this task instead: a task kind, or a TOML file with a task table."),
     ] = None,
     set_: SetOption = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Evaluation batch size.")] = None,
