@@ -169,7 +169,9 @@ def _train(recipe: Any, out: Path, resume: bool, reporter: Reporter | None, d: d
         return metrics
 
     def save(at: int) -> Path:
-        state = {"step": at, "tokens": tokens, "elapsed": elapsed(), "optimizer": optimizer.state_dict(),
+        # batches are a function of the step, so the data position is the number of global batches drawn
+        state = {"step": at, "data_position": at, "tokens": tokens, "elapsed": elapsed(),
+                 "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "rng": rng_state(), "world": d.world}
         path = run.save(at, model=model, head=head, recipe=recipe, state=state, keep_last=spec.keep_last)
         ddp.barrier(d)
