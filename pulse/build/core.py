@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from pulse.blocks.attention import CausalSelfAttention
 from pulse.blocks.mlp import GeluMLP, SwiGLU
 from pulse.blocks.norm import LayerNorm, RMSNorm
@@ -19,7 +21,9 @@ def _attention(spec: s.AttentionSpec, ctx: BuildContext) -> CausalSelfAttention:
     )
 
 
-def _lm(spec: LMSpec, ctx: BuildContext) -> LanguageModel:
+def residual_parts(spec, ctx: BuildContext) -> tuple[list[Residual], nn.Module, nn.Module | None]:
+    """Residual layers, final norm and positions of any spec with the LM's wiring fields
+    (dim, mixers, layout/layers, mlp, norm, positions)."""
     from pulse.build import build_component
 
     rotary = spec.positions.base if spec.positions is not None and spec.positions.kind == "rotary" else None
@@ -38,11 +42,16 @@ def _lm(spec: LMSpec, ctx: BuildContext) -> LanguageModel:
     positions = None
     if spec.positions is not None and spec.positions.kind != "rotary":
         positions = build_component(spec.positions, ctx)
+    return layers, build_component(spec.norm, ctx), positions
+
+
+def _lm(spec: LMSpec, ctx: BuildContext) -> LanguageModel:
+    layers, final_norm, positions = residual_parts(spec, ctx)
     return LanguageModel(
         vocab_size=spec.vocab_size,
         dim=spec.dim,
         layers=layers,
-        final_norm=build_component(spec.norm, ctx),
+        final_norm=final_norm,
         positions=positions,
         tie_embeddings=spec.tie_embeddings,
         **ctx.factory(),

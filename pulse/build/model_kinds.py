@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from pulse.build.context import BuildContext
+from pulse.build.core import residual_parts
 from pulse.models.lm import Residual
 from pulse.models.sequence import SequencePulse, SimplePulse
 from pulse.registry import register
@@ -13,25 +14,7 @@ from pulse.specs.models import SequencePulseSpec, SimplePulseSpec
 
 def sequence_parts(spec: SequencePulseSpec, ctx: BuildContext) -> tuple[list[Residual], nn.Module, nn.Module | None]:
     """The residual layers, final norm and positions of a sequence_pulse spec (the LM's layer wiring)."""
-    from pulse.build import build_component
-
-    rotary = spec.positions.base if spec.positions is not None and spec.positions.kind == "rotary" else None
-    ctx = BuildContext(spec.dim, ctx.device, ctx.dtype, rotary)
-    layers = []
-    for name in spec.mixer_names():
-        mlp = build_component(spec.mlp, ctx) if spec.mlp is not None else None
-        layers.append(
-            Residual(
-                build_component(spec.mixers[name], ctx),
-                build_component(spec.norm, ctx),
-                mlp,
-                build_component(spec.norm, ctx) if mlp is not None else None,
-            )
-        )
-    positions = None
-    if spec.positions is not None and spec.positions.kind != "rotary":
-        positions = build_component(spec.positions, ctx)
-    return layers, build_component(spec.norm, ctx), positions
+    return residual_parts(spec, ctx)
 
 
 def _sequence(spec: SequencePulseSpec, ctx: BuildContext) -> SequencePulse:
