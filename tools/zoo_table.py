@@ -45,7 +45,7 @@ def row(run: Path) -> str | None:
     return (
         f"| {run.name} | {setting} | {describe_model(recipe.model)} | {cost.total_params / 1e6:.2f}M "
         f"| {cost.state_bytes / 1024:.0f} KiB | {summary['metric']} {value:.4f} | {summary['step']}/{summary['steps']} "
-        f"| {summary['elapsed'] / 60:.1f} min ({summary['stopped']}) |"
+        f"| {summary['elapsed_s'] / 60:.1f} min ({summary['stopped']}) |"
     )
 
 
