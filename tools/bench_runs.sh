@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 out=${1:-docs/bench}
 mkdir -p "$out"
 threads=${THREADS:-2}
-core=(--mixer attention --mixer pulse --mixer pulse:chunk_size=64 --mixer pulse:gate=mingru
+core=(--mixer attention --mixer pulse --mixer pulse:chunk_size=32 --mixer pulse:gate=mingru
       --mixer linear_attention --mixer ssm --dim 256 --threads "$threads" --repeats 3)
 # BENCH.md's comparison: forward+backward+step from 1k to 16k, and per-token generation.
 pulse bench "${core[@]}" --mode train --seq-lens 1k,2k,4k,8k,16k --fit-from 2048 \

@@ -205,7 +205,7 @@ class PulseLayer(ChunkRecurrentMixer):
         *,
         num_states: int = 16,
         state_dim: int | None = None,
-        chunk_size: int = 32,
+        chunk_size: int = 64,
         gate: GateType = "gru",
         num_heads: int = 4,
         communication: bool = True,

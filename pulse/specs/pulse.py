@@ -14,7 +14,7 @@ class SlotMixerFields(Spec):
 
     state_dim: int | None = Field(None, ge=1, description="width k of each slot; omit for the model dim")
     chunk_size: int = Field(
-        32, ge=1, description="tokens per chunk: slots are written once per chunk (1 = per-token recurrence)"
+        64, ge=1, description="tokens per chunk: slots are written once per chunk (1 = per-token recurrence)"
     )
     gate: Literal["gru", "lstm", "mingru"] = Field(
         "gru", description="slot update: gru, lstm (with a cell state) or mingru (linear in the state, scanned)"
