@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -48,8 +49,12 @@ def train(
     from pulse.train import train as run_training
     from pulse.train.progress import RichReporter
 
+    from pulse.train import ddp
+
     spec, out_dir = _recipe_and_out(recipe, set_ or [], out)
     run_training(spec, out_dir, resume=resume, reporter=RichReporter(console, live=not quiet))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        ddp.exit_worker(0)
 
 
 def _task_table(value: str) -> dict:

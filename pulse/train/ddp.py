@@ -61,7 +61,24 @@ def setup(preference: str = "auto") -> Dist:
 
 def teardown(d: Dist) -> None:
     if d.owns_group and dist.is_initialized():
+        # every rank reaches here before any rank closes its connections
+        dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_worker(code: int = 0) -> None:
+    """End a torchrun worker process without interpreter finalization.
+
+    Gloo's C++ threads can still hold work objects at exit; destroying them while the
+    interpreter is torn down sometimes aborts the process (SIGABRT, "terminate called
+    without an active exception") after a run that finished correctly. Everything this
+    process writes is already flushed to disk atomically, so a direct exit loses nothing.
+    """
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def wrap(module: nn.Module, d: Dist, *, find_unused: bool = False) -> nn.Module:
