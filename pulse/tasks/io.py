@@ -9,10 +9,15 @@ and a `head`; sequence models over continuous inputs (kind `sequence_pulse`) exp
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
-from pulse.tasks.base import IGNORE
+from pulse.tasks.base import IGNORE, Batch, IndexedTask, Sums, classification_sums, rng_for
 
 
 def kind_of(model: nn.Module) -> str:
@@ -67,3 +72,34 @@ def sequence_outputs(model: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
     """Outputs of a continuous-input sequence model: (b, o), or (b, t, o) in output_mode 'all'."""
     out, _ = model(x, mask)
     return out
+
+
+class GeneratedTokenTask(IndexedTask):
+    """Token sequences in, next-token labels out, over fixed generated train and test sets.
+
+    Subclasses set `kind` and a module-level generator `make(spec, n, rng) -> (inputs,
+    labels)`; each split is generated once from its own seed. Loss and accuracy count
+    labelled positions only, and logits are computed only there.
+    """
+
+    make: Callable[[Any, int, np.random.Generator], tuple[Tensor, Tensor]]
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self._data: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def size(self, split: str) -> int:
+        return self.spec.num_train if split == "train" else self.spec.num_test
+
+    def batch(self, split: str, indices: np.ndarray) -> Batch:
+        if split not in self._data:
+            self._data[split] = type(self).make(self.spec, self.size(split), rng_for(self.spec.seed, split))
+        inputs, labels = self._data[split]
+        idx = torch.from_numpy(indices)
+        return {"ids": inputs[idx], "labels": labels[idx]}
+
+    def check_model(self, model: nn.Module) -> None:
+        require_token_model(model, self.kind, self.spec.vocab_size)
+
+    def forward(self, model: nn.Module, head: nn.Module | None, batch: Batch) -> Sums:
+        return classification_sums(*labelled_logits(model, batch["ids"], batch["labels"]))

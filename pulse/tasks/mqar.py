@@ -17,18 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from pulse.specs.tasks import MqarSpec
-from pulse.tasks.base import (
-    IGNORE,
-    Batch,
-    IndexedTask,
-    Sums,
-    classification_sums,
-    rng_for,
-)
-from pulse.tasks.io import labelled_logits, require_token_model
+from pulse.tasks.base import IGNORE
+from pulse.tasks.io import GeneratedTokenTask
 
 
 def _distinct(rng: np.random.Generator, rows: int, k: int, low: int, high: int) -> np.ndarray:
@@ -86,32 +78,9 @@ def generate(spec: MqarSpec, num_examples: int, rng: np.random.Generator) -> tup
     return torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(np.ascontiguousarray(labels))
 
 
-class Mqar(IndexedTask):
+class Mqar(GeneratedTokenTask):
     """MQAR over fixed generated train and test sets; accuracy at query positions."""
 
     kind = "mqar"
     metric = "accuracy"
-
-    def __init__(self, spec: MqarSpec):
-        self.spec = spec
-        self._data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if split not in self._data:
-            n = self.spec.num_train if split == "train" else self.spec.num_test
-            self._data[split] = generate(self.spec, n, rng_for(self.spec.seed, split))
-        return self._data[split]
-
-    def size(self, split: str) -> int:
-        return self.spec.num_train if split == "train" else self.spec.num_test
-
-    def batch(self, split: str, indices: np.ndarray) -> Batch:
-        inputs, labels = self._split(split)
-        idx = torch.from_numpy(indices)
-        return {"ids": inputs[idx], "labels": labels[idx]}
-
-    def check_model(self, model: nn.Module) -> None:
-        require_token_model(model, self.kind, self.spec.vocab_size)
-
-    def forward(self, model: nn.Module, head: nn.Module | None, batch: Batch) -> Sums:
-        return classification_sums(*labelled_logits(model, batch["ids"], batch["labels"]))
+    make = staticmethod(generate)

@@ -14,18 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from pulse.specs.tasks import SelectiveCopySpec
-from pulse.tasks.base import (
-    IGNORE,
-    Batch,
-    IndexedTask,
-    Sums,
-    classification_sums,
-    rng_for,
-)
-from pulse.tasks.io import labelled_logits, require_token_model
+from pulse.tasks.base import IGNORE
+from pulse.tasks.io import GeneratedTokenTask
 
 
 def generate(spec: SelectiveCopySpec, num_examples: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,28 +35,9 @@ def generate(spec: SelectiveCopySpec, num_examples: int, rng: np.random.Generato
     return torch.from_numpy(inputs), torch.from_numpy(labels)
 
 
-class SelectiveCopy(IndexedTask):
+class SelectiveCopy(GeneratedTokenTask):
     """Selective copying over fixed generated sets; accuracy over the copied tokens."""
 
     kind = "selective_copy"
     metric = "accuracy"
-
-    def __init__(self, spec: SelectiveCopySpec):
-        self.spec = spec
-        self._data: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def size(self, split: str) -> int:
-        return self.spec.num_train if split == "train" else self.spec.num_test
-
-    def batch(self, split: str, indices: np.ndarray) -> Batch:
-        if split not in self._data:
-            self._data[split] = generate(self.spec, self.size(split), rng_for(self.spec.seed, split))
-        inputs, labels = self._data[split]
-        idx = torch.from_numpy(indices)
-        return {"ids": inputs[idx], "labels": labels[idx]}
-
-    def check_model(self, model: nn.Module) -> None:
-        require_token_model(model, self.kind, self.spec.vocab_size)
-
-    def forward(self, model: nn.Module, head: nn.Module | None, batch: Batch) -> Sums:
-        return classification_sums(*labelled_logits(model, batch["ids"], batch["labels"]))
+    make = staticmethod(generate)
