@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pulse.blocks.propagator import GATES, GateType, StatePropagator
+from pulse.blocks.propagator import GateType, StatePropagator, check_gate
 from pulse.blocks.pulse_layer import ChunkRecurrentMixer, Local
 from pulse.blocks.router import TokenToStateRouter
 from pulse.errors import PulseError
@@ -53,8 +53,7 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         super().__init__(dim, state_dim=state_dim, num_heads=num_heads, chunk_size=chunk_size, local=local,
                          conv_kernel=conv_kernel, device=device, dtype=dtype)
         k = self.state_dim
-        if gate not in GATES:
-            raise PulseError(f"unknown gate `{gate}`; choose one of {', '.join(GATES)}.")
+        check_gate(gate)
         if ratio < 2:
             raise PulseError(f"ratio must be ≥ 2 (the chunk level ticks every `ratio` chunks), got {ratio}.")
         sizes = (token_states, chunk_states, global_states)

@@ -16,6 +16,12 @@ from pulse.errors import PulseError
 GateType = Literal["gru", "lstm", "mingru"]
 GATES: tuple[str, ...] = ("gru", "lstm", "mingru")
 
+
+def check_gate(gate: str, name: str = "gate") -> None:
+    """Raise PulseError unless `gate` is one of GATES."""
+    if gate not in GATES:
+        raise PulseError(f"unknown {name} `{gate}`; choose one of {', '.join(GATES)}.")
+
 # (input-projection rows, state-projection rows) per gate, in multiples of d
 _WIDTHS = {"gru": (3, 3), "lstm": (4, 4), "mingru": (2, 0)}
 
@@ -74,8 +80,7 @@ class StatePropagator(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        if gate_type not in GATES:
-            raise PulseError(f"unknown gate_type `{gate_type}`; choose one of {', '.join(GATES)}.")
+        check_gate(gate_type, "gate_type")
         self.state_dim, self.input_dim, self.gate_type = state_dim, input_dim or state_dim, gate_type
         kx, kh = _WIDTHS[gate_type]
         self.w_x = nn.Linear(self.input_dim, kx * state_dim, bias=True, device=device, dtype=dtype)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.blocks.allocator import AdaptiveStateAllocator
-from pulse.blocks.propagator import GATES, GateType, StatePropagator
+from pulse.blocks.propagator import GateType, StatePropagator, check_gate
 from pulse.blocks.router import TokenToStateRouter
 from pulse.blocks.state_manager import StateManager
 from pulse.contract import check_input
@@ -219,8 +219,7 @@ class PulseLayer(ChunkRecurrentMixer):
         super().__init__(dim, state_dim=state_dim, num_heads=num_heads, chunk_size=chunk_size, local=local,
                          conv_kernel=conv_kernel, device=device, dtype=dtype)
         k = self.state_dim
-        if gate not in GATES:
-            raise PulseError(f"unknown gate `{gate}`; choose one of {', '.join(GATES)}.")
+        check_gate(gate)
         if manager is not None and allocator is not None:
             raise PulseError("a PulseLayer takes a StateManager or an AdaptiveStateAllocator, not both.")
         if manager is not None and (manager.max_states != num_states or manager.state_dim != k):
