@@ -10,18 +10,18 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+source"
 
 from pulse import registry
-from pulse.build import build_mixer, build_model, make_spec
-from pulse.blocks.attention import CausalSelfAttention
-from pulse.blocks.linear_attention import LinearAttention
-from pulse.blocks.ntm import NTMMemory
-from pulse.blocks.sparse_state_attention import SparseStateAttention
-from pulse.blocks.ssm import SelectiveSSM
-from pulse.blocks.allocator import AdaptiveStateAllocator
-from pulse.blocks.hierarchical import HierarchicalStateManager
-from pulse.blocks.propagator import StatePropagator
-from pulse.blocks.pulse_layer import PulseLayer
-from pulse.blocks.router import TokenToStateRouter
-from pulse.blocks.state_manager import StateManager
+from pulse.assemble import build_mixer, build_model, make_spec
+from pulse.blocks.layers.attention import CausalSelfAttention
+from pulse.blocks.mixers.linear_attention import LinearAttention
+from pulse.blocks.mixers.ntm import NTMMemory
+from pulse.blocks.mixers.sparse_state_attention import SparseStateAttention
+from pulse.blocks.mixers.ssm import SelectiveSSM
+from pulse.blocks.pulse.allocator import AdaptiveStateAllocator
+from pulse.blocks.pulse.hierarchical import HierarchicalStateManager
+from pulse.blocks.pulse.propagator import StatePropagator
+from pulse.blocks.pulse.pulse_layer import PulseLayer
+from pulse.blocks.pulse.router import TokenToStateRouter
+from pulse.blocks.pulse.state_manager import StateManager
 from pulse.contract import Mixer
 from pulse.errors import PulseError
 from pulse.specs import RecipeBase as Recipe

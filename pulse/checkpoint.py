@@ -252,7 +252,7 @@ def load_weights(model: nn.Module, location: str | Path) -> None:
 
 def load_checkpoint(location: str | Path, *, device: torch.device | str | None = None) -> tuple[nn.Module, Any]:
     """Rebuild the model from the recipe stored in the checkpoint and load its weights."""
-    from pulse.build import build_model
+    from pulse.assemble import build_model
 
     recipe = load_recipe_from_checkpoint(location)
     model = build_model(recipe, device=device)

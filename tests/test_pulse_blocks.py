@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import pulse
 from pulse import contract
-from pulse.blocks.pulse_layer import reference_forward
+from pulse.blocks.pulse.reference import reference_forward
 from pulse.ops.mingru_scan import mingru_coefficients, mingru_scan, mingru_scan_reference
 from pulse.summarize import summarize
 

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 
 import pulse
 from pulse import contract
-from pulse.blocks.linear_attention import LinearAttention
-from pulse.blocks.ntm import NTMMemory, address, content_weights, read, write
-from pulse.blocks.sparse_state_attention import SparseStateAttention
-from pulse.blocks.ssm import SelectiveSSM
+from pulse.blocks.mixers.linear_attention import LinearAttention
+from pulse.blocks.mixers.ntm import NTMMemory, address, content_weights, read, write
+from pulse.blocks.mixers.sparse_state_attention import SparseStateAttention
+from pulse.blocks.mixers.ssm import SelectiveSSM
 from pulse.ops.linear_attention import chunk_linear_attention, recurrent_linear_attention
 from pulse.ops.selective_scan import selective_scan, selective_scan_reference
 from pulse.ops.topk_read import topk_read, topk_read_reference

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pulse.bench.machine import cpu_model
-from pulse.build import build_model
+from pulse.assemble import build_model
 from pulse.checkpoint import load_recipe_from_checkpoint
 from pulse.summarize import summarize
 

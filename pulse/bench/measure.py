@@ -80,7 +80,7 @@ def _peak_rss() -> int:
 
 
 def build_system(system: dict[str, Any], device: str, dtype: torch.dtype) -> nn.Module:
-    from pulse.build import build_mixer, build_model
+    from pulse.assemble import build_mixer, build_model
     from pulse.specs.load import recipe_from_dict
 
     if system["type"] == "mixer":

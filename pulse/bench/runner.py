@@ -101,7 +101,7 @@ def parse_mixer(text: str) -> tuple[str, dict[str, Any]]:
 
 def mixer_system(text: str, dim: int) -> System:
     """A single registered mixer at width `dim`, validated now by building it on the meta device."""
-    from pulse.build import build_mixer, make_spec
+    from pulse.assemble import build_mixer, make_spec
 
     kind, params = parse_mixer(text)
     if not kind:

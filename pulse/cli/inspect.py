@@ -62,7 +62,7 @@ def build(
     """Validate a recipe, assemble the model, print its architecture and parameter counts."""
     import torch
 
-    from pulse.build import build_model
+    from pulse.assemble import build_model
     from pulse.checkpoint import save_checkpoint
     from pulse.summarize import block_costs
 
@@ -98,7 +98,7 @@ def summarize(
     as_json: Annotated[bool, typer.Option("--json", help="Print the costs as JSON instead of tables.")] = False,
 ) -> None:
     """Parameters, recurrent state size and FLOPs per token of each block (built on the meta device)."""
-    from pulse.build import build_model
+    from pulse.assemble import build_model
     from pulse.summarize import summarize as run_summary
 
     spec = load_recipe_or_checkpoint(recipe, set_)

@@ -113,7 +113,7 @@ class PulseForCausalLM(nn.Module):
     """
 
     def __init__(self, config: PulseConfig | Any, *, device=None, dtype=None):
-        from pulse.build import build_model
+        from pulse.assemble import build_model
 
         super().__init__()
         recipe = config.to_recipe() if isinstance(config, PulseConfig) else config
@@ -135,7 +135,7 @@ class PulseForCausalLM(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device=None, dtype=None) -> PulseForCausalLM:
         """Rebuild from a checkpoint alone (its stored recipe) and load its weights."""
-        from pulse.build import build_model
+        from pulse.assemble import build_model
         from pulse.checkpoint import load_recipe_from_checkpoint, load_weights
 
         recipe = load_recipe_from_checkpoint(directory)

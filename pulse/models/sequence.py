@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pulse.blocks.propagator import StatePropagator
-from pulse.blocks.router import TokenToStateRouter
+from pulse.blocks.pulse.propagator import StatePropagator
+from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.errors import PulseError
 
 OUTPUT_MODES = ("last", "all", "mean")
@@ -147,9 +147,9 @@ class SequencePulse(nn.Module):
         if output_mode not in OUTPUT_MODES:
             raise PulseError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}.")
         if layers is None:
-            from pulse.build import make_spec
-            from pulse.build.context import BuildContext
-            from pulse.build.model_kinds import sequence_parts
+            from pulse.assemble import make_spec
+            from pulse.assemble.context import BuildContext
+            from pulse.assemble.models import sequence_parts
             from pulse.specs.models import seed_mixers
 
             mixers = seed_mixers(layout, {"num_states": num_states, "num_heads": num_heads, "chunk_size": chunk_size,

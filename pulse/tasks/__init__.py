@@ -1,5 +1,5 @@
 """Training tasks, generated locally or read from local files: each makes batches and
-scores a model's outputs. Registered as `task` kinds in pulse.build.task_kinds."""
+scores a model's outputs. Registered as `task` kinds in pulse.assemble.tasks."""
 
 from pulse.tasks.base import IGNORE, IndexedTask, Task
 from pulse.tasks.copy import Copy

@@ -79,8 +79,8 @@ def checkpoint_location(location: str | Path) -> Path:
 def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = None, overrides: list[str] = (),
                         batch_size: int | None = None, device: str = "auto") -> EvalResult:
     """Rebuild a checkpoint's model (and task head) and score it on its task, or on `task` (a [task] table)."""
-    from pulse.build import build_model
-    from pulse.build.task_kinds import build_task
+    from pulse.assemble import build_model
+    from pulse.assemble.tasks import build_task
     from pulse.checkpoint import load_weights, read_stored_recipe, weights_path
     from pulse.specs.load import recipe_from_dict
 

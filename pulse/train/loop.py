@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from pulse.build import build_model
-from pulse.build.task_kinds import build_task
+from pulse.assemble import build_model
+from pulse.assemble.tasks import build_task
 from pulse.errors import PulseError
 from pulse.tasks.base import Batch, Sums, Task
 from pulse.train import ddp

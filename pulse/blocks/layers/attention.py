@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.blocks.positions import Rotary
+from pulse.blocks.layers.positions import Rotary
 from pulse.contract import check_input
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from pulse.build.context import BuildContext
-from pulse.build.core import residual_parts
+from pulse.assemble.context import BuildContext
+from pulse.assemble.layers import residual_parts
 from pulse.models.lm import Residual
 from pulse.models.sequence import SequencePulse, SimplePulse
 from pulse.registry import register

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pulse.build.context import BuildContext
+from pulse.assemble.context import BuildContext
 from pulse.registry import get, register
 from pulse.specs import tasks as s
 from pulse.specs.base import Spec

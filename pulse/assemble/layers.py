@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from pulse.blocks.attention import CausalSelfAttention
-from pulse.blocks.mlp import GeluMLP, SwiGLU
-from pulse.blocks.norm import LayerNorm, RMSNorm
-from pulse.blocks.positions import LearnedPositions
-from pulse.build.context import BuildContext
+from pulse.blocks.layers.attention import CausalSelfAttention
+from pulse.blocks.layers.mlp import GeluMLP, SwiGLU
+from pulse.blocks.layers.norm import LayerNorm, RMSNorm
+from pulse.blocks.layers.positions import LearnedPositions
+from pulse.assemble.context import BuildContext
 from pulse.models.lm import LanguageModel, Residual
 from pulse.registry import register
-from pulse.specs import blocks as s
+from pulse.specs import layers as s
 from pulse.specs.model import LMSpec
 
 
@@ -24,7 +24,7 @@ def _attention(spec: s.AttentionSpec, ctx: BuildContext) -> CausalSelfAttention:
 def residual_parts(spec, ctx: BuildContext) -> tuple[list[Residual], nn.Module, nn.Module | None]:
     """Residual layers, final norm and positions of any spec with the LM's wiring fields
     (dim, mixers, layout/layers, mlp, norm, positions)."""
-    from pulse.build import build_component
+    from pulse.assemble import build_component
 
     rotary = spec.positions.base if spec.positions is not None and spec.positions.kind == "rotary" else None
     ctx = BuildContext(spec.dim, ctx.device, ctx.dtype, rotary)

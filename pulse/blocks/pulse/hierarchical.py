@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pulse.blocks.propagator import GateType, StatePropagator, check_gate
-from pulse.blocks.pulse_layer import ChunkRecurrentMixer, Local
-from pulse.blocks.router import TokenToStateRouter
+from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
+from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
+from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.errors import PulseError
 
 LEVELS = ("token", "chunk", "global")

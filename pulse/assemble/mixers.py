@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pulse.blocks.linear_attention import LinearAttention
-from pulse.blocks.ntm import NTMMemory
-from pulse.blocks.sparse_state_attention import SparseStateAttention
-from pulse.blocks.ssm import SelectiveSSM
-from pulse.build.context import BuildContext
+from pulse.blocks.mixers.linear_attention import LinearAttention
+from pulse.blocks.mixers.ntm import NTMMemory
+from pulse.blocks.mixers.sparse_state_attention import SparseStateAttention
+from pulse.blocks.mixers.ssm import SelectiveSSM
+from pulse.assemble.context import BuildContext
 from pulse.registry import register
-from pulse.specs import zoo_blocks as s
+from pulse.specs import mixers as s
 
 
 def _linear_attention(spec: s.LinearAttentionSpec, ctx: BuildContext) -> LinearAttention:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pulse.blocks.allocator import AdaptiveStateAllocator
-from pulse.blocks.hierarchical import HierarchicalStateManager
-from pulse.blocks.pulse_layer import PulseLayer
-from pulse.blocks.state_manager import StateManager
-from pulse.build.context import BuildContext
+from pulse.blocks.pulse.allocator import AdaptiveStateAllocator
+from pulse.blocks.pulse.hierarchical import HierarchicalStateManager
+from pulse.blocks.pulse.pulse_layer import PulseLayer
+from pulse.blocks.pulse.state_manager import StateManager
+from pulse.assemble.context import BuildContext
 from pulse.registry import register
 from pulse.specs import pulse as s
 

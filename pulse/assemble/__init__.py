@@ -9,12 +9,12 @@ from pydantic import ValidationError
 from torch import nn
 
 from pulse import registry
-from pulse.build import core  # noqa: F401  (registers the first kinds)
-from pulse.build import zoo_kinds  # noqa: F401  (linear_attention, sparse_state_attention, ssm, ntm)
-from pulse.build import pulse_kinds  # noqa: F401  (pulse, pulse_managed, pulse_adaptive, hierarchical)
-from pulse.build import model_kinds  # noqa: F401  (simple_pulse, sequence_pulse)
-from pulse.build import task_kinds  # noqa: F401  (mqar, selective_copy, copy, listops, text)
-from pulse.build.context import BuildContext
+from pulse.assemble import layers  # noqa: F401  (registers the first kinds)
+from pulse.assemble import mixers  # noqa: F401  (linear_attention, sparse_state_attention, ssm, ntm)
+from pulse.assemble import pulse  # noqa: F401  (pulse, pulse_managed, pulse_adaptive, hierarchical)
+from pulse.assemble import models  # noqa: F401  (simple_pulse, sequence_pulse)
+from pulse.assemble import tasks  # noqa: F401  (mqar, selective_copy, copy, listops, text)
+from pulse.assemble.context import BuildContext
 from pulse.errors import PulseError
 from pulse.specs.base import Spec
 from pulse.specs.load import format_errors

@@ -1,0 +1,1 @@
+"""Sequence-model building blocks in three families: generic layers, the PULSE slot family, other mixers."""

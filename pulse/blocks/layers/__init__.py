@@ -1,0 +1,1 @@
+"""Generic layers: softmax attention, MLPs, norms, positions."""

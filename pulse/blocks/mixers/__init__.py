@@ -1,0 +1,1 @@
+"""Other sequence mixers: linear attention, sparse state attention, selective SSM, NTM memory."""

@@ -1,0 +1,1 @@
+"""The PULSE slot family: router, propagator, the chunk-recurrent base, slot layers, manager, allocator, hierarchy."""
