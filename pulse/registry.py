@@ -1,4 +1,8 @@
-"""The closed registry: one entry ties a `kind` to its spec class and its builder.
+"""The closed registry: one entry ties a `kind` to its spec class and its module class.
+
+A kind is written once: the spec's fields are the module constructor's keyword arguments,
+with the same defaults (a registry-wide test checks it), and the assembler's default builder
+passes them through. A custom `builder` is only for kinds that compose other parts.
 
 Recipes can only name kinds registered here, never an import path, so loading a
 recipe never runs code from it.
@@ -7,6 +11,7 @@ recipe never runs code from it.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -22,16 +27,35 @@ class Entry:
     kind: str
     role: str
     spec: type  # a pydantic model with a `kind: Literal[...]` field
-    builder: Callable[..., Any] | None
+    builder: Callable[..., Any] | None  # custom builder (spec, ctx) -> module; None = the default one
     doc: str
+    module: type | None = None  # the class the default builder constructs
+    defined_in: str = ""  # "pulse/blocks/…/file.py" (module) or the spec's file when there is no module
+    rotary: bool = False  # the module applies rotary positions itself (a `rotary_base` argument)
+
+    @property
+    def buildable(self) -> bool:
+        return self.builder is not None or self.module is not None
 
 
 _ENTRIES: dict[str, Entry] = {}
 _generation = 0
 
 
-def register(kind: str, *, role: Role, spec: type, builder: Callable[..., Any] | None = None) -> None:
-    """Register `kind` with its spec class and builder. A second registration is an error."""
+def register(
+    kind: str,
+    *,
+    role: Role,
+    spec: type,
+    module: type | None = None,
+    builder: Callable[..., Any] | None = None,
+    rotary: bool = False,
+) -> None:
+    """Register `kind` with its spec class and the module class it builds (or a custom builder).
+
+    A second registration is an error. With neither `module` nor `builder` the kind is applied
+    inside other blocks and cannot be built alone (e.g. rotary positions).
+    """
     global _generation
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
@@ -41,7 +65,7 @@ def register(kind: str, *, role: Role, spec: type, builder: Callable[..., Any] |
     if declared != (kind,):
         raise ValueError(f"spec {spec.__name__} declares kind {declared}, expected ({kind!r},)")
     doc = (spec.__doc__ or "").strip().splitlines()
-    _ENTRIES[kind] = Entry(kind, role, spec, builder, doc[0] if doc else "")
+    _ENTRIES[kind] = Entry(kind, role, spec, builder, doc[0] if doc else "", module, _where(module or spec), rotary)
     _generation += 1
 
 
@@ -73,3 +97,13 @@ def entries(pattern: str = "*", role: str | None = None) -> list[Entry]:
         _ENTRIES[k] for k in sorted(_ENTRIES)
         if fnmatch.fnmatch(k, pattern) and (role is None or _ENTRIES[k].role == role)
     ]
+
+
+def _where(obj: type) -> str:
+    """The file that defines `obj`, relative to the package's parent ("pulse/blocks/…")."""
+    try:
+        path = inspect.getsourcefile(obj) or ""
+    except TypeError:
+        return obj.__module__
+    marker = path.rfind("/pulse/")
+    return path[marker + 1 :] if marker >= 0 else path

@@ -51,3 +51,34 @@ def test_every_kind_has_a_doc_and_described_fields():
         for name, field in spec_class(entry.kind).model_fields.items():
             if name != "kind" and entry.role != "model":
                 assert field.description, f"{entry.kind}.{name} has no description"
+
+
+def _module_entries():
+    return [e for e in pulse.list_blocks() if e.module is not None]
+
+
+@pytest.mark.parametrize("entry", _module_entries(), ids=lambda e: e.kind)
+def test_spec_fields_are_the_module_arguments_with_the_same_defaults(entry):
+    """A kind is written once: each spec field is a constructor keyword with the same default."""
+    import inspect
+
+    from pulse.specs.recipe import spec_class
+
+    params = inspect.signature(entry.module.__init__).parameters
+    for name, field in spec_class(entry.kind).model_fields.items():
+        if name == "kind":
+            continue
+        assert name in params, f"{entry.kind}: spec field `{name}` is not an argument of {entry.module.__name__}"
+        default = field.get_default(call_default_factory=True)
+        assert params[name].default == default, (
+            f"{entry.kind}.{name}: spec default {default!r} != {entry.module.__name__} default {params[name].default!r}"
+        )
+    required = [n for n, p in params.items() if n not in ("self", "dim") and p.default is inspect.Parameter.empty
+                and p.kind is p.KEYWORD_ONLY]
+    assert not required, f"{entry.module.__name__} has required arguments no spec field fills: {required}"
+
+
+def test_the_registry_records_where_each_kind_is_defined():
+    entry = registry.get("linear_attention")
+    assert entry.defined_in == "pulse/blocks/mixers/linear_attention.py"
+    assert registry.get("rotary").defined_in == "pulse/specs/layers.py"

@@ -20,14 +20,22 @@ from pulse.specs.base import Spec
 from pulse.specs.load import format_errors
 from pulse.specs.recipe import RecipeBase, spec_class
 
-__all__ = ["BuildContext", "build_component", "build_mixer", "build_model", "make_spec"]
+__all__ = ["BuildContext", "build_component", "build_mixer", "build_model", "make_spec", "spec_arguments"]
+
+
+def spec_arguments(spec: Spec) -> dict[str, Any]:
+    """The constructor keyword arguments a spec stands for: every field but `kind`."""
+    return {name: getattr(spec, name) for name in type(spec).model_fields if name != "kind"}
 
 
 def build_component(spec: Spec, ctx: BuildContext) -> nn.Module:
     entry = registry.get(spec.kind)
-    if entry.builder is None:
+    if entry.builder is not None:
+        return entry.builder(spec, ctx)
+    if entry.module is None:
         raise PulseError(f"kind `{spec.kind}` ({entry.role}) is applied inside other blocks and cannot be built alone.")
-    return entry.builder(spec, ctx)
+    extra = {"rotary_base": ctx.rotary_base} if entry.rotary else {}
+    return entry.module(ctx.dim, **spec_arguments(spec), **extra, **ctx.factory())
 
 
 def make_spec(kind: str, role: str | None = None, **params: Any) -> Spec:

@@ -15,12 +15,6 @@ from pulse.specs import layers as s
 from pulse.specs.model import LMSpec
 
 
-def _attention(spec: s.AttentionSpec, ctx: BuildContext) -> CausalSelfAttention:
-    return CausalSelfAttention(
-        ctx.dim, num_heads=spec.num_heads, bias=spec.bias, rotary_base=ctx.rotary_base, **ctx.factory()
-    )
-
-
 def residual_parts(spec, ctx: BuildContext) -> tuple[list[Residual], nn.Module, nn.Module | None]:
     """Residual layers, final norm and positions of any spec with the LM's wiring fields
     (dim, mixers, layout/layers, mlp, norm, positions)."""
@@ -58,17 +52,12 @@ def _lm(spec: LMSpec, ctx: BuildContext) -> LanguageModel:
     )
 
 
-register("attention", role="mixer", spec=s.AttentionSpec, builder=_attention)
-register("gelu", role="mlp", spec=s.GeluMlpSpec,
-         builder=lambda spec, ctx: GeluMLP(ctx.dim, hidden_mult=spec.hidden_mult, bias=spec.bias, **ctx.factory()))
-register("swiglu", role="mlp", spec=s.SwiGluMlpSpec,
-         builder=lambda spec, ctx: SwiGLU(ctx.dim, hidden_mult=spec.hidden_mult, **ctx.factory()))
-register("layernorm", role="norm", spec=s.LayerNormSpec,
-         builder=lambda spec, ctx: LayerNorm(ctx.dim, eps=spec.eps, **ctx.factory()))
-register("rmsnorm", role="norm", spec=s.RMSNormSpec,
-         builder=lambda spec, ctx: RMSNorm(ctx.dim, eps=spec.eps, **ctx.factory()))
-register("learned", role="positional", spec=s.LearnedPositionsSpec,
-         builder=lambda spec, ctx: LearnedPositions(ctx.dim, max_seq_len=spec.max_seq_len, **ctx.factory()))
+register("attention", role="mixer", spec=s.AttentionSpec, module=CausalSelfAttention, rotary=True)
+register("gelu", role="mlp", spec=s.GeluMlpSpec, module=GeluMLP)
+register("swiglu", role="mlp", spec=s.SwiGluMlpSpec, module=SwiGLU)
+register("layernorm", role="norm", spec=s.LayerNormSpec, module=LayerNorm)
+register("rmsnorm", role="norm", spec=s.RMSNormSpec, module=RMSNorm)
+register("learned", role="positional", spec=s.LearnedPositionsSpec, module=LearnedPositions)
 # Rotary has no module of its own at model level: attention mixers apply it to q and k.
-register("rotary", role="positional", spec=s.RotarySpec, builder=None)
+register("rotary", role="positional", spec=s.RotarySpec)
 register("lm", role="model", spec=LMSpec, builder=_lm)
