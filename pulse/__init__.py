@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("pulse")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+source"
-
-from pulse import registry
+from pulse import registry, tasks  # noqa: F401  (tasks register their kinds)
+from pulse.version import __version__
 from pulse.assemble import build_mixer, build_model, make_spec
 from pulse.blocks.layers.attention import CausalSelfAttention
 from pulse.blocks.mixers.linear_attention import LinearAttention
@@ -26,9 +20,10 @@ from pulse.contract import Mixer
 from pulse.errors import PulseError
 from pulse.specs import RecipeBase as Recipe
 from pulse.specs import json_schema, load_recipe, recipe_from_dict
-from pulse.checkpoint import load_checkpoint, save_checkpoint
-from pulse.models.causal_lm import PulseConfig, PulseForCausalLM
-from pulse.models.sequence import SequencePulse, SimplePulse
+from pulse.checkpoint import save_checkpoint
+from pulse.api import CausalLMOutput, PulseConfig, PulseForCausalLM, SequencePulse, load_checkpoint, sequence_pulse
+from pulse.models.sequence import SequenceModel, SimplePulse
+from pulse.models.output import ModelOutput
 from pulse.tokenizer import ByteTokenizer
 
 
@@ -39,6 +34,10 @@ def list_blocks(pattern: str = "*", role: str | None = None) -> list[registry.En
 
 __all__ = [
     "AdaptiveStateAllocator",
+    "CausalLMOutput",
+    "ModelOutput",
+    "SequenceModel",
+    "sequence_pulse",
     "ByteTokenizer",
     "CausalSelfAttention",
     "HierarchicalStateManager",

@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
+from pulse.version import __version__
 
 WEIGHTS = "model.safetensors"
 RECIPE = "recipe.json"
@@ -99,7 +100,6 @@ def tensors_digest(tensors: dict[str, Tensor]) -> str:
 
 def save_checkpoint(model: nn.Module, recipe: Any, directory: str | Path, *, name: str = WEIGHTS) -> Path:
     """Save weights (+ recipe metadata) into `directory` atomically; returns the weights path."""
-    from pulse import __version__
 
     directory = Path(directory)
     recipe_dict = recipe.to_dict()
@@ -248,13 +248,3 @@ def load_weights(model: nn.Module, location: str | Path) -> None:
         )
     with torch.no_grad():
         model.load_state_dict(state, strict=True)
-
-
-def load_checkpoint(location: str | Path, *, device: torch.device | str | None = None) -> tuple[nn.Module, Any]:
-    """Rebuild the model from the recipe stored in the checkpoint and load its weights."""
-    from pulse.assemble import build_model
-
-    recipe = load_recipe_from_checkpoint(location)
-    model = build_model(recipe, device=device)
-    load_weights(model, location)
-    return model, recipe

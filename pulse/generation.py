@@ -10,8 +10,7 @@ is never re-run and positions continue from the state, so a token costs what one
 
 from __future__ import annotations
 
-import statistics
-import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -120,54 +119,51 @@ def stream(
             logits, state = lm.step(tokens, state)
 
 
-@dataclass
-class TokenTiming:
-    """Seconds per generated token after prefilling `context_len` tokens: median, min, max over `new_tokens` steps."""
-
-    context_len: int
-    new_tokens: int
-    median_s: float
-    min_s: float
-    max_s: float
-    prefill_s: float
+_warned: set[str] = set()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def resolve_decoding(
+    prompt_len: int,
+    *,
+    max_new_tokens: int | None,
+    max_length: int | None,
+    do_sample: bool | None,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    default_new_tokens: int = 32,
+) -> dict[str, Any]:
+    """The one decoding rule of the Python API and the CLI.
 
-
-def time_per_token(
-    model: nn.Module, context_len: int, new_tokens: int, *, batch: int = 1, warmup: int = 3,
-    prefill_chunk: int = 2048, seed: int = 0,
-) -> TokenTiming:
-    """Time `step` per new token at a context of `context_len` random tokens (greedy, no sampling).
-
-    The prefill runs in chunks of `prefill_chunk` (identical to one pass, by the split
-    property, but with bounded memory). `warmup` untimed steps come first, so the timed
-    steps see contexts context_len + warmup … context_len + warmup + new_tokens − 1.
+    Length: `max_new_tokens`, or `max_length` = prompt + new tokens (the seed's name); not both.
+    Strategy: greedy by default; sampling when `do_sample=True`, or when temperature, top_k or
+    top_p is given without `do_sample` (the seed's meaning). With `do_sample=False` given
+    explicitly those settings cannot apply: a warning says so, once per process.
     """
-    lm = getattr(model, "model", model)
-    if context_len < 1 or new_tokens < 1:
-        raise PulseError(f"context_len and new_tokens must be ≥ 1, got {context_len} and {new_tokens}.")
-    param = next(lm.parameters())
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, lm.vocab_size, (batch, context_len), generator=g).to(param.device)
-    times = []
-    with torch.inference_mode():
-        _sync(param.device)
-        start = time.perf_counter()
-        state = None
-        for i in range(0, context_len, prefill_chunk):
-            logits, state = lm(ids[:, i : i + prefill_chunk], state)
-        _sync(param.device)
-        prefill = time.perf_counter() - start
-        tokens = logits[:, -1].argmax(-1)
-        for i in range(warmup + new_tokens):
-            start = time.perf_counter()
-            logits, state = lm.step(tokens, state)
-            tokens = logits.argmax(-1)
-            _sync(param.device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return TokenTiming(context_len, new_tokens, statistics.median(times), min(times), max(times), prefill)
+    if max_new_tokens is not None and max_length is not None:
+        raise PulseError(f"give max_new_tokens ({max_new_tokens}) or max_length ({max_length}), not both.")
+    if max_length is not None:
+        if max_length < prompt_len:
+            raise PulseError(
+                f"max_length ({max_length}) counts the prompt ({prompt_len} tokens) too, so it must be ≥ {prompt_len}; "
+                f"or give max_new_tokens."
+            )
+        max_new_tokens = max_length - prompt_len
+    if max_new_tokens is None:
+        max_new_tokens = default_new_tokens
+    given = [n for n, v in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)) if v is not None]
+    if do_sample is None:
+        do_sample = bool(given)
+    elif not do_sample and given:
+        key = ",".join(given)
+        if key not in _warned:
+            _warned.add(key)
+            warnings.warn(f"{', '.join(given)} ignored: do_sample=False decodes greedily; drop do_sample to sample.",
+                          UserWarning, stacklevel=3)
+    return {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "temperature": 1.0 if temperature is None else temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+    }

@@ -11,7 +11,7 @@ import torch
 import pulse
 from helpers import run_cli
 from pulse.contract import assert_close
-from pulse.generation import next_tokens, time_per_token
+from pulse.generation import next_tokens
 from pulse.tokenizer import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,13 +165,6 @@ def test_loss_shifts_labels_and_ignores_minus_100():
     out.loss.backward()
     with pytest.raises(pulse.PulseError, match="labels must have the shape"):
         model(ids, labels=ids[:, :3])
-
-
-def test_time_per_token_reports_a_consistent_timing():
-    model = tiny_lm("pure-pulse")
-    timing = time_per_token(model, context_len=20, new_tokens=3, warmup=1, prefill_chunk=7)
-    assert timing.context_len == 20 and timing.new_tokens == 3
-    assert 0 < timing.min_s <= timing.median_s <= timing.max_s and timing.prefill_s > 0
 
 
 def test_byte_tokenizer_round_trips_any_text():

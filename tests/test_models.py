@@ -32,7 +32,7 @@ tie_embeddings = false
 
 [model.mixers.pulse]
 kind = "pulse"
-num_states = 8
+num_slots = 8
 chunk_size = 16
 num_heads = 2
 gate = "lstm"
@@ -174,12 +174,12 @@ def test_sequence_pulse_padded_positions_change_nothing(layout, mode):
     lengths = [7, 4, 1]
     x = torch.randn(3, 7, 5, dtype=torch.float64)
     mask = torch.arange(7) < torch.tensor(lengths).unsqueeze(1)
-    y, _ = model(x, mask)
+    y = model(x, mask)
     noisy = torch.where(mask.unsqueeze(-1), x, torch.randn_like(x) * 5)
-    y2, _ = model(noisy, mask)
+    y2 = model(noisy, mask)
     assert_close(y2, y, "padding changed the output")
     for row, n in enumerate(lengths):
-        alone, _ = model(x[row : row + 1, :n])
+        alone = model(x[row : row + 1, :n])
         expected = y[row, :n] if mode == "all" else y[row]
         assert_close(alone[0], expected, f"row {row} alone vs padded in a batch")
     if mode == "all":
@@ -191,10 +191,10 @@ def test_sequence_pulse_padded_positions_change_nothing(layout, mode):
 def test_sequence_pulse_streams_in_pieces_and_steps(layout, mode):
     model = seq_model(layout, mode)
     x = torch.randn(2, 8, 5, dtype=torch.float64)
-    y, _ = model(x)
+    y = model(x)
     for k in (1, 3, 7):
-        y1, state = model(x[:, :k])
-        y2, _ = model(x[:, k:], state=state)
+        y1, state = model(x[:, :k], return_state=True)
+        y2, _ = model(x[:, k:], state=state, return_state=True)
         assert_close(torch.cat((y1, y2), dim=1) if mode == "all" else y2, y, f"split at {k}")
     state = model.init_state(2)
     outs = []
@@ -207,10 +207,10 @@ def test_sequence_pulse_streams_in_pieces_and_steps(layout, mode):
 def test_sequence_pulse_mean_is_the_running_mean_of_the_per_step_outputs():
     model = seq_model(mode="all")
     x = torch.randn(2, 6, 5, dtype=torch.float64)
-    per_step, _ = model(x)
+    per_step = model(x)
     model.output_mode = "mean"
     for t in range(1, 7):
-        prefix_mean, _ = model(x[:, :t])
+        prefix_mean = model(x[:, :t])
         assert_close(prefix_mean, per_step[:, :t].mean(dim=1), f"mean after {t} steps")
 
 
@@ -221,7 +221,7 @@ def test_sequence_pulse_mask_mistakes_are_pulse_errors():
         model(x, torch.tensor([[True, False, True, True], [True] * 4]))
     with pytest.raises(pulse.PulseError, match="no real steps"):
         model(x, torch.tensor([[False] * 4, [True] * 4]))
-    _, state = model(x, torch.tensor([[True, True, False, False], [True] * 4]))
+    _, state = model(x, torch.tensor([[True, True, False, False], [True] * 4]), return_state=True)
     with pytest.raises(pulse.PulseError, match="cannot be continued"):
         model(x, state=state)
     with pytest.raises(pulse.PulseError, match="expects float inputs of shape"):
@@ -239,7 +239,7 @@ def test_sequence_pulse_from_a_recipe_matches_the_python_constructor():
     assert shapes(built) == shapes(direct) and built.output_mode == "mean"
     torch.manual_seed(0)
     model = pulse.build_model(recipe)
-    y, _ = model(torch.randn(2, 9, 5))
+    y = model(torch.randn(2, 9, 5))
     y.square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
 
@@ -247,7 +247,7 @@ def test_sequence_pulse_from_a_recipe_matches_the_python_constructor():
 @pytest.mark.parametrize(
     "model",
     [
-        {"kind": "simple_pulse", "input_dim": 12, "output_dim": 4, "state_dim": 16, "num_states": 4, "num_heads": 2},
+        {"kind": "simple_pulse", "input_dim": 12, "output_dim": 4, "slot_dim": 16, "num_slots": 4, "num_heads": 2},
         {"kind": "sequence_pulse", "input_dim": 12, "output_dim": 4, "dim": 16, "layout": ["attention"],
          "mixers": {"attention": {"kind": "attention", "num_heads": 2}}},
     ],
@@ -268,9 +268,9 @@ def test_model_kinds_build_summarize_and_save(tmp_path, model):
 
 
 def test_model_kind_spec_errors_name_the_path():
-    with pytest.raises(pulse.PulseError, match=r"model: num_heads \(3\) must divide state_dim \(16\)"):
+    with pytest.raises(pulse.PulseError, match=r"model: num_heads \(3\) must divide slot_dim \(16\)"):
         pulse.recipe_from_dict(
-            {"model": {"kind": "simple_pulse", "input_dim": 4, "output_dim": 2, "state_dim": 16, "num_heads": 3}}
+            {"model": {"kind": "simple_pulse", "input_dim": 4, "output_dim": 2, "slot_dim": 16, "num_heads": 3}}
         )
     with pytest.raises(pulse.PulseError, match="model.output_mode"):
         pulse.recipe_from_dict({"model": {"kind": "sequence_pulse", "input_dim": 4, "output_dim": 2, "output_mode": "max"}})

@@ -24,14 +24,14 @@ GATES = ("gru", "lstm", "mingru")
 
 def layer(**kw) -> pulse.PulseLayer:
     torch.manual_seed(kw.pop("seed", 0))
-    args = dict(num_states=5, chunk_size=4, num_heads=2, dtype=F64)
+    args = dict(num_slots=5, chunk_size=4, num_heads=2, dtype=F64)
     variant = kw.pop("variant", "static")
     if variant == "managed":
-        args["manager"] = pulse.StateManager(16, max_states=6, init_states=5, dtype=F64)
-        args["num_states"] = 6
+        args["manager"] = pulse.StateManager(16, max_slots=6, init_slots=5, dtype=F64)
+        args["num_slots"] = 6
     elif variant == "adaptive":
-        args["allocator"] = pulse.AdaptiveStateAllocator(16, min_states=2, max_states=6, features=4, dtype=F64)
-        args["num_states"] = 6
+        args["allocator"] = pulse.AdaptiveStateAllocator(16, min_slots=2, max_slots=6, features=4, dtype=F64)
+        args["num_slots"] = 6
     return pulse.PulseLayer(16, **{**args, **kw})
 
 
@@ -161,7 +161,7 @@ def test_routing_weights_are_a_distribution_and_match_the_fast_path():
 
 def test_gru_gate_follows_its_equations():
     torch.manual_seed(0)
-    prop = pulse.StatePropagator(8, gate_type="gru", enable_communication=False, dtype=F64)
+    prop = pulse.StatePropagator(8, gate="gru", communication=False, dtype=F64)
     h, x = torch.randn(2, 3, 8, dtype=F64), torch.randn(2, 3, 8, dtype=F64)
     wx, bx, wh, whh = prop.w_x.weight, prop.w_x.bias, prop.w_h.weight, prop.w_hh.weight
     r = torch.sigmoid(x @ wx[:8].T + bx[:8] + h @ wh[:8].T)
@@ -172,7 +172,7 @@ def test_gru_gate_follows_its_equations():
 
 def test_lstm_carries_a_real_cell_state():
     torch.manual_seed(0)
-    prop = pulse.StatePropagator(8, gate_type="lstm", num_heads=2, dtype=F64)
+    prop = pulse.StatePropagator(8, gate="lstm", num_heads=2, dtype=F64)
     h, x = torch.randn(2, 3, 8, dtype=F64), torch.randn(2, 3, 8, dtype=F64)
     c0 = prop.init_cell(h)
     h1, c1 = prop((h, c0), x)
@@ -184,7 +184,7 @@ def test_lstm_carries_a_real_cell_state():
 
 def test_mingru_gate_is_linear_in_the_state():
     torch.manual_seed(0)
-    prop = pulse.StatePropagator(8, gate_type="mingru", enable_communication=False, dtype=F64)
+    prop = pulse.StatePropagator(8, gate="mingru", communication=False, dtype=F64)
     x = torch.randn(2, 8, dtype=F64)
     h1, h2 = torch.randn(2, 8, dtype=F64), torch.randn(2, 8, dtype=F64)
     zero = prop(torch.zeros_like(h1), x)
@@ -193,7 +193,7 @@ def test_mingru_gate_is_linear_in_the_state():
 
 @pytest.mark.parametrize("gate", GATES)
 def test_propagator_accepts_single_and_slotted_states(gate):
-    prop = pulse.StatePropagator(8, gate_type=gate, num_heads=2, input_dim=12)
+    prop = pulse.StatePropagator(8, gate=gate, num_heads=2, input_dim=12)
     for shape in [(4, 8), (4, 3, 8)]:
         h = torch.randn(*shape)
         state = (h, prop.init_cell(h)) if gate == "lstm" else h
@@ -204,11 +204,11 @@ def test_propagator_accepts_single_and_slotted_states(gate):
 
 
 def test_param_count_formulas_match_numel():
-    blocks = [pulse.TokenToStateRouter(16, token_dim=24), pulse.StateManager(16, max_states=7),
-              pulse.AdaptiveStateAllocator(24, min_states=2, max_states=7)]
-    blocks += [pulse.StatePropagator(16, gate_type=g, enable_communication=c, input_dim=i)
+    blocks = [pulse.TokenToStateRouter(16, token_dim=24), pulse.StateManager(16, max_slots=7),
+              pulse.AdaptiveStateAllocator(24, min_slots=2, max_slots=7)]
+    blocks += [pulse.StatePropagator(16, gate=g, communication=c, input_dim=i)
                for g in GATES for c in (True, False) for i in (None, 24)]
-    blocks += [pulse.build_mixer(kind, 24, gate=g, local=loc, state_dim=16)
+    blocks += [pulse.build_mixer(kind, 24, gate=g, local=loc, slot_dim=16)
                for kind in ("pulse", "pulse_managed", "pulse_adaptive", "hierarchical")
                for g in GATES for loc in ("attention", "conv")]
     blocks += [pulse.build_mixer("pulse", 24, communication=False)]
@@ -220,7 +220,7 @@ def test_param_count_formulas_match_numel():
 def managed_model(**mixer):
     recipe = pulse.recipe_from_dict({"model": {
         "vocab_size": 32, "dim": 32, "depth": 2, "layout": ["pulse"],
-        "mixers": {"pulse": {"kind": "pulse_managed", "max_states": 8, "chunk_size": 4, **mixer}},
+        "mixers": {"pulse": {"kind": "pulse_managed", "max_slots": 8, "chunk_size": 4, **mixer}},
     }})
     torch.manual_seed(0)
     return pulse.build_model(recipe)
@@ -265,12 +265,12 @@ def test_pruning_reduces_state_bytes_and_compute_and_allocation_reinitializes():
 
 
 def test_prune_never_removes_the_last_slot_and_survives_a_state_dict_round_trip():
-    manager = pulse.StateManager(8, max_states=4)
+    manager = pulse.StateManager(8, max_slots=4)
     with torch.no_grad():
         manager.importance.copy_(torch.tensor([-4.0, -1.0, -6.0, -9.0]))
     manager.prune(0.9)
     assert manager.active_slots == [1]
-    fresh = pulse.StateManager(8, max_states=4)
+    fresh = pulse.StateManager(8, max_slots=4)
     fresh.load_state_dict(manager.state_dict())
     assert fresh.active_slots == [1] and fresh.num_active == 1
 
@@ -278,7 +278,7 @@ def test_prune_never_removes_the_last_slot_and_survives_a_state_dict_round_trip(
 
 def test_allocator_budget_is_causal_and_bounded():
     torch.manual_seed(0)
-    alloc = pulse.AdaptiveStateAllocator(16, min_states=2, max_states=6, dtype=F64)
+    alloc = pulse.AdaptiveStateAllocator(16, min_slots=2, max_slots=6, dtype=F64)
     x = torch.randn(2, 20, 16, dtype=F64)
     budget, _ = alloc(x, chunk_size=4)
     assert budget.shape == (2, 5) and (budget >= 2).all() and (budget <= 6).all()
@@ -291,7 +291,7 @@ def test_allocator_budget_is_causal_and_bounded():
 
 
 def test_allocator_parameters_get_gradients_inside_the_layer():
-    m = pulse.build_mixer("pulse_adaptive", 16, chunk_size=4, num_heads=2, min_states=2, max_states=6, dtype=F64)
+    m = pulse.build_mixer("pulse_adaptive", 16, chunk_size=4, num_heads=2, min_slots=2, max_slots=6, dtype=F64)
     y, _ = m(torch.randn(2, 13, 16, dtype=F64))
     y.square().mean().backward()
     for name, p in m.allocator.named_parameters():
@@ -300,7 +300,7 @@ def test_allocator_parameters_get_gradients_inside_the_layer():
 
 def test_simple_and_complex_inputs_get_different_budgets_after_training():
     torch.manual_seed(0)
-    alloc = pulse.AdaptiveStateAllocator(16, min_states=2, max_states=10)
+    alloc = pulse.AdaptiveStateAllocator(16, min_slots=2, max_slots=10)
     simple = torch.randn(8, 1, 16).expand(8, 32, 16)  # one token repeated
     complex_ = torch.randn(8, 32, 16)  # fresh content every token
 
@@ -351,7 +351,7 @@ def test_recipe_override_swaps_the_gate(gate):
     model = pulse.build_model(recipe, device="meta")
     mixers = [layer.mixer for layer in model.layers]
     assert [type(m).__name__ for m in mixers] == ["PulseLayer", "PulseLayer", "CausalSelfAttention", "PulseLayer"]
-    assert {m.propagator.gate_type for m in mixers if isinstance(m, pulse.PulseLayer)} == {gate}
+    assert {m.propagator.gate for m in mixers if isinstance(m, pulse.PulseLayer)} == {gate}
     assert mixers[2].rotary is not None
 
 
@@ -369,7 +369,7 @@ def test_bad_pulse_settings_are_recipe_errors():
         pulse.build_mixer("pulse", 24, num_heads=5)
     with pytest.raises(pulse.PulseError, match="gate"):
         pulse.build_mixer("pulse", 16, gate="rnn")
-    with pytest.raises(pulse.PulseError, match="min_states"):
-        pulse.build_mixer("pulse_adaptive", 16, min_states=9, max_states=4)
-    with pytest.raises(pulse.PulseError, match="init_states"):
-        pulse.build_mixer("pulse_managed", 16, max_states=4, init_states=5)
+    with pytest.raises(pulse.PulseError, match="min_slots"):
+        pulse.build_mixer("pulse_adaptive", 16, min_slots=9, max_slots=4)
+    with pytest.raises(pulse.PulseError, match="init_slots"):
+        pulse.build_mixer("pulse_managed", 16, max_slots=4, init_slots=5)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import pulse
 from pulse import registry
-from pulse.assemble.tasks import build_task
+from pulse.tasks import build_task
 from pulse.errors import PulseError
 from pulse.specs.tasks import CopySpec, ListOpsSpec, MqarSpec, SelectiveCopySpec, TextSpec
 from pulse.tasks import IGNORE, Copy, ListOps, Mqar, SelectiveCopy, Text

@@ -195,9 +195,9 @@ def test_topk_read_matches_dense(k):
 
 
 def test_sparse_attention_rejects_top_k_above_num_states():
-    with pytest.raises(pulse.PulseError, match=r"top_k \(9\) is larger than num_states \(8\)"):
-        pulse.build_mixer("sparse_state_attention", 16, num_states=8, top_k=9)
-    recipe = {"model": {"layout": ["s"], "mixers": {"s": {"kind": "sparse_state_attention", "num_states": 4, "top_k": 5}}}}
+    with pytest.raises(pulse.PulseError, match=r"top_k \(9\) is larger than num_slots \(8\)"):
+        pulse.build_mixer("sparse_state_attention", 16, num_slots=8, top_k=9)
+    recipe = {"model": {"layout": ["s"], "mixers": {"s": {"kind": "sparse_state_attention", "num_slots": 4, "top_k": 5}}}}
     with pytest.raises(pulse.PulseError, match="model.mixers.s.*lower top_k to at most 4"):
         pulse.recipe_from_dict(recipe)
 
@@ -206,14 +206,14 @@ def test_sparse_attention_rejects_top_k_above_num_states():
 def test_sparse_attention_variants_keep_the_contract(chunk, slots, k):
     torch.manual_seed(0)
     run_contract(pulse.build_mixer(
-        "sparse_state_attention", 16, num_states=slots, top_k=k, num_heads=2, chunk_size=chunk, conv_size=2,
+        "sparse_state_attention", 16, num_slots=slots, top_k=k, num_heads=2, chunk_size=chunk, conv_size=2,
     ))
 
 
 def test_sparse_attention_reads_only_the_kept_slots_and_trains_the_scores():
     # within the first chunk no slot is written, so y depends on the slots only through the reads
     torch.manual_seed(0)
-    block = SparseStateAttention(16, num_states=12, top_k=2, num_heads=2, chunk_size=32).double()
+    block = SparseStateAttention(16, num_slots=12, top_k=2, num_heads=2, chunk_size=32).double()
     x = torch.randn(1, 5, 16, dtype=F64)
     y, _ = block(x)
     y.square().sum().backward()
@@ -231,9 +231,9 @@ def test_sparse_attention_reads_only_the_kept_slots_and_trains_the_scores():
 
 def test_sparse_attention_cost_counts_scores_over_slots_and_reads_over_k():
     d = 64
-    base = SparseStateAttention(d, num_states=32, top_k=4, device="meta")
-    more_k = SparseStateAttention(d, num_states=32, top_k=5, device="meta")
-    more_s = SparseStateAttention(d, num_states=33, top_k=4, device="meta")
+    base = SparseStateAttention(d, num_slots=32, top_k=4, device="meta")
+    more_k = SparseStateAttention(d, num_slots=32, top_k=5, device="meta")
+    more_s = SparseStateAttention(d, num_slots=33, top_k=4, device="meta")
     n = 4096
     # one more kept slot costs one more d-wide read; one more slot costs one more score and write per token
     assert more_k.flops_per_token(n) - base.flops_per_token(n) == pytest.approx(2 * d + 3 * base.num_heads)
@@ -317,7 +317,7 @@ def test_ntm_standalone_with_fixed_memory_keeps_the_contract():
     [
         ("linear_attention", {"decay": "input", "num_heads": 8}),
         ("linear_attention", {"decay": "fixed", "normalize": False}),
-        ("sparse_state_attention", {"num_states": 16, "top_k": 2, "conv_size": 3}),
+        ("sparse_state_attention", {"num_slots": 16, "top_k": 2, "conv_size": 3}),
         ("ssm", {"d_state": 8, "expand": 3, "dt_rank": 5, "conv_size": 3}),
         ("ntm", {"memory_slots": 10, "memory_width": 7, "read_heads": 3, "write_heads": 2, "controller_size": 20}),
         ("ntm", {"memory_init": "fixed"}),

@@ -12,8 +12,8 @@ from pulse import registry
 from pulse.assemble import layers  # noqa: F401  (registers the first kinds)
 from pulse.assemble import mixers  # noqa: F401  (linear_attention, sparse_state_attention, ssm, ntm)
 from pulse.assemble import pulse  # noqa: F401  (pulse, pulse_managed, pulse_adaptive, hierarchical)
-from pulse.assemble import models  # noqa: F401  (simple_pulse, sequence_pulse)
-from pulse.assemble import tasks  # noqa: F401  (mqar, selective_copy, copy, listops, text)
+from pulse.assemble import models  # noqa: F401  (lm, simple_pulse, sequence_pulse)
+from pulse.assemble.component import build_component, spec_arguments
 from pulse.assemble.context import BuildContext
 from pulse.errors import PulseError
 from pulse.specs.base import Spec
@@ -21,21 +21,6 @@ from pulse.specs.load import format_errors
 from pulse.specs.recipe import RecipeBase, spec_class
 
 __all__ = ["BuildContext", "build_component", "build_mixer", "build_model", "make_spec", "spec_arguments"]
-
-
-def spec_arguments(spec: Spec) -> dict[str, Any]:
-    """The constructor keyword arguments a spec stands for: every field but `kind`."""
-    return {name: getattr(spec, name) for name in type(spec).model_fields if name != "kind"}
-
-
-def build_component(spec: Spec, ctx: BuildContext) -> nn.Module:
-    entry = registry.get(spec.kind)
-    if entry.builder is not None:
-        return entry.builder(spec, ctx)
-    if entry.module is None:
-        raise PulseError(f"kind `{spec.kind}` ({entry.role}) is applied inside other blocks and cannot be built alone.")
-    extra = {"rotary_base": ctx.rotary_base} if entry.rotary else {}
-    return entry.module(ctx.dim, **spec_arguments(spec), **extra, **ctx.factory())
 
 
 def make_spec(kind: str, role: str | None = None, **params: Any) -> Spec:

@@ -12,27 +12,27 @@ from pulse.specs import pulse as s
 
 
 def _pulse(spec: s.PulseSpec, ctx: BuildContext) -> PulseLayer:
-    return PulseLayer(ctx.dim, num_states=spec.num_states, **spec.layer_args(), **ctx.factory())
+    return PulseLayer(ctx.dim, num_slots=spec.num_slots, **spec.layer_args(), **ctx.factory())
 
 
 def _pulse_managed(spec: s.PulseManagedSpec, ctx: BuildContext) -> PulseLayer:
     manager = StateManager(
-        spec.state_dim or ctx.dim, max_states=spec.max_states, init_states=spec.init_states, **ctx.factory()
+        spec.slot_dim or ctx.dim, max_slots=spec.max_slots, init_slots=spec.init_slots, **ctx.factory()
     )
-    return PulseLayer(ctx.dim, num_states=spec.max_states, manager=manager, **spec.layer_args(), **ctx.factory())
+    return PulseLayer(ctx.dim, num_slots=spec.max_slots, manager=manager, **spec.layer_args(), **ctx.factory())
 
 
 def _pulse_adaptive(spec: s.PulseAdaptiveSpec, ctx: BuildContext) -> PulseLayer:
     allocator = AdaptiveStateAllocator(
-        ctx.dim, min_states=spec.min_states, max_states=spec.max_states, features=spec.features,
+        ctx.dim, min_slots=spec.min_slots, max_slots=spec.max_slots, features=spec.features,
         temperature=spec.temperature, **ctx.factory(),
     )
-    return PulseLayer(ctx.dim, num_states=spec.max_states, allocator=allocator, **spec.layer_args(), **ctx.factory())
+    return PulseLayer(ctx.dim, num_slots=spec.max_slots, allocator=allocator, **spec.layer_args(), **ctx.factory())
 
 
 def _hierarchical(spec: s.HierarchicalSpec, ctx: BuildContext) -> HierarchicalStateManager:
     return HierarchicalStateManager(
-        ctx.dim, token_states=spec.token_states, chunk_states=spec.chunk_states, global_states=spec.global_states,
+        ctx.dim, token_slots=spec.token_slots, chunk_slots=spec.chunk_slots, global_slots=spec.global_slots,
         ratio=spec.ratio, **spec.layer_args(), **ctx.factory(),
     )
 

@@ -36,7 +36,7 @@ def generate(
     """Continue a prompt, one `step` per token with every layer's state carried (O(1) per token for PULSE layers)."""
     import torch
 
-    from pulse.models.causal_lm import PulseForCausalLM
+    from pulse.api import PulseForCausalLM
 
     torch.manual_seed(seed)
     if is_checkpoint(source):

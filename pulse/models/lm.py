@@ -11,36 +11,15 @@ import torch
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
+from pulse.models.stack import Residual, ResidualStack
 
 
-class Residual(nn.Module):
-    """x + mixer(norm(x)), then x + mlp(norm(x)) when an MLP is given."""
+class LanguageModel(ResidualStack):
+    """Token embedding → the residual stack (positions → layers → final norm) → head (tied or not).
 
-    def __init__(self, mixer: nn.Module, norm1: nn.Module, mlp: nn.Module | None, norm2: nn.Module | None):
-        super().__init__()
-        self.norm1, self.mixer = norm1, mixer
-        self.norm2, self.mlp = norm2, mlp
-
-    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-        h, state = self.mixer(self.norm1(x), state)
-        x = x + h
-        if self.mlp is not None:
-            x = x + self.mlp(self.norm2(x))
-        return x, state
-
-    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
-        h, state = self.mixer.step(self.norm1(x_t), state)
-        x_t = x_t + h
-        if self.mlp is not None:
-            x_t = x_t + self.mlp(self.norm2(x_t))
-        return x_t, state
-
-
-class LanguageModel(nn.Module):
-    """Token embedding → positions → residual layers → final norm → head (tied or not).
-
-    The state is {"pos": tokens seen so far, "layers": one state per layer}; passing it
-    back continues the sequence exactly (split and step equal one full forward pass).
+    The state is the stack's, {"pos": tokens seen so far, "layers": one state per layer};
+    passing it back continues the sequence exactly (split and step equal one full pass).
+    Params: v·d (embedding) + stack + v·d (head, 0 when tied).
     """
 
     def __init__(
@@ -55,12 +34,9 @@ class LanguageModel(nn.Module):
         device=None,
         dtype=None,
     ):
-        super().__init__()
+        super().__init__(layers=layers, final_norm=final_norm, positions=positions)
         self.vocab_size, self.dim = vocab_size, dim
         self.embed = nn.Embedding(vocab_size, dim, device=device, dtype=dtype)
-        self.positions = positions
-        self.layers = nn.ModuleList(layers)
-        self.final_norm = final_norm
         self.head = nn.Linear(dim, vocab_size, bias=False, device=device, dtype=dtype)
         if tie_embeddings:
             self.head.weight = self.embed.weight
@@ -70,7 +46,7 @@ class LanguageModel(nn.Module):
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         device = device if device is not None else self.embed.weight.device
         dtype = dtype if dtype is not None else self.embed.weight.dtype
-        return {"pos": 0, "layers": [layer.mixer.init_state(batch, device=device, dtype=dtype) for layer in self.layers]}
+        return self.stack_state(batch, device=device, dtype=dtype)
 
     def example_input(self, batch: int, seq_len: int, *, device=None) -> Tensor:
         """Token ids of the right shape for inspection tools (summarize, bench)."""
@@ -90,14 +66,7 @@ class LanguageModel(nn.Module):
         self._check_ids(ids, 2)
         if state is None:
             state = self.init_state(ids.shape[0])
-        x = self.embed(ids)  # (b, t, d)
-        if self.positions is not None:
-            x = self.positions(x, offset=state["pos"])
-        new_states = []
-        for layer, s in zip(self.layers, state["layers"], strict=True):
-            x, s = layer(x, s)
-            new_states.append(s)
-        return self.final_norm(x), {"pos": state["pos"] + ids.shape[1], "layers": new_states}
+        return self.run(self.embed(ids), state)
 
     def forward(self, ids: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
         """Logits (b, t, v) and the state after these tokens."""
@@ -107,11 +76,5 @@ class LanguageModel(nn.Module):
     def step(self, ids_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """Logits (b, v) for one new token per row, in O(1) for recurrent mixers."""
         self._check_ids(ids_t, 1)
-        x = self.embed(ids_t)  # (b, d)
-        if self.positions is not None:
-            x = self.positions(x.unsqueeze(1), offset=state["pos"]).squeeze(1)
-        new_states = []
-        for layer, s in zip(self.layers, state["layers"], strict=True):
-            x, s = layer.step(x, s)
-            new_states.append(s)
-        return self.head(self.final_norm(x)), {"pos": state["pos"] + 1, "layers": new_states}
+        h, state = self.run_step(self.embed(ids_t), state)
+        return self.head(h), state

@@ -1,12 +1,11 @@
-"""Models over continuous inputs: SimplePulse (one vector → classes) and SequencePulse
-(a sequence → one output, or one per step), both built from PULSE's parts.
+"""Models over continuous inputs: SimplePulse (one vector → classes) and SequenceModel
+(a sequence → one output, or one per step; `pulse.SequencePulse` builds it from sizes).
 
 # b batch · t time · i input features · d model · s slots · o outputs
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -14,7 +13,8 @@ from torch import Tensor, nn
 
 from pulse.blocks.pulse.propagator import StatePropagator
 from pulse.blocks.pulse.router import TokenToStateRouter
-from pulse.errors import PulseError
+from pulse.errors import PulseError, seed_alias
+from pulse.models.stack import Residual, ResidualStack
 
 OUTPUT_MODES = ("last", "all", "mean")
 
@@ -34,32 +34,41 @@ class SimplePulse(nn.Module):
     def __init__(
         self,
         input_dim: int,
-        state_dim: int,
-        num_states: int,
-        output_dim: int,
+        slot_dim: int = 64,
+        num_slots: int = 8,
+        output_dim: int | None = None,
         *,
-        gate_type: str = "gru",
+        gate: str = "gru",
         num_iterations: int = 3,
         num_heads: int = 4,
         communication: bool = True,
         device=None,
         dtype=None,
+        state_dim: int | None = None,
+        num_states: int | None = None,
+        gate_type: str | None = None,
     ):
         super().__init__()
+        # the seed's names (state_dim, num_states, gate_type) are accepted as aliases
+        slot_dim = seed_alias("slot_dim", slot_dim, "state_dim", state_dim, default=64)
+        num_slots = seed_alias("num_slots", num_slots, "num_states", num_states, default=8)
+        gate = seed_alias("gate", gate, "gate_type", gate_type, default="gru")
+        if output_dim is None:
+            raise PulseError("SimplePulse needs output_dim (classes per input), e.g. SimplePulse(16, 64, 8, output_dim=3).")
         if num_iterations < 1:
             raise PulseError(f"num_iterations must be ≥ 1, got {num_iterations}.")
         factory = {"device": device, "dtype": dtype}
-        self.input_dim, self.state_dim, self.num_states, self.output_dim = input_dim, state_dim, num_states, output_dim
+        self.input_dim, self.slot_dim, self.num_slots, self.output_dim = input_dim, slot_dim, num_slots, output_dim
         self.num_iterations = num_iterations
-        self.slots = nn.Parameter(torch.randn(num_states, state_dim, **factory) * state_dim**-0.5)
-        self.feature_scale = nn.Parameter(torch.randn(input_dim, state_dim, **factory) * state_dim**-0.5)
-        self.feature_bias = nn.Parameter(torch.randn(input_dim, state_dim, **factory) * state_dim**-0.5)
-        self.router = TokenToStateRouter(state_dim, num_heads=num_heads, **factory)
+        self.slots = nn.Parameter(torch.randn(num_slots, slot_dim, **factory) * slot_dim**-0.5)
+        self.feature_scale = nn.Parameter(torch.randn(input_dim, slot_dim, **factory) * slot_dim**-0.5)
+        self.feature_bias = nn.Parameter(torch.randn(input_dim, slot_dim, **factory) * slot_dim**-0.5)
+        self.router = TokenToStateRouter(slot_dim, num_heads=num_heads, **factory)
         self.propagator = StatePropagator(
-            state_dim, gate_type=gate_type, num_heads=num_heads, enable_communication=communication, **factory
+            slot_dim, gate=gate, num_heads=num_heads, communication=communication, **factory
         )
-        self.norm = nn.LayerNorm(state_dim, **factory)
-        self.head = nn.Linear(state_dim, output_dim, **factory)
+        self.norm = nn.LayerNorm(slot_dim, **factory)
+        self.head = nn.Linear(slot_dim, output_dim, **factory)
 
     def example_input(self, batch: int, seq_len: int = 1, *, device=None) -> Tensor:
         """A batch of input vectors (b, i); seq_len is ignored (one vector is one example)."""
@@ -73,7 +82,7 @@ class SimplePulse(nn.Module):
             )
         tokens = x.unsqueeze(-1) * self.feature_scale + self.feature_bias  # (b, i, d)
         h = self.slots.expand(x.shape[0], -1, -1)  # (b, s, d)
-        state = (h, self.propagator.init_cell(h)) if self.propagator.gate_type == "lstm" else h
+        state = (h, self.propagator.init_cell(h)) if self.propagator.gate == "lstm" else h
         for _ in range(self.num_iterations):
             update = self.router(h, tokens)  # (b, s, d)
             state = self.propagator(state, update)
@@ -86,21 +95,21 @@ class SimplePulse(nn.Module):
 
     def flops_per_token(self, seq_len: int = 1) -> float:
         """Forward FLOPs per input vector (one vector counts as one token)."""
-        d, s, i = self.state_dim, self.num_states, self.input_dim
+        d, s, i = self.slot_dim, self.num_slots, self.input_dim
         per_iteration = self.router.flops(s, i) + self.propagator.flops(s)
         return 2.0 * i * d + self.num_iterations * per_iteration + 2.0 * d * self.output_dim
 
     def state_numel(self, seq_len: int = 1) -> int:
-        lstm = self.propagator.gate_type == "lstm"
-        return self.num_states * self.state_dim * (2 if lstm else 1)
+        lstm = self.propagator.gate == "lstm"
+        return self.num_slots * self.slot_dim * (2 if lstm else 1)
 
     def param_count(self) -> int:
-        d, s, i, o = self.state_dim, self.num_states, self.input_dim, self.output_dim
+        d, s, i, o = self.slot_dim, self.num_slots, self.input_dim, self.output_dim
         return s * d + 2 * i * d + self.router.param_count() + self.propagator.param_count() + 2 * d + d * o + o
 
 
-class SequencePulse(nn.Module):
-    """Encoder: x (b, t, i) → W_in x → residual layers (any registered mixers) → norm → head.
+class SequenceModel(ResidualStack):
+    """Encoder: x (b, t, i) → W_in x → the residual stack (any registered mixers) → head.
 
     output_mode 'last' gives head(h) at each row's last real step (b, o); 'all' gives
     head(h) at every step (b, t, o), zero at padded steps; 'mean' gives head of the
@@ -110,72 +119,45 @@ class SequencePulse(nn.Module):
     depends only on that prefix: 'mean' is a causal-safe running mean. With
     bidirectional layers only the final output of a whole sequence is meaningful.
 
+    `model(x)` returns the outputs; `model(x, state=…, return_state=True)` (or
+    `model.forward_with_state`) also returns the state to continue from.
+
     `mask` (b, t), true at real steps, must be right padding (each row a run of real
     steps, then padding). Padded steps change nothing: causal layers never let them
     reach a real step, and the pooled outputs skip them. A row that ends in padding
     is finished; its state cannot be continued.
 
-    Build it from sizes, `SequencePulse(input_dim, state_dim, num_states, output_dim,
-    layout=("pulse",), …)` — the model width is `state_dim` — or from a recipe with
-    `[model] kind = "sequence_pulse"` (its builder passes ready `layers`, `final_norm` and
-    `positions`, and the size arguments that shape layers are then unused).
-    Params: i·d + d (input) + layers + d·o + o (head).
+    Built from parts by the assembler (`[model] kind = "sequence_pulse"`), or from sizes
+    with `pulse.SequencePulse(input_dim, state_dim, num_states, output_dim, …)`.
+    Params: i·d + d (input) + stack + d·o + o (head).
     """
 
     def __init__(
         self,
         input_dim: int,
-        state_dim: int,
-        num_states: int | None = None,
-        output_dim: int = 1,
+        dim: int,
+        output_dim: int,
         *,
-        output_mode: str = "last",
-        num_layers: int = 2,
-        layout: Sequence[str] = ("pulse",),
-        num_heads: int | None = None,
-        chunk_size: int | None = None,
-        gate_type: str | None = None,
-        mlp: str | None = "swiglu",
-        norm: str = "rmsnorm",
-        layers: Sequence[nn.Module] | None = None,
-        final_norm: nn.Module | None = None,
+        layers: list[Residual],
+        final_norm: nn.Module,
         positions: nn.Module | None = None,
+        output_mode: str = "last",
         device=None,
         dtype=None,
     ):
-        super().__init__()
+        super().__init__(layers=layers, final_norm=final_norm, positions=positions)
         if output_mode not in OUTPUT_MODES:
             raise PulseError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}.")
-        if layers is None:
-            from pulse.assemble import make_spec
-            from pulse.assemble.context import BuildContext
-            from pulse.assemble.models import sequence_parts
-            from pulse.specs.models import seed_mixers
-
-            mixers = seed_mixers(layout, {"num_states": num_states, "num_heads": num_heads, "chunk_size": chunk_size,
-                                          "gate_type": gate_type})
-            spec = make_spec(
-                "sequence_pulse", "model", input_dim=input_dim, output_dim=output_dim, output_mode=output_mode,
-                dim=state_dim, depth=num_layers, layout=list(layout), mixers=mixers,
-                mlp={"kind": mlp} if mlp else None, norm={"kind": norm},
-            )
-            layers, final_norm, positions = sequence_parts(spec, BuildContext(state_dim, device, dtype))
-        elif final_norm is None:
-            raise PulseError("SequencePulse built from ready layers needs `final_norm` too.")
-        self.input_dim, self.dim, self.output_dim, self.output_mode = input_dim, state_dim, output_dim, output_mode
-        self.proj = nn.Linear(input_dim, state_dim, device=device, dtype=dtype)
-        self.positions = positions
-        self.layers = nn.ModuleList(layers)
-        self.final_norm = final_norm
-        self.head = nn.Linear(state_dim, output_dim, device=device, dtype=dtype)
+        self.input_dim, self.dim, self.output_dim, self.output_mode = input_dim, dim, output_dim, output_mode
+        self.proj = nn.Linear(input_dim, dim, device=device, dtype=dtype)
+        self.head = nn.Linear(dim, output_dim, device=device, dtype=dtype)
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         device = device if device is not None else self.proj.weight.device
         dtype = dtype if dtype is not None else self.proj.weight.dtype
         zeros = torch.zeros(batch, self.dim, device=device, dtype=dtype)
         return {
-            "pos": 0,
-            "layers": [layer.mixer.init_state(batch, device=device, dtype=dtype) for layer in self.layers],
+            **self.stack_state(batch, device=device, dtype=dtype),
             "sum": zeros,
             "last": zeros.clone(),
             "count": torch.zeros(batch, dtype=torch.long, device=device),
@@ -188,7 +170,7 @@ class SequencePulse(nn.Module):
     def _check(self, x: Tensor, mask: Tensor | None, state: dict[str, Any]) -> Tensor:
         if x.ndim != 3 or x.shape[-1] != self.input_dim or x.shape[1] == 0 or not x.is_floating_point():
             raise PulseError(
-                f"SequencePulse expects float inputs of shape (batch, time ≥ 1, {self.input_dim}), "
+                f"SequenceModel expects float inputs of shape (batch, time ≥ 1, {self.input_dim}), "
                 f"got {tuple(x.shape)} {x.dtype}."
             )
         if mask is None:
@@ -205,26 +187,25 @@ class SequencePulse(nn.Module):
         return mask
 
     def forward(
+        self, x: Tensor, mask: Tensor | None = None, state: dict[str, Any] | None = None, *, return_state: bool = False
+    ) -> Tensor | tuple[Tensor, dict[str, Any]]:
+        """Outputs for x (b, t, i): (b, o), or (b, t, o) with output_mode 'all'; with return_state, (outputs, state)."""
+        y, new_state = self.forward_with_state(x, mask, state)
+        return (y, new_state) if return_state else y
+
+    def forward_with_state(
         self, x: Tensor, mask: Tensor | None = None, state: dict[str, Any] | None = None
     ) -> tuple[Tensor, dict[str, Any]]:
-        """Outputs for x (b, t, i) — (b, o), or (b, t, o) with output_mode 'all' — and the state after x."""
+        """Outputs for x (b, t, i) continuing `state`, and the state after x."""
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         mask = self._check(x, mask, state)
-        h = self.proj(x)  # (b, t, d)
-        if self.positions is not None:
-            h = self.positions(h, offset=state["pos"])
-        layer_states = []
-        for layer, s in zip(self.layers, state["layers"], strict=True):
-            h, s = layer(h, s)
-            layer_states.append(s)
-        h = self.final_norm(h)
+        h, stack = self.run(self.proj(x), state)  # (b, t, d)
         real = mask.unsqueeze(-1).to(h.dtype)  # (b, t, 1)
         lengths = mask.sum(dim=1)  # (b,)
         last = h[torch.arange(h.shape[0], device=h.device), (lengths - 1).clamp(min=0)]  # (b, d)
         new_state = {
-            "pos": state["pos"] + x.shape[1],
-            "layers": layer_states,
+            **stack,
             "sum": state["sum"] + (h * real).sum(dim=1),
             "last": torch.where((lengths > 0).unsqueeze(-1), last, state["last"]),
             "count": state["count"] + lengths,
@@ -235,17 +216,10 @@ class SequencePulse(nn.Module):
     def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """One step x_t (b, i) for every row; output (b, o) in every mode."""
         if x_t.ndim != 2:
-            raise PulseError(f"SequencePulse.step expects (batch, {self.input_dim}), got {tuple(x_t.shape)}.")
+            raise PulseError(f"SequenceModel.step expects (batch, {self.input_dim}), got {tuple(x_t.shape)}.")
         self._check(x_t.unsqueeze(1), None, state)
-        h = self.proj(x_t)  # (b, d)
-        if self.positions is not None:
-            h = self.positions(h.unsqueeze(1), offset=state["pos"]).squeeze(1)
-        layer_states = []
-        for layer, s in zip(self.layers, state["layers"], strict=True):
-            h, s = layer.step(h, s)
-            layer_states.append(s)
-        h = self.final_norm(h)
-        new_state = {**state, "pos": state["pos"] + 1, "layers": layer_states, "sum": state["sum"] + h, "last": h,
+        h, stack = self.run_step(self.proj(x_t), state)  # (b, d)
+        new_state = {**state, **stack, "sum": state["sum"] + h, "last": h,
                      "count": state["count"] + 1}
         y = self._read(h.unsqueeze(1), torch.ones_like(h[:, :1]).unsqueeze(1), new_state)
         return (y.squeeze(1) if self.output_mode == "all" else y), new_state

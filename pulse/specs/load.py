@@ -227,6 +227,29 @@ def _role_of(union: Any) -> str:
     return "component"
 
 
+# Keys renamed when the slot bank got one vocabulary ("slot"; "state" is what forward/step carry).
+RENAMED_KEYS: dict[str, str] = {
+    "num_states": "num_slots",
+    "state_dim": "slot_dim",
+    "max_states": "max_slots",
+    "min_states": "min_slots",
+    "init_states": "init_slots",
+    "token_states": "token_slots",
+    "chunk_states": "chunk_slots",
+    "global_states": "global_slots",
+    "conv_kernel": "conv_size",
+    "gate_type": "gate",
+    "enable_communication": "communication",
+}
+
+
+def _unknown_key(key: str, fields: dict[str, Any]) -> str:
+    new = RENAMED_KEYS.get(key)
+    if new is not None and new in fields:
+        return f"`{key}` was renamed `{new}`; write `{new}` instead"
+    return f"unknown key `{key}`{did_you_mean(key, fields)}; valid keys here: {', '.join(fields)}"
+
+
 def format_errors(err: ValidationError, root: type[BaseModel], source: str) -> str:
     lines = []
     for e in err.errors():
@@ -234,9 +257,7 @@ def format_errors(err: ValidationError, root: type[BaseModel], source: str) -> s
         where = ".".join(path) or "(top level)"
         kind = e["type"]
         if kind == "extra_forbidden" and owner is not None:
-            key = path[-1]
-            valid = ", ".join(owner.model_fields)
-            msg = f"unknown key `{key}`{did_you_mean(key, owner.model_fields)}; valid keys here: {valid}"
+            msg = _unknown_key(path[-1], owner.model_fields)
         elif kind == "union_tag_invalid":
             tag = e["ctx"]["tag"]
             role = _role_of(tp)

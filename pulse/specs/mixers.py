@@ -46,18 +46,18 @@ class SparseStateAttentionSpec(Spec):
     """
 
     kind: Literal["sparse_state_attention"] = "sparse_state_attention"
-    num_states: int = Field(64, ge=1, description="slots s in the bank")
-    top_k: int = Field(8, ge=1, description="slots each token reads (k ≤ num_states)")
+    num_slots: int = Field(64, ge=1, description="slots s in the bank")
+    top_k: int = Field(8, ge=1, description="slots each token reads (k ≤ num_slots)")
     num_heads: int = Field(4, ge=1, description="heads, each with its own top-k; must divide the model dim")
     chunk_size: int = Field(64, ge=1, description="tokens written into the slots at once; 1 = per-token recurrence")
     conv_size: int = Field(4, ge=2, description="width of the causal depthwise conv (the path inside a chunk)")
 
     @model_validator(mode="after")
     def _check(self) -> "SparseStateAttentionSpec":
-        if self.top_k > self.num_states:
+        if self.top_k > self.num_slots:
             raise ValueError(
-                f"top_k ({self.top_k}) is larger than num_states ({self.num_states}); a token cannot read more slots "
-                f"than the bank holds — lower top_k to at most {self.num_states} or raise num_states"
+                f"top_k ({self.top_k}) is larger than num_slots ({self.num_slots}); a token cannot read more slots "
+                f"than the bank holds — lower top_k to at most {self.num_slots} or raise num_slots"
             )
         return self
 

@@ -12,29 +12,29 @@ from pulse.specs.base import Spec, divides
 class SlotMixerFields(Spec):
     """Fields every chunk-recurrent slot mixer shares (not a kind of its own)."""
 
-    state_dim: int | None = Field(None, ge=1, description="width k of each slot; omit for the model dim")
+    slot_dim: int | None = Field(None, ge=1, description="width k of each slot; omit for the model dim")
     chunk_size: int = Field(
         64, ge=1, description="tokens per chunk: slots are written once per chunk (1 = per-token recurrence)"
     )
     gate: Literal["gru", "lstm", "mingru"] = Field(
         "gru", description="slot update: gru, lstm (with a cell state) or mingru (linear in the state, scanned)"
     )
-    num_heads: int = Field(4, ge=1, description="heads of every attention inside the layer; must divide state_dim")
+    num_heads: int = Field(4, ge=1, description="heads of every attention inside the layer; must divide slot_dim")
     communication: bool = Field(True, description="multi-head attention among the slots after each update")
     local: Literal["attention", "conv"] = Field(
         "attention",
         description="how a token sees earlier tokens of its own chunk: causal attention, or a causal depthwise conv",
     )
-    conv_kernel: int = Field(4, ge=1, description="taps of the causal conv when local = \"conv\"")
+    conv_size: int = Field(4, ge=1, description="taps of the causal conv when local = \"conv\"")
 
     @model_validator(mode="after")
     def _heads(self) -> "SlotMixerFields":
-        if self.state_dim is not None:
-            divides("num_heads", self.num_heads, self.state_dim, "state_dim")
+        if self.slot_dim is not None:
+            divides("num_heads", self.num_heads, self.slot_dim, "slot_dim")
         return self
 
     def check_dim(self, dim: int) -> None:
-        if self.state_dim is None:
+        if self.slot_dim is None:
             divides("num_heads", self.num_heads, dim)
 
     def layer_args(self) -> dict:
@@ -46,22 +46,22 @@ class PulseSpec(SlotMixerFields):
     """PULSE layer: tokens read a bank of slots; each chunk is routed into the slots and gated."""
 
     kind: Literal["pulse"] = "pulse"
-    num_states: int = Field(16, ge=1, description="slots s per sequence")
+    num_slots: int = Field(16, ge=1, description="slots s per sequence")
 
 
 class PulseManagedSpec(SlotMixerFields):
     """PULSE layer whose slots come from a StateManager: learned importance, prune and allocate."""
 
     kind: Literal["pulse_managed"] = "pulse_managed"
-    max_states: int = Field(16, ge=1, description="slots in the bank")
-    init_states: int | None = Field(None, ge=1, description="slots active when built; omit for all of them")
+    max_slots: int = Field(16, ge=1, description="slots in the bank")
+    init_slots: int | None = Field(None, ge=1, description="slots active when built; omit for all of them")
 
     @model_validator(mode="after")
     def _states(self) -> "PulseManagedSpec":
-        if self.init_states is not None and self.init_states > self.max_states:
+        if self.init_slots is not None and self.init_slots > self.max_slots:
             raise ValueError(
-                f"init_states ({self.init_states}) exceeds max_states ({self.max_states}); "
-                f"lower init_states or raise max_states"
+                f"init_slots ({self.init_slots}) exceeds max_slots ({self.max_slots}); "
+                f"lower init_slots or raise max_slots"
             )
         return self
 
@@ -70,16 +70,16 @@ class PulseAdaptiveSpec(SlotMixerFields):
     """PULSE layer with an adaptive allocator: each chunk's slot budget is learned from the content so far."""
 
     kind: Literal["pulse_adaptive"] = "pulse_adaptive"
-    min_states: int = Field(4, ge=1, description="slots always in use")
-    max_states: int = Field(16, ge=1, description="slots available")
+    min_slots: int = Field(4, ge=1, description="slots always in use")
+    max_slots: int = Field(16, ge=1, description="slots available")
     features: int = Field(8, ge=1, description="width of the allocator's content features")
     temperature: float = Field(0.5, gt=0, description="softness of the slot masks (smaller = closer to a hard cut)")
 
     @model_validator(mode="after")
     def _states(self) -> "PulseAdaptiveSpec":
-        if self.min_states > self.max_states:
+        if self.min_slots > self.max_slots:
             raise ValueError(
-                f"min_states ({self.min_states}) exceeds max_states ({self.max_states}); lower min_states"
+                f"min_slots ({self.min_slots}) exceeds max_slots ({self.max_slots}); lower min_slots"
             )
         return self
 
@@ -89,7 +89,7 @@ class HierarchicalSpec(SlotMixerFields):
 
     kind: Literal["hierarchical"] = "hierarchical"
     chunk_size: int = Field(8, ge=1, description="tokens per chunk: the token level is written once per chunk")
-    token_states: int = Field(8, ge=1, description="slots of the token level")
-    chunk_states: int = Field(4, ge=1, description="slots of the chunk level")
-    global_states: int = Field(4, ge=1, description="slots of the global level")
+    token_slots: int = Field(8, ge=1, description="slots of the token level")
+    chunk_slots: int = Field(4, ge=1, description="slots of the chunk level")
+    global_slots: int = Field(4, ge=1, description="slots of the global level")
     ratio: int = Field(2, ge=2, description="the chunk level ticks every `ratio` chunks, the global level every ratio²")

@@ -70,8 +70,7 @@ def labelled_logits(model: nn.Module, ids: Tensor, labels: Tensor) -> tuple[Tens
 
 def sequence_outputs(model: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
     """Outputs of a continuous-input sequence model: (b, o), or (b, t, o) in output_mode 'all'."""
-    out, _ = model(x, mask)
-    return out
+    return model(x, mask)
 
 
 class GeneratedTokenTask(IndexedTask):

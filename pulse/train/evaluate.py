@@ -80,7 +80,7 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
                         batch_size: int | None = None, device: str = "auto") -> EvalResult:
     """Rebuild a checkpoint's model (and task head) and score it on its task, or on `task` (a [task] table)."""
     from pulse.assemble import build_model
-    from pulse.assemble.tasks import build_task
+    from pulse.tasks import build_task
     from pulse.checkpoint import load_weights, read_stored_recipe, weights_path
     from pulse.specs.load import recipe_from_dict
 

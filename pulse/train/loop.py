@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from pulse.assemble import build_model
-from pulse.assemble.tasks import build_task
+from pulse.tasks import build_task
 from pulse.errors import PulseError
 from pulse.tasks.base import Batch, Sums, Task
 from pulse.train import ddp

@@ -33,7 +33,7 @@ class SparseStateAttention(nn.Module):
         self,
         dim: int,
         *,
-        num_states: int = 64,
+        num_slots: int = 64,
         top_k: int = 8,
         num_heads: int = 4,
         chunk_size: int = 64,
@@ -44,15 +44,15 @@ class SparseStateAttention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
-        if not 1 <= top_k <= num_states:
-            raise ValueError(f"top_k ({top_k}) must lie in 1..num_states ({num_states})")
+        if not 1 <= top_k <= num_slots:
+            raise ValueError(f"top_k ({top_k}) must lie in 1..num_slots ({num_slots})")
         if conv_size < 2:
             raise ValueError(f"conv_size must be ≥ 2, got {conv_size}")
         factory = {"device": device, "dtype": dtype}
-        self.dim, self.num_states, self.top_k = dim, num_states, top_k
+        self.dim, self.num_slots, self.top_k = dim, num_slots, top_k
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.chunk_size, self.conv_size = chunk_size, conv_size
-        self.slots = nn.Parameter(torch.empty(num_states, dim, **factory))
+        self.slots = nn.Parameter(torch.empty(num_slots, dim, **factory))
         self.q = nn.Linear(dim, dim, bias=False, **factory)
         self.k = nn.Linear(dim, dim, bias=False, **factory)
         self.v = nn.Linear(dim, dim, bias=False, **factory)
@@ -66,7 +66,7 @@ class SparseStateAttention(nn.Module):
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         device = device if device is not None else self.slots.device
         dtype = dtype if dtype is not None else self.slots.dtype
-        h, s, e = self.num_heads, self.num_states, self.head_dim
+        h, s, e = self.num_heads, self.num_slots, self.head_dim
         zeros = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
         return {
             # every sequence starts from its own copy of the learned initial slots
@@ -83,7 +83,7 @@ class SparseStateAttention(nn.Module):
         b, t, d = x.shape
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
-        h, e, s, c = self.num_heads, self.head_dim, self.num_states, self.chunk_size
+        h, e, s, c = self.num_heads, self.head_dim, self.num_slots, self.chunk_size
         local, conv_state = causal_depthwise_conv(x, self.conv_weight, self.conv_bias, state["conv"])
         # align x with the chunk grid: the partial chunk in the state already holds `filled` tokens
         filled = state["filled"]
@@ -140,7 +140,7 @@ class SparseStateAttention(nn.Module):
         return y.squeeze(1), state
 
     def flops_per_token(self, seq_len: int) -> float:
-        d, s, h, k, w = self.dim, self.num_states, self.num_heads, self.top_k, self.conv_size
+        d, s, h, k, w = self.dim, self.num_slots, self.num_heads, self.top_k, self.conv_size
         c = max(1, min(self.chunk_size, seq_len))
         projections = 8.0 * d * d + 2.0 * s * d * d / c
         scoring = 2.0 * s * d + 2.0 * s * h  # s dot products per head, then top-k selection
@@ -149,8 +149,8 @@ class SparseStateAttention(nn.Module):
         return projections + scoring + writing + reading + 2.0 * w * d + 6.0 * d
 
     def state_numel(self, seq_len: int) -> int:
-        return 2 * self.num_states * self.dim + 2 * self.num_heads * self.num_states + (self.conv_size - 1) * self.dim
+        return 2 * self.num_slots * self.dim + 2 * self.num_heads * self.num_slots + (self.conv_size - 1) * self.dim
 
     def param_count(self) -> int:
         d = self.dim
-        return 5 * d * d + self.num_states * d + (self.conv_size + 2) * d
+        return 5 * d * d + self.num_slots * d + (self.conv_size + 2) * d

@@ -1,6 +1,6 @@
 """How many slots each chunk may use, decided causally from the content seen so far.
 
-# b batch · n chunks · c chunk size · d model · f features · m max_states
+# b batch · n chunks · c chunk size · d model · f features · m max_slots
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ class AdaptiveStateAllocator(nn.Module):
         self,
         dim: int,
         *,
-        min_states: int = 4,
-        max_states: int = 16,
+        min_slots: int = 4,
+        max_slots: int = 16,
         features: int = 8,
         temperature: float = 0.5,
         eps: float = 1e-4,
@@ -34,11 +34,11 @@ class AdaptiveStateAllocator(nn.Module):
         dtype=None,
     ):
         super().__init__()
-        if not 1 <= min_states <= max_states:
-            raise PulseError(f"need 1 ≤ min_states ({min_states}) ≤ max_states ({max_states}).")
+        if not 1 <= min_slots <= max_slots:
+            raise PulseError(f"need 1 ≤ min_slots ({min_slots}) ≤ max_slots ({max_slots}).")
         if temperature <= 0:
             raise PulseError(f"temperature must be > 0, got {temperature}.")
-        self.dim, self.min_states, self.max_states = dim, min_states, max_states
+        self.dim, self.min_slots, self.max_slots = dim, min_slots, max_slots
         self.features, self.temperature, self.eps = features, temperature, eps
         self.proj = nn.Linear(dim, features, bias=False, device=device, dtype=dtype)
         self.head = nn.Linear(2 * features, 1, device=device, dtype=dtype)
@@ -65,7 +65,7 @@ class AdaptiveStateAllocator(nn.Module):
     def budget(self, mean_stats: Tensor) -> Tensor:
         """n = min + (max − min)·σ(w·φ̄ + b) from mean statistics (…, 2f) → (…,)."""
         share = torch.sigmoid(self.head(mean_stats).squeeze(-1))
-        return self.min_states + (self.max_states - self.min_states) * share
+        return self.min_slots + (self.max_slots - self.min_slots) * share
 
     def budgets(self, stats: Tensor, state: dict[str, Tensor], num_chunks: int) -> tuple[Tensor, dict[str, Tensor]]:
         """Budgets (b, num_chunks) of the chunks that start now, given statistics (b, n, 2f) of the n
@@ -78,10 +78,10 @@ class AdaptiveStateAllocator(nn.Module):
         return budget, {"sum": sums[:, -1], "count": counts[:, -1]}
 
     def masks(self, budget: Tensor) -> tuple[Tensor, Tensor]:
-        """Soft slot masks m (…, max_states) for budgets (…) and their logs (for attention biases)."""
-        index = torch.arange(self.max_states, device=budget.device, dtype=budget.dtype)
+        """Soft slot masks m (…, max_slots) for budgets (…) and their logs (for attention biases)."""
+        index = torch.arange(self.max_slots, device=budget.device, dtype=budget.dtype)
         logits = (budget.unsqueeze(-1) - index - 0.5) / self.temperature
-        on = index < self.min_states
+        on = index < self.min_slots
         return torch.where(on, 1.0, torch.sigmoid(logits)), torch.where(on, 0.0, F.logsigmoid(logits))
 
     def forward(self, x: Tensor, *, chunk_size: int, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -97,7 +97,7 @@ class AdaptiveStateAllocator(nn.Module):
 
     def flops(self, chunk_size: int) -> float:
         """Forward FLOPs per token when budgets are set every chunk_size tokens."""
-        return 2.0 * self.dim * self.features + (8.0 * self.features + 4.0 * self.max_states) / chunk_size
+        return 2.0 * self.dim * self.features + (8.0 * self.features + 4.0 * self.max_slots) / chunk_size
 
     def param_count(self) -> int:
         return self.dim * self.features + 2 * self.features + 1

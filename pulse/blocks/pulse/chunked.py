@@ -37,33 +37,33 @@ class ChunkRecurrentMixer(nn.Module, ABC):
         self,
         dim: int,
         *,
-        state_dim: int | None,
+        slot_dim: int | None,
         num_heads: int,
         chunk_size: int,
         local: Local,
-        conv_kernel: int,
+        conv_size: int,
         device=None,
         dtype=None,
     ):
         super().__init__()
-        state_dim = state_dim or dim
+        slot_dim = slot_dim or dim
         if chunk_size < 1:
             raise PulseError(f"chunk_size must be ≥ 1, got {chunk_size}.")
         if local not in LOCALS:
             raise PulseError(f"unknown local path `{local}`; choose one of {', '.join(LOCALS)}.")
-        if state_dim % num_heads:
-            raise PulseError(f"num_heads ({num_heads}) must divide state_dim ({state_dim}); pick a divisor of {state_dim}.")
-        if conv_kernel < 1:
-            raise PulseError(f"conv_kernel must be ≥ 1, got {conv_kernel}.")
-        self.dim, self.state_dim, self.num_heads, self.head_dim = dim, state_dim, num_heads, state_dim // num_heads
+        if slot_dim % num_heads:
+            raise PulseError(f"num_heads ({num_heads}) must divide slot_dim ({slot_dim}); pick a divisor of {slot_dim}.")
+        if conv_size < 1:
+            raise PulseError(f"conv_size must be ≥ 1, got {conv_size}.")
+        self.dim, self.slot_dim, self.num_heads, self.head_dim = dim, slot_dim, num_heads, slot_dim // num_heads
         self.chunk_size, self.local = chunk_size, local
-        self.conv_kernel = conv_kernel if local == "conv" else 0
-        self.query = nn.Linear(dim, state_dim, bias=False, device=device, dtype=dtype)
-        self.slot_kv = nn.Linear(state_dim, 2 * state_dim, bias=False, device=device, dtype=dtype)
-        self.out = nn.Linear(state_dim, dim, bias=False, device=device, dtype=dtype)
+        self.conv_size = conv_size if local == "conv" else 0
+        self.query = nn.Linear(dim, slot_dim, bias=False, device=device, dtype=dtype)
+        self.slot_kv = nn.Linear(slot_dim, 2 * slot_dim, bias=False, device=device, dtype=dtype)
+        self.out = nn.Linear(slot_dim, dim, bias=False, device=device, dtype=dtype)
         if local == "conv":
-            self.conv = nn.Parameter(torch.empty(state_dim, conv_kernel, device=device, dtype=dtype))
-            bound = 1.0 / math.sqrt(conv_kernel)
+            self.conv = nn.Parameter(torch.empty(slot_dim, conv_size, device=device, dtype=dtype))
+            bound = 1.0 / math.sqrt(conv_size)
             nn.init.uniform_(self.conv, -bound, bound)
 
     @abstractmethod
@@ -87,8 +87,8 @@ class ChunkRecurrentMixer(nn.Module, ABC):
         device = device if device is not None else self.query.weight.device
         dtype = dtype if dtype is not None else self.query.weight.dtype
         state: dict[str, Any] = {"slots": self._init_slots(batch, device, dtype), "buffer": {}}
-        if self.conv_kernel > 1:
-            state["conv"] = torch.zeros(batch, self.conv_kernel - 1, self.state_dim, device=device, dtype=dtype)
+        if self.conv_size > 1:
+            state["conv"] = torch.zeros(batch, self.conv_size - 1, self.slot_dim, device=device, dtype=dtype)
         return state
 
     def forward(self, x: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
@@ -158,25 +158,25 @@ class ChunkRecurrentMixer(nn.Module, ABC):
             keys, values = sk, sv
             mask = None if bias is None else bias.reshape(b * n, 1, 1, s)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (b n, h, rows, e)
-        y = y.transpose(1, 2).reshape(b, n * rows, self.state_dim)
+        y = y.transpose(1, 2).reshape(b, n * rows, self.slot_dim)
         return y if n == 1 else y[:, offset : offset + t]
 
     def _conv(self, v: Tensor, history: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Causal depthwise convolution of v (b, t, k) continuing from the previous K−1 values."""
-        kernel = self.conv_kernel
+        kernel = self.conv_size
         x = v if history is None else torch.cat((history, v), dim=1)  # (b, K−1+t, k)
-        y = F.conv1d(x.transpose(1, 2), self.conv.unsqueeze(1), groups=self.state_dim).transpose(1, 2)
+        y = F.conv1d(x.transpose(1, 2), self.conv.unsqueeze(1), groups=self.slot_dim).transpose(1, 2)
         return y, (x[:, x.shape[1] - (kernel - 1) :].clone() if kernel > 1 else None)
 
     def _token_flops(self, seq_len: int, num_slots: int) -> float:
         """Forward FLOPs per token of the token side: projections, the read, the local path."""
-        d, k, c = self.dim, self.state_dim, self.chunk_size
+        d, k, c = self.dim, self.slot_dim, self.chunk_size
         keys = num_slots + ((min(c, seq_len) + 1) / 2 if self.local == "attention" else 0)
-        return 8.0 * d * k + 4.0 * k * keys + 2.0 * k * self.conv_kernel
+        return 8.0 * d * k + 4.0 * k * keys + 2.0 * k * self.conv_size
 
     def _token_state(self, seq_len: int, per_token: int) -> int:
         """State numbers of the partial chunk buffer and the convolution history."""
-        return (seq_len % self.chunk_size) * per_token + max(self.conv_kernel - 1, 0) * self.state_dim
+        return (seq_len % self.chunk_size) * per_token + max(self.conv_size - 1, 0) * self.slot_dim
 
     def _token_params(self) -> int:
-        return 2 * self.dim * self.state_dim + 2 * self.state_dim**2 + self.state_dim * self.conv_kernel
+        return 2 * self.dim * self.slot_dim + 2 * self.slot_dim**2 + self.slot_dim * self.conv_size

@@ -36,27 +36,27 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         self,
         dim: int,
         *,
-        token_states: int = 8,
-        chunk_states: int = 4,
-        global_states: int = 4,
-        state_dim: int | None = None,
+        token_slots: int = 8,
+        chunk_slots: int = 4,
+        global_slots: int = 4,
+        slot_dim: int | None = None,
         chunk_size: int = 8,
         ratio: int = 2,
         gate: GateType = "gru",
         num_heads: int = 4,
         communication: bool = True,
         local: Local = "attention",
-        conv_kernel: int = 4,
+        conv_size: int = 4,
         device=None,
         dtype=None,
     ):
-        super().__init__(dim, state_dim=state_dim, num_heads=num_heads, chunk_size=chunk_size, local=local,
-                         conv_kernel=conv_kernel, device=device, dtype=dtype)
-        k = self.state_dim
+        super().__init__(dim, slot_dim=slot_dim, num_heads=num_heads, chunk_size=chunk_size, local=local,
+                         conv_size=conv_size, device=device, dtype=dtype)
+        k = self.slot_dim
         check_gate(gate)
         if ratio < 2:
             raise PulseError(f"ratio must be ≥ 2 (the chunk level ticks every `ratio` chunks), got {ratio}.")
-        sizes = (token_states, chunk_states, global_states)
+        sizes = (token_slots, chunk_slots, global_slots)
         if min(sizes) < 1:
             raise PulseError(f"every level needs at least one slot, got token/chunk/global = {sizes}.")
         self.gate, self.ratio, self.level_sizes = gate, ratio, sizes
@@ -68,12 +68,12 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
              for level in range(3)]
         )
         self.propagators = nn.ModuleList(
-            [StatePropagator(k, gate_type=gate, num_heads=num_heads, enable_communication=communication,
+            [StatePropagator(k, gate=gate, num_heads=num_heads, communication=communication,
                              device=device, dtype=dtype) for _ in range(3)]
         )
 
     @property
-    def num_states(self) -> int:
+    def num_slots(self) -> int:
         return sum(self.level_sizes)
 
     def _token_streams(self, x: Tensor) -> dict[str, Tensor]:
@@ -92,7 +92,7 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         if (
             not isinstance(levels, list)
             or len(levels) != 3
-            or any(h.shape != (batch, s, self.state_dim) for h, s in zip(levels, self.level_sizes))
+            or any(h.shape != (batch, s, self.slot_dim) for h, s in zip(levels, self.level_sizes))
         ):
             raise PulseError(
                 f"HierarchicalStateManager got a state that does not fit a batch of {batch}; pass the state it returned."
@@ -135,7 +135,7 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
 
     def flops_per_token(self, seq_len: int) -> float:
         n = max(seq_len, 1)
-        s, k, c, r = self.num_states, self.state_dim, self.chunk_size, self.ratio
+        s, k, c, r = self.num_slots, self.slot_dim, self.chunk_size, self.ratio
         sizes = self.level_sizes
         updates = []
         for level in range(3):
@@ -149,12 +149,12 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         return self._token_flops(n, s) + slot_side / n
 
     def state_numel(self, seq_len: int) -> int:
-        return self.num_states * self.state_dim * (2 if self.gate == "lstm" else 1) + self._token_state(seq_len, 2 * self.state_dim)
+        return self.num_slots * self.slot_dim * (2 if self.gate == "lstm" else 1) + self._token_state(seq_len, 2 * self.slot_dim)
 
     def param_count(self) -> int:
         return (
             self._token_params()
-            + self.num_states * self.state_dim
+            + self.num_slots * self.slot_dim
             + sum(r.param_count() for r in self.routers)
             + sum(p.param_count() for p in self.propagators)
         )

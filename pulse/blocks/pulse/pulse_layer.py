@@ -29,55 +29,55 @@ class PulseLayer(ChunkRecurrentMixer):
     solved by one parallel scan, and tokens read Comm(S_{j−1}). c = 1 is the per-token recurrence.
     Cost per token: 8·d·k + 4·k·(s + c/2) + [(4 + 4 + 2·(k_x + k_h))·s·k² + 4·s·c·k + comm]/c,
     comm = 8·s·k² + 4·s²·k; O(n·s) in sequence length n, state s·k (2·s·k lstm) + partial chunk.
-    Params: 2·d·k + 2·k² (+ k·K conv) + s·k + router (2·k² + 2·d·k) + propagator; k = state_dim.
+    Params: 2·d·k + 2·k² (+ k·K conv) + s·k + router (2·k² + 2·d·k) + propagator; k = slot_dim.
     """
 
     def __init__(
         self,
         dim: int,
         *,
-        num_states: int = 16,
-        state_dim: int | None = None,
+        num_slots: int = 16,
+        slot_dim: int | None = None,
         chunk_size: int = 64,
         gate: GateType = "gru",
         num_heads: int = 4,
         communication: bool = True,
         local: Local = "attention",
-        conv_kernel: int = 4,
+        conv_size: int = 4,
         manager: StateManager | None = None,
         allocator: AdaptiveStateAllocator | None = None,
         device=None,
         dtype=None,
     ):
-        super().__init__(dim, state_dim=state_dim, num_heads=num_heads, chunk_size=chunk_size, local=local,
-                         conv_kernel=conv_kernel, device=device, dtype=dtype)
-        k = self.state_dim
+        super().__init__(dim, slot_dim=slot_dim, num_heads=num_heads, chunk_size=chunk_size, local=local,
+                         conv_size=conv_size, device=device, dtype=dtype)
+        k = self.slot_dim
         check_gate(gate)
         if manager is not None and allocator is not None:
             raise PulseError("a PulseLayer takes a StateManager or an AdaptiveStateAllocator, not both.")
-        if manager is not None and (manager.max_states != num_states or manager.state_dim != k):
+        if manager is not None and (manager.max_slots != num_slots or manager.slot_dim != k):
             raise PulseError(
-                f"the StateManager holds {manager.max_states} slots of width {manager.state_dim}; "
-                f"build the layer with num_states={manager.max_states} and state_dim={manager.state_dim}."
+                f"the StateManager holds {manager.max_slots} slots of width {manager.slot_dim}; "
+                f"build the layer with num_slots={manager.max_slots} and slot_dim={manager.slot_dim}."
             )
-        if allocator is not None and (allocator.max_states != num_states or allocator.dim != dim):
+        if allocator is not None and (allocator.max_slots != num_slots or allocator.dim != dim):
             raise PulseError(
-                f"the allocator budgets up to {allocator.max_states} slots of a width-{allocator.dim} model; "
-                f"build the layer with num_states={allocator.max_states} and dim={allocator.dim}."
+                f"the allocator budgets up to {allocator.max_slots} slots of a width-{allocator.dim} model; "
+                f"build the layer with num_slots={allocator.max_slots} and dim={allocator.dim}."
             )
-        self.gate, self.communication, self.max_states = gate, communication, num_states
+        self.gate, self.communication, self.max_slots = gate, communication, num_slots
         self.manager, self.allocator = manager, allocator
         if manager is None:
-            self.slot_init = nn.Parameter(torch.randn(num_states, k, device=device, dtype=dtype))
+            self.slot_init = nn.Parameter(torch.randn(num_slots, k, device=device, dtype=dtype))
         self.router = TokenToStateRouter(k, token_dim=dim, num_heads=num_heads, device=device, dtype=dtype)
         self.propagator = StatePropagator(
-            k, gate_type=gate, num_heads=num_heads, enable_communication=communication, device=device, dtype=dtype
+            k, gate=gate, num_heads=num_heads, communication=communication, device=device, dtype=dtype
         )
 
     @property
-    def num_states(self) -> int:
+    def num_slots(self) -> int:
         """Slots in use: the active slots of a StateManager, else all of them."""
-        return self.manager.num_active if self.manager is not None else self.max_states
+        return self.manager.num_active if self.manager is not None else self.max_slots
 
     def bank(self) -> tuple[Tensor, Tensor | None]:
         """Initial slots (s, k) and the per-slot read bias (s,) or None."""
@@ -104,11 +104,11 @@ class PulseLayer(ChunkRecurrentMixer):
 
     def _check_slots(self, slots: dict[str, Any], batch: int) -> None:
         h = slots.get("h") if isinstance(slots, dict) else None
-        if h is None or h.ndim != 3 or h.shape[0] != batch or h.shape[2] != self.state_dim:
+        if h is None or h.ndim != 3 or h.shape[0] != batch or h.shape[2] != self.slot_dim:
             raise PulseError(f"PulseLayer got a state that does not fit a batch of {batch}; pass the state it returned.")
-        if h.shape[1] != self.num_states:
+        if h.shape[1] != self.num_slots:
             raise PulseError(
-                f"the state holds {h.shape[1]} slots but the layer now uses {self.num_states} "
+                f"the state holds {h.shape[1]} slots but the layer now uses {self.num_slots} "
                 f"(after prune/allocate); start a new sequence with state=None."
             )
 
@@ -152,7 +152,7 @@ class PulseLayer(ChunkRecurrentMixer):
         ms = masks.unbind(1) if masks is not None else None
         views = [h]
         for j in range(len(ks)):
-            q, hs = (h @ w_state).split((self.state_dim, prop.w_h.out_features), dim=-1)
+            q, hs = (h @ w_state).split((self.slot_dim, prop.w_h.out_features), dim=-1)
             mixed = F.scaled_dot_product_attention(router.heads(q), ks[j], vs[j])  # (b, h, s, e)
             mixed = mixed.transpose(-3, -2).flatten(-2)  # (b, s, k)
             xs = torch.addmm(prop.w_x.bias, mixed.flatten(0, -2), w_in).view(*mixed.shape[:-1], -1) if fold \
@@ -187,7 +187,7 @@ class PulseLayer(ChunkRecurrentMixer):
 
     def flops_per_token(self, seq_len: int) -> float:
         n = max(seq_len, 1)
-        s, k, c = self.num_states, self.state_dim, self.chunk_size
+        s, k, c = self.num_slots, self.slot_dim, self.chunk_size
         done, reads = n // c, -(-n // c)
         mingru = self.gate == "mingru"
         comm = self.propagator.communication.flops(s) if self.propagator.communication is not None else 0.0
@@ -199,13 +199,13 @@ class PulseLayer(ChunkRecurrentMixer):
         return total
 
     def state_numel(self, seq_len: int) -> int:
-        s, k = self.num_states, self.state_dim
+        s, k = self.num_slots, self.slot_dim
         per_token = 2 * k + (self.allocator.features if self.allocator is not None else 0)
         alloc = 2 * self.allocator.features + 1 if self.allocator is not None else 0
         return s * k * (2 if self.gate == "lstm" else 1) + self._token_state(seq_len, per_token) + alloc
 
     def param_count(self) -> int:
-        k = self.state_dim
-        bank = self.manager.param_count() if self.manager is not None else self.max_states * k
+        k = self.slot_dim
+        bank = self.manager.param_count() if self.manager is not None else self.max_slots * k
         alloc = self.allocator.param_count() if self.allocator is not None else 0
         return self._token_params() + bank + self.router.param_count() + self.propagator.param_count() + alloc

@@ -13,14 +13,14 @@ from pulse.blocks.pulse.pulse_layer import PulseLayer
 def reference_forward(layer: PulseLayer, x: Tensor) -> Tensor:
     """PulseLayer.forward(x)[0] from a fresh state, one token at a time, written plainly (the test oracle)."""
     b, t, _ = x.shape
-    c, h, e, s = layer.chunk_size, layer.num_heads, layer.head_dim, layer.num_states
+    c, h, e, s = layer.chunk_size, layer.num_heads, layer.head_dim, layer.num_slots
     init, read_bias = layer.bank()
     slots = init.unsqueeze(0).expand(b, -1, -1)
     cell = torch.zeros_like(slots)
     alloc = layer.allocator
     stat_sum = torch.zeros(b, 2 * alloc.features, dtype=x.dtype) if alloc is not None else None
     count = 0
-    history = [torch.zeros(b, layer.state_dim, dtype=x.dtype)] * max(layer.conv_kernel - 1, 0)
+    history = [torch.zeros(b, layer.slot_dim, dtype=x.dtype)] * max(layer.conv_size - 1, 0)
     chunk: list[Tensor] = []
     outputs = []
     for i in range(t):
@@ -47,17 +47,17 @@ def reference_forward(layer: PulseLayer, x: Tensor) -> Tensor:
         mixed = torch.einsum("bhn,bnhe->bhe", weights, values).reshape(b, -1)
         if layer.local == "conv":
             history.append(layer.router.project_tokens(x[:, i])[1])
-            taps = history[len(history) - layer.conv_kernel :]
-            mixed = mixed + sum(layer.conv[:, j] * taps[j] for j in range(layer.conv_kernel))
+            taps = history[len(history) - layer.conv_size :]
+            mixed = mixed + sum(layer.conv[:, j] * taps[j] for j in range(layer.conv_size))
         outputs.append(layer.out(mixed))
         if len(chunk) == c:
             tokens = torch.stack(chunk, dim=1)
             queries = init.unsqueeze(0).expand(b, -1, -1) if layer.gate == "mingru" else slots
             u = layer.router(queries, tokens)
             if layer.gate == "lstm":
-                new, new_cell = layer.propagator.gate((slots, cell), u)
+                new, new_cell = layer.propagator.update((slots, cell), u)
             else:
-                new, new_cell = layer.propagator.gate(slots, u), cell
+                new, new_cell = layer.propagator.update(slots, u), cell
             if layer.gate != "mingru":
                 new = layer.propagator.communicate(new)
             if mask is not None:

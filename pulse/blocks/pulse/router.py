@@ -22,15 +22,15 @@ class TokenToStateRouter(nn.Module):
     d_t: 4·t·d_t·d + 4·s·d² + 4·s·t·d FLOPs. Params: 2·d² + 2·d_t·d (d_t = token_dim, default d).
     """
 
-    def __init__(self, state_dim: int, *, token_dim: int | None = None, num_heads: int = 4, device=None, dtype=None):
+    def __init__(self, slot_dim: int, *, token_dim: int | None = None, num_heads: int = 4, device=None, dtype=None):
         super().__init__()
-        if state_dim % num_heads:
-            raise PulseError(f"num_heads ({num_heads}) must divide state_dim ({state_dim}); pick a divisor of {state_dim}.")
-        self.state_dim, self.token_dim = state_dim, token_dim or state_dim
-        self.num_heads, self.head_dim = num_heads, state_dim // num_heads
-        self.q = nn.Linear(state_dim, state_dim, bias=False, device=device, dtype=dtype)
-        self.kv = nn.Linear(self.token_dim, 2 * state_dim, bias=False, device=device, dtype=dtype)
-        self.out = nn.Linear(state_dim, state_dim, bias=False, device=device, dtype=dtype)
+        if slot_dim % num_heads:
+            raise PulseError(f"num_heads ({num_heads}) must divide slot_dim ({slot_dim}); pick a divisor of {slot_dim}.")
+        self.slot_dim, self.token_dim = slot_dim, token_dim or slot_dim
+        self.num_heads, self.head_dim = num_heads, slot_dim // num_heads
+        self.q = nn.Linear(slot_dim, slot_dim, bias=False, device=device, dtype=dtype)
+        self.kv = nn.Linear(self.token_dim, 2 * slot_dim, bias=False, device=device, dtype=dtype)
+        self.out = nn.Linear(slot_dim, slot_dim, bias=False, device=device, dtype=dtype)
 
     def heads(self, x: Tensor) -> Tensor:
         """(…, n, d) → (…, h, n, e)."""
@@ -52,9 +52,9 @@ class TokenToStateRouter(nn.Module):
     def forward(self, slots: Tensor, tokens: Tensor, *, return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Updates (b, s, d) for slots (b, s, d) or (s, d) from tokens (b, t, d_t); with return_weights,
         also the routing weights (b, s, t), averaged over heads (each row sums to 1)."""
-        if tokens.ndim != 3 or tokens.shape[-1] != self.token_dim or slots.shape[-1] != self.state_dim:
+        if tokens.ndim != 3 or tokens.shape[-1] != self.token_dim or slots.shape[-1] != self.slot_dim:
             raise PulseError(
-                f"TokenToStateRouter expects slots (batch, slots, {self.state_dim}) and tokens "
+                f"TokenToStateRouter expects slots (batch, slots, {self.slot_dim}) and tokens "
                 f"(batch, time, {self.token_dim}), got {tuple(slots.shape)} and {tuple(tokens.shape)}."
             )
         if slots.ndim == 2:
@@ -69,8 +69,8 @@ class TokenToStateRouter(nn.Module):
 
     def flops(self, num_slots: int, num_tokens: int) -> float:
         """Forward FLOPs of one call writing num_tokens tokens into num_slots slots."""
-        d = self.state_dim
+        d = self.slot_dim
         return 4.0 * num_tokens * self.token_dim * d + 4.0 * num_slots * d * d + 4.0 * num_slots * num_tokens * d
 
     def param_count(self) -> int:
-        return 2 * self.state_dim**2 + 2 * self.token_dim * self.state_dim
+        return 2 * self.slot_dim**2 + 2 * self.token_dim * self.slot_dim

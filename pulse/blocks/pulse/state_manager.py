@@ -1,6 +1,6 @@
 """A bank of learnable slots with learnable importance; slots can be pruned and allocated.
 
-# s slots (max_states in the bank, s_a active) · d state dim
+# s slots (max_slots in the bank, s_a active) · d state dim
 """
 
 from __future__ import annotations
@@ -13,38 +13,38 @@ from pulse.errors import PulseError
 
 
 class StateManager(nn.Module):
-    """Up to max_states initial slot vectors S ∈ R^{max×d} and importance logits w ∈ R^{max}.
+    """Up to max_slots initial slot vectors S ∈ R^{max×d} and importance logits w ∈ R^{max}.
 
     A layer using the bank starts from the active rows of S, and every token's attention
     weight on slot i is scaled by σ(w_i) (a log σ(w_i) bias on its attention logit), so the
     importance scores are trained by the task. prune(θ) deactivates slots with σ(w_i) < θ;
     allocate(n) activates n inactive slots with fresh values. Inactive slots are skipped
-    entirely: they cost no compute and no state. Params: max_states·(d + 1).
+    entirely: they cost no compute and no state. Params: max_slots·(d + 1).
     """
 
     def __init__(
         self,
-        state_dim: int,
+        slot_dim: int,
         *,
-        max_states: int = 32,
-        init_states: int | None = None,
+        max_slots: int = 32,
+        init_slots: int | None = None,
         init_importance: float = 2.0,
         device=None,
         dtype=None,
     ):
         super().__init__()
-        init_states = max_states if init_states is None else init_states
-        if not 1 <= init_states <= max_states:
-            raise PulseError(f"init_states ({init_states}) must lie in 1..max_states ({max_states}).")
-        self.state_dim, self.max_states, self.init_importance = state_dim, max_states, init_importance
-        self.slots = nn.Parameter(torch.empty(max_states, state_dim, device=device, dtype=dtype))
-        self.importance = nn.Parameter(torch.empty(max_states, device=device, dtype=dtype))
+        init_slots = max_slots if init_slots is None else init_slots
+        if not 1 <= init_slots <= max_slots:
+            raise PulseError(f"init_slots ({init_slots}) must lie in 1..max_slots ({max_slots}).")
+        self.slot_dim, self.max_slots, self.init_importance = slot_dim, max_slots, init_importance
+        self.slots = nn.Parameter(torch.empty(max_slots, slot_dim, device=device, dtype=dtype))
+        self.importance = nn.Parameter(torch.empty(max_slots, device=device, dtype=dtype))
         # the persistent mask goes into checkpoints; the index list is the fast, device-free view of it
-        self.register_buffer("active", torch.zeros(max_states, dtype=torch.bool, device=device))
+        self.register_buffer("active", torch.zeros(max_slots, dtype=torch.bool, device=device))
         self.register_buffer("active_index", torch.zeros(0, dtype=torch.long, device=device), persistent=False)
         self._active: list[int] = []
-        self._reinit(list(range(max_states)))
-        self._set_active(list(range(init_states)))
+        self._reinit(list(range(max_slots)))
+        self._set_active(list(range(init_slots)))
         self.register_load_state_dict_post_hook(_resync)
 
     def _reinit(self, index: list[int]) -> None:
@@ -52,7 +52,7 @@ class StateManager(nn.Module):
             return
         with torch.no_grad():
             idx = torch.tensor(index, dtype=torch.long, device=self.slots.device)
-            self.slots[idx] = torch.randn(len(index), self.state_dim, device=self.slots.device, dtype=self.slots.dtype)
+            self.slots[idx] = torch.randn(len(index), self.slot_dim, device=self.slots.device, dtype=self.slots.dtype)
             self.importance[idx] = self.init_importance
 
     def _set_active(self, index: list[int]) -> None:
@@ -60,7 +60,7 @@ class StateManager(nn.Module):
         device = self.active.device
         self.active_index = torch.tensor(self._active, dtype=torch.long, device=device)
         if device.type != "meta":
-            mask = torch.zeros(self.max_states, dtype=torch.bool, device=device)
+            mask = torch.zeros(self.max_slots, dtype=torch.bool, device=device)
             mask[self.active_index] = True
             self.active.copy_(mask)
 
@@ -95,11 +95,11 @@ class StateManager(nn.Module):
     def allocate(self, n: int) -> list[int]:
         """Activate n inactive slots (lowest indices first) with freshly drawn values and the initial
         importance; returns their indices. Optimizer moments kept for those rows are the caller's to reset."""
-        free = [i for i in range(self.max_states) if i not in set(self._active)]
+        free = [i for i in range(self.max_slots) if i not in set(self._active)]
         if n < 0 or n > len(free):
             raise PulseError(
-                f"cannot allocate {n} slots: {len(free)} of {self.max_states} are inactive; "
-                f"prune first or build the bank with a larger max_states."
+                f"cannot allocate {n} slots: {len(free)} of {self.max_slots} are inactive; "
+                f"prune first or build the bank with a larger max_slots."
             )
         new = free[:n]
         self._reinit(new)
@@ -107,10 +107,10 @@ class StateManager(nn.Module):
         return new
 
     def extra_repr(self) -> str:
-        return f"state_dim={self.state_dim}, max_states={self.max_states}, active={self.num_active}"
+        return f"slot_dim={self.slot_dim}, max_slots={self.max_slots}, active={self.num_active}"
 
     def param_count(self) -> int:
-        return self.max_states * (self.state_dim + 1)
+        return self.max_slots * (self.slot_dim + 1)
 
 
 def _resync(module: StateManager, incompatible_keys) -> None:

@@ -1,0 +1,20 @@
+"""The facade: what users call by name, above the assembler.
+
+PulseConfig and the seed's names, PulseForCausalLM (from_config / from_recipe / from_pretrained),
+the size-first SequencePulse, and load_checkpoint. Nothing below this room imports it.
+"""
+
+from pulse.api.causal_lm import CausalLMOutput, PulseForCausalLM
+from pulse.api.checkpoints import load_checkpoint
+from pulse.api.config import PulseConfig, seed_mixers
+from pulse.api.seed import SequencePulse, sequence_pulse
+
+__all__ = [
+    "CausalLMOutput",
+    "PulseConfig",
+    "PulseForCausalLM",
+    "SequencePulse",
+    "load_checkpoint",
+    "seed_mixers",
+    "sequence_pulse",
+]

@@ -1,0 +1,212 @@
+"""The Hugging Face-like face of a PULSE language model: PulseForCausalLM and its output.
+
+PulseForCausalLM wraps the generic LanguageModel the assembler builds from a recipe (or
+from a PulseConfig, the seed's flat names): a loss, generation with carried state, and
+checkpoints in the library's safetensors format.
+
+# b batch · t time · v vocab
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pulse.api.config import PulseConfig
+from pulse.assemble import build_model
+from pulse.checkpoint import load_recipe_from_checkpoint, load_weights, save_checkpoint
+from pulse.errors import PulseError
+from pulse.generation import GenerationStep, resolve_decoding, stream
+from pulse.models.output import ModelOutput
+from pulse.specs.load import load_recipe
+from pulse.specs.recipe import RecipeBase
+from pulse.tokenizer import ByteTokenizer, tokenizer_for
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class CausalLMOutput(ModelOutput):
+    """loss (mean next-token cross-entropy over labels ≠ −100; None without labels), logits (b, t, v)
+    and the state to continue from. Read as `out.loss` or `out["loss"]`; unpacks in this order."""
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    state: dict[str, Any] | None = None
+
+
+class PulseForCausalLM(nn.Module):
+    """A causal LM from a PulseConfig or a recipe: forward with loss, generate, save/load.
+
+    `self.model` is the LanguageModel the recipe assembles (checkpoints hold its
+    weights, so `pulse build --out`, `pulse train` and save_pretrained write the same
+    format); `self.recipe` is the validated recipe; `self.config` is the PulseConfig it
+    came from, or None.
+    """
+
+    def __init__(
+        self, config: PulseConfig | RecipeBase, *, model: nn.Module | None = None, device=None, dtype=None
+    ):
+        """Fresh weights for the model of `config` (a PulseConfig or a language-model recipe), or wrap
+        `model`, an already built LanguageModel of that recipe (what from_pretrained passes)."""
+        super().__init__()
+        recipe = config.to_recipe() if isinstance(config, PulseConfig) else config
+        _check_lm(recipe)
+        self.recipe = recipe
+        self.config = config if isinstance(config, PulseConfig) else None
+        self.model = model if model is not None else build_model(recipe, device=device, dtype=dtype)
+
+    @classmethod
+    def from_config(cls, config: PulseConfig | None = None, *, device=None, dtype=None, **names: Any) -> PulseForCausalLM:
+        """Fresh weights from a PulseConfig, or from its seed-named fields given as keywords."""
+        if config is not None and names:
+            raise PulseError("give a PulseConfig or its fields as keywords, not both.")
+        return cls(config if config is not None else PulseConfig(**names), device=device, dtype=dtype)
+
+    @classmethod
+    def from_recipe(cls, path: str | Path, overrides: Iterable[str] = (), *, device=None, dtype=None) -> PulseForCausalLM:
+        """Fresh weights (torch's current RNG) for the model of a recipe file, with --set style overrides."""
+        return cls(load_recipe(path, overrides), device=device, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device=None, dtype=None) -> PulseForCausalLM:
+        """Rebuild from a checkpoint alone (its stored recipe) and load its weights."""
+        recipe = _check_lm(load_recipe_from_checkpoint(directory))
+        model = build_model(recipe, device=device, dtype=dtype)
+        load_weights(model, directory)
+        return cls(recipe, model=model)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write model.safetensors (weights + recipe metadata) and recipe.json atomically; returns the weights path."""
+        return save_checkpoint(self.model, self.recipe, directory)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.vocab_size
+
+    @property
+    def tokenizer(self) -> ByteTokenizer:
+        return tokenizer_for(self.recipe.model.tokenizer, self.vocab_size)
+
+    def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
+        return self.model.init_state(batch, device=device, dtype=dtype)
+
+    def example_input(self, batch: int, seq_len: int, *, device=None) -> Tensor:
+        return self.model.example_input(batch, seq_len, device=device)
+
+    def forward(self, input_ids: Tensor, labels: Tensor | None = None, state: dict[str, Any] | None = None) -> CausalLMOutput:
+        """Logits for input_ids (b, t) continuing `state`; with labels (b, t), the loss of predicting
+        labels[:, 1:] from positions :-1 (labels are shifted here, as in Hugging Face; −100 is ignored)."""
+        logits, state = self.model(input_ids, state)
+        loss = None
+        if labels is not None:
+            if labels.shape != input_ids.shape:
+                raise PulseError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}.")
+            # half-precision logits are upcast for a stable softmax; float64 stays float64
+            shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).to(torch.promote_types(logits.dtype, torch.float32))
+            loss = F.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+        return CausalLMOutput(loss=loss, logits=logits, state=state)
+
+    def step(self, input_ids: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """Logits (b, v) for one new token per row (b,), and the state after it."""
+        return self.model.step(input_ids, state)
+
+    def stream(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int | None = None,
+        *,
+        max_length: int | None = None,
+        do_sample: bool | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationStep]:
+        """generate(), one GenerationStep (ids, logits, finished) at a time; see pulse.generation.stream."""
+        if not isinstance(input_ids, Tensor) or input_ids.ndim != 2:
+            got = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+            raise PulseError(f"input_ids must be a (batch, time) tensor of token ids, got {got}.")
+        decoding = resolve_decoding(
+            input_ids.shape[1], max_new_tokens=max_new_tokens, max_length=max_length, do_sample=do_sample,
+            temperature=temperature, top_k=top_k, top_p=top_p,
+        )
+        if seed is not None and generator is None:
+            generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+        new_tokens = decoding.pop("max_new_tokens")
+        return stream(self.model, input_ids, new_tokens, generator=generator, **decoding, **kwargs)
+
+    def generate(
+        self,
+        input_ids: Tensor,
+        max_new_tokens: int | None = None,
+        *,
+        max_length: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        do_sample: bool | None = None,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        vocab_limit: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        state: dict[str, Any] | None = None,
+        streamer: Callable[[Tensor], None] | None = None,
+    ) -> Tensor:
+        """input_ids (b, t) followed by up to max_new_tokens new ids per row: (b, t + n).
+
+        Length: max_new_tokens (default 32), or max_length = prompt + new tokens (the seed's name).
+        One prefill pass over input_ids (continuing `state` if given), then one `step` per
+        token carrying every layer's state. Greedy by default; sampling when do_sample=True or
+        when temperature / top_k / top_p is given (as in the seed; with do_sample=False they are
+        ignored with a warning). Sampling applies temperature, then top_k, then top_p, drawing from `generator` (or a fresh one
+        seeded with `seed`). Rows that emit eos_token_id are filled with pad_token_id
+        (default: eos) afterwards; generation stops early when every row has. Only ids below
+        `vocab_limit` are ever chosen (e.g. the tokenizer's size in a larger vocabulary). `streamer`
+        is called with each new column of ids (b,) as soon as it exists.
+        """
+        steps = self.stream(
+            input_ids, max_new_tokens, max_length=max_length, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, vocab_limit=vocab_limit, seed=seed,
+            generator=generator, state=state,
+        )
+        columns = [input_ids]
+        for s in steps:
+            columns.append(s.tokens.unsqueeze(1))
+            if streamer is not None:
+                streamer(s.tokens)
+        return torch.cat(columns, dim=1)
+
+    def generate_text(self, prompt: str, max_new_tokens: int | None = None, **kwargs: Any) -> str:
+        """The text generated after `prompt` (byte tokenizer; stops at eos when the vocabulary has one);
+        64 new tokens unless max_new_tokens or max_length says otherwise."""
+        if max_new_tokens is None and kwargs.get("max_length") is None:
+            max_new_tokens = 64
+        tok = self.tokenizer
+        ids = tok.encode(prompt) or ([tok.bos_id] if tok.bos_id is not None else [])
+        if not ids:
+            raise PulseError("the prompt is empty and this vocabulary has no bos token to start from; give a prompt.")
+        device = next(self.parameters()).device
+        kwargs.setdefault("eos_token_id", tok.eos_id)
+        kwargs.setdefault("vocab_limit", tok.vocab_size)
+        out = self.generate(torch.tensor([ids], device=device), max_new_tokens, **kwargs)
+        return tok.decode(out[0, len(ids):])
+
+
+def _check_lm(recipe: RecipeBase) -> RecipeBase:
+    kind = getattr(recipe.model, "kind", None)
+    if kind != "lm":
+        raise PulseError(
+            f"PulseForCausalLM needs a language-model recipe ([model] kind = \"lm\"), but {recipe.source or 'this recipe'} "
+            f"has model kind `{kind}`; build it with pulse.build_model instead."
+        )
+    return recipe
