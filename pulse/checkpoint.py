@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
+from pulse.specs.load import validate
 from pulse.version import __version__
 
 WEIGHTS = "model.safetensors"
@@ -198,8 +199,6 @@ def read_stored_recipe(location: str | Path) -> dict[str, Any]:
 
 
 def load_recipe_from_checkpoint(location: str | Path):
-    from pulse.specs.load import validate
-
     path = weights_path(location)
     return validate(read_stored_recipe(path), source=f"{path} (stored recipe)")
 

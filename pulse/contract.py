@@ -1,7 +1,7 @@
 """The block contract every sequence mixer follows, and checks that hold blocks to it.
 
 A mixer maps (b, t, d) → (b, t, d) and carries a state that lets it continue a
-sequence later. The checks below are the properties of DESIGN.md; the test suite
+sequence later. The checks below are the properties of docs/architecture.md; the test suite
 runs them over every registered mixer, and you can run them on your own block.
 
 # b batch · t time · d model
@@ -15,6 +15,14 @@ import torch
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
+
+
+def no_weight_decay(param: nn.Parameter) -> nn.Parameter:
+    """Tag a parameter that weight decay would harm (a log-decay rate, learned initial slots or
+    memory): the optimiser never decays it, whatever its shape. Returns the parameter."""
+    param._no_weight_decay = True  # type: ignore[attr-defined]
+    return param
+
 
 # One place for tolerances: (rtol, atol) per dtype.
 TOLERANCES: dict[torch.dtype, tuple[float, float]] = {

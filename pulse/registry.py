@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -69,6 +70,14 @@ def register(
     _generation += 1
 
 
+def unregister(kind: str) -> None:
+    """Remove `kind` (for examples and tests that register a kind for a while); unknown kinds are an error."""
+    global _generation
+    get(kind)
+    del _ENTRIES[kind]
+    _generation += 1
+
+
 def generation() -> int:
     """A counter that changes whenever the registry does (used to rebuild schemas)."""
     return _generation
@@ -102,8 +111,8 @@ def entries(pattern: str = "*", role: str | None = None) -> list[Entry]:
 def _where(obj: type) -> str:
     """The file that defines `obj`, relative to the package's parent ("pulse/blocks/…")."""
     try:
-        path = inspect.getsourcefile(obj) or ""
+        path = Path(inspect.getsourcefile(obj) or "").resolve()
     except TypeError:
         return obj.__module__
-    marker = path.rfind("/pulse/")
-    return path[marker + 1 :] if marker >= 0 else path
+    root = Path(__file__).resolve().parent.parent
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)

@@ -9,10 +9,12 @@ from pydantic import ValidationError
 from torch import nn
 
 from pulse import registry
-from pulse.assemble import layers  # noqa: F401  (registers the first kinds)
-from pulse.assemble import mixers  # noqa: F401  (linear_attention, sparse_state_attention, ssm, ntm)
-from pulse.assemble import pulse  # noqa: F401  (pulse, pulse_managed, pulse_adaptive, hierarchical)
-from pulse.assemble import models  # noqa: F401  (lm, simple_pulse, sequence_pulse)
+from pulse.assemble import (
+    layers,  # noqa: F401  (registers the first kinds)
+    mixers,  # noqa: F401  (linear_attention, sparse_state_attention, ssm, ntm)
+    models,  # noqa: F401  (lm, simple_pulse, sequence_pulse)
+    pulse,  # noqa: F401  (pulse, pulse_managed, pulse_adaptive, hierarchical)
+)
 from pulse.assemble.component import build_component, spec_arguments
 from pulse.assemble.context import BuildContext
 from pulse.errors import PulseError

@@ -124,22 +124,19 @@ def list_(
 ) -> None:
     """List registered kinds; name one kind to see all its parameters."""
     from pulse import registry
+    from pulse.specs.describe import REQUIRED, describe
     from pulse.specs.recipe import spec_class
 
     entries = registry.entries(pattern, role)
     if not entries:
         raise PulseError(f"no registered kind matches `{pattern}`; run `pulse list` to see all kinds.")
     if len(entries) == 1 and entries[0].kind == pattern:
-        entry = entries[0]
-        cls = spec_class(entry.kind)
-        console.print(f"[bold]{entry.kind}[/] ({entry.role})\n{escape(inspect.cleandoc(entry.spec.__doc__ or ''))}\n")
+        info = describe(entries[0].kind)
+        console.print(f"[bold]{info.kind}[/] ({info.role}) · defined in {info.defined_in}\n{escape(info.doc)}\n")
         table = Table("parameter", "type", "default", "meaning")
-        for name, field in cls.model_fields.items():
-            if name == "kind":
-                continue
-            default = field.get_default(call_default_factory=True)
-            default = getattr(default, "model_dump", lambda: default)()
-            table.add_row(name, _type_name(field.annotation), json.dumps(default, default=str), field.description or "")
+        for p in info.parameters:
+            default = p.default if p.default == REQUIRED else json.dumps(p.default, default=str)
+            table.add_row(p.name, p.type, default, p.description)
         console.print(table)
         return
     table = Table("kind", "role", "parameters", "description")
@@ -155,11 +152,6 @@ def _short(value) -> str:
         return str(value.kind)
     text = json.dumps(value, default=str)
     return text if len(text) <= 24 else text[:21] + "…"
-
-
-def _type_name(annotation) -> str:
-    text = getattr(annotation, "__name__", None) or str(annotation)
-    return text.replace("typing.", "").replace("pulse.specs.", "")
 
 
 @app.command()

@@ -10,7 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pulse.assemble import build_model
+from pulse.checkpoint import WEIGHTS, load_weights, read_stored_recipe, weights_path
 from pulse.errors import PulseError
+from pulse.specs.load import recipe_from_dict
+from pulse.tasks import build_task
 from pulse.tasks.base import Batch, Task
 from pulse.train import ddp
 from pulse.train.state import HEAD, RunDir
@@ -66,7 +70,6 @@ class EvalResult:
 
 def checkpoint_location(location: str | Path) -> Path:
     """A checkpoint directory: the path itself, or a run's newest step checkpoint if training never finished."""
-    from pulse.checkpoint import WEIGHTS
 
     location = Path(location)
     if location.is_dir() and not (location / WEIGHTS).exists():
@@ -79,10 +82,6 @@ def checkpoint_location(location: str | Path) -> Path:
 def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = None, overrides: list[str] = (),
                         batch_size: int | None = None, device: str = "auto") -> EvalResult:
     """Rebuild a checkpoint's model (and task head) and score it on its task, or on `task` (a [task] table)."""
-    from pulse.assemble import build_model
-    from pulse.tasks import build_task
-    from pulse.checkpoint import load_weights, read_stored_recipe, weights_path
-    from pulse.specs.load import recipe_from_dict
 
     location = checkpoint_location(location)
     path = weights_path(location)

@@ -17,12 +17,13 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def param_categories(module: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters by category: embeddings, norms, biases (every vector or scalar), matrices.
+    """Trainable parameters by category: embeddings, norms, biases (every vector or scalar), matrices,
+    and `tagged` — parameters a block marked with `pulse.contract.no_weight_decay`.
 
     A tied parameter (the LM head sharing the embedding table) is counted once, as an
     embedding. Order follows module traversal, so it is the same on every run.
     """
-    out: dict[str, list[nn.Parameter]] = {"embeddings": [], "norms": [], "biases": [], "matrices": []}
+    out: dict[str, list[nn.Parameter]] = {"embeddings": [], "norms": [], "biases": [], "matrices": [], "tagged": []}
     seen: set[int] = set()
     owners: list[tuple[nn.Module, str, nn.Parameter]] = [
         (mod, name, p) for mod in module.modules() for name, p in mod.named_parameters(recurse=False)
@@ -33,7 +34,9 @@ def param_categories(module: nn.Module) -> dict[str, list[nn.Parameter]]:
         if id(p) in seen or not p.requires_grad:
             continue
         seen.add(id(p))
-        if isinstance(mod, nn.Embedding):
+        if getattr(p, "_no_weight_decay", False):
+            out["tagged"].append(p)
+        elif isinstance(mod, nn.Embedding):
             out["embeddings"].append(p)
         elif _is_norm(mod):
             out["norms"].append(p)
@@ -47,7 +50,7 @@ def param_categories(module: nn.Module) -> dict[str, list[nn.Parameter]]:
 def make_optimizer(module: nn.Module, spec: TrainSpec) -> torch.optim.AdamW:
     decay, no_decay = [], []
     for category, params in param_categories(module).items():
-        (no_decay if category in spec.no_decay else decay).extend(params)
+        (no_decay if category in spec.no_decay or category == "tagged" else decay).extend(params)
     groups = [g for g in ({"params": decay, "weight_decay": spec.weight_decay},
                           {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
     return torch.optim.AdamW(groups, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pulse.errors import PulseError
 from pulse.blocks.layers.positions import Rotary
 from pulse.contract import check_input
 
@@ -32,7 +33,7 @@ class CausalSelfAttention(nn.Module):
     ):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
+            raise PulseError(f"num_heads ({num_heads}) must divide dim ({dim}); pick a divisor of {dim}.")
         self.dim, self.num_heads, self.head_dim, self.bias = dim, num_heads, dim // num_heads, bias
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias, device=device, dtype=dtype)
         self.out = nn.Linear(dim, dim, bias=bias, device=device, dtype=dtype)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pulse.errors import PulseError
 from pulse.contract import check_input
 from pulse.ops.linear_attention import chunk_linear_attention
 
@@ -47,9 +48,9 @@ class LinearAttention(nn.Module):
     ):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
+            raise PulseError(f"num_heads ({num_heads}) must divide dim ({dim}); pick a divisor of {dim}.")
         if normalize and feature_map == "identity":
-            raise ValueError("normalize needs non-negative features; use feature_map elu1 or relu, or normalize=False")
+            raise PulseError("normalize needs non-negative features; use feature_map elu1 or relu, or normalize=False.")
         factory = {"device": device, "dtype": dtype}
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.feature_map, self.normalize, self.decay = feature_map, normalize, decay

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.contract import check_input
+from pulse.contract import check_input, no_weight_decay
 
 MemoryInit = Literal["learned", "fixed"]
 
@@ -95,7 +95,7 @@ class NTMMemory(nn.Module):
         self.heads = nn.Linear(H, self.head_outputs, **factory)
         self.out = nn.Linear(H + r * M, dim, bias=False, **factory)
         if memory_init == "learned":
-            self.initial_memory = nn.Parameter(torch.empty(N, M, **factory))
+            self.initial_memory = no_weight_decay(nn.Parameter(torch.empty(N, M, **factory)))
             nn.init.uniform_(self.initial_memory, -(M**-0.5), M**-0.5)
         else:
             self.register_parameter("initial_memory", None)

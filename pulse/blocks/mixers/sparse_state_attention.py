@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pulse.errors import PulseError
 from pulse.contract import check_input
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.topk_read import topk_read
@@ -43,11 +44,11 @@ class SparseStateAttention(nn.Module):
     ):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide dim ({dim})")
+            raise PulseError(f"num_heads ({num_heads}) must divide dim ({dim}); pick a divisor of {dim}.")
         if not 1 <= top_k <= num_slots:
-            raise ValueError(f"top_k ({top_k}) must lie in 1..num_slots ({num_slots})")
+            raise PulseError(f"top_k ({top_k}) must lie in 1..num_slots ({num_slots}).")
         if conv_size < 2:
-            raise ValueError(f"conv_size must be ≥ 2, got {conv_size}")
+            raise PulseError(f"conv_size must be ≥ 2, got {conv_size}.")
         factory = {"device": device, "dtype": dtype}
         self.dim, self.num_slots, self.top_k = dim, num_slots, top_k
         self.num_heads, self.head_dim = num_heads, dim // num_heads

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.contract import check_input
+from pulse.errors import PulseError
+from pulse.contract import check_input, no_weight_decay
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.selective_scan import selective_scan
 
@@ -42,7 +43,7 @@ class SelectiveSSM(nn.Module):
     ):
         super().__init__()
         if conv_size < 2:
-            raise ValueError(f"conv_size must be ≥ 2, got {conv_size}")
+            raise PulseError(f"conv_size must be ≥ 2, got {conv_size}.")
         factory = {"device": device, "dtype": dtype}
         self.dim, self.d_state, self.conv_size, self.chunk_size = dim, d_state, conv_size, chunk_size
         self.inner = expand * dim
@@ -53,7 +54,7 @@ class SelectiveSSM(nn.Module):
         self.conv_bias = nn.Parameter(torch.zeros(e, **factory))
         self.x_proj = nn.Linear(e, r + 2 * n, bias=False, **factory)
         self.dt_proj = nn.Linear(r, e, bias=True, **factory)
-        self.A_log = nn.Parameter(torch.empty(e, n, **factory))
+        self.A_log = no_weight_decay(nn.Parameter(torch.empty(e, n, **factory)))
         self.D = nn.Parameter(torch.ones(e, **factory))
         self.out_proj = nn.Linear(e, dim, bias=False, **factory)
         with torch.no_grad():

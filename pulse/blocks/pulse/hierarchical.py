@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
 from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
 from pulse.blocks.pulse.router import TokenToStateRouter
+from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
 
 LEVELS = ("token", "chunk", "global")
@@ -61,7 +62,7 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
             raise PulseError(f"every level needs at least one slot, got token/chunk/global = {sizes}.")
         self.gate, self.ratio, self.level_sizes = gate, ratio, sizes
         self.slot_init = nn.ParameterList(
-            [nn.Parameter(torch.randn(s, k, device=device, dtype=dtype)) for s in sizes]
+            [no_weight_decay(nn.Parameter(torch.randn(s, k, device=device, dtype=dtype))) for s in sizes]
         )
         self.routers = nn.ModuleList(
             [TokenToStateRouter(k, token_dim=dim if level == 0 else k, num_heads=num_heads, device=device, dtype=dtype)

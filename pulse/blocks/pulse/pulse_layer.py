@@ -16,6 +16,7 @@ from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
 from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
 from pulse.blocks.pulse.state_manager import StateManager
+from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
 from pulse.ops.mingru_scan import mingru_coefficients, mingru_scan
 
@@ -68,7 +69,7 @@ class PulseLayer(ChunkRecurrentMixer):
         self.gate, self.communication, self.max_slots = gate, communication, num_slots
         self.manager, self.allocator = manager, allocator
         if manager is None:
-            self.slot_init = nn.Parameter(torch.randn(num_slots, k, device=device, dtype=dtype))
+            self.slot_init = no_weight_decay(nn.Parameter(torch.randn(num_slots, k, device=device, dtype=dtype)))
         self.router = TokenToStateRouter(k, token_dim=dim, num_heads=num_heads, device=device, dtype=dtype)
         self.propagator = StatePropagator(
             k, gate=gate, num_heads=num_heads, communication=communication, device=device, dtype=dtype

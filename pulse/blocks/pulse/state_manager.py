@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
 
 
@@ -37,7 +38,7 @@ class StateManager(nn.Module):
         if not 1 <= init_slots <= max_slots:
             raise PulseError(f"init_slots ({init_slots}) must lie in 1..max_slots ({max_slots}).")
         self.slot_dim, self.max_slots, self.init_importance = slot_dim, max_slots, init_importance
-        self.slots = nn.Parameter(torch.empty(max_slots, slot_dim, device=device, dtype=dtype))
+        self.slots = no_weight_decay(nn.Parameter(torch.empty(max_slots, slot_dim, device=device, dtype=dtype)))
         self.importance = nn.Parameter(torch.empty(max_slots, device=device, dtype=dtype))
         # the persistent mask goes into checkpoints; the index list is the fast, device-free view of it
         self.register_buffer("active", torch.zeros(max_slots, dtype=torch.bool, device=device))

@@ -1,0 +1,190 @@
+"""The house plan: imports point one way, a kind is written once, blocks raise PulseError."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+import pulse
+from pulse import contract, registry
+from pulse.specs.base import Spec
+
+PACKAGE = Path(pulse.__file__).parent
+
+# room → rooms it must never import (directly or inside a function)
+FORBIDDEN = {
+    "ops": {"specs", "blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
+    "blocks": {"specs", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
+    "models": {"specs", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
+    "specs": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
+    "checkpoint": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli"},
+    "registry": {"specs", "blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
+    "assemble": {"api", "tasks", "train", "bench", "cli"},
+    "tasks": {"assemble", "api", "train", "bench", "cli"},
+}
+
+
+def _room(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imported_rooms(path: Path) -> set[str]:
+    rooms = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "pulse"]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "pulse" and len(parts) > 1:
+                rooms.add(parts[1])
+    return rooms
+
+
+@pytest.mark.parametrize("room", sorted(FORBIDDEN))
+def test_imports_point_one_way(room):
+    files = [PACKAGE / f"{room}.py"] if (PACKAGE / f"{room}.py").exists() else sorted((PACKAGE / room).rglob("*.py"))
+    assert files, room
+    for path in files:
+        bad = _imported_rooms(path) & FORBIDDEN[room]
+        assert not bad, f"{path.relative_to(PACKAGE.parent)} imports {sorted(bad)}, against docs/architecture.md"
+
+
+# --- Adding a mixer: one block file, one spec, one registration line ---------------------------
+
+
+class RunningMean(nn.Module):
+    """y_t = W · (decay-weighted mean of x_1..x_t): the smallest causal mixer with a state.
+
+    State: the running weighted sum s (b, d) and weight w (b,): s_t = γ s_{t−1} + x_t, w_t = γ w_{t−1} + 1.
+    Cost: 2·d² + 3·d FLOPs per token. Params: d².
+    """
+
+    def __init__(self, dim: int, *, decay: float = 0.9, device=None, dtype=None):
+        super().__init__()
+        self.dim, self.decay = dim, decay
+        self.proj = nn.Linear(dim, dim, bias=False, device=device, dtype=dtype)
+
+    def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Tensor]:
+        w = self.proj.weight
+        return {"sum": torch.zeros(batch, self.dim, device=device or w.device, dtype=dtype or w.dtype),
+                "weight": torch.zeros(batch, device=device or w.device, dtype=dtype or w.dtype)}
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        contract.check_input(self, x_t, ndim=2)
+        s = self.decay * state["sum"] + x_t
+        w = self.decay * state["weight"] + 1
+        return self.proj(s / w.unsqueeze(-1)), {"sum": s, "weight": w}
+
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        contract.check_input(self, x)
+        state = state if state is not None else self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        ys = []
+        for t in range(x.shape[1]):
+            y, state = self.step(x[:, t], state)
+            ys.append(y)
+        return torch.stack(ys, dim=1), state
+
+    def flops_per_token(self, seq_len: int) -> float:
+        return 2.0 * self.dim**2 + 3.0 * self.dim
+
+    def state_numel(self, seq_len: int) -> int:
+        return self.dim + 1
+
+    def param_count(self) -> int:
+        return self.dim**2
+
+
+class RunningMeanSpec(Spec):
+    """Decay-weighted running mean of the tokens so far, then a linear map."""
+
+    kind: Literal["running_mean"] = "running_mean"
+    decay: float = Field(0.9, gt=0, lt=1, description="weight γ of the past at each step")
+
+
+@pytest.fixture
+def running_mean_kind():
+    registry.register("running_mean", role="mixer", spec=RunningMeanSpec, module=RunningMean)  # the one line
+    yield
+    registry.unregister("running_mean")
+
+
+def test_a_new_mixer_is_one_block_one_spec_one_line(running_mean_kind):
+    recipe = pulse.recipe_from_dict({"model": {"dim": 16, "depth": 2, "layout": ["m"],
+                                               "mixers": {"m": {"kind": "running_mean", "decay": 0.5}}}})
+    model = pulse.build_model(recipe)
+    assert [type(layer.mixer) for layer in model.layers] == [RunningMean, RunningMean]
+    assert model.layers[0].mixer.decay == 0.5
+    layer = pulse.build_mixer("running_mean", 8, dtype=torch.float64)
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    contract.check_step(layer, x)
+    contract.check_causal(layer, x, 3)
+    with pytest.raises(pulse.PulseError, match="decay"):
+        pulse.build_mixer("running_mean", 8, decay=2.0)
+
+
+def test_the_example_kind_leaves_the_registry_as_it_was(running_mean_kind):
+    assert "running_mean" in registry.kinds("mixer")
+
+
+def test_renamed_recipe_keys_say_what_they_became():
+    with pytest.raises(pulse.PulseError, match="`num_states` was renamed `num_slots`"):
+        pulse.recipe_from_dict({"model": {"layout": ["p"], "mixers": {"p": {"kind": "pulse", "num_states": 8}}}})
+
+
+def test_rotary_without_an_attention_layer_is_an_error():
+    with pytest.raises(pulse.PulseError, match="rotary positions are applied inside attention"):
+        pulse.recipe_from_dict({"model": {"layout": ["p"], "mixers": {"p": {"kind": "pulse"}},
+                                          "positions": {"kind": "rotary"}}})
+
+
+@pytest.mark.parametrize("kind", registry.kinds("mixer"))
+def test_block_constructors_raise_pulse_errors(kind):
+    """A bad size given straight to a block's constructor is a PulseError, never a raw ValueError."""
+    module = registry.get(kind).module
+    if module is None:
+        pytest.skip(f"{kind} is built by a custom builder")
+    for dim, args in ((30, {"num_heads": 4}), (16, {"chunk_size": 0}), (16, {"conv_size": 0})):
+        import inspect
+
+        if not set(args) <= set(inspect.signature(module.__init__).parameters):
+            continue
+        try:
+            module(dim, **args, device="meta")
+        except pulse.PulseError:
+            pass
+
+
+def test_no_weight_decay_on_log_rates_and_initial_slots():
+    from pulse.specs.run import TrainSpec
+    from pulse.train.optim import make_optimizer
+
+    recipe = pulse.recipe_from_dict({"model": {"dim": 16, "depth": 3, "layout": ["s", "p", "n"], "mixers": {
+        "s": {"kind": "ssm"}, "p": {"kind": "pulse", "num_heads": 2}, "n": {"kind": "ntm", "memory_slots": 4}}}})
+    model = pulse.build_model(recipe)
+    opt = make_optimizer(model, TrainSpec(weight_decay=0.1))
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    tagged = [model.layers[0].mixer.A_log, model.layers[1].mixer.slot_init, model.layers[2].mixer.initial_memory]
+    assert all(id(p) not in decayed for p in tagged)
+    assert any(id(p) in decayed for p in model.parameters())
+    assert math.isfinite(sum(float(p.sum()) for p in tagged))
+
+
+def test_describe_a_kind_from_the_library():
+    from pulse.specs.describe import REQUIRED, describe
+
+    info = describe("simple_pulse")
+    assert info.role == "model" and info.defined_in == "pulse/models/sequence.py"
+    params = {p.name: p for p in info.parameters}
+    assert params["input_dim"].default == REQUIRED and params["num_slots"].default == 8
+    assert describe("pulse").defined_in == "pulse/blocks/pulse/pulse_layer.py"
