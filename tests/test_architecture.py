@@ -188,3 +188,40 @@ def test_describe_a_kind_from_the_library():
     params = {p.name: p for p in info.parameters}
     assert params["input_dim"].default == REQUIRED and params["num_slots"].default == 8
     assert describe("pulse").defined_in == "pulse/blocks/pulse/pulse_layer.py"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycle_between_modules():
+    """Module-level imports among pulse's modules form no cycle (the package face aside)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("pulse"):
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    deps.add(full if full in modules else node.module)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("pulse")}
+        graph[name] = {d for d in deps if d in modules and d != "pulse" and d != name}
+    graph.pop("pulse", None)
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                cycle = trail[trail.index(dep):] + [dep] if dep in trail else [node, dep]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if dep not in state:
+                visit(dep, trail + [dep])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])

@@ -41,6 +41,7 @@ class LanguageModel(ResidualStack):
         if tie_embeddings:
             self.head.weight = self.embed.weight
         self.tie_embeddings = tie_embeddings
+        self._order_modules("embed", "head")
         nn.init.normal_(self.embed.weight, std=0.02)
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:

@@ -151,6 +151,7 @@ class SequenceModel(ResidualStack):
         self.input_dim, self.dim, self.output_dim, self.output_mode = input_dim, dim, output_dim, output_mode
         self.proj = nn.Linear(input_dim, dim, device=device, dtype=dtype)
         self.head = nn.Linear(dim, output_dim, device=device, dtype=dtype)
+        self._order_modules("proj", "head")
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         device = device if device is not None else self.proj.weight.device

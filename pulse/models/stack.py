@@ -50,6 +50,13 @@ class ResidualStack(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.final_norm = final_norm
 
+    def _order_modules(self, first: str, last: str) -> None:
+        """Put the wrapping model's input layer first and its head last, so weights, summaries and
+        optimiser groups keep the order input → positions → layers → final norm → head."""
+        order = [first, "positions", "layers", "final_norm", last]
+        names = [n for n in order if n in self._modules] + [n for n in self._modules if n not in order]
+        self._modules = {name: self._modules[name] for name in names}
+
     def stack_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         return {"pos": 0, "layers": [layer.mixer.init_state(batch, device=device, dtype=dtype) for layer in self.layers]}
 
