@@ -21,7 +21,16 @@ from pulse.errors import PulseError
 from pulse.specs import RecipeBase as Recipe
 from pulse.specs import json_schema, load_recipe, recipe_from_dict
 from pulse.checkpoint import save_checkpoint
-from pulse.api import CausalLMOutput, PulseConfig, PulseForCausalLM, SequencePulse, load_checkpoint, sequence_pulse
+from pulse.api import (
+    CausalLMOutput,
+    PulseConfig,
+    PulseForCausalLM,
+    SequencePulse,
+    create_model,
+    list_models,
+    load_checkpoint,
+    sequence_pulse,
+)
 from pulse.models.sequence import SequenceModel, SimplePulse
 from pulse.models.output import ModelOutput
 from pulse.tokenizer import ByteTokenizer
@@ -59,8 +68,10 @@ __all__ = [
     "__version__",
     "build_mixer",
     "build_model",
+    "create_model",
     "json_schema",
     "list_blocks",
+    "list_models",
     "load_checkpoint",
     "load_recipe",
     "make_spec",

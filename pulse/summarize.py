@@ -20,6 +20,21 @@ class BlockCost:
     params: int
     state_bytes: int
     flops_per_token: float
+    tied_to: list[str] = field(default_factory=list)  # where this block's weights live when it only reuses them
+
+
+@dataclass
+class LayerRow:
+    """One row of the layer table (torchinfo's walk of the forward pass): `params` counts every
+    parameter the module holds, `new_params` only those no earlier module holds (tied ones once)."""
+
+    depth: int
+    name: str
+    type: str
+    output_shape: list[int]
+    params: int
+    new_params: int
+    tied_to: list[str]
 
 
 @dataclass
@@ -30,7 +45,8 @@ class Summary:
     blocks: list[BlockCost]
     total_params: int
     trainable_params: int
-    table: str = field(default="", repr=False)
+    layers: list[LayerRow] = field(default_factory=list, repr=False)
+    mult_adds: int | None = None
 
     @property
     def state_bytes(self) -> int:
@@ -42,9 +58,47 @@ class Summary:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out.pop("table")
+        out.pop("layers")
+        out.pop("mult_adds")
         out.update(state_bytes=self.state_bytes, flops_per_token=self.flops_per_token)
         return out
+
+
+def tied_parameters(model: nn.Module) -> dict[str, str]:
+    """name → the name it first appeared under, for each parameter shared with an earlier module (tied)."""
+    first: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            out[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return out
+
+
+@dataclass
+class ModuleParams:
+    params: int
+    new_params: int
+    tied_to: list[str]
+
+
+def module_params(model: nn.Module) -> dict[str, ModuleParams]:
+    """For each module path ("" is the root): all its parameters, those new to it (a tied copy of an
+    earlier one counts once), and the names outside the module that its tied parameters belong to."""
+    tied = tied_parameters(model)
+    out: dict[str, ModuleParams] = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        total, shared, targets = 0, 0, []
+        for name, p in module.named_parameters(remove_duplicate=False):
+            full = f"{prefix}.{name}" if prefix else name
+            total += p.numel()
+            if full in tied:
+                shared += p.numel()
+                if prefix and not tied[full].startswith(prefix + "."):
+                    targets.append(tied[full])
+        out.setdefault(prefix, ModuleParams(total, total - shared, sorted(set(targets))))
+    return out
 
 
 def _costed(module: nn.Module) -> bool:
@@ -87,12 +141,17 @@ def block_costs(model: nn.Module, *, seq_len: int, batch: int = 1, dtype: torch.
             rows.append(BlockCost(prefix or "(model)", type(module).__name__, direct, 0, 0.0))
 
     visit("", model)
+    counts = module_params(model)
+    for row in rows:
+        if row.params == 0 and row.name in counts:
+            row.tied_to = counts[row.name].tied_to
     return rows
 
 
 def summarize(model: nn.Module, *, seq_len: int, batch: int = 1, table: bool = True, depth: int = 3) -> Summary:
     """Costs of `model` at sequence length `seq_len`. Build the model on device="meta" to
-    inspect any size for free; the torchinfo table then runs a meta forward pass."""
+    inspect any size for free; with table=True torchinfo walks a meta forward pass for the
+    per-layer rows (output shapes, parameters with tied ones marked) and the mult-adds."""
     params = {id(p): p for p in model.parameters()}.values()
     param = next(iter(params), None)
     dtype = param.dtype if param is not None else torch.float32
@@ -107,9 +166,17 @@ def summarize(model: nn.Module, *, seq_len: int, batch: int = 1, table: bool = T
     if table and callable(getattr(model, "example_input", None)):
         device = param.device if param is not None else None
         example = model.example_input(batch, seq_len, device=device)
-        info = torchinfo.summary(
-            model, input_data=[example], depth=depth, verbose=0, device=device,
-            col_names=("output_size", "num_params"), row_settings=("var_names",),
-        )
-        summary.table = str(info)
+        info = torchinfo.summary(model, input_data=[example], depth=depth, verbose=0, device=device)
+        counts = module_params(model)
+        paths = {}
+        for prefix, module in model.named_modules(remove_duplicate=False):
+            paths.setdefault(id(module), prefix)
+        for layer in info.summary_list:
+            if layer.depth > depth:
+                continue
+            own = counts.get(paths.get(id(layer.module), ""), ModuleParams(layer.num_params, layer.num_params, []))
+            name = layer.var_name if layer.depth else "(model)"
+            summary.layers.append(LayerRow(layer.depth, name, layer.class_name, list(layer.output_size or []),
+                                           own.params, own.new_params, own.tied_to))
+        summary.mult_adds = int(info.total_mult_adds)
     return summary

@@ -1,9 +1,10 @@
 """The facade: what users call by name, above the assembler.
 
 PulseConfig and the seed's names, PulseForCausalLM (from_config / from_recipe / from_pretrained),
-the size-first SequencePulse, and load_checkpoint. Nothing below this room imports it.
+the size-first SequencePulse, load_checkpoint, and zoo cards by name (list_models, create_model). Nothing below this room imports it.
 """
 
+from pulse.api.cards import create_model, list_cards, list_models
 from pulse.api.causal_lm import CausalLMOutput, PulseForCausalLM
 from pulse.api.checkpoints import load_checkpoint
 from pulse.api.config import PulseConfig, seed_mixers
@@ -14,6 +15,9 @@ __all__ = [
     "PulseConfig",
     "PulseForCausalLM",
     "SequencePulse",
+    "create_model",
+    "list_cards",
+    "list_models",
     "load_checkpoint",
     "seed_mixers",
     "sequence_pulse",

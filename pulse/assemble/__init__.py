@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -46,7 +47,11 @@ def build_mixer(kind: str, dim: int, *, device=None, dtype=None, rotary_base: fl
 
 
 def build_model(recipe: RecipeBase | Spec, *, device: torch.device | str | None = None, dtype=None) -> nn.Module:
-    """Assemble the model of a recipe (or a model spec). device="meta" allocates nothing."""
+    """Assemble the model of a recipe (or a model spec, or a card/recipe name or path). device="meta" allocates nothing."""
+    if isinstance(recipe, (str, os.PathLike)):
+        from pulse.specs.load import load_recipe
+
+        recipe = load_recipe(recipe)
     spec = recipe.model if isinstance(recipe, RecipeBase) else recipe
     model = build_component(spec, BuildContext(getattr(spec, "dim", 0), device, dtype))
     model.spec = spec

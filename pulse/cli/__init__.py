@@ -1,6 +1,7 @@
 """The `pulse` command. Commands are thin: load, call the library, print."""
 
 from pulse.cli import inspect  # noqa: F401  (registers build, summarize, list, validate, schema)
+from pulse.cli import catalog  # noqa: F401  (registers list, cp)
 from pulse.cli import bench  # noqa: F401
 from pulse.cli import generate  # noqa: F401
 from pulse.cli import train  # noqa: F401  (registers train, eval)

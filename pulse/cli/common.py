@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from pulse.errors import PulseError
 
@@ -21,6 +23,13 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe value by dotted path, e.g. --set model.depth=6 (repeatable)."),
 ]
+
+
+def complete_recipe(incomplete: str) -> list[str]:
+    """Shell completion for a RECIPE argument: zoo card and shipped recipe names (files complete as usual)."""
+    from pulse.specs.load import card_names, recipe_names
+
+    return sorted(n for n in {*card_names(), *recipe_names()} if n.startswith(incomplete))
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,6 +68,11 @@ def load_recipe_or_checkpoint(path: Path, overrides: list[str] | None = None):
     if path.is_dir():
         raise PulseError(f"{path} is a directory without a checkpoint (model.safetensors); give a recipe file or a checkpoint.")
     return load_recipe(path, overrides or ())
+
+
+def make_table(*columns: str, title: str | None = None, **kwargs: Any) -> Table:
+    """A rich table that spends few columns on borders, so the pulse tables fit 80 columns."""
+    return Table(*columns, title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, **kwargs)
 
 
 def fmt_count(n: float) -> str:

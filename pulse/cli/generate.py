@@ -23,21 +23,36 @@ def generate(
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, help="Tokens to generate at most.")] = 64,
-    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature; 0 means greedy.")] = 1.0,
-    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Sample only among the k most likely tokens.")] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Sample instead of greedy decoding (implied by --temperature, --top-k, --top-p).")
+    ] = False,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (> 0; implies --sample; default 1 when sampling).")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="Sample only among the k most likely tokens (implies --sample).")
+    ] = None,
     top_p: Annotated[
         float | None,
-        typer.Option("--top-p", min=0.0, max=1.0, help="Sample from the smallest set of tokens with this much probability."),
+        typer.Option("--top-p", min=0.0, max=1.0,
+                     help="Sample from the smallest set of tokens with this much probability (implies --sample)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling (and for fresh weights from a recipe).")] = 0,
     stream: Annotated[bool, typer.Option("--stream", help="Print each token as soon as it is generated.")] = False,
     set_: SetOption = None,
 ) -> None:
-    """Continue a prompt, one `step` per token with every layer's state carried (O(1) per token for PULSE layers)."""
+    """Continue a prompt, one `step` per token with every layer's state carried (O(1) per token for PULSE layers).
+
+    Greedy by default, as in Python's generate(); --sample, --temperature, --top-k or
+    --top-p samples (seeded by --seed), again as in Python.
+    """
     import torch
 
     from pulse.api import PulseForCausalLM
 
+    if temperature is not None and not temperature > 0:
+        raise PulseError(f"--temperature {temperature:g}: a temperature samples and must be > 0; "
+                         "drop --temperature (and --sample, --top-k, --top-p) for greedy decoding.")
     torch.manual_seed(seed)
     if is_checkpoint(source):
         if set_:
@@ -52,13 +67,14 @@ def generate(
             "expect noise. Pass a checkpoint from `pulse train` for real text.",
             highlight=False,
         )
+    do_sample = sample or any(v is not None for v in (temperature, top_k, top_p))
     model.eval()
     tok = model.tokenizer
     ids = tok.encode(prompt) or ([tok.bos_id] if tok.bos_id is not None else [])
     if not ids:
         raise PulseError("the prompt is empty and this model's vocabulary has no bos token; pass --prompt TEXT.")
     steps = model.stream(
-        torch.tensor([ids]), max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0,
+        torch.tensor([ids]), max_new_tokens, do_sample=do_sample, temperature=1.0 if temperature is None else temperature,
         top_k=top_k, top_p=top_p, eos_token_id=tok.eos_id, vocab_limit=tok.vocab_size, seed=seed,
     )
     decoder = tok.stream_decoder()

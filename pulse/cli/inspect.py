@@ -1,8 +1,7 @@
-"""`pulse build`, `summarize`, `list`, `validate`, `schema`: look at recipes and kinds."""
+"""`pulse build`, `summarize` (alias `info`), `validate`, `schema`: look at recipes and checkpoints."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Annotated
@@ -15,34 +14,66 @@ from rich.tree import Tree
 from pulse.cli.app import app
 from pulse.cli.common import (
     SetOption,
+    complete_recipe,
     console,
     err_console,
     fmt_bytes,
     fmt_count,
     handle_errors,
     load_recipe_or_checkpoint,
+    make_table,
 )
 from pulse.errors import PulseError
 
-RecipeArg = Annotated[Path, typer.Argument(help="A recipe (.toml), or a checkpoint directory.")]
+RecipeArg = Annotated[
+    Path,
+    typer.Argument(help="A recipe (.toml), a zoo card or shipped recipe name, or a checkpoint directory.",
+                   autocompletion=complete_recipe),
+]
 
 
-def _tree(module, name: str, depth: int) -> Tree:
-    params = sum(p.numel() for p in module.parameters())
-    node = Tree(f"[bold]{name}[/] {type(module).__name__} [dim]{fmt_count(params)} params[/]")
-    if depth > 0:
-        for child_name, child in module.named_children():
-            node.add(_tree(child, child_name, depth - 1))
-    return node
+def _params_label(count) -> str:
+    """"1.71M params", or "tied to embed.weight, 0 new params" for a module whose weights live elsewhere."""
+    if count.tied_to and count.new_params == 0:
+        return f"tied to {', '.join(count.tied_to)}, 0 new params"
+    tied = f" (+ tied {', '.join(count.tied_to)})" if count.tied_to else ""
+    return f"{fmt_count(count.new_params)} params{tied}"
+
+
+def _tree(model, depth: int) -> Tree:
+    from pulse.summarize import module_params
+
+    counts = module_params(model)
+
+    def node(module, path: str, name: str, level: int) -> Tree:
+        branch = Tree(f"[bold]{escape(name)}[/] {type(module).__name__} [dim]{_params_label(counts[path])}[/]")
+        if level < depth:
+            for child_name, child in module.named_children():
+                branch.add(node(child, f"{path}.{child_name}" if path else child_name, child_name, level + 1))
+        return branch
+
+    return node(model, "", "model", 0)
+
+
+def _layer_table(summary) -> Table:
+    table = make_table(title="layers (torchinfo walk of one forward pass)")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("output", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    for row in summary.layers:
+        params = "tied" if row.tied_to and row.new_params == 0 else f"{row.new_params:,}" if row.params else "—"
+        table.add_row("  " * row.depth + row.name, row.type, "×".join(map(str, row.output_shape)) or "—", params)
+    return table
 
 
 def _cost_table(summary, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = make_table(title=title)
     for col, just in (("block", "left"), ("type", "left"), ("params", "right"), ("state", "right"),
                       ("FLOPs/token", "right")):
-        table.add_column(col, justify=just)
+        table.add_column(col, justify=just, no_wrap=True)
     for b in summary.blocks:
-        table.add_row(b.name, b.type, f"{b.params:,}", fmt_bytes(b.state_bytes) if b.state_bytes else "—",
+        table.add_row(b.name, b.type, "0 (tied)" if b.tied_to else f"{b.params:,}", fmt_bytes(b.state_bytes) if b.state_bytes else "—",
                       fmt_count(b.flops_per_token) if b.flops_per_token else "—")
     table.add_section()
     table.add_row("[bold]total[/]", "", f"[bold]{summary.total_params:,}[/]", f"[bold]{fmt_bytes(summary.state_bytes)}[/]",
@@ -69,14 +100,14 @@ def build(
     spec = load_recipe_or_checkpoint(recipe, set_)
     torch.manual_seed(seed)
     model = build_model(spec, device=None if out else "meta")
-    console.print(_tree(model, "model", depth))
-    table = Table(title="parameters per block", title_justify="left")
-    table.add_column("block")
-    table.add_column("type")
-    table.add_column("params", justify="right")
+    console.print(_tree(model, depth))
+    table = make_table(title="parameters per block (tied weights counted once)")
+    table.add_column("block", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
     rows = block_costs(model, seq_len=1)
     for row in rows:
-        table.add_row(row.name, row.type, f"{row.params:,}")
+        table.add_row(row.name, row.type, f"0 (tied to {', '.join(row.tied_to)})" if row.tied_to else f"{row.params:,}")
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     table.add_section()
     table.add_row("[bold]total[/]", "", f"[bold]{total:,}[/]")
@@ -87,6 +118,7 @@ def build(
         console.print(f"wrote initialized weights (seed {seed}) to [bold]{path}[/] and the resolved recipe beside it")
 
 
+@app.command(name="info", hidden=True, help="Another name for `pulse summarize`.")
 @app.command()
 @handle_errors
 def summarize(
@@ -107,51 +139,18 @@ def summarize(
     if as_json:
         console.print_json(json.dumps(summary.to_dict()))
         return
-    console.print(summary.table, highlight=False, markup=False)
+    if summary.layers:
+        console.print(_layer_table(summary))
+        console.print(f"Total params: {summary.total_params:,} (tied weights once) · trainable "
+                      f"{summary.trainable_params:,} · mult-adds per batch {fmt_count(summary.mult_adds or 0)} "
+                      "(torchinfo)", highlight=False)
     console.print(_cost_table(summary, f"cost at seq_len={seq_len}, batch={batch}, {summary.dtype}"))
     console.print(
         f"parameters {summary.total_params:,} · recurrent state {fmt_bytes(summary.state_bytes)} · "
         f"forward {fmt_count(summary.flops_per_token)}FLOP/token · "
-        f"{fmt_count(summary.flops_per_token * seq_len * batch)}FLOP per batch"
+        f"{fmt_count(summary.flops_per_token * seq_len * batch)}FLOP per batch",
+        highlight=False,
     )
-
-
-@app.command(name="list")
-@handle_errors
-def list_(
-    pattern: Annotated[str, typer.Argument(help="A kind, or a glob such as '*attention*'.")] = "*",
-    role: Annotated[str | None, typer.Option(help="Only kinds of this role (mixer, mlp, norm, positional, model, task).")] = None,
-) -> None:
-    """List registered kinds; name one kind to see all its parameters."""
-    from pulse import registry
-    from pulse.specs.describe import REQUIRED, describe
-    from pulse.specs.recipe import spec_class
-
-    entries = registry.entries(pattern, role)
-    if not entries:
-        raise PulseError(f"no registered kind matches `{pattern}`; run `pulse list` to see all kinds.")
-    if len(entries) == 1 and entries[0].kind == pattern:
-        info = describe(entries[0].kind)
-        console.print(f"[bold]{info.kind}[/] ({info.role}) · defined in {info.defined_in}\n{escape(info.doc)}\n")
-        table = Table("parameter", "type", "default", "meaning")
-        for p in info.parameters:
-            default = p.default if p.default == REQUIRED else json.dumps(p.default, default=str)
-            table.add_row(p.name, p.type, default, p.description)
-        console.print(table)
-        return
-    table = Table("kind", "role", "parameters", "description")
-    for entry in entries:
-        fields = [f"{n}={_short(f.get_default(call_default_factory=True))}"
-                  for n, f in spec_class(entry.kind).model_fields.items() if n != "kind"]
-        table.add_row(entry.kind, entry.role, ", ".join(fields), entry.doc)
-    console.print(table)
-
-
-def _short(value) -> str:
-    if hasattr(value, "kind"):
-        return str(value.kind)
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 24 else text[:21] + "…"
 
 
 @app.command()

@@ -8,18 +8,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, console, handle_errors
+from pulse.cli.common import SetOption, complete_recipe, console, handle_errors, make_table
 from pulse.errors import PulseError
 
 
 def _recipe_and_out(path: Path, overrides: list[str], out: Path | None):
     """A recipe file (run directory defaults to runs/<name>), or a run directory to continue."""
-    from pulse.specs.load import load_recipe, recipe_from_dict
+    from pulse.specs.load import find_recipe, load_recipe, recipe_from_dict
     from pulse.train.state import RunDir
 
+    if not path.exists():
+        path = find_recipe(path)  # a zoo card or shipped recipe name; runs/<name> keeps the bare name
     if path.is_dir():
         stored = RunDir(path, writer=False).stored_recipe()
         if stored is None:
@@ -31,7 +32,10 @@ def _recipe_and_out(path: Path, overrides: list[str], out: Path | None):
 @app.command()
 @handle_errors
 def train(
-    recipe: Annotated[Path, typer.Argument(help="A recipe (.toml), or a run directory to continue.")],
+    recipe: Annotated[
+        Path, typer.Argument(help="A recipe (.toml) or shipped recipe name, or a run directory to continue.",
+                             autocompletion=complete_recipe),
+    ],
     set_: SetOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<recipe name>).")] = None,
     resume: Annotated[
@@ -39,11 +43,22 @@ def train(
         typer.Option("--resume", help="Continue from the run directory's newest checkpoint (fail if there is none); "
                                       "changed settings of the train table are accepted."),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar; eval lines and the summary only.")] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="Fine-tune: start from this run's (or checkpoint's) weights; "
+                                    "same as --set train.init_from=RUN."),
+    ] = None,
+    print_every: Annotated[
+        int | None,
+        typer.Option("--print-every", min=1, help="When output is not a terminal, print a progress line every N "
+                                                  "steps (default: the recipe's train.log_every)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or lines; eval lines and the summary only.")] = False,
 ) -> None:
     """Train a recipe on its task table: progress bar, metrics.jsonl, plots, checkpoints, exact resume.
 
     Rerunning into the same directory continues exactly where the newest checkpoint left off.
+    With output redirected, a plain line every N steps gives step, loss, tokens/s and ETA.
     Under `torchrun --nproc-per-node N --no-python pulse train …` it trains with DDP.
     """
     from pulse.train import train as run_training
@@ -51,8 +66,10 @@ def train(
 
     from pulse.train import ddp
 
-    spec, out_dir = _recipe_and_out(recipe, set_ or [], out)
-    run_training(spec, out_dir, resume=resume, reporter=RichReporter(console, live=not quiet))
+    overrides = [*(set_ or []), *([f"train.init_from={json.dumps(str(init))}"] if init is not None else [])]
+    spec, out_dir = _recipe_and_out(recipe, overrides, out)
+    reporter = RichReporter(console, live=None, every=print_every or spec.train.log_every, quiet=quiet)
+    run_training(spec, out_dir, resume=resume, reporter=reporter)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         ddp.exit_worker(0)
 
@@ -91,8 +108,8 @@ def eval_(
         console.print_json(json.dumps({"checkpoint": str(result.location), "task": result.recipe.task.model_dump(mode="json"),
                                        "metric": result.task.metric, "metrics": result.metrics}))
         return
-    table = Table(title=f"{result.location} on {result.task.kind}", title_justify="left")
-    table.add_column("metric")
+    table = make_table(title=f"{result.location} on {result.task.kind}")
+    table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right")
     for name, value in result.metrics.items():
         style = "bold green" if name == result.task.metric else ""

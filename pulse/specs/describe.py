@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,9 @@ class KindInfo:
 
 
 def type_name(annotation: Any) -> str:
+    """`int`, `float | None`, or the choices of a Literal: `gru | lstm | mingru`."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return " | ".join(str(a) for a in typing.get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "").replace("pulse.specs.", "")
 

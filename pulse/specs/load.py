@@ -34,8 +34,49 @@ def zoo_dirs() -> list[Path]:
     return [p for p in (here / "_zoo", here.parent / "zoo") if p.is_dir()]
 
 
+def recipe_dirs() -> list[Path]:
+    """Where shipped recipes live: inside an installed wheel, then a source checkout's recipes/."""
+    here = Path(__file__).resolve().parent.parent
+    return [p for p in (here / "_recipes", here.parent / "recipes") if p.is_dir()]
+
+
 def card_names() -> list[str]:
     return sorted({p.stem for d in zoo_dirs() for p in d.glob("*.toml")})
+
+
+def recipe_names() -> list[str]:
+    return sorted({p.stem for d in recipe_dirs() for p in d.glob("*.toml")})
+
+
+def _named(name: str, dirs: list[Path]) -> Path | None:
+    for d in dirs:
+        path = d / f"{name}.toml"
+        if path.is_file():
+            return path
+    return None
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """The file a command means: an existing path, else a zoo card, else a shipped recipe of that name.
+
+    `pulse build pulse-small` and `pulse train mqar-hybrid` work from any directory; a
+    path that exists always wins over a name. The one place names become files.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    text = str(name_or_path)
+    bare = text.removesuffix(".toml")
+    if "/" not in bare and "\\" not in bare:
+        found = _named(bare, zoo_dirs()) or _named(bare, recipe_dirs())
+        if found is not None:
+            return found
+    names = card_names() + recipe_names()
+    raise PulseError(
+        f"{text}: no such file, and no zoo card or shipped recipe of that name{did_you_mean(bare, names)}; "
+        "check the path, or give a card (`pulse list --cards`) or a recipe name "
+        f"({', '.join(recipe_names()) or 'none shipped'})."
+    )
 
 
 def card_path(name: str) -> Path:
@@ -151,8 +192,12 @@ def validate(data: dict[str, Any], *, source: str = "<recipe>") -> RecipeBase:
 
 
 def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> RecipeBase:
-    """Read, merge, override and validate a recipe file. Raises PulseError on any problem."""
+    """Read, merge, override and validate a recipe file, zoo card name or shipped recipe name.
+
+    Raises PulseError on any problem.
+    """
     overrides = list(overrides)
+    path = find_recipe(path)
     data = read_table(path)
     source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
     return validate(resolve(data, overrides), source=source)

@@ -46,6 +46,12 @@ class TrainSpec(Spec):
     log_every: int = Field(10, ge=1, description="write a metrics.jsonl line every N steps")
     checkpoint_every: int = Field(500, ge=0, description="save a resumable checkpoint every N steps (0 = only at the end)")
     keep_last: int = Field(2, ge=1, description="how many step checkpoints to keep")
+    init_from: str | None = Field(
+        None,
+        description="fine-tune: start from the weights of this run directory or checkpoint (its final weights, "
+        "else its newest step checkpoint); the [model] must have the same architecture, the task head is loaded "
+        "when it fits; a resumed run continues from its own checkpoint instead",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSpec":

@@ -27,7 +27,8 @@ from pulse.train import ddp
 from pulse.train.evaluate import autocast, evaluate, reduce_sums, to_device
 from pulse.train.optim import make_optimizer, make_scheduler
 from pulse.train.plots import plot_run
-from pulse.train.state import MetricsLog, RunDir, rng_state, seed_everything
+from pulse.train.init import init_weights, read_record, write_record
+from pulse.train.state import MetricsLog, RunDir, _differences, rng_state, seed_everything
 
 
 class TaskModule(nn.Module):
@@ -73,6 +74,7 @@ class RunResult:
     resumed_from: int | None = None
     checkpoint: Path | None = None
     plots: list[Path] = field(default_factory=list)
+    init_from: dict[str, Any] | None = None  # where the weights started (train.init_from), see pulse.train.init
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +83,7 @@ class RunResult:
             "higher_is_better": self.higher_is_better, "train": self.train, "eval": self.eval,
             "stopped": self.stopped, "resumed_from": self.resumed_from,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None, "plots": [str(p) for p in self.plots],
+            "init_from": self.init_from,
         }
 
 
@@ -104,6 +107,7 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, reporter: R
 
     resume=True insists on a checkpoint to continue from and accepts changed [train]
     settings (model and task must match); without it, a different recipe is refused.
+    train.init_from starts a fresh run from another run's weights (fine-tuning).
     """
     if recipe.task is None:
         raise PulseError("the recipe has no [task] table; add one, e.g. [task] kind = \"mqar\" (see `pulse list --role task`).")
@@ -136,6 +140,12 @@ def _train(recipe: Any, out: Path, resume: bool, reporter: Reporter | None, d: d
     resumed = run.load_latest(model=model, head=head, optimizer=optimizer, scheduler=scheduler, warn=say)
     if resume and resumed is None:
         raise PulseError(f"--resume: {run.root} has no checkpoint to continue from; drop --resume to start afresh.")
+    started = None
+    if spec.init_from is not None:  # fine-tuning: a fresh run starts from those weights, a resumed one keeps its own
+        started = read_record(run.root) if resumed else init_weights(model, head, spec.init_from, say=say)
+        if d.main and not resumed:
+            run.root.mkdir(parents=True, exist_ok=True)
+            write_record(run.root, started)
     step = resumed.step if resumed else 0
     tokens = resumed.tokens if resumed else 0
     elapsed0 = resumed.elapsed if resumed else 0.0
@@ -158,6 +168,7 @@ def _train(recipe: Any, out: Path, resume: bool, reporter: Reporter | None, d: d
             "recipe": recipe.source, "model": recipe.model.kind, "params": count_params(module), "task": task.kind,
             "metric": task.metric, "steps": spec.steps, "batch_size": spec.batch_size, "device": str(d.device),
             "world": d.world, "out_dir": str(run.root), "resumed_from": resumed.step if resumed else None,
+            "init_from": started,
         })
 
     def do_eval(at: int) -> dict[str, float]:
@@ -233,7 +244,7 @@ def _train(recipe: Any, out: Path, resume: bool, reporter: Reporter | None, d: d
     result = RunResult(
         out_dir=run.root, step=step, steps=spec.steps, elapsed=elapsed(), tokens=tokens, params=count_params(module),
         metric=task.metric, higher_is_better=task.higher_is_better, train=last_train, eval=last_eval, stopped=stopped,
-        resumed_from=resumed.step if resumed else None, checkpoint=checkpoint, plots=plots,
+        resumed_from=resumed.step if resumed else None, checkpoint=checkpoint, plots=plots, init_from=started,
     )
     run.write_summary(result.to_dict())
     ddp.barrier(d)
@@ -272,8 +283,15 @@ def _check_resume(run: RunDir, recipe: Any, resume: bool) -> None:
     if stored == current:
         return
     changed = [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
-    if resume and set(changed) <= {"train", "bench"}:
-        return
+    if set(changed) <= {"train", "bench"}:
+        if resume:
+            return
+        diffs = _differences(stored, current)
+        raise PulseError(
+            f"{run.root} holds a run of a different recipe (differs at {', '.join(diffs[:6])}); only [train]/[bench] "
+            "settings changed, so add --resume to continue that run from its newest checkpoint with the new "
+            "settings, or train into another --out directory to start afresh."
+        )
     run.check_recipe(recipe)
 
 

@@ -1,7 +1,9 @@
-"""What a person sees while training: a rich progress bar, eval lines, a one-screen summary."""
+"""What a person sees while training: a rich progress bar on a terminal, a plain line every
+N steps otherwise (a log file, CI), eval lines, and a one-screen summary."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -24,19 +26,46 @@ def _fmt_count(n: float) -> str:
     return f"{n:.0f}"
 
 
-class RichReporter:
-    """Progress bar (step, loss, metric, tokens/s, ETA), eval lines above it, a summary at the end."""
+def fmt_duration(seconds: float) -> str:
+    """3725 → "1h02m05s", 65 → "1m05s", 4.2 → "4s"."""
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
-    def __init__(self, console: Console | None = None, *, live: bool = True):
+
+class RichReporter:
+    """Progress bar (step, loss, metric, tokens/s, ETA), eval lines above it, a summary at the end.
+
+    live=None picks by the console: a bar on a terminal, else (output redirected to a file
+    or a pipe) a plain line every `every` steps and at the last step:
+    `step 200/1000 · loss 1.2345 · accuracy 0.5000 · 12.3k tok/s · elapsed 1m05s · ETA 4m20s`.
+    The ETA is the steps left times the mean time per step since this process started.
+    """
+
+    def __init__(self, console: Console | None = None, *, live: bool | None = True, every: int = 10,
+                 quiet: bool = False):
         self.console = console or Console()
-        self.live = live
+        self.live = (self.console.is_terminal if live is None else live) and not quiet
+        self.plain = not self.live and not quiet
+        self.every = max(1, every)
         self.progress: Progress | None = None
         self.bar = None
         self.metric = "metric"
+        self.steps = 0
+        self.first_step = 0
+        self.clock = time.perf_counter()
 
     def start(self, info: dict[str, Any]) -> None:
         self.metric = info["metric"]
+        self.steps = info["steps"]
+        self.first_step = info["resumed_from"] or 0
+        self.clock = time.perf_counter()
         resumed = f" · resumed from step {info['resumed_from']}" if info["resumed_from"] is not None else ""
+        started = info.get("init_from")
+        if started is not None and info["resumed_from"] is None:
+            at = f" (step {started['step']})" if started.get("step") is not None else ""
+            resumed += f" · weights from {started['from']}{at}"
         world = f" × {info['world']} processes" if info["world"] > 1 else ""
         self.console.print(
             f"[bold]train[/] {info['recipe']} · model {info['model']} ({_fmt_count(info['params'])} params) · "
@@ -64,9 +93,20 @@ class RichReporter:
         self.progress.start()
 
     def step(self, step: int, values: dict[str, float]) -> None:
+        if self.plain and (step % self.every == 0 or step == self.steps):
+            self.console.print(self.plain_line(step, values, time.perf_counter() - self.clock), highlight=False,
+                               markup=False, soft_wrap=True)
+            self.console.file.flush()
         if self.progress is not None:
             self.progress.update(self.bar, completed=step, loss=f"{values['loss']:.4f}",
                                  metric=f"{values[self.metric]:.4f}", tps=_fmt_count(values["tokens_per_s"]))
+
+    def plain_line(self, step: int, values: dict[str, float], elapsed: float) -> str:
+        done = step - self.first_step
+        eta = elapsed / done * (self.steps - step) if done > 0 else float("nan")
+        return (f"step {step}/{self.steps} · loss {values['loss']:.4f} · {self.metric} {values[self.metric]:.4f} · "
+                f"{_fmt_count(values['tokens_per_s'])} tok/s · elapsed {fmt_duration(elapsed)} · "
+                f"ETA {fmt_duration(eta) if eta == eta else '?'}")
 
     def eval(self, record: dict[str, Any]) -> None:
         rest = " · ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("split", "step", "time"))
@@ -82,7 +122,7 @@ class RichReporter:
         if self.progress is not None:
             self.progress.stop()
         table = Table(title=f"run summary · {result.out_dir}", title_justify="left", show_header=False)
-        table.add_column(style="bold")
+        table.add_column(style="bold", no_wrap=True)
         table.add_column()
         table.add_row("steps", f"{result.step} / {result.steps} ({result.stopped})"
                       + (f", resumed from {result.resumed_from}" if result.resumed_from is not None else ""))
@@ -96,6 +136,8 @@ class RichReporter:
         table.add_row(f"eval {result.metric}", f"[bold green]{_fmt(result.eval.get(result.metric))}[/]"
                       + (" (higher is better)" if result.higher_is_better else " (lower is better)"))
         table.add_row("eval", " · ".join(f"{k} {_fmt(v)}" for k, v in result.eval.items() if k != result.metric))
+        if result.init_from is not None:
+            table.add_row("started from", f"{result.init_from['from']} ({result.init_from['weights']})")
         table.add_row("checkpoint", str(result.checkpoint))
         table.add_row("files", " · ".join([*(p.name for p in result.plots), "metrics.jsonl", "summary.json"]))
         self.console.print(table)

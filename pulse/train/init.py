@@ -1,0 +1,114 @@
+"""Fine-tuning: start a run from another run's (or checkpoint's) weights — `[train] init_from`.
+
+The weights must fit the new recipe's model exactly (same names, same shapes); a
+mismatch is one PulseError that names every tensor that differs, is missing or is
+unexpected. The weights are read with the checkpoint's integrity checks (header,
+length, recipe hash, tensor checksum). The task head is loaded when the source has
+one that fits, and otherwise starts fresh (a new task). Where the run started —
+file, the source recipe's hash, the weights' checksum, step — is written to
+RUN/init_from.json and copied into summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pulse.checkpoint import WEIGHTS, _read_header, atomic_write_text, load_weights, weights_path
+from pulse.errors import PulseError
+
+INIT_RECORD = "init_from.json"
+HEAD = "head.safetensors"
+
+
+def init_source(location: str | Path) -> tuple[Path, int | None]:
+    """The weights file to start from and its step: a run's final weights, else its newest step
+    checkpoint; or a checkpoint directory or .safetensors file given directly."""
+    from pulse.train.state import SUMMARY, RunDir
+
+    root = Path(location)
+    if root.is_dir() and not (root / WEIGHTS).is_file():
+        complete = RunDir(root, writer=False).complete()
+        if not complete:
+            raise PulseError(
+                f"train.init_from = {str(location)!r}: {root} has neither final weights ({WEIGHTS}) nor a step "
+                "checkpoint; give a run directory written by `pulse train`, or a checkpoint directory."
+            )
+        step, path = complete[-1]
+        return path / WEIGHTS, step
+    if not root.exists():
+        raise PulseError(f"train.init_from = {str(location)!r}: no such run directory or checkpoint; check the path.")
+    path = weights_path(root)
+    step = None
+    summary = path.parent / SUMMARY
+    if summary.is_file():
+        try:
+            step = int(json.loads(summary.read_text(encoding="utf-8")).get("step"))
+        except (OSError, ValueError, TypeError, json.JSONDecodeError):
+            step = None
+    return path, step
+
+
+def fit_report(module: nn.Module, path: Path) -> list[str]:
+    """Every way the tensors in `path` fail to fit `module` (tied names count once); [] when they fit."""
+    header, _ = _read_header(path)
+    found = {name: tuple(entry.get("shape", ())) for name, entry in header.items()}
+    expected = module.state_dict(keep_vars=True)
+    groups: dict[int, list[str]] = {}
+    for name, tensor in expected.items():
+        groups.setdefault(id(tensor), []).append(name)
+    problems = []
+    for names in groups.values():
+        present = [n for n in names if n in found]
+        want = tuple(expected[names[0]].shape)
+        if not present:
+            problems.append(f"{names[0]}: missing from the checkpoint (the recipe expects shape {want})")
+        elif found[present[0]] != want:
+            problems.append(f"{present[0]}: the recipe expects shape {want}, the checkpoint has {found[present[0]]}")
+    problems += [f"{n}: unexpected in the checkpoint (shape {found[n]}; not in this recipe's model)"
+                 for n in sorted(set(found) - set(expected))]
+    return problems
+
+
+def init_weights(model: nn.Module, head: nn.Module | None, location: str | Path, *, say=None) -> dict[str, Any]:
+    """Load the weights at `location` into `model` (and `head` when the source has one that fits)."""
+    path, step = init_source(location)
+    problems = fit_report(model, path)
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise PulseError(
+            f"train.init_from = {str(location)!r}: the weights in {path} do not fit this recipe's model "
+            f"({len(problems)} tensor(s)):\n{lines}\nMake [model] match the checkpoint's architecture "
+            f"(its recipe is in {path.parent / 'recipe.json'}; `pulse summarize {path.parent}` prints it), "
+            "or drop train.init_from to train from scratch."
+        )
+    load_weights(model, path)
+    head_path = path.parent / HEAD
+    head_loaded = False
+    if head is not None and head_path.is_file():
+        if fit_report(head, head_path):
+            if say is not None:
+                say(f"the task head in {head_path} does not fit this task, so the head starts fresh")
+        else:
+            load_weights(head, head_path)
+            head_loaded = True
+    _, metadata = _read_header(path)
+    return {"from": str(location), "weights": str(path), "step": step, "head": head_loaded,
+            "recipe_hash": metadata.get("pulse_recipe_hash"), "weights_sha256": metadata.get("pulse_sha256")}
+
+
+def write_record(run_root: Path, record: dict[str, Any]) -> None:
+    atomic_write_text(run_root / INIT_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def read_record(run_root: Path) -> dict[str, Any] | None:
+    path = run_root / INIT_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,140 @@
+"""Fine-tuning from a run ([train] init_from / --init), plain progress lines off a TTY, and the
+train and eval tables at 80 columns."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+
+import pulse
+from helpers import run_cli
+from pulse.errors import PulseError
+from pulse.train import train
+from pulse.train.init import fit_report, init_weights
+from pulse.train.progress import RichReporter, fmt_duration
+
+
+def recipe_dict(dim: int = 16, **train_settings) -> dict:
+    return {
+        "model": {"kind": "lm", "vocab_size": 32, "dim": dim, "depth": 1, "layout": ["attn"],
+                  "mixers": {"attn": {"kind": "attention", "num_heads": 2}}, "positions": {"kind": "rotary"}},
+        "task": {"kind": "mqar", "vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "num_train": 32, "num_test": 16},
+        "train": {"steps": 4, "batch_size": 8, "lr": 3e-3, "eval_every": 0, "checkpoint_every": 2, "log_every": 2,
+                  "threads": 1, "device": "cpu", **train_settings},
+    }
+
+
+def write_recipe(path: Path, data: dict) -> Path:
+    def toml(table: dict, prefix: str = "") -> str:
+        scalars = "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items() if not isinstance(v, dict))
+        head = f"[{prefix}]\n" if prefix and scalars else ""
+        nested = "".join(toml(v, f"{prefix}.{k}" if prefix else k) for k, v in table.items() if isinstance(v, dict))
+        return head + scalars + nested
+
+    path.write_text(toml(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("base")
+    train(pulse.recipe_from_dict(recipe_dict()), root / "run")
+    return root / "run"
+
+
+def test_init_from_loads_the_run_weights_and_records_the_start(base_run, tmp_path):
+    start = pulse.recipe_from_dict(recipe_dict(steps=1, lr=1e-9, init_from=str(base_run)))
+    result = train(start, tmp_path / "ft")
+    assert result.init_from["from"] == str(base_run) and result.init_from["step"] == 4
+    assert result.init_from["weights"] == str(base_run / "model.safetensors")
+    # one step at lr 1e-9 barely moves the weights: they start from the base run's, not from the seed
+    before, after = load_file(str(base_run / "model.safetensors")), load_file(str(tmp_path / "ft/model.safetensors"))
+    fresh = pulse.build_model(pulse.recipe_from_dict(recipe_dict())).state_dict()
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=1e-6)
+    assert not torch.equal(before["embed.weight"], fresh["embed.weight"])
+    summary = json.loads((tmp_path / "ft/summary.json").read_text())
+    stored = json.loads((tmp_path / "ft/recipe.json").read_text())
+    assert summary["init_from"] == result.init_from
+    assert summary["init_from"]["recipe_hash"] == pulse.load_recipe(base_run / "recipe.json").hash()
+    assert stored["train"]["init_from"] == str(base_run)
+
+
+def test_init_from_a_step_checkpoint_and_a_resumed_run_keeps_its_record(base_run, tmp_path):
+    step_dir = base_run / "checkpoints/step-00000002"
+    first = train(pulse.recipe_from_dict(recipe_dict(steps=2, init_from=str(step_dir))), tmp_path / "ft")
+    assert first.init_from["weights"] == str(step_dir / "model.safetensors")
+    longer = train(pulse.recipe_from_dict(recipe_dict(steps=4, init_from=str(step_dir))), tmp_path / "ft", resume=True)
+    assert longer.resumed_from == 2 and longer.init_from == first.init_from
+
+
+def test_a_mismatched_recipe_names_every_tensor(base_run):
+    wider = pulse.build_model(pulse.recipe_from_dict(recipe_dict(dim=32)))
+    problems = fit_report(wider, base_run / "model.safetensors")
+    assert len(problems) == len(wider.state_dict()) - 1  # the tied head is the embedding
+    with pytest.raises(PulseError) as err:
+        init_weights(wider, None, base_run)
+    text = str(err.value)
+    for name, tensor in wider.state_dict().items():
+        if name != "head.weight":
+            assert f"{name}: the recipe expects shape {tuple(tensor.shape)}" in text
+    assert "embed.weight: the recipe expects shape (32, 32), the checkpoint has (32, 16)" in text
+    deeper = pulse.build_model(pulse.recipe_from_dict({**recipe_dict(), "model": {**recipe_dict()["model"], "depth": 2}}))
+    text = str(pytest.raises(PulseError, init_weights, deeper, None, base_run).value)
+    extra = [n for n in deeper.state_dict() if n.startswith("layers.1.")]
+    assert extra and all(f"{n}: missing from the checkpoint" in text for n in extra)
+    shallow = pulse.build_model(pulse.recipe_from_dict({**recipe_dict(), "model": {**recipe_dict()["model"], "depth": 1,
+                                                                                  "tie_embeddings": False}}))
+    assert "head.weight: missing from the checkpoint" in str(pytest.raises(PulseError, init_weights, shallow, None,
+                                                                           base_run).value)
+    with pytest.raises(PulseError, match="no such run directory"):
+        init_weights(wider, None, base_run.parent / "nope")
+
+
+def test_cli_init_flag_prints_lines_off_a_tty_and_fits_80_columns(base_run, tmp_path):
+    path = write_recipe(tmp_path / "tiny.toml", recipe_dict())
+    result = run_cli("train", path, "--init", base_run, "--out", tmp_path / "ft", "--print-every", "1")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert all(re.search(r"loss \d+\.\d{4} · accuracy [\d.]+ · [\d.]+k? tok/s · elapsed \S+ · ETA \S+", line)
+               for line in lines), lines
+    assert f"weights from {base_run}" in " ".join(result.stdout.split())
+    assert max(map(len, result.stdout.splitlines())) <= 80
+    for name in ("steps", "wall time", "tokens", "parameters", "eval accuracy", "started from", "checkpoint", "files"):
+        assert re.search(rf"(?m)^\W*{name}\s", result.stdout), name
+    stored = json.loads((tmp_path / "ft/recipe.json").read_text())
+    assert stored["train"]["init_from"] == str(base_run)
+    shown = run_cli("eval", tmp_path / "ft")
+    assert shown.exit_code == 0 and max(map(len, shown.stdout.splitlines())) <= 80
+    assert re.search(r"(?m)^\W*accuracy\s+\d", shown.stdout) and re.search(r"(?m)^\W*loss\s+\d", shown.stdout)
+
+
+def test_changed_train_table_on_a_run_directory_mentions_resume(base_run, tmp_path):
+    path = write_recipe(tmp_path / "tiny.toml", recipe_dict(lr=1e-2))
+    result = run_cli("train", path, "--out", base_run)
+    assert result.exit_code == 2
+    text = " ".join(result.stderr.split())
+    assert "differs at train.lr" in text and "--resume" in text
+
+
+def test_plain_reporter_every_n_steps_with_eta():
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, width=80), live=None, every=5)
+    assert not reporter.live and reporter.plain
+    reporter.start({"metric": "accuracy", "steps": 12, "resumed_from": 2, "recipe": "r", "model": "lm", "params": 10,
+                    "task": "mqar", "batch_size": 8, "device": "cpu", "world": 1, "out_dir": "o"})
+    for step in range(3, 13):
+        reporter.step(step, {"loss": 1.0, "accuracy": 0.5, "tokens_per_s": 1234.0})
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("step")]
+    assert [line.split()[1] for line in lines] == ["5/12", "10/12", "12/12"]
+    assert lines[-1].endswith("ETA 0s") and "1.23k tok/s" in lines[0]
+    assert RichReporter(Console(file=io.StringIO()), live=None, quiet=True).plain is False
+    assert fmt_duration(3725) == "1h02m05s" and fmt_duration(65) == "1m05s" and fmt_duration(4.2) == "4s"
