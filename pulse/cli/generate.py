@@ -67,14 +67,14 @@ def generate(
             "expect noise. Pass a checkpoint from `pulse train` for real text.",
             highlight=False,
         )
-    do_sample = sample or any(v is not None for v in (temperature, top_k, top_p))
     model.eval()
     tok = model.tokenizer
     ids = tok.encode(prompt) or ([tok.bos_id] if tok.bos_id is not None else [])
     if not ids:
         raise PulseError("the prompt is empty and this model's vocabulary has no bos token; pass --prompt TEXT.")
     steps = model.stream(
-        torch.tensor([ids]), max_new_tokens, do_sample=do_sample, temperature=1.0 if temperature is None else temperature,
+        # the library's one decoding rule: greedy unless --sample, or a sampling setting is given
+        torch.tensor([ids]), max_new_tokens, do_sample=True if sample else None, temperature=temperature,
         top_k=top_k, top_p=top_p, eos_token_id=tok.eos_id, vocab_limit=tok.vocab_size, seed=seed,
     )
     decoder = tok.stream_decoder()
