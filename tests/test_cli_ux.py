@@ -152,6 +152,13 @@ def test_unknown_flags_name_the_flag_that_does_it(case):
     assert advice in text, text
 
 
+def test_commands_from_other_tools_are_answered_with_ours():
+    result = run_cli("finetune", "transformer")
+    assert result.exit_code == 2 and "pulse train RECIPE --init RUN" in " ".join(result.output.split())
+    typo = run_cli("summarise", "transformer")
+    assert typo.exit_code == 2 and "summarize" in typo.output
+
+
 def test_info_is_summarize():
     a, b = run_cli("info", "transformer", "--json"), run_cli("summarize", "transformer", "--json")
     assert a.exit_code == 0 and a.stdout == b.stdout

@@ -11,12 +11,12 @@ import difflib
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 try:
-    from typer._click.exceptions import NoSuchOption
+    from typer._click.exceptions import NoSuchOption, UsageError
 except ImportError:  # typer < 0.20 depends on click instead of vendoring it
-    from click.exceptions import NoSuchOption  # type: ignore[no-redef]
+    from click.exceptions import NoSuchOption, UsageError  # type: ignore[no-redef]
 
 # Flags other tools use (torchtune, HF, timm scripts) → what does that here, when the command has it.
 FAMILIAR = {
@@ -35,6 +35,22 @@ FAMILIAR = {
     "--output-dir": ("--out", "use --out DIR."),
     "--override": ("--set", "use --set DOTTED.PATH=VALUE."),
     "--cfg-options": ("--set", "use --set DOTTED.PATH=VALUE."),
+}
+
+
+# Command names other tools use → the pulse command that does it.
+FAMILIAR_COMMANDS = {
+    "finetune": "pulse train RECIPE --init RUN",
+    "fine-tune": "pulse train RECIPE --init RUN",
+    "tune": "pulse train RECIPE",
+    "fit": "pulse train RECIPE",
+    "run": "pulse train RECIPE",
+    "evaluate": "pulse eval RUN",
+    "sample": "pulse generate RUN --sample",
+    "inspect": "pulse summarize RECIPE",
+    "ls": "pulse list",
+    "copy": "pulse cp NAME DEST",
+    "download": "pulse cp NAME DEST (cards ship with pulse; nothing is downloaded)",
 }
 
 
@@ -95,6 +111,19 @@ class PulseCommand(TyperCommand):
                                ctx=ctx) from None
 
 
+class PulseGroup(TyperGroup):
+    """The `pulse` group: an unknown command that other tools use is answered with the pulse one."""
+
+    def resolve_command(self, ctx: Any, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as err:
+            advice = FAMILIAR_COMMANDS.get(args[0]) if args else None
+            if advice is not None:
+                err.message = f"No such command {args[0]!r}; use {advice}."
+            raise
+
+
 class PulseTyper(typer.Typer):
     """typer.Typer whose commands default to PulseCommand."""
 
@@ -105,6 +134,7 @@ class PulseTyper(typer.Typer):
 
 app = PulseTyper(
     name="pulse",
+    cls=PulseGroup,
     help="PULSE: build, inspect, train, benchmark and generate from declarative model recipes. "
     "A RECIPE is a .toml file, a zoo card name (`pulse list --cards`) or a shipped recipe name. "
     "`pulse info` is another name for `pulse summarize`.",
