@@ -138,3 +138,17 @@ def test_plain_reporter_every_n_steps_with_eta():
     assert lines[-1].endswith("ETA 0s") and "1.23k tok/s" in lines[0]
     assert RichReporter(Console(file=io.StringIO()), live=None, quiet=True).plain is False
     assert fmt_duration(3725) == "1h02m05s" and fmt_duration(65) == "1m05s" and fmt_duration(4.2) == "4s"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_live_bar_never_cuts_its_numbers(width):
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, width=width, force_terminal=True, color_system=None), live=True)
+    reporter.start({"metric": "bit_accuracy", "steps": 1000, "resumed_from": None, "recipe": "r", "model": "lm",
+                    "params": 10, "task": "copy", "batch_size": 8, "device": "cpu", "world": 1, "out_dir": "o"})
+    reporter.step(4, {"loss": 1.0, "bit_accuracy": 0.5, "tokens_per_s": 12345.0})
+    reporter.progress.refresh()
+    reporter.progress.stop()
+    last = out.getvalue().split("\r")[-1]
+    assert "4/1000" in last and "bit_accuracy 0.5000" in last and "12.35k tok/s" in last and "ETA" in last
+    assert "…" not in last

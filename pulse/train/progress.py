@@ -75,14 +75,16 @@ class RichReporter:
         )
         if not self.live:
             return
+        # below 100 columns the bar and the elapsed time give way, so the numbers are never cut
+        wide = self.console.width >= 100
         self.progress = Progress(
             TextColumn("[bold]step"),
             MofNCompleteColumn(),
-            BarColumn(),
+            *([BarColumn(bar_width=20)] if wide else []),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[metric_name]} {task.fields[metric]}"),
             TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(),
+            *([TimeElapsedColumn()] if wide else []),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=self.console,
