@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 
 import pulse
-from helpers import run_cli
 from pulse.cli import app
 from pulse.errors import PulseError
 from pulse.specs.load import card_names, recipe_names

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 from rich.console import Console
 from safetensors.torch import load_file
 
 import pulse
-from helpers import run_cli
 from pulse.errors import PulseError
 from pulse.train import train
 from pulse.train.init import fit_report, init_weights
@@ -86,7 +86,8 @@ def test_a_mismatched_recipe_names_every_tensor(base_run):
         if name != "head.weight":
             assert f"{name}: the recipe expects shape {tuple(tensor.shape)}" in text
     assert "embed.weight: the recipe expects shape (32, 32), the checkpoint has (32, 16)" in text
-    deeper = pulse.build_model(pulse.recipe_from_dict({**recipe_dict(), "model": {**recipe_dict()["model"], "depth": 2}}))
+    deeper_model = {**recipe_dict()["model"], "depth": 2}
+    deeper = pulse.build_model(pulse.recipe_from_dict({**recipe_dict(), "model": deeper_model}))
     text = str(pytest.raises(PulseError, init_weights, deeper, None, base_run).value)
     extra = [n for n in deeper.state_dict() if n.startswith("layers.1.")]
     assert extra and all(f"{n}: missing from the checkpoint" in text for n in extra)

@@ -1,7 +1,8 @@
 """The facade: what users call by name, above the assembler.
 
 PulseConfig and the seed's names, PulseForCausalLM (from_config / from_recipe / from_pretrained),
-the size-first SequencePulse, load_checkpoint, and zoo cards by name (list_models, create_model). Nothing below this room imports it.
+the size-first SequencePulse, load_checkpoint, and zoo cards by name (list_models, create_model).
+Nothing below this room imports it.
 """
 
 from pulse.api.cards import create_model, list_cards, list_models

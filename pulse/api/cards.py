@@ -21,8 +21,8 @@ from pulse.specs.load import (
     card_path,
     deep_merge,
     find_recipe,
+    named_recipe,
     read_table,
-    recipe_dirs,
     recipe_names,
     resolve,
     validate,
@@ -100,8 +100,8 @@ def create_model(
     A checkpoint directory (or .safetensors file) gives its trained weights; its
     architecture is fixed, so overrides are refused there. device="meta" allocates nothing.
     """
-    from pulse.assemble import build_model
     from pulse.api.checkpoints import load_checkpoint
+    from pulse.assemble import build_model
     from pulse.checkpoint import WEIGHTS
 
     path = Path(name_or_path)
@@ -123,15 +123,9 @@ def copy_recipe(name: str, dest: str | Path, *, force: bool = False) -> tuple[Pa
     """
     from pulse.checkpoint import atomic_write
 
-    bare = str(name).removesuffix(".toml")
-    source = None
-    if "/" not in bare:
-        cards, recipes = card_names(), recipe_names()
-        if bare in cards:
-            source = card_path(bare)
-        elif bare in recipes:
-            source = next(d / f"{bare}.toml" for d in recipe_dirs() if (d / f"{bare}.toml").is_file())
+    source = named_recipe(name)
     if source is None:
+        bare = str(name).removesuffix(".toml")
         names = card_names() + recipe_names()
         raise PulseError(
             f"no zoo card or shipped recipe named `{name}`{did_you_mean(bare, names)}; "
@@ -141,7 +135,9 @@ def copy_recipe(name: str, dest: str | Path, *, force: bool = False) -> tuple[Pa
     if dest.is_dir():
         dest = dest / source.name
     if dest.exists() and not force:
-        raise PulseError(f"{dest} already exists; pass --force to overwrite it, or give another destination.")
+        raise PulseError(
+            f"{dest} already exists; pass --force (force=True in Python) to overwrite it, or give another destination."
+        )
     data = source.read_bytes()
     atomic_write(dest, lambda tmp: Path(tmp).write_bytes(data))
     return source, dest

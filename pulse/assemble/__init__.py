@@ -47,7 +47,9 @@ def build_mixer(kind: str, dim: int, *, device=None, dtype=None, rotary_base: fl
 
 
 def build_model(recipe: RecipeBase | Spec, *, device: torch.device | str | None = None, dtype=None) -> nn.Module:
-    """Assemble the model of a recipe (or a model spec, or a card/recipe name or path). device="meta" allocates nothing."""
+    """Assemble the model of a recipe (or a model spec, or a card/recipe name or path).
+
+    device="meta" allocates nothing."""
     if isinstance(recipe, (str, os.PathLike)):
         from pulse.specs.load import load_recipe
 

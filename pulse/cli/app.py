@@ -18,17 +18,19 @@ try:
 except ImportError:  # typer < 0.20 depends on click instead of vendoring it
     from click.exceptions import NoSuchOption, UsageError  # type: ignore[no-redef]
 
+RESUME = "use --resume to continue this run directory, or --init RUN to start from another run's weights."
+GREEDY = "greedy decoding is the default: drop --greedy (and --sample, --temperature, --top-k, --top-p)."
 # Flags other tools use (torchtune, HF, timm scripts) → what does that here, when the command has it.
 FAMILIAR = {
     "--config": ("", "give the recipe (a .toml file, a card or a recipe name) as the first argument, with no flag."),
     "--recipe": ("", "give the recipe (a .toml file, a card or a recipe name) as the first argument, with no flag."),
-    "--resume-from": ("--resume", "use --resume to continue this run directory, or --init RUN to start from another run's weights."),
-    "--resume-from-checkpoint": ("--resume", "use --resume to continue this run directory, or --init RUN to start from another run's weights."),
+    "--resume-from": ("--resume", RESUME),
+    "--resume-from-checkpoint": ("--resume", RESUME),
     "--init-from": ("--init", "use --init RUN."),
     "--pretrained": ("--init", "use --init RUN to start from a trained run's weights."),
     "--checkpoint": ("--init", "use --init RUN to start from a trained run's weights."),
     "--do-sample": ("--sample", "use --sample."),
-    "--greedy": ("--sample", "greedy decoding is the default: drop --greedy (and --sample, --temperature, --top-k, --top-p)."),
+    "--greedy": ("--sample", GREEDY),
     "--max-length": ("--max-new-tokens", "use --max-new-tokens N (tokens generated after the prompt)."),
     "--max-tokens": ("--max-new-tokens", "use --max-new-tokens N."),
     "--output": ("--out", "use --out PATH."),

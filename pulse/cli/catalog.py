@@ -79,9 +79,12 @@ def _cards_table(cards) -> Table:
 def list_(
     pattern: Annotated[str, typer.Argument(help="A kind or card name, or a glob such as '*attention*'.")] = "*",
     role: Annotated[
-        str | None, typer.Option(help="Only kinds of this role (mixer, mlp, norm, positional, model, task); hides cards.")
+        str | None,
+        typer.Option(help="Only kinds of this role (mixer, mlp, norm, positional, model, task); hides cards."),
     ] = None,
-    cards: Annotated[bool, typer.Option("--cards", help="Only zoo cards (named models), e.g. --cards '*hybrid*'.")] = False,
+    cards: Annotated[
+        bool, typer.Option("--cards", help="Only zoo cards (named models), e.g. --cards '*hybrid*'.")
+    ] = False,
     kinds: Annotated[bool, typer.Option("--kinds", help="Only registered kinds.")] = False,
 ) -> None:
     """List registered kinds and zoo cards; name one kind or card to see it in full."""

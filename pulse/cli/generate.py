@@ -24,13 +24,15 @@ def generate(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, help="Tokens to generate at most.")] = 64,
     sample: Annotated[
-        bool, typer.Option("--sample", help="Sample instead of greedy decoding (implied by --temperature, --top-k, --top-p).")
+        bool,
+        typer.Option("--sample", help="Sample instead of greedy decoding (implied by --temperature, --top-k, --top-p)."),
     ] = False,
     temperature: Annotated[
         float | None, typer.Option(help="Sampling temperature (> 0; implies --sample; default 1 when sampling).")
     ] = None,
     top_k: Annotated[
-        int | None, typer.Option("--top-k", min=1, help="Sample only among the k most likely tokens (implies --sample).")
+        int | None,
+        typer.Option("--top-k", min=1, help="Sample only among the k most likely tokens (implies --sample)."),
     ] = None,
     top_p: Annotated[
         float | None,

@@ -73,7 +73,8 @@ def _cost_table(summary, title: str) -> Table:
                       ("FLOPs/token", "right")):
         table.add_column(col, justify=just, no_wrap=True)
     for b in summary.blocks:
-        table.add_row(b.name, b.type, "0 (tied)" if b.tied_to else f"{b.params:,}", fmt_bytes(b.state_bytes) if b.state_bytes else "—",
+        params = "0 (tied)" if b.tied_to else f"{b.params:,}"
+        table.add_row(b.name, b.type, params, fmt_bytes(b.state_bytes) if b.state_bytes else "—",
                       fmt_count(b.flops_per_token) if b.flops_per_token else "—")
     table.add_section()
     table.add_row("[bold]total[/]", "", f"[bold]{summary.total_params:,}[/]", f"[bold]{fmt_bytes(summary.state_bytes)}[/]",

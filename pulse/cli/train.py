@@ -53,7 +53,9 @@ def train(
         typer.Option("--print-every", min=1, help="When output is not a terminal, print a progress line every N "
                                                   "steps (default: the recipe's train.log_every)."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or lines; eval lines and the summary only.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or lines; eval lines and the summary only.")
+    ] = False,
 ) -> None:
     """Train a recipe on its task table: progress bar, metrics.jsonl, plots, checkpoints, exact resume.
 

@@ -48,9 +48,13 @@ def recipe_names() -> list[str]:
     return sorted({p.stem for d in recipe_dirs() for p in d.glob("*.toml")})
 
 
-def _named(name: str, dirs: list[Path]) -> Path | None:
-    for d in dirs:
-        path = d / f"{name}.toml"
+def named_recipe(name: str) -> Path | None:
+    """The zoo card called `name` (with or without .toml), else the shipped recipe; None if neither."""
+    bare = str(name).removesuffix(".toml")
+    if "/" in bare or "\\" in bare:
+        return None
+    for d in (*zoo_dirs(), *recipe_dirs()):
+        path = d / f"{bare}.toml"
         if path.is_file():
             return path
     return None
@@ -65,15 +69,14 @@ def find_recipe(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return path
+    found = named_recipe(str(name_or_path))
+    if found is not None:
+        return found
     text = str(name_or_path)
-    bare = text.removesuffix(".toml")
-    if "/" not in bare and "\\" not in bare:
-        found = _named(bare, zoo_dirs()) or _named(bare, recipe_dirs())
-        if found is not None:
-            return found
     names = card_names() + recipe_names()
     raise PulseError(
-        f"{text}: no such file, and no zoo card or shipped recipe of that name{did_you_mean(bare, names)}; "
+        f"{text}: no such file, and no zoo card or shipped recipe of that name"
+        f"{did_you_mean(text.removesuffix('.toml'), names)}; "
         "check the path, or give a card (`pulse list --cards`) or a recipe name "
         f"({', '.join(recipe_names()) or 'none shipped'})."
     )

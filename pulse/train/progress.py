@@ -28,7 +28,7 @@ def _fmt_count(n: float) -> str:
 
 def fmt_duration(seconds: float) -> str:
     """3725 → "1h02m05s", 65 → "1m05s", 4.2 → "4s"."""
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
@@ -105,10 +105,10 @@ class RichReporter:
 
     def plain_line(self, step: int, values: dict[str, float], elapsed: float) -> str:
         done = step - self.first_step
-        eta = elapsed / done * (self.steps - step) if done > 0 else float("nan")
+        eta = elapsed / done * (self.steps - step) if done > 0 else None
         return (f"step {step}/{self.steps} · loss {values['loss']:.4f} · {self.metric} {values[self.metric]:.4f} · "
                 f"{_fmt_count(values['tokens_per_s'])} tok/s · elapsed {fmt_duration(elapsed)} · "
-                f"ETA {fmt_duration(eta) if eta == eta else '?'}")
+                f"ETA {'?' if eta is None else fmt_duration(eta)}")
 
     def eval(self, record: dict[str, Any]) -> None:
         rest = " · ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("split", "step", "time"))
