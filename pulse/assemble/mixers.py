@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from pulse.blocks.mixers.deltanet import DeltaNet, GatedDeltaNet
 from pulse.blocks.mixers.linear_attention import LinearAttention
+from pulse.blocks.mixers.mamba2 import Mamba2
 from pulse.blocks.mixers.ntm import NTMMemory
 from pulse.blocks.mixers.sparse_state_attention import SparseStateAttention
 from pulse.blocks.mixers.ssm import SelectiveSSM
@@ -13,3 +15,6 @@ register("linear_attention", role="mixer", spec=s.LinearAttentionSpec, module=Li
 register("sparse_state_attention", role="mixer", spec=s.SparseStateAttentionSpec, module=SparseStateAttention)
 register("ssm", role="mixer", spec=s.SSMSpec, module=SelectiveSSM)
 register("ntm", role="mixer", spec=s.NTMSpec, module=NTMMemory)
+register("gated_deltanet", role="mixer", spec=s.GatedDeltaNetSpec, module=GatedDeltaNet)
+register("deltanet", role="mixer", spec=s.DeltaNetSpec, module=DeltaNet)
+register("mamba2", role="mixer", spec=s.Mamba2Spec, module=Mamba2)

@@ -1,4 +1,4 @@
-"""Specs of the rest of the block zoo: linear attention, sparse state attention, SSM, NTM memory."""
+"""Specs of the rest of the block zoo: linear attention, sparse state attention, SSM, Mamba-2, (Gated) DeltaNet, NTM memory."""
 
 from __future__ import annotations
 
@@ -104,3 +104,72 @@ class NTMSpec(Spec):
     memory_init: Literal["learned", "fixed"] = Field(
         "learned", description="initial memory of every sequence: a learned matrix or a small constant"
     )
+
+
+class _DeltaRuleSpec(Spec):
+    """Fields shared by `gated_deltanet` and `deltanet` (key width K = h·k, value width V = h·k·expand_v)."""
+
+    num_heads: int = Field(4, ge=1, description="heads h, each with its own k × v fast-weight state")
+    head_dim: int = Field(32, ge=1, description="key (and query) width k per head; independent of the model dim")
+    expand_v: float = Field(
+        2.0, gt=0, description="value width per head as a multiple of head_dim (v = head_dim · expand_v, whole)"
+    )
+    conv_size: int = Field(4, ge=2, description="width of the short causal depthwise conv on q, k and v")
+    chunk_size: int = Field(64, ge=1, description="tokens per chunk of the chunkwise (WY/UT) form (speed only)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "_DeltaRuleSpec":
+        head_v = self.head_dim * self.expand_v
+        if head_v != int(head_v):
+            raise ValueError(
+                f"head_dim · expand_v = {self.head_dim} · {self.expand_v} = {head_v} is not a whole value width; "
+                f"pick expand_v so that it is (e.g. {max(1, round(head_v)) / self.head_dim:g})"
+            )
+        return self
+
+
+class GatedDeltaNetSpec(_DeltaRuleSpec):
+    """Gated DeltaNet: per-head fast weights written by the delta rule with decay α_t and strength β_t.
+
+    S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t, L2-normalised q/k after a short
+    causal conv; output rmsnorm ⊙ silu gate. Chunkwise WY/UT form. State h·k·v + (w−1)·(2K + V);
+    params d·(2K + 3V + 2h) + w·(2K + V) + v + 2h.
+    """
+
+    kind: Literal["gated_deltanet"] = "gated_deltanet"
+
+
+class DeltaNetSpec(_DeltaRuleSpec):
+    """DeltaNet: the ungated delta rule (α_t = 1), otherwise as gated_deltanet.
+
+    S_t = (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t. State h·k·v + (w−1)·(2K + V);
+    params d·(2K + 3V + h) + w·(2K + V) + v.
+    """
+
+    kind: Literal["deltanet"] = "deltanet"
+
+
+class Mamba2Spec(Spec):
+    """Mamba-2 (SSD): selective SSM with one scalar decay per head, chunked matmul form.
+
+    S_t = exp(Δ_t A_h) S_{t−1} + B_t (Δ_t x_t)ᵀ, y_t = S_tᵀ C_t + D_h x_t, gated rmsnorm, B/C shared by heads.
+    With e = expand·d: state e·s + (w−1)·(e + 2s); params d·(2e + 2s + h) + e·d + (w + 1)·(e + 2s) + 3h + e.
+    """
+
+    kind: Literal["mamba2"] = "mamba2"
+    num_heads: int = Field(4, ge=1, description="heads h, each with one decay; must divide expand · dim")
+    d_state: int = Field(64, ge=1, description="state size s per head channel (shared B, C width)")
+    expand: int = Field(2, ge=1, description="inner width e as a multiple of the model dim")
+    conv_size: int = Field(4, ge=2, description="width of the causal depthwise conv on x, B and C")
+    dt_min: float = Field(1e-3, gt=0, description="smallest initial step Δ")
+    dt_max: float = Field(0.1, gt=0, description="largest initial step Δ")
+    chunk_size: int = Field(64, ge=1, description="tokens per chunk of the SSD matmul form (speed only)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Mamba2Spec":
+        if self.dt_min > self.dt_max:
+            raise ValueError(f"dt_min ({self.dt_min}) exceeds dt_max ({self.dt_max}); swap them or make them equal")
+        return self
+
+    def check_dim(self, dim: int) -> None:
+        divides("num_heads", self.num_heads, self.expand * dim, f"expand · dim = {self.expand} · {dim}")

@@ -1,0 +1,112 @@
+"""The (gated) delta rule: a fast-weight state corrected toward each new key → value pair.
+
+    S_t = α_t S_{t−1} + k_t u_tᵀ,   u_t = β_t (v_t − α_t S_{t−1}ᵀ k_t),   o_t = S_tᵀ q_t
+
+i.e. S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ: the value stored under k_t is moved a
+fraction β_t of the way to v_t, after the whole state decays by α_t (α = 1: DeltaNet; Schlag et
+al. 2021, Yang et al. 2024, "Gated Delta Networks", Yang, Kautz & Hatamizadeh 2024).
+
+`chunk_delta_rule` is the fast path (the WY/UT form). In a chunk of c tokens with state S₀ at
+its start and g_i the cumulative log-decay from the chunk start (γ_i = e^{g_i}), unrolling gives
+
+    (I + A) U = diag(β) V − diag(β γ) K S₀,    A_ij = β_i e^{g_i − g_j} k_i·k_j  for j < i (else 0)
+
+so U = W₁ − W₂ S₀ with W₁ = T diag(β) V, W₂ = T diag(βγ) K and T = (I + A)⁻¹ — one unit lower
+triangular solve per chunk, for every chunk at once, independent of S₀. Then one pass over the
+chunks, four matmuls each:
+
+    U = W₁ − W₂ S₀,   O = (Q ⊙ γ) S₀ + (Q Kᵀ ⊙ D) U,   S_c = γ_c S₀ + (K ⊙ γ_c/γ)ᵀ U
+
+with D_ij = e^{g_i − g_j} for j ≤ i (0 above the diagonal). Only exponents ≤ 0 are formed.
+`recurrent_delta_rule` is the per-token loop it must agree with (values and gradients).
+
+# b batch · h heads · t time · n chunks · c chunk length · k key dim · v value dim
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def recurrent_delta_rule(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Reference. q, k: (b, h, t, k); v: (b, h, t, v); beta: (b, h, t); log_decay (≤ 0): (b, h, t) or None.
+
+    state: (b, h, k, v) or None for zeros. Returns o (b, h, t, v) and the state after the last token.
+    """
+    b, h, t, dk = q.shape
+    s = q.new_zeros(b, h, dk, v.shape[-1]) if state is None else state
+    outs = []
+    for i in range(t):
+        if log_decay is not None:
+            s = log_decay[:, :, i, None, None].exp() * s
+        k_i = k[:, :, i]  # (b, h, k)
+        u = beta[:, :, i, None] * (v[:, :, i] - torch.einsum("bhk,bhkv->bhv", k_i, s))
+        s = s + k_i.unsqueeze(-1) * u.unsqueeze(-2)
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, :, i], s))
+    return torch.stack(outs, dim=2), s
+
+
+def chunk_delta_rule(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    log_decay: Tensor | None = None,
+    state: Tensor | None = None,
+    *,
+    chunk_size: int = 64,
+) -> tuple[Tensor, Tensor]:
+    """Chunkwise-parallel (WY/UT) form of `recurrent_delta_rule`; same arguments, same results.
+
+    Half precision is computed in float32 (the triangular solve needs it) and cast back.
+    """
+    dtype = q.dtype
+    if dtype in _LOW_PRECISION:
+        q, k, v, beta = (x.float() for x in (q, k, v, beta))
+        log_decay = None if log_decay is None else log_decay.float()
+        state = None if state is None else state.float()
+    b, h, t, dk = q.shape
+    dv = v.shape[-1]
+    s = q.new_zeros(b, h, dk, dv) if state is None else state
+    c = max(1, min(chunk_size, t))
+    n = -(-t // c)
+    pad = n * c - t
+    if pad:
+        # padded tokens have q = k = v = 0, β = 0 and decay 1: they write nothing and read nothing
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        beta = F.pad(beta, (0, pad))
+        log_decay = None if log_decay is None else F.pad(log_decay, (0, pad))
+    q, k, v = q.reshape(b, h, n, c, dk), k.reshape(b, h, n, c, dk), v.reshape(b, h, n, c, dv)
+    beta = beta.reshape(b, h, n, c, 1)
+    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+    if log_decay is None:
+        decay = causal.to(q.dtype)  # (c, c): D
+        k_end, q_start, rhs_k = k, q, beta * k
+    else:
+        g = log_decay.reshape(b, h, n, c).cumsum(dim=-1)  # (b, h, n, c): log decay from the chunk start
+        decay = (g.unsqueeze(-1) - g.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()  # (b, h, n, c, c)
+        k_end = k * (g[..., -1:] - g).exp().unsqueeze(-1)
+        q_start = q * g.exp().unsqueeze(-1)
+        rhs_k = beta * k * g.exp().unsqueeze(-1)
+    a = ((beta * k) @ k.transpose(-1, -2) * decay).tril(-1)  # (b, h, n, c, c): A, strictly lower
+    # (I + A) W = [diag(β) V, diag(βγ) K]; unitriangular=True supplies the unit diagonal of I + A
+    w = torch.linalg.solve_triangular(a, torch.cat((beta * v, rhs_k), dim=-1), upper=False, unitriangular=True)
+    w1, w2 = w.split((dv, dk), dim=-1)  # (b, h, n, c, v), (b, h, n, c, k)
+    scores = q @ k.transpose(-1, -2) * decay  # (b, h, n, c, c): Q Kᵀ ⊙ D
+    chunk_decay = [None] * n if log_decay is None else g[..., -1].exp()[..., None, None].unbind(2)
+    outs = []
+    # Unbind, not indexing: the backward of one unbind is one stack, that of n index ops n scatters.
+    for w1_i, w2_i, q_i, k_i, p_i, a_i in zip(
+        w1.unbind(2), w2.unbind(2), q_start.unbind(2), k_end.unbind(2), scores.unbind(2), chunk_decay
+    ):
+        u = w1_i - w2_i @ s  # (b, h, c, v)
+        outs.append(q_i @ s + p_i @ u)
+        s = (s if a_i is None else a_i * s) + k_i.transpose(-1, -2) @ u
+    out = torch.stack(outs, dim=2).reshape(b, h, n * c, dv)[:, :, :t]
+    return out.to(dtype), s.to(dtype)
