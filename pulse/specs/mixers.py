@@ -1,4 +1,4 @@
-"""Specs of the rest of the block zoo: linear attention, sparse state attention, SSM, Mamba-2, (Gated) DeltaNet, NTM memory."""
+"""Specs of the rest of the block zoo: linear attention, sparse state attention, SSM, Mamba-2, DeltaNet, NTM."""
 
 from __future__ import annotations
 

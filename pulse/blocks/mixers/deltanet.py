@@ -129,10 +129,12 @@ class GatedDeltaNet(nn.Module):
         K, V = self.key_width, self.value_width
         c = max(1, min(self.chunk_size, seq_len))
         proj = 2.0 * d * (2 * K + 3 * V + (2 if self.gated else 1) * h)
-        return proj + 2.0 * w * (2 * K + V) + c * (5 * K + 3 * V) + 6.0 * h * self.head_dim * self.head_v + 12.0 * (2 * K + V)
+        state = 6.0 * h * self.head_dim * self.head_v
+        return proj + 2.0 * w * (2 * K + V) + c * (5 * K + 3 * V) + state + 12.0 * (2 * K + V)
 
     def state_numel(self, seq_len: int) -> int:
-        return (self.conv_size - 1) * (2 * self.key_width + self.value_width) + self.num_heads * self.head_dim * self.head_v
+        conv = (self.conv_size - 1) * (2 * self.key_width + self.value_width)
+        return conv + self.num_heads * self.head_dim * self.head_v
 
     def param_count(self) -> int:
         d, h, w, K, V = self.dim, self.num_heads, self.conv_size, self.key_width, self.value_width
@@ -144,7 +146,8 @@ class GatedDeltaNet(nn.Module):
 class DeltaNet(GatedDeltaNet):
     """DeltaNet (Schlag et al. 2021; Yang et al. 2024): `GatedDeltaNet` without the decay, α_t = 1.
 
-        S_t = (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,   o_t = S_tᵀ q_t,   y_t = W_o (rmsnorm(o_t) ⊙ silu(W_g x_t))
+        S_t = (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,   o_t = S_tᵀ q_t
+        y_t = W_o (rmsnorm(o_t) ⊙ silu(W_g x_t))
 
     Same convs, normalised q/k, output gate and norm, same chunkwise form and costs (less 2·d·h FLOPs).
     Params: d·(2K + 3V + h) + w·(2K + V) + v.

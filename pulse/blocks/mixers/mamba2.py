@@ -21,7 +21,7 @@ class Mamba2(nn.Module):
     """Mamba-2 (Dao & Gu 2024), one group (B, C shared by the heads):
 
         z, xBC, Δ' = W_in u;   x, B, C = silu(conv_w(xBC));   Δ = softplus(Δ' + b_Δ)   (one Δ per head)
-        S_t = exp(Δ_t A_h) S_{t−1} + B_t (Δ_t x_t)ᵀ,   y_t = S_tᵀ C_t + D_h x_t       (A_h = −e^{A_log}, per head)
+        S_t = exp(Δ_t A_h) S_{t−1} + B_t (Δ_t x_t)ᵀ,   y_t = S_tᵀ C_t + D_h x_t     (A_h = −e^{A_log})
         out = W_out (rmsnorm(y ⊙ silu(z)))
 
     The decay is a scalar per head and token, so chunks are matmuls (`chunk_ssd`); `step` is the
