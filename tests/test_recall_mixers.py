@@ -127,3 +127,24 @@ def test_spec_cross_field_checks():
         pulse.build_mixer("mamba2", 32, dt_min=0.5, dt_max=0.1)
     with pytest.raises(pulse.PulseError, match="did you mean `head_dim`"):
         pulse.build_mixer("deltanet", 32, head_dims=8)
+
+
+def test_decay_rates_are_never_weight_decayed():
+    from pulse.specs.run import TrainSpec
+    from pulse.train.optim import make_optimizer
+
+    recipe = pulse.recipe_from_dict({"model": {"dim": 16, "depth": 2, "layout": ["g", "m"], "mixers": {
+        "g": {"kind": "gated_deltanet"}, "m": {"kind": "mamba2"}}}})
+    model = pulse.build_model(recipe)
+    opt = make_optimizer(model, TrainSpec(weight_decay=0.1, no_decay=[]))
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    rates = [getattr(layer.mixer, name) for layer in model.layers for name in ("A_log", "dt_bias")]
+    assert rates and all(id(p) not in decayed for p in rates)
+
+
+@pytest.mark.parametrize("kind", ["gated_deltanet", "deltanet", "mamba2"])
+def test_bad_sizes_given_to_the_constructor_are_pulse_errors(kind):
+    module = pulse.registry.get(kind).module
+    for args in ({"conv_size": 1}, {"chunk_size": 0}):
+        with pytest.raises(pulse.PulseError, match=next(iter(args))):
+            module(16, **args, device="meta")

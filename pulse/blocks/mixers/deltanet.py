@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.contract import check_input
+from pulse.contract import check_input, no_weight_decay
+from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.delta_rule import chunk_delta_rule, recurrent_delta_rule
 
@@ -54,8 +55,11 @@ class GatedDeltaNet(nn.Module):
     ):
         super().__init__()
         head_v = head_dim * expand_v
-        if conv_size < 2 or head_v != int(head_v) or head_v < 1:
-            raise ValueError(f"need conv_size ≥ 2 and a whole value head dim ≥ 1, got {conv_size} and {head_v}")
+        if conv_size < 2 or chunk_size < 1 or head_v != int(head_v) or head_v < 1:
+            raise PulseError(
+                f"{type(self).__name__} needs conv_size ≥ 2, chunk_size ≥ 1 and head_dim · expand_v a whole number "
+                f"≥ 1; got conv_size={conv_size}, chunk_size={chunk_size}, head_dim · expand_v={head_v}."
+            )
         factory = {"device": device, "dtype": dtype}
         self.dim, self.num_heads, self.head_dim, self.head_v = dim, num_heads, head_dim, int(head_v)
         self.conv_size, self.chunk_size, self.eps = conv_size, chunk_size, eps
@@ -67,8 +71,8 @@ class GatedDeltaNet(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(self.head_v, **factory))
         self.out_proj = nn.Linear(V, dim, bias=False, **factory)
         if self.gated:
-            self.A_log = nn.Parameter(torch.empty(h, **factory))
-            self.dt_bias = nn.Parameter(torch.empty(h, **factory))
+            self.A_log = no_weight_decay(nn.Parameter(torch.empty(h, **factory)))
+            self.dt_bias = no_weight_decay(nn.Parameter(torch.empty(h, **factory)))
         with torch.no_grad():
             bound = 1 / math.sqrt(conv_size)
             self.conv_weight.uniform_(-bound, bound)

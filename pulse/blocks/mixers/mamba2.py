@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.contract import check_input
+from pulse.contract import check_input, no_weight_decay
+from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.ssd import chunk_ssd, recurrent_ssd
 
@@ -52,8 +53,11 @@ class Mamba2(nn.Module):
     ):
         super().__init__()
         inner = expand * dim
-        if inner % num_heads or conv_size < 2:
-            raise ValueError(f"num_heads ({num_heads}) must divide expand · dim ({inner}) and conv_size ≥ 2")
+        if num_heads < 1 or inner % num_heads or conv_size < 2 or chunk_size < 1:
+            raise PulseError(
+                f"Mamba2 needs num_heads dividing expand · dim, conv_size ≥ 2 and chunk_size ≥ 1; got "
+                f"num_heads={num_heads} for expand · dim={inner}, conv_size={conv_size}, chunk_size={chunk_size}."
+            )
         factory = {"device": device, "dtype": dtype}
         self.dim, self.inner, self.num_heads, self.head_dim = dim, inner, num_heads, inner // num_heads
         self.d_state, self.conv_size, self.chunk_size, self.eps = d_state, conv_size, chunk_size, eps
@@ -61,8 +65,8 @@ class Mamba2(nn.Module):
         self.in_proj = nn.Linear(dim, 2 * e + 2 * s + h, bias=False, **factory)
         self.conv_weight = nn.Parameter(torch.empty(e + 2 * s, conv_size, **factory))
         self.conv_bias = nn.Parameter(torch.zeros(e + 2 * s, **factory))
-        self.dt_bias = nn.Parameter(torch.empty(h, **factory))
-        self.A_log = nn.Parameter(torch.empty(h, **factory))
+        self.dt_bias = no_weight_decay(nn.Parameter(torch.empty(h, **factory)))
+        self.A_log = no_weight_decay(nn.Parameter(torch.empty(h, **factory)))
         self.D = nn.Parameter(torch.ones(h, **factory))
         self.norm_weight = nn.Parameter(torch.ones(e, **factory))
         self.out_proj = nn.Linear(e, dim, bias=False, **factory)
