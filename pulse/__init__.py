@@ -6,7 +6,9 @@ from pulse import registry, tasks  # noqa: F401  (tasks register their kinds)
 from pulse.version import __version__
 from pulse.assemble import build_mixer, build_model, make_spec
 from pulse.blocks.layers.attention import CausalSelfAttention
+from pulse.blocks.mixers.deltanet import DeltaNet, GatedDeltaNet
 from pulse.blocks.mixers.linear_attention import LinearAttention
+from pulse.blocks.mixers.mamba2 import Mamba2
 from pulse.blocks.mixers.ntm import NTMMemory
 from pulse.blocks.mixers.sparse_state_attention import SparseStateAttention
 from pulse.blocks.mixers.ssm import SelectiveSSM
@@ -49,6 +51,9 @@ __all__ = [
     "sequence_pulse",
     "ByteTokenizer",
     "CausalSelfAttention",
+    "DeltaNet",
+    "GatedDeltaNet",
+    "Mamba2",
     "HierarchicalStateManager",
     "LinearAttention",
     "Mixer",
