@@ -5,6 +5,7 @@ from pulse.cli import catalog  # noqa: F401  (registers list, cp)
 from pulse.cli import bench  # noqa: F401
 from pulse.cli import generate  # noqa: F401
 from pulse.cli import train  # noqa: F401  (registers train, eval)
+from pulse.cli import sweep  # noqa: F401
 from pulse.cli.app import app
 
 

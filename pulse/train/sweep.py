@@ -1,0 +1,371 @@
+"""Sweeps: one recipe, a grid of overrides, one training run per grid point, one table.
+
+    pulse sweep recipes/mqar-pulse.toml --grid train.lr=3e-4,1e-3,3e-3 --grid model.dim=64,128
+
+The points are the cartesian product of the grids. Every point's recipe is validated
+(the recipe file, then --set, then the point's overrides) before anything runs, so a
+typo fails at once with the usual dotted-path message. Each point trains into
+OUT/<key=value,…> with the ordinary training loop, in this process one after another
+or as N worker processes (`--parallel N`), each pinned to its share of the CPU threads.
+A point whose run directory already holds a finished run is skipped; one with a
+checkpoint continues from it (exact resume). A point that fails (a diverged loss at a
+high learning rate, say) is recorded as failed and the others go on. At the end every
+point's final eval metric, with steps, wall time, parameters and recurrent state, goes
+to OUT/sweep.json and OUT/sweep.md; the best point is the one with the highest accuracy
+(or lowest bits per byte, whichever the task's metric is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pulse.errors import PulseError
+
+FINAL = ("done", "already complete", "time limit")
+
+
+@dataclass
+class Point:
+    """One grid point: its overrides (grid key → value text), its validated recipe, its run directory."""
+
+    name: str
+    values: dict[str, str]
+    recipe: Any
+    out_dir: Path
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.values.items()]
+
+
+def split_values(text: str) -> list[str]:
+    """`1e-3,3e-3` → ["1e-3", "3e-3"]; commas inside [...], {...} or quotes do not split."""
+    values, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            values.append(text[start:i].strip())
+            start = i + 1
+    values.append(text[start:].strip())
+    return values
+
+
+def parse_grid(text: str) -> tuple[str, list[str]]:
+    """`train.lr=3e-4,1e-3` → ("train.lr", ["3e-4", "1e-3"])."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    values = split_values(raw) if sep else []
+    if not sep or not key or not all(key.split(".")) or not all(values):
+        raise PulseError(f"--grid `{text}`: expected DOTTED.PATH=V1,V2,…, e.g. --grid train.lr=3e-4,1e-3,3e-3.")
+    if len(set(values)) != len(values):
+        raise PulseError(f"--grid `{text}`: a value is listed twice; list each value once.")
+    return key, values
+
+
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """The shortest dotted suffix of each key that no other key ends with (train.lr → lr)."""
+    short = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if not any(o != key and (o == tail or o.endswith("." + tail)) for o in keys):
+                break
+        short[key] = tail
+    return short
+
+
+def point_name(values: dict[str, str]) -> str:
+    """A stable, readable directory name: `lr=1e-3,dim=64` (unsafe characters become `_`)."""
+    short = _short_keys(list(values))
+    text = ",".join(f"{short[k]}={v}" for k, v in values.items())
+    return re.sub(r"[^\w.=,+-]", "_", text)
+
+
+def plan(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[str] = (),
+         out: str | Path | None = None) -> list[Point]:
+    """Every grid point, validated; raises PulseError (nothing created) if any point's recipe is invalid."""
+    from pulse.assemble import build_model
+    from pulse.assemble.tasks import build_task
+    from pulse.specs.load import load_recipe
+
+    if not grids:
+        raise PulseError("a sweep needs at least one --grid KEY=V1,V2,…, e.g. --grid train.lr=3e-4,1e-3,3e-3.")
+    parsed = [parse_grid(g) for g in grids]
+    keys = [k for k, _ in parsed]
+    if len(set(keys)) != len(keys):
+        raise PulseError(f"--grid: a key appears in two grids ({', '.join(sorted({k for k in keys if keys.count(k) > 1}))}); "
+                         "give each key one --grid with all its values.")
+    root = Path(out) if out is not None else Path("runs") / f"sweep-{Path(recipe_path).stem}"
+    points = []
+    for combo in itertools.product(*(values for _, values in parsed)):
+        values = dict(zip(keys, combo))
+        recipe = load_recipe(recipe_path, [*overrides, *(f"{k}={v}" for k, v in values.items())])
+        if recipe.task is None:
+            raise PulseError(f"{recipe_path}: the recipe has no [task] table, so there is nothing to sweep; "
+                             "add one, e.g. [task] kind = \"mqar\".")
+        build_task(recipe.task).check_model(build_model(recipe, device="meta"))
+        name = point_name(values)
+        points.append(Point(name=name, values=values, recipe=recipe, out_dir=root / name))
+    return points
+
+
+def read_summary(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def finished(point: Point) -> bool:
+    """The run directory holds a finished run of this point's model and task (its summary says so)."""
+    from pulse.train.state import RunDir
+
+    summary = read_summary(point.out_dir)
+    if summary is None or summary.get("stopped") not in FINAL:
+        return False
+    stored = RunDir(point.out_dir, writer=False).stored_recipe() or {}
+    current = point.recipe.to_dict()
+    if any(stored.get(k) != current.get(k) for k in ("model", "task")):
+        return False
+    spec = point.recipe.train
+    return summary["step"] >= spec.steps or (spec.max_time is not None and summary["elapsed_s"] >= spec.max_time)
+
+
+def _resume(point: Point) -> bool:
+    from pulse.train.state import RunDir
+
+    return bool(RunDir(point.out_dir, writer=False).complete())
+
+
+def run_inline(point: Point, reporter: Any = None) -> str | None:
+    """Train one point in this process; the error message if it failed, else None."""
+    from pulse.train.loop import train
+
+    try:
+        train(point.recipe, point.out_dir, resume=_resume(point), reporter=reporter)
+    except PulseError as err:
+        return str(err)
+    return None
+
+
+def _worker_command(recipe_path: Path, point: Point, overrides: Sequence[str]) -> list[str]:
+    sets = [arg for o in [*overrides, *point.overrides] for arg in ("--set", o)]
+    return [sys.executable, "-m", "pulse.train.sweep", str(recipe_path), str(point.out_dir),
+            *(["--resume"] if _resume(point) else []), *sets]
+
+
+def run_parallel(recipe_path: Path, points: Sequence[Point], overrides: Sequence[str], workers: int,
+                 on_done: Callable[[Point, str | None], None]) -> None:
+    """Train the points as `workers` subprocesses at a time, each with cpus // workers threads; log in OUT/…/train.log."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = str(max(1, cpus // workers))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    queue, running = list(points), []
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                point = queue.pop(0)
+                point.out_dir.mkdir(parents=True, exist_ok=True)
+                with open(point.out_dir / "train.log", "w", encoding="utf-8") as log:
+                    proc = subprocess.Popen(_worker_command(recipe_path, point, overrides), stdout=log,
+                                            stderr=subprocess.STDOUT, env=env)
+                running.append((point, proc))
+            time.sleep(0.2)
+            for point, proc in [r for r in running if r[1].poll() is not None]:
+                running.remove((point, proc))
+                on_done(point, None if proc.returncode == 0 else _log_error(point.out_dir / "train.log", proc.returncode))
+    finally:
+        for _, proc in running:
+            proc.terminate()
+            proc.wait()
+
+
+def _log_error(log: Path, code: int) -> str:
+    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    at = text.rfind("error: ")
+    if at >= 0:
+        return " ".join(text[at + len("error: "):].split())
+    tail = text.strip().splitlines()[-1:] or ["no output"]
+    return f"the worker exited with status {code}: {tail[0]} (see {log})"
+
+
+def state_elements(recipe: Any) -> int:
+    """Recurrent state of the model in elements, per sequence, at the task's length (the blocks' state_numel)."""
+    import torch
+
+    from pulse.assemble import build_model
+    from pulse.summarize import block_costs
+
+    task = recipe.task
+    seq_len = getattr(task, "seq_len", None) or getattr(task, "max_len", None) or 1
+    model = build_model(recipe, device="meta")
+    # block_costs reports bytes at the given dtype and batch 1; float32 has 4 bytes per element
+    return sum(b.state_bytes for b in block_costs(model, seq_len=seq_len, dtype=torch.float32)) // 4
+
+
+@dataclass
+class SweepResult:
+    root: Path
+    metric: str
+    higher_is_better: bool
+    rows: list[dict[str, Any]]
+    best: str | None
+    json_path: Path
+    md_path: Path
+
+
+def _row(point: Point, status: str, error: str | None, metric: str) -> dict[str, Any]:
+    from pulse.assemble import build_model
+    from pulse.train.loop import count_params
+
+    summary = read_summary(point.out_dir) if status != "failed" else None
+    value = summary["eval"].get(metric) if summary else None
+    return {
+        "name": point.name, "dir": str(point.out_dir), "values": point.values, "status": status, "error": error,
+        "value": value, "step": summary["step"] if summary else None, "steps": point.recipe.train.steps,
+        "wall_s": summary["elapsed_s"] if summary else None,
+        "params": summary["params"] if summary else count_params(build_model(point.recipe, device="meta")),
+        "state_elements": state_elements(point.recipe),
+    }
+
+
+def best_row(rows: Sequence[dict[str, Any]], higher_is_better: bool) -> dict[str, Any] | None:
+    """The point with the highest (or lowest) finite metric; None when no point has one."""
+    scored = [r for r in rows if isinstance(r["value"], (int, float)) and r["value"] == r["value"]]
+    if not scored:
+        return None
+    return (max if higher_is_better else min)(scored, key=lambda r: r["value"])
+
+
+def row_cells(r: dict[str, Any]) -> list[str]:
+    """Metric, steps, wall time, params, state and status of one row, as text."""
+    value = "—" if r["value"] is None else f"{r['value']:.4f}"
+    wall = "—" if r["wall_s"] is None else f"{r['wall_s']:.1f} s"
+    step = "—" if r["step"] is None else str(r["step"])
+    # the first clause of an error (the whole message is in sweep.json)
+    status = r["status"] + (": " + re.split(r"[;.] ", r["error"], maxsplit=1)[0] if r["error"] else "")
+    return [value, f"{step}/{r['steps']}", wall, f"{r['params']:,}", f"{r['state_elements']:,}", status]
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """sweep.md: one row per point, the best one marked."""
+    keys, m = list(doc["grids"]), doc["machine"]
+    head = ["point", *keys, doc["metric"], "steps", "wall time", "params", "state (elements)", "status"]
+    lines = [
+        f"# Sweep of `{doc['recipe']}`", "", f"`{doc['command']}`", "",
+        f"Metric: {doc['metric']} on the held-out set after the last step "
+        f"({'higher' if doc['higher_is_better'] else 'lower'} is better). Machine: {m['device_name']} ({m['device']}), "
+        f"{m['logical_cpus']} logical CPUs, {doc['workers']} worker(s) × {doc['threads']} threads, torch {m['torch']}.",
+        "", "| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * (1 + len(keys)) + ["---:"] * 5 + ["---"]) + " |",
+    ]
+    for r in doc["points"]:
+        cells = row_cells(r)
+        name = r["name"]
+        if name == doc["best"]:
+            name, cells[0] = f"{name} **(best)**", f"**{cells[0]}**"
+        row = [name, *(r["values"][k] for k in keys), *cells]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[str] = (), out: str | Path | None = None,
+          parallel: int = 1, reporter: Callable[[Point], Any] | None = None, say: Callable[[str], None] = print,
+          command: str | None = None) -> SweepResult:
+    """Validate every point, train the unfinished ones, write sweep.json and sweep.md; see the module docstring."""
+    from pulse.assemble.tasks import build_task
+    from pulse.bench.machine import describe
+    from pulse.checkpoint import atomic_write_text
+    import torch
+
+    if parallel < 1:
+        raise PulseError(f"--parallel must be at least 1, got {parallel}.")
+    recipe_path = Path(recipe_path)
+    points = plan(recipe_path, grids, overrides=overrides, out=out)
+    tasks = {(t.metric, t.higher_is_better) for t in (build_task(p.recipe.task) for p in points)}
+    if len(tasks) > 1:
+        raise PulseError("the grid changes the task's metric between points; a sweep compares one metric, so sweep "
+                         "each task separately.")
+    (metric, higher), = tasks
+    status: dict[str, tuple[str, str | None]] = {}
+    todo = []
+    for point in points:
+        if finished(point):
+            status[point.name] = ("skipped", None)
+            say(f"{point.name}: finished before, skipped")
+        else:
+            todo.append(point)
+
+    def done(point: Point, error: str | None) -> None:
+        status[point.name] = ("failed", error) if error else ("trained", None)
+        say(f"{point.name}: {'failed: ' + error if error else 'trained'}")
+
+    workers = min(parallel, max(len(todo), 1))
+    if workers > 1:
+        run_parallel(recipe_path, todo, overrides, workers, done)
+    for point in todo if workers == 1 else ():
+        say(f"{point.name}: training into {point.out_dir}")
+        done(point, run_inline(point, reporter(point) if reporter else None))
+
+    rows = [_row(p, *status[p.name], metric) for p in points]
+    best = best_row(rows, higher)
+    device = "cuda" if points[0].recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    root = points[0].out_dir.parent
+    doc = {
+        "recipe": str(recipe_path), "overrides": list(overrides), "grids": dict(parse_grid(g) for g in grids), "metric": metric,
+        "higher_is_better": higher, "best": best["name"] if best else None, "machine": describe(device),
+        "workers": workers, "threads": max(1, cpus // workers) if workers > 1 else torch.get_num_threads(),
+        "command": command or f"pulse sweep {recipe_path} " + " ".join(f"--grid {g}" for g in grids), "points": rows,
+    }
+    json_path, md_path = root / "sweep.json", root / "sweep.md"
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(md_path, markdown(doc))
+    return SweepResult(root, metric, higher, rows, doc["best"], json_path, md_path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The worker of `pulse sweep --parallel`: train one point, print a PulseError as `error: …`, exit 2."""
+    from rich.console import Console
+
+    from pulse.specs.load import load_recipe
+    from pulse.train.loop import train
+    from pulse.train.progress import RichReporter
+
+    parser = argparse.ArgumentParser(prog="python -m pulse.train.sweep", description=main.__doc__)
+    parser.add_argument("recipe")
+    parser.add_argument("out")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    args = parser.parse_args(argv)
+    try:
+        train(load_recipe(args.recipe, args.overrides), args.out, resume=args.resume,
+              reporter=RichReporter(Console(width=120), live=False))
+    except PulseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Sweeps: one run per grid point, validation before anything runs, skip/resume on rerun, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import run_cli
+from pulse.errors import PulseError
+from pulse.train.state import read_metrics
+from pulse.train.sweep import best_row, parse_grid, point_name, split_values, sweep
+from test_train import Interrupt, recipe_dict, write_recipe
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    """A tiny MQAR recipe: a 2-layer attention LM of width 16, 12 steps, a checkpoint every 4."""
+    return write_recipe(tmp_path / "tiny.toml", recipe_dict())
+
+
+def read_doc(root: Path) -> tuple[dict, str]:
+    return json.loads((root / "sweep.json").read_text()), (root / "sweep.md").read_text()
+
+
+def test_grid_parsing_and_point_names():
+    assert parse_grid("train.lr=3e-4, 1e-3,3e-3") == ("train.lr", ["3e-4", "1e-3", "3e-3"])
+    assert split_values('["a","b"],["c"]') == ['["a","b"]', '["c"]']
+    assert split_values("'x,y',z") == ["'x,y'", "z"]
+    assert point_name({"train.lr": "1e-3", "model.dim": "64"}) == "lr=1e-3,dim=64"
+    # a last component shared by two keys is lengthened until the names differ
+    assert point_name({"model.mixers.a.num_heads": "2", "model.mixers.b.num_heads": "4"}) == "a.num_heads=2,b.num_heads=4"
+    assert point_name({"model.layout": '["pulse","attn"]'}) == "layout=__pulse_,_attn__"
+    for bad in ("train.lr", "train.lr=", "=1,2", "train..lr=1", "train.lr=1,,2", "train.lr=1,1"):
+        with pytest.raises(PulseError, match="--grid"):
+            parse_grid(bad)
+
+
+def test_best_row_follows_the_metric_direction():
+    rows = [{"name": "a", "value": 0.5}, {"name": "b", "value": 0.9}, {"name": "c", "value": None},
+            {"name": "d", "value": float("nan")}]
+    assert best_row(rows, True)["name"] == "b"
+    assert best_row(rows, False)["name"] == "a"
+    assert best_row([{"name": "c", "value": None}], True) is None
+
+
+def test_cli_sweep_two_lrs_then_rerun_skips(tmp_path, tiny):
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", tiny, "--grid", "train.lr=1e-3,1e-2", "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    doc, md = read_doc(out)
+    names = ["lr=1e-3", "lr=1e-2"]
+    assert [p["name"] for p in doc["points"]] == names
+    for point in doc["points"]:
+        summary = json.loads((out / point["name"] / "summary.json").read_text())
+        assert point["status"] == "trained" and point["step"] == 12 == summary["step"]
+        assert point["value"] == summary["eval"]["accuracy"]
+        assert json.loads((out / point["name"] / "recipe.json").read_text())["train"]["lr"] == float(point["values"]["train.lr"])
+        assert point["params"] == summary["params"] and point["state_elements"] == 2 * 2 * 16 * 16  # 2 layers × K,V × t × d
+        assert f"| {point['name']}" in md
+    best = max(doc["points"], key=lambda p: p["value"])
+    assert doc["best"] == best["name"] and doc["metric"] == "accuracy" and doc["higher_is_better"]
+    assert f"| {best['name']} **(best)** |" in md and f"**{best['value']:.4f}**" in md
+    assert "best: " + best["name"] in result.stdout
+
+    stamps = {n: (out / n / "summary.json").stat().st_mtime_ns for n in names}
+    again = run_cli("sweep", tiny, "--grid", "train.lr=1e-3,1e-2", "--out", out, "-q")
+    assert again.exit_code == 0, again.output
+    doc2, _ = read_doc(out)
+    assert [p["status"] for p in doc2["points"]] == ["skipped", "skipped"]
+    assert [p["value"] for p in doc2["points"]] == [p["value"] for p in doc["points"]]
+    assert stamps == {n: (out / n / "summary.json").stat().st_mtime_ns for n in names}
+
+
+def test_an_interrupted_point_is_resumed_and_more_steps_extend_a_finished_one(tmp_path, tiny):
+    out = tmp_path / "sweep"
+    grids = ["train.lr=3e-3,1e-2"]
+    with pytest.raises(KeyboardInterrupt):
+        sweep(tiny, grids, out=out, reporter=lambda point: Interrupt(at=6), say=lambda text: None)
+    assert not (out / "lr=3e-3" / "summary.json").exists() and not (out / "lr=1e-2").exists()
+    result = sweep(tiny, grids, out=out, say=lambda text: None)
+    assert [r["status"] for r in result.rows] == ["trained", "trained"]
+    first = json.loads((out / "lr=3e-3" / "summary.json").read_text())
+    assert first["resumed_from"] == 4 and first["step"] == 12
+    assert json.loads((out / "lr=1e-2" / "summary.json").read_text())["resumed_from"] is None
+    # the same grid with more steps continues each finished point from its last checkpoint
+    longer = sweep(tiny, grids, overrides=["train.steps=16"], out=out, say=lambda text: None)
+    assert [(r["status"], r["step"]) for r in longer.rows] == [("trained", 16), ("trained", 16)]
+    assert json.loads((out / "lr=1e-2" / "summary.json").read_text())["resumed_from"] == 12
+    assert max(r["step"] for r in read_metrics(out / "lr=1e-2" / "metrics.jsonl")) == 16
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ("train.lrr=1e-3,1e-2", "did you mean `lr`"),
+    ("trian.lr=1e-3", "did you mean `train`"),
+    ("model.mixers.attn.num_heads=2,3", "num_heads (3) must divide dim (16)"),
+    ("train.lr=1e-3,-1", "train.lr"),
+    ("model.mixers.attn.kind=attention,linear_atention", "did you mean `linear_attention`"),
+])
+def test_a_bad_grid_exits_2_before_anything_runs(tmp_path, tiny, grid, expected):
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", tiny, "--grid", grid, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.stderr.split()) and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_sweep_needs_a_grid_a_task_and_one_metric(tmp_path, tiny):
+    result = run_cli("sweep", tiny, "--grid", "x", "--out", tmp_path / "s")
+    assert result.exit_code == 2 and "expected DOTTED.PATH=V1,V2" in result.stderr
+    with pytest.raises(PulseError, match="at least one --grid"):
+        sweep(tiny, [], out=tmp_path / "s")
+    no_task = {k: v for k, v in recipe_dict().items() if k != "task"}
+    with pytest.raises(PulseError, match="no \\[task\\] table"):
+        sweep(write_recipe(tmp_path / "nt.toml", no_task), ["train.lr=1e-3"], out=tmp_path / "s")
+    with pytest.raises(PulseError, match="two grids"):
+        sweep(tiny, ["train.lr=1e-3", "train.lr=1e-2"], out=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_parallel_workers_train_every_point_and_record_a_diverged_one(tmp_path, tiny):
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", tiny, "--grid", "train.lr=1e-2,1e3", "--set", "train.grad_clip=0", "--parallel", "2",
+                     "--out", out)
+    assert result.exit_code == 0, result.output
+    doc, md = read_doc(out)
+    ok, bad = doc["points"]
+    assert doc["workers"] == 2 and doc["best"] == "lr=1e-2" == ok["name"]
+    assert ok["status"] == "trained" and ok["step"] == 12 and ok["value"] is not None
+    assert json.loads((out / "lr=1e-2" / "summary.json").read_text())["eval"]["accuracy"] == ok["value"]
+    assert bad["status"] == "failed" and bad["value"] is None and "became" in bad["error"]
+    assert "(train.log)" not in bad["error"] and (out / "lr=1e3" / "train.log").is_file()
+    assert "| lr=1e3 |" in md and "failed" in md and "| lr=1e-2 **(best)** |" in md
