@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import run_cli
+from test_train import Interrupt, recipe_dict, write_recipe
+
 from pulse.errors import PulseError
 from pulse.train.state import read_metrics
-from pulse.train.sweep import best_row, parse_grid, point_name, split_values, sweep
-from test_train import Interrupt, recipe_dict, write_recipe
+from pulse.train.sweep import parse_grid, point_name, split_values, sweep
+from pulse.train.sweep_report import best_row
 
 
 @pytest.fixture(autouse=True)

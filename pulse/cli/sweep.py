@@ -36,13 +36,14 @@ def sweep(
     unfinished ones from their checkpoints. Writes OUT/sweep.json and OUT/sweep.md.
     """
     from pulse.train.progress import RichReporter
-    from pulse.train.sweep import row_cells, sweep as run_sweep
+    from pulse.train.sweep import sweep as run_sweep
+    from pulse.train.sweep_report import row_cells
 
     result = run_sweep(
         recipe, grid, overrides=set_ or [], out=out, parallel=parallel,
         reporter=lambda point: RichReporter(console, live=not quiet),
         say=lambda text: console.print(f"[bold]sweep[/] {escape(text)}", highlight=False),
-        command=shlex.join(["pulse", "sweep", *sys.argv[2:]]) if sys.argv[1:2] == ["sweep"] else None,
+        command=shlex.join(["pulse", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else None,
     )
     table = Table(title=f"sweep · {result.root} · {result.metric} ({'higher' if result.higher_is_better else 'lower'} "
                         "is better)", title_justify="left")

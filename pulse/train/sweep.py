@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pulse.errors import PulseError
+from pulse.train.sweep_report import best_row, markdown, point_row, read_summary
 
 FINAL = ("done", "already complete", "time limit")
 
@@ -128,14 +130,6 @@ def plan(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[s
     return points
 
 
-def read_summary(out_dir: Path) -> dict[str, Any] | None:
-    try:
-        summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return summary if isinstance(summary, dict) else None
-
-
 def finished(point: Point) -> bool:
     """The run directory holds a finished run of this point's model and task (its summary says so)."""
     from pulse.train.state import RunDir
@@ -177,8 +171,7 @@ def _worker_command(recipe_path: Path, point: Point, overrides: Sequence[str]) -
 def run_parallel(recipe_path: Path, points: Sequence[Point], overrides: Sequence[str], workers: int,
                  on_done: Callable[[Point, str | None], None]) -> None:
     """Train the points as `workers` subprocesses at a time, each with cpus // workers threads; log in OUT/…/train.log."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = str(max(1, cpus // workers))
+    threads = str(max(1, _cpus() // workers))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     queue, running = list(points), []
     try:
@@ -209,20 +202,6 @@ def _log_error(log: Path, code: int) -> str:
     return f"the worker exited with status {code}: {tail[0]} (see {log})"
 
 
-def state_elements(recipe: Any) -> int:
-    """Recurrent state of the model in elements, per sequence, at the task's length (the blocks' state_numel)."""
-    import torch
-
-    from pulse.assemble import build_model
-    from pulse.summarize import block_costs
-
-    task = recipe.task
-    seq_len = getattr(task, "seq_len", None) or getattr(task, "max_len", None) or 1
-    model = build_model(recipe, device="meta")
-    # block_costs reports bytes at the given dtype and batch 1; float32 has 4 bytes per element
-    return sum(b.state_bytes for b in block_costs(model, seq_len=seq_len, dtype=torch.float32)) // 4
-
-
 @dataclass
 class SweepResult:
     root: Path
@@ -234,68 +213,11 @@ class SweepResult:
     md_path: Path
 
 
-def _row(point: Point, status: str, error: str | None, metric: str) -> dict[str, Any]:
-    from pulse.assemble import build_model
-    from pulse.train.loop import count_params
-
-    summary = read_summary(point.out_dir) if status != "failed" else None
-    value = summary["eval"].get(metric) if summary else None
-    return {
-        "name": point.name, "dir": str(point.out_dir), "values": point.values, "status": status, "error": error,
-        "value": value, "step": summary["step"] if summary else None, "steps": point.recipe.train.steps,
-        "wall_s": summary["elapsed_s"] if summary else None,
-        "params": summary["params"] if summary else count_params(build_model(point.recipe, device="meta")),
-        "state_elements": state_elements(point.recipe),
-    }
-
-
-def best_row(rows: Sequence[dict[str, Any]], higher_is_better: bool) -> dict[str, Any] | None:
-    """The point with the highest (or lowest) finite metric; None when no point has one."""
-    scored = [r for r in rows if isinstance(r["value"], (int, float)) and r["value"] == r["value"]]
-    if not scored:
-        return None
-    return (max if higher_is_better else min)(scored, key=lambda r: r["value"])
-
-
-def row_cells(r: dict[str, Any]) -> list[str]:
-    """Metric, steps, wall time, params, state and status of one row, as text."""
-    value = "—" if r["value"] is None else f"{r['value']:.4f}"
-    wall = "—" if r["wall_s"] is None else f"{r['wall_s']:.1f} s"
-    step = "—" if r["step"] is None else str(r["step"])
-    # the first clause of an error (the whole message is in sweep.json)
-    status = r["status"] + (": " + re.split(r"[;.] ", r["error"], maxsplit=1)[0] if r["error"] else "")
-    return [value, f"{step}/{r['steps']}", wall, f"{r['params']:,}", f"{r['state_elements']:,}", status]
-
-
-def markdown(doc: dict[str, Any]) -> str:
-    """sweep.md: one row per point, the best one marked."""
-    keys, m = list(doc["grids"]), doc["machine"]
-    head = ["point", *keys, doc["metric"], "steps", "wall time", "params", "state (elements)", "status"]
-    lines = [
-        f"# Sweep of `{doc['recipe']}`", "", f"`{doc['command']}`", "",
-        f"Metric: {doc['metric']} on the held-out set after the last step "
-        f"({'higher' if doc['higher_is_better'] else 'lower'} is better). Machine: {m['device_name']} ({m['device']}), "
-        f"{m['logical_cpus']} logical CPUs, {doc['workers']} worker(s) × {doc['threads']} threads, torch {m['torch']}.",
-        "", "| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * (1 + len(keys)) + ["---:"] * 5 + ["---"]) + " |",
-    ]
-    for r in doc["points"]:
-        cells = row_cells(r)
-        name = r["name"]
-        if name == doc["best"]:
-            name, cells[0] = f"{name} **(best)**", f"**{cells[0]}**"
-        row = [name, *(r["values"][k] for k in keys), *cells]
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[str] = (), out: str | Path | None = None,
           parallel: int = 1, reporter: Callable[[Point], Any] | None = None, say: Callable[[str], None] = print,
           command: str | None = None) -> SweepResult:
     """Validate every point, train the unfinished ones, write sweep.json and sweep.md; see the module docstring."""
     from pulse.assemble.tasks import build_task
-    from pulse.bench.machine import describe
-    from pulse.checkpoint import atomic_write_text
-    import torch
 
     if parallel < 1:
         raise PulseError(f"--parallel must be at least 1, got {parallel}.")
@@ -326,22 +248,41 @@ def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[
         say(f"{point.name}: training into {point.out_dir}")
         done(point, run_inline(point, reporter(point) if reporter else None))
 
-    rows = [_row(p, *status[p.name], metric) for p in points]
+    rows = [point_row(p, *status[p.name], metric) for p in points]
     best = best_row(rows, higher)
-    device = "cuda" if points[0].recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu"
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    root = points[0].out_dir.parent
     doc = {
-        "recipe": str(recipe_path), "overrides": list(overrides), "grids": dict(parse_grid(g) for g in grids), "metric": metric,
-        "higher_is_better": higher, "best": best["name"] if best else None, "machine": describe(device),
-        "workers": workers, "threads": max(1, cpus // workers) if workers > 1 else torch.get_num_threads(),
-        "command": command or f"pulse sweep {recipe_path} " + " ".join(f"--grid {g}" for g in grids), "points": rows,
+        "recipe": str(recipe_path), "overrides": list(overrides), "grids": dict(parse_grid(g) for g in grids),
+        "metric": metric, "higher_is_better": higher, "best": best["name"] if best else None,
+        **_machine(points[0].recipe, workers),
+        "command": command or shlex.join(["pulse", "sweep", str(recipe_path), *(a for g in grids for a in ("--grid", g))]),
+        "points": rows,
     }
-    json_path, md_path = root / "sweep.json", root / "sweep.md"
+    root = points[0].out_dir.parent
+    return SweepResult(root, metric, higher, rows, doc["best"], *_write(root, doc))
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _machine(recipe: Any, workers: int) -> dict[str, Any]:
+    """Where the sweep ran: CPU or GPU, library versions, workers and threads per worker."""
+    import torch
+
+    from pulse.bench.machine import describe
+
+    device = "cuda" if recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+    threads = max(1, _cpus() // workers) if workers > 1 else (recipe.train.threads or torch.get_num_threads())
+    return {"machine": describe(device), "workers": workers, "threads": threads}
+
+
+def _write(root: Path, doc: dict[str, Any]) -> tuple[Path, Path]:
+    from pulse.checkpoint import atomic_write_text
+
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
-    atomic_write_text(md_path, markdown(doc))
-    return SweepResult(root, metric, higher, rows, doc["best"], json_path, md_path)
+    atomic_write_text(root / "sweep.json", json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(root / "sweep.md", markdown(doc))
+    return root / "sweep.json", root / "sweep.md"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
