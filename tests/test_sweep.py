@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -141,3 +142,49 @@ def test_parallel_workers_train_every_point_and_record_a_diverged_one(tmp_path, 
     assert bad["status"] == "failed" and bad["value"] is None and "became" in bad["error"]
     assert "(train.log)" not in bad["error"] and (out / "lr=1e3" / "train.log").is_file()
     assert "| lr=1e3 |" in md and "failed" in md and "| lr=1e-2 **(best)** |" in md
+
+
+def load_tool(name: str):
+    path = Path(__file__).resolve().parent.parent / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = ["model.vocab_size=64", "task.vocab_size=64", "train.steps=3", "task.num_train=64", "task.num_test=32",
+        "train.batch_size=8", "train.eval_every=0", "train.checkpoint_every=0", "train.warmup_steps=0",
+        "train.max_time=600", "train.threads=1", "train.device=cpu"]
+
+
+def test_recall_table_runs_sweeps_per_kind_and_width_then_reads_them_back(tmp_path):
+    tool = load_tool("recall_table")
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    args = ["--settings", "16/2", "--kinds", "attention,linear_attention,no_such_kind", "--lrs", "1e-3,1e-2",
+            "--dims", "8,16", "--out", str(runs), "--docs", str(docs), "--note", "tiny test",
+            *(a for s in TINY for a in ("--set", s))]
+    assert tool.main(args) == 0
+    md = (docs / "recall.md").read_text()
+    assert "**tiny test**" in md and "no_such_kind: not a registered mixer kind" in md
+    for kind in ("attention", "linear_attention"):
+        doc = json.loads((runs / "mqar-16-2" / kind / "sweep.json").read_text())
+        assert len(doc["points"]) == 4 and {p["status"] for p in doc["points"]} == {"trained"}
+        for dim in ("8", "16"):
+            best = max((p for p in doc["points"] if p["values"]["model.dim"] == dim), key=lambda p: p["value"])
+            assert (f"| 16/2 | {kind} | {dim} | {best['value']:.4f} | {best['values']['train.lr']} "
+                    f"| {best['state_elements']:,} | {best['params']:,} | 3/3 |") in md
+    # attention's state is its KV cache: 2 layers × (K, V) × 16 tokens × d
+    assert "| 16/2 | attention | 8 |" in md and f"| {2 * 2 * 16 * 8:,} |" in md
+    png = (docs / "recall.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+    (docs / "recall.md").unlink()
+    assert tool.main(["--read-only", "--settings", "16/2", "--kinds", "attention,linear_attention,mamba_x",
+                      "--out", str(runs), "--docs", str(docs)]) == 0
+    again = (docs / "recall.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| 16/2")]
+    assert table and table == [line for line in again.splitlines() if line.startswith("| 16/2")]
+    assert "mamba_x at 16/2: no sweep in" in again
+    assert tool.main(["--read-only", "--settings", "64/4", "--kinds", "attention", "--out", str(runs),
+                      "--docs", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()

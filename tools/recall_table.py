@@ -1,0 +1,221 @@
+"""Recall vs recurrent state: the best MQAR accuracy of a learning-rate sweep, per kind, as a table and a plot.
+
+    python tools/recall_table.py                  # run the sweeps into runs/recall/, write docs/recall.{md,png}
+    python tools/recall_table.py --read-only      # tabulate the sweeps already there, train nothing
+    python tools/recall_table.py --settings 128/8 --kinds attention,pulse --lrs 1e-3,3e-3 --parallel 2 \\
+        --note "2-core CPU shared with other jobs"
+
+For each MQAR setting (seq_len/num_kv_pairs) and each kind, one `pulse sweep` over the
+learning rates (and over model widths with --dims, which gives several state sizes
+per kind, as in Zoology's figure) into OUT/mqar-<seq>-<pairs>/<kind>/. A rerun skips
+finished points and resumes unfinished ones. The kinds `attention`, `pulse` (pure,
+no attention layer) and `hybrid` are the shipped recipes/mqar-*.toml; any other name
+is a registered mixer kind put in both layers of mqar-attention.toml with its default
+settings, and is skipped with a note when this checkout does not register it.
+
+Written: DOCS/recall.md (best accuracy per kind, setting and width, with the recurrent
+state in elements at the task's seq_len — the blocks' own state_numel, attention's KV
+cache included — parameters, steps, wall time and the machine) and DOCS/recall.png
+(accuracy against state size, log x axis, one panel per setting, one marker per kind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pulse import registry
+from pulse.checkpoint import atomic_write, atomic_write_text
+from pulse.errors import PulseError
+from pulse.specs.load import read_table
+from pulse.train.sweep import sweep
+from pulse.train.sweep_report import best_row
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+SHIPPED = {"attention": "mqar-attention.toml", "pulse": "mqar-pulse.toml", "hybrid": "mqar-hybrid.toml"}
+KINDS = "attention,pulse,hybrid,linear_attention,ssm,gated_deltanet,mamba2"
+MARKERS = "os^Dv<>PX*hp"
+
+
+def parse_settings(text: str) -> list[tuple[int, int]]:
+    """`128/8,256/16` → [(128, 8), (256, 16)]."""
+    try:
+        pairs = [tuple(int(x) for x in item.split("/")) for item in text.split(",")]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise PulseError(f"--settings `{text}`: expected SEQ_LEN/NUM_KV_PAIRS,…, e.g. --settings 128/8,256/16.")
+    return pairs
+
+
+def kind_recipe(kind: str, sweep_dir: Path) -> Path | None:
+    """The recipe of a kind: a shipped one, or mqar-attention.toml with both layers of this registered mixer kind."""
+    if kind in SHIPPED:
+        return RECIPES / SHIPPED[kind]
+    if kind not in registry.kinds("mixer"):
+        return None
+    data = read_table(RECIPES / SHIPPED["attention"])
+    data["model"] = {**data["model"], "layout": [kind], "mixers": {kind: {"kind": kind}}}
+    path = sweep_dir / "recipe.json"
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def best_points(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The best point of each model width in one sweep (the learning rate is what is swept away)."""
+    widths: dict[str | None, list[dict[str, Any]]] = {}
+    for row in doc["points"]:
+        widths.setdefault(row["values"].get("model.dim"), []).append(row)
+    return [best for rows in widths.values() if (best := best_row(rows, doc["higher_is_better"])) is not None]
+
+
+def machine(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    return (f"{m['device_name']} ({m['device']}), {m['logical_cpus']} CPUs, {doc['workers']} worker(s) × "
+            f"{doc['threads']} threads, torch {m['torch']}")
+
+
+def collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run (or read) every sweep; one entry per (setting, kind, width) with its best point, and the notes."""
+    entries, notes = [], []
+    for seq, pairs in parse_settings(args.settings):
+        for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
+            sweep_dir = Path(args.out) / f"mqar-{seq}-{pairs}" / kind
+            if args.read_only:
+                if not (sweep_dir / "sweep.json").is_file():
+                    notes.append(f"{kind} at {seq}/{pairs}: no sweep in {sweep_dir} (run without --read-only).")
+                    continue
+                doc = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+            else:
+                recipe = kind_recipe(kind, sweep_dir)
+                if recipe is None:
+                    notes.append(f"{kind}: not a registered mixer kind in this checkout, skipped "
+                                 f"(registered: {', '.join(registry.kinds('mixer'))}).")
+                    continue
+                grids = [f"train.lr={args.lrs}", *([f"model.dim={args.dims}"] if args.dims else [])]
+                sets = [f"task.seq_len={seq}", f"task.num_kv_pairs={pairs}", *args.set]
+                result = sweep(recipe, grids, overrides=sets, out=sweep_dir, parallel=args.parallel,
+                               say=lambda text, tag=f"[{kind} {seq}/{pairs}]": print(tag, text, flush=True))
+                doc = json.loads(result.json_path.read_text(encoding="utf-8"))
+            best = best_points(doc)
+            if not best:
+                notes.append(f"{kind} at {seq}/{pairs}: no point of the sweep in {sweep_dir} finished.")
+            for row in best:
+                dim = json.loads((Path(row["dir"]) / "recipe.json").read_text(encoding="utf-8"))["model"]["dim"]
+                entries.append({"setting": f"{seq}/{pairs}", "seq_len": seq, "kind": kind, "dim": dim, "row": row,
+                                "lrs": doc["grids"]["train.lr"], "machine": machine(doc), "sweep": str(sweep_dir)})
+    return entries, list(dict.fromkeys(notes))
+
+
+def markdown(entries: list[dict[str, Any]], notes: list[str], command: str, note: str | None) -> str:
+    lrs = sorted({lr for e in entries for lr in e["lrs"]}, key=float)
+    machines = sorted({e["machine"] for e in entries})
+    one = len(machines) == 1
+    lines = [
+        "# MQAR recall against recurrent state", "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d', time.gmtime())}."
+        + (f" **{note}**" if note else ""), "",
+        f"Each row is the best held-out accuracy of a learning-rate sweep ({', '.join(lrs)}) of one kind at one "
+        "MQAR setting (seq_len/num_kv_pairs) and width. State: the recurrent state per sequence in elements at the "
+        "task's seq_len (each block's `state_numel`; attention counts its KV cache, 2·t·d per layer). Steps, wall "
+        "time: of the best point. Every point of every sweep is in its sweep.md."
+        + (f" Machine: {machines[0]}." if one else ""), "",
+        "| setting | kind | d | accuracy | best lr | state (elements) | params | steps | wall time |"
+        + ("" if one else " machine |"),
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + ("" if one else " --- |"),
+    ]
+    for e in sorted(entries, key=lambda e: (e["seq_len"], e["kind"], e["row"]["state_elements"])):
+        r = e["row"]
+        lines.append(f"| {e['setting']} | {e['kind']} | {e['dim']} | {r['value']:.4f} | {r['values']['train.lr']} "
+                     f"| {r['state_elements']:,} | {r['params']:,} | {r['step']}/{r['steps']} | {r['wall_s']:.0f} s |"
+                     + ("" if one else f" {e['machine']} |"))
+    if notes:
+        lines += ["", "Not in the table:", "", *(f"- {n}" for n in notes)]
+    lines += ["", "![accuracy against recurrent state size](recall.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(entries: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against state elements (log x), one panel per setting, one marker and colour per kind."""
+    import math
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    settings = sorted({(e["seq_len"], e["setting"]) for e in entries})
+    kinds = sorted({e["kind"] for e in entries})
+    fig = Figure(figsize=(4.8 * max(len(settings), 1) + 1.8, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(len(settings), 1), squeeze=False, sharey=True)[0]
+    colours = [f"C{i}" for i in range(10)]
+    for ax, (_, setting) in zip(axes, settings):
+        for i, kind in enumerate(kinds):
+            points = sorted((e["row"]["state_elements"], e["row"]["value"]) for e in entries
+                            if e["setting"] == setting and e["kind"] == kind)
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], color=colours[i % 10], markersize=8, alpha=0.85,
+                        markeredgecolor="white", markeredgewidth=0.8,
+                        linewidth=1.2, label=kind)
+        ax.set_xscale("log")
+        # whole decades on the x axis, labelled at powers of ten only (Zoology's figure)
+        states = [e["row"]["state_elements"] for e in entries if e["setting"] == setting]
+        ax.set_xlim(10 ** math.floor(math.log10(min(states))), 10 ** math.ceil(math.log10(max(states) * 1.01)))
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"MQAR {setting} (seq_len/pairs)")
+        ax.set_xlabel("recurrent state size (elements)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("accuracy (best of LR sweep)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside right center", frameon=False)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", default="128/8,256/16", help="MQAR settings SEQ_LEN/NUM_KV_PAIRS,…")
+    parser.add_argument("--kinds", default=KINDS, help="attention, pulse, hybrid, or registered mixer kinds")
+    parser.add_argument("--lrs", default="3e-4,1e-3,3e-3,1e-2", help="learning rates of each sweep")
+    parser.add_argument("--dims", default=None, help="model widths to sweep too, e.g. 64,128 (default: the recipe's)")
+    parser.add_argument("--set", action="append", default=[], help="a recipe override for every sweep (repeatable)")
+    parser.add_argument("--parallel", type=int, default=1, help="points trained at once per sweep")
+    parser.add_argument("--out", default="runs/recall", help="where the sweeps live")
+    parser.add_argument("--docs", default="docs", help="where recall.md and recall.png are written")
+    parser.add_argument("--note", default=None, help="a line about the machine's load, printed under the title")
+    parser.add_argument("--read-only", action="store_true", help="tabulate existing sweeps; train nothing")
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", "tools/recall_table.py", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        entries, notes = collect(args)
+        if not entries:
+            raise PulseError("no sweep has a finished point to tabulate: " + " ".join(notes))
+    except PulseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    plot(entries, docs / "recall.png")
+    atomic_write_text(docs / "recall.md", markdown(entries, notes, command, args.note))
+    print(f"wrote {docs / 'recall.md'} and {docs / 'recall.png'} ({len(entries)} rows; {len(notes)} notes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
