@@ -41,7 +41,8 @@ def test_grid_parsing_and_point_names():
     assert point_name({"train.lr": "1e-3", "model.dim": "64"}) == "lr=1e-3,dim=64"
     # a last component shared by two keys is lengthened until the names differ
     assert point_name({"model.mixers.a.num_heads": "2", "model.mixers.b.num_heads": "4"}) == "a.num_heads=2,b.num_heads=4"
-    assert point_name({"model.layout": '["pulse","attn"]'}) == "layout=__pulse_,_attn__"
+    assert point_name({"model.layout": '["pulse", "attn"]', "model.tie": "true"}) == "layout=pulse+attn,tie=true"
+    assert point_name({"task.path": "a/b c"}) == "path=a_bc"
     for bad in ("train.lr", "train.lr=", "=1,2", "train..lr=1", "train.lr=1,,2", "train.lr=1,1"):
         with pytest.raises(PulseError, match="--grid"):
             parse_grid(bad)
@@ -124,9 +125,20 @@ def test_sweep_needs_a_grid_a_task_and_one_metric(tmp_path, tiny):
     no_task = {k: v for k, v in recipe_dict().items() if k != "task"}
     with pytest.raises(PulseError, match="no \\[task\\] table"):
         sweep(write_recipe(tmp_path / "nt.toml", no_task), ["train.lr=1e-3"], out=tmp_path / "s")
+    with pytest.raises(PulseError, match="share the run directory"):
+        sweep(tiny, ['model.layout=["attn"],[ "attn" ]'], out=tmp_path / "s")
     with pytest.raises(PulseError, match="two grids"):
         sweep(tiny, ["train.lr=1e-3", "train.lr=1e-2"], out=tmp_path / "s")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_sweep_where_every_point_fails_exits_1(tmp_path, tiny):
+    out = tmp_path / "sweep"
+    result = run_cli("sweep", tiny, "--grid", "train.lr=1e3", "--set", "train.grad_clip=0", "--out", out, "-q")
+    assert result.exit_code == 1, result.output
+    doc, md = read_doc(out)
+    assert doc["best"] is None and doc["points"][0]["status"] == "failed" and "none (no point finished)" in result.stdout
+    assert "(best)" not in md and "| lr=1e3 | 1e3 | — | —/12 |" in md
 
 
 def test_parallel_workers_train_every_point_and_record_a_diverged_one(tmp_path, tiny):

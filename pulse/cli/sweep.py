@@ -45,11 +45,13 @@ def sweep(
         say=lambda text: console.print(f"[bold]sweep[/] {escape(text)}", highlight=False),
         command=shlex.join(["pulse", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else None,
     )
-    table = Table(title=f"sweep · {result.root} · {result.metric} ({'higher' if result.higher_is_better else 'lower'} "
-                        "is better)", title_justify="left")
-    table.add_column("point", no_wrap=True)
-    for name in [result.metric, "steps", "wall time", "params", "state (elements)", "status"]:
-        table.add_column(name, justify="right" if name in (result.metric, "steps", "wall time", "params", "state (elements)") else "left")
+    direction = "higher" if result.higher_is_better else "lower"
+    table = Table(title=f"sweep · {result.root} · {result.metric}, {direction} is better · state: recurrent "
+                        "elements per sequence", title_justify="left")
+    table.add_column("point")
+    for name in [result.metric, "steps", "time", "params", "state"]:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("status", overflow="ellipsis", no_wrap=True, min_width=7)
     for row in result.rows:
         cells = row_cells(row)
         cells[3] = fmt_count(row["params"])

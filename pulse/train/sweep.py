@@ -96,10 +96,14 @@ def _short_keys(keys: Sequence[str]) -> dict[str, str]:
 
 
 def point_name(values: dict[str, str]) -> str:
-    """A stable, readable directory name: `lr=1e-3,dim=64` (unsafe characters become `_`)."""
+    """A stable, readable directory name: `lr=1e-3,dim=64`; a list value `["pulse","attn"]` reads `pulse+attn`."""
     short = _short_keys(list(values))
-    text = ",".join(f"{short[k]}={v}" for k, v in values.items())
-    return re.sub(r"[^\w.=,+-]", "_", text)
+
+    def clean(value: str) -> str:
+        value = re.sub(r"[\[\]\"'\s]", "", value).replace(",", "+")
+        return re.sub(r"[^\w.+-]", "_", value) or "_"
+
+    return ",".join(f"{short[k]}={clean(v)}" for k, v in values.items())
 
 
 def plan(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[str] = (),
@@ -126,6 +130,8 @@ def plan(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[s
                              "add one, e.g. [task] kind = \"mqar\".")
         build_task(recipe.task).check_model(build_model(recipe, device="meta"))
         name = point_name(values)
+        if any(p.name == name for p in points):
+            raise PulseError(f"--grid: two points would share the run directory `{name}`; list distinct values.")
         points.append(Point(name=name, values=values, recipe=recipe, out_dir=root / name))
     return points
 
