@@ -175,7 +175,7 @@ def _worker_command(recipe_path: Path, point: Point, overrides: Sequence[str]) -
 
 
 def run_parallel(recipe_path: Path, points: Sequence[Point], overrides: Sequence[str], workers: int,
-                 on_done: Callable[[Point, str | None], None]) -> None:
+                 on_done: Callable[[Point, str | None], None], say: Callable[[str], None] = print) -> None:
     """Train the points as `workers` subprocesses at a time, each with cpus // workers threads; log in OUT/…/train.log."""
     threads = str(max(1, _cpus() // workers))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -189,6 +189,7 @@ def run_parallel(recipe_path: Path, points: Sequence[Point], overrides: Sequence
                     proc = subprocess.Popen(_worker_command(recipe_path, point, overrides), stdout=log,
                                             stderr=subprocess.STDOUT, env=env)
                 running.append((point, proc))
+                say(f"{point.name}: training in a worker ({threads} threads), log in {point.out_dir / 'train.log'}")
             time.sleep(0.2)
             for point, proc in [r for r in running if r[1].poll() is not None]:
                 running.remove((point, proc))
@@ -249,7 +250,7 @@ def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[
 
     workers = min(parallel, max(len(todo), 1))
     if workers > 1:
-        run_parallel(recipe_path, todo, overrides, workers, done)
+        run_parallel(recipe_path, todo, overrides, workers, done, say)
     for point in todo if workers == 1 else ():
         say(f"{point.name}: training into {point.out_dir}")
         done(point, run_inline(point, reporter(point) if reporter else None))
