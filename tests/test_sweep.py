@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -154,6 +160,31 @@ def test_parallel_workers_train_every_point_and_record_a_diverged_one(tmp_path, 
     assert bad["status"] == "failed" and bad["value"] is None and "became" in bad["error"]
     assert "(train.log)" not in bad["error"] and (out / "lr=1e3" / "train.log").is_file()
     assert "| lr=1e3 |" in md and "failed" in md and "| lr=1e-2 **(best)** |" in md
+
+
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task").is_dir(), reason="reads worker pids from /proc (Linux)")
+def test_stopping_a_parallel_sweep_stops_its_workers(tmp_path, tiny):
+    pulse_cli = Path(sys.executable).parent / "pulse"
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([str(pulse_cli), "sweep", str(tiny), "--grid", "train.lr=1e-3,1e-2", "--set",
+                             "train.steps=100000", "--parallel", "2", "--out", str(out), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children: list[int] = []
+    deadline = time.monotonic() + 120
+    while len(children) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    try:
+        assert len(children) == 2, proc.stdout.read() if proc.poll() is not None else children
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "interrupted" in output, output
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        assert not (out / "sweep.json").exists()
+    finally:
+        for pid in [proc.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def load_tool(name: str):

@@ -17,15 +17,10 @@ to OUT/sweep.json and OUT/sweep.md; the best point is the one with the highest a
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +28,7 @@ from typing import Any
 
 from pulse.errors import PulseError
 from pulse.train.sweep_report import best_row, markdown, point_row, read_summary
+from pulse.train.sweep_workers import cpus, run_parallel
 
 FINAL = ("done", "already complete", "time limit")
 
@@ -151,7 +147,7 @@ def finished(point: Point) -> bool:
     return summary["step"] >= spec.steps or (spec.max_time is not None and summary["elapsed_s"] >= spec.max_time)
 
 
-def _resume(point: Point) -> bool:
+def resume_point(point: Any) -> bool:
     from pulse.train.state import RunDir
 
     return bool(RunDir(point.out_dir, writer=False).complete())
@@ -162,51 +158,10 @@ def run_inline(point: Point, reporter: Any = None) -> str | None:
     from pulse.train.loop import train
 
     try:
-        train(point.recipe, point.out_dir, resume=_resume(point), reporter=reporter)
+        train(point.recipe, point.out_dir, resume=resume_point(point), reporter=reporter)
     except PulseError as err:
         return str(err)
     return None
-
-
-def _worker_command(recipe_path: Path, point: Point, overrides: Sequence[str]) -> list[str]:
-    sets = [arg for o in [*overrides, *point.overrides] for arg in ("--set", o)]
-    return [sys.executable, "-m", "pulse.train.sweep", str(recipe_path), str(point.out_dir),
-            *(["--resume"] if _resume(point) else []), *sets]
-
-
-def run_parallel(recipe_path: Path, points: Sequence[Point], overrides: Sequence[str], workers: int,
-                 on_done: Callable[[Point, str | None], None], say: Callable[[str], None] = print) -> None:
-    """Train the points as `workers` subprocesses at a time, each with cpus // workers threads; log in OUT/…/train.log."""
-    threads = str(max(1, _cpus() // workers))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    queue, running = list(points), []
-    try:
-        while queue or running:
-            while queue and len(running) < workers:
-                point = queue.pop(0)
-                point.out_dir.mkdir(parents=True, exist_ok=True)
-                with open(point.out_dir / "train.log", "w", encoding="utf-8") as log:
-                    proc = subprocess.Popen(_worker_command(recipe_path, point, overrides), stdout=log,
-                                            stderr=subprocess.STDOUT, env=env)
-                running.append((point, proc))
-                say(f"{point.name}: training in a worker ({threads} threads), log in {point.out_dir / 'train.log'}")
-            time.sleep(0.2)
-            for point, proc in [r for r in running if r[1].poll() is not None]:
-                running.remove((point, proc))
-                on_done(point, None if proc.returncode == 0 else _log_error(point.out_dir / "train.log", proc.returncode))
-    finally:
-        for _, proc in running:
-            proc.terminate()
-            proc.wait()
-
-
-def _log_error(log: Path, code: int) -> str:
-    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
-    at = text.rfind("error: ")
-    if at >= 0:
-        return " ".join(text[at + len("error: "):].split())
-    tail = text.strip().splitlines()[-1:] or ["no output"]
-    return f"the worker exited with status {code}: {tail[0]} (see {log})"
 
 
 @dataclass
@@ -268,10 +223,6 @@ def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[
     return SweepResult(root, metric, higher, rows, doc["best"], *_write(root, doc))
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _machine(recipe: Any, workers: int) -> dict[str, Any]:
     """Where the sweep ran: CPU or GPU, library versions, workers and threads per worker."""
     import torch
@@ -279,7 +230,7 @@ def _machine(recipe: Any, workers: int) -> dict[str, Any]:
     from pulse.bench.machine import describe
 
     device = "cuda" if recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu"
-    threads = max(1, _cpus() // workers) if workers > 1 else (recipe.train.threads or torch.get_num_threads())
+    threads = max(1, cpus() // workers) if workers > 1 else (recipe.train.threads or torch.get_num_threads())
     return {"machine": describe(device), "workers": workers, "threads": threads}
 
 
@@ -290,30 +241,3 @@ def _write(root: Path, doc: dict[str, Any]) -> tuple[Path, Path]:
     atomic_write_text(root / "sweep.json", json.dumps(doc, indent=2) + "\n")
     atomic_write_text(root / "sweep.md", markdown(doc))
     return root / "sweep.json", root / "sweep.md"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The worker of `pulse sweep --parallel`: train one point, print a PulseError as `error: …`, exit 2."""
-    from rich.console import Console
-
-    from pulse.specs.load import load_recipe
-    from pulse.train.loop import train
-    from pulse.train.progress import RichReporter
-
-    parser = argparse.ArgumentParser(prog="python -m pulse.train.sweep", description=main.__doc__)
-    parser.add_argument("recipe")
-    parser.add_argument("out")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--set", action="append", default=[], dest="overrides")
-    args = parser.parse_args(argv)
-    try:
-        train(load_recipe(args.recipe, args.overrides), args.out, resume=args.resume,
-              reporter=RichReporter(Console(width=120), live=False))
-    except PulseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
