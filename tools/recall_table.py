@@ -11,7 +11,7 @@ per kind, as in Zoology's figure) into OUT/mqar-<seq>-<pairs>/<kind>/. A rerun s
 finished points and resumes unfinished ones. The kinds `attention`, `pulse` (pure,
 no attention layer) and `hybrid` are the shipped recipes/mqar-*.toml; any other name
 is a registered mixer kind put in both layers of mqar-attention.toml with its default
-settings, and is skipped with a note when this checkout does not register it.
+settings (without the rotary positions only attention applies), and is skipped with a note when this checkout does not register it.
 
 Written: DOCS/recall.md (best accuracy per kind, setting and width, with the recurrent
 state in elements at the task's seq_len — the blocks' own state_numel, attention's KV
@@ -61,7 +61,9 @@ def kind_recipe(kind: str, sweep_dir: Path) -> Path | None:
     if kind not in registry.kinds("mixer"):
         return None
     data = read_table(RECIPES / SHIPPED["attention"])
-    data["model"] = {**data["model"], "layout": [kind], "mixers": {kind: {"kind": kind}}}
+    # rotary positions live inside attention layers; a recurrent mixer orders tokens itself (as mqar-pulse.toml)
+    model = {k: v for k, v in data["model"].items() if k != "positions" or kind == "attention"}
+    data["model"] = {**model, "layout": [kind], "mixers": {kind: {"kind": kind}}}
     path = sweep_dir / "recipe.json"
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")

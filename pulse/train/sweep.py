@@ -106,8 +106,8 @@ def plan(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[s
          out: str | Path | None = None) -> list[Point]:
     """Every grid point, validated; raises PulseError (nothing created) if any point's recipe is invalid."""
     from pulse.assemble import build_model
-    from pulse.assemble.tasks import build_task
     from pulse.specs.load import load_recipe
+    from pulse.tasks import build_task
 
     if not grids:
         raise PulseError("a sweep needs at least one --grid KEY=V1,V2,…, e.g. --grid train.lr=3e-4,1e-3,3e-3.")
@@ -179,7 +179,7 @@ def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[
           parallel: int = 1, reporter: Callable[[Point], Any] | None = None, say: Callable[[str], None] = print,
           command: str | None = None) -> SweepResult:
     """Validate every point, train the unfinished ones, write sweep.json and sweep.md; see the module docstring."""
-    from pulse.assemble.tasks import build_task
+    from pulse.tasks import build_task
 
     if parallel < 1:
         raise PulseError(f"--parallel must be at least 1, got {parallel}.")
