@@ -18,7 +18,7 @@ from pulse.cli.common import SetOption, console, fmt_count, handle_errors
 @app.command()
 @handle_errors
 def sweep(
-    recipe: Annotated[Path, typer.Argument(help="A recipe (.toml) with a [task] table.")],
+    recipe: Annotated[Path, typer.Argument(help="A recipe (.toml) that has a task table.")],
     grid: Annotated[
         list[str],
         typer.Option("--grid", help="DOTTED.PATH=V1,V2,… (repeatable; the points are the cartesian product), "

@@ -148,6 +148,7 @@ def finished(point: Point) -> bool:
 
 
 def resume_point(point: Any) -> bool:
+    """Whether the point's run directory has a checkpoint to continue from (train with resume=True)."""
     from pulse.train.state import RunDir
 
     return bool(RunDir(point.out_dir, writer=False).complete())
