@@ -147,8 +147,11 @@ def test_a_sweep_where_every_point_fails_exits_1(tmp_path, tiny):
     assert "(best)" not in md and "| lr=1e3 | 1e3 | — | —/12 |" in md
 
 
-def test_parallel_workers_train_every_point_and_record_a_diverged_one(tmp_path, tiny):
+def test_parallel_workers_train_every_point_resume_and_record_a_diverged_one(tmp_path, tiny):
     out = tmp_path / "sweep"
+    with pytest.raises(KeyboardInterrupt):  # lr=1e-2 stops at step 6, after its checkpoint at step 4
+        sweep(tiny, ["train.lr=1e-2,1e3"], overrides=["train.grad_clip=0"], out=out,
+              reporter=lambda point: Interrupt(at=6), say=lambda text: None)
     result = run_cli("sweep", tiny, "--grid", "train.lr=1e-2,1e3", "--set", "train.grad_clip=0", "--parallel", "2",
                      "--out", out)
     assert result.exit_code == 0, result.output
@@ -156,7 +159,8 @@ def test_parallel_workers_train_every_point_and_record_a_diverged_one(tmp_path, 
     ok, bad = doc["points"]
     assert doc["workers"] == 2 and doc["best"] == "lr=1e-2" == ok["name"]
     assert ok["status"] == "trained" and ok["step"] == 12 and ok["value"] is not None
-    assert json.loads((out / "lr=1e-2" / "summary.json").read_text())["eval"]["accuracy"] == ok["value"]
+    summary = json.loads((out / "lr=1e-2" / "summary.json").read_text())
+    assert summary["eval"]["accuracy"] == ok["value"] and summary["resumed_from"] == 4
     assert bad["status"] == "failed" and bad["value"] is None and "became" in bad["error"]
     assert "(train.log)" not in bad["error"] and (out / "lr=1e3" / "train.log").is_file()
     assert "| lr=1e3 |" in md and "failed" in md and "| lr=1e-2 **(best)** |" in md
