@@ -46,7 +46,8 @@ def test_grid_parsing_and_point_names():
     assert split_values("'x,y',z") == ["'x,y'", "z"]
     assert point_name({"train.lr": "1e-3", "model.dim": "64"}) == "lr=1e-3,dim=64"
     # a last component shared by two keys is lengthened until the names differ
-    assert point_name({"model.mixers.a.num_heads": "2", "model.mixers.b.num_heads": "4"}) == "a.num_heads=2,b.num_heads=4"
+    two = {"model.mixers.a.num_heads": "2", "model.mixers.b.num_heads": "4"}
+    assert point_name(two) == "a.num_heads=2,b.num_heads=4"
     assert point_name({"model.layout": '["pulse", "attn"]', "model.tie": "true"}) == "layout=pulse+attn,tie=true"
     assert point_name({"task.path": "a/b c"}) == "path=a_bc"
     for bad in ("train.lr", "train.lr=", "=1,2", "train..lr=1", "train.lr=1,,2", "train.lr=1,1"):
@@ -73,13 +74,17 @@ def test_cli_sweep_two_lrs_then_rerun_skips(tmp_path, tiny):
         summary = json.loads((out / point["name"] / "summary.json").read_text())
         assert point["status"] == "trained" and point["step"] == 12 == summary["step"]
         assert point["value"] == summary["eval"]["accuracy"]
-        assert json.loads((out / point["name"] / "recipe.json").read_text())["train"]["lr"] == float(point["values"]["train.lr"])
-        assert point["params"] == summary["params"] and point["state_elements"] == 2 * 2 * 16 * 16  # 2 layers × K,V × t × d
+        stored = json.loads((out / point["name"] / "recipe.json").read_text())
+        assert stored["train"]["lr"] == float(point["values"]["train.lr"])
+        # attention's state is its KV cache: 2 layers × (K, V) × 16 tokens × d 16
+        assert point["params"] == summary["params"] and point["state_elements"] == 2 * 2 * 16 * 16
         assert f"| {point['name']}" in md
     best = max(doc["points"], key=lambda p: p["value"])
     assert doc["best"] == best["name"] and doc["metric"] == "accuracy" and doc["higher_is_better"]
     assert f"| {best['name']} **(best)** |" in md and f"**{best['value']:.4f}**" in md
     assert "best: " + best["name"] in result.stdout
+    if hasattr(os, "getloadavg"):
+        assert doc["load_at_start"] >= 0 and f"load average {doc['load_at_start']:.1f} when the sweep started" in md
 
     stamps = {n: (out / n / "summary.json").stat().st_mtime_ns for n in names}
     again = run_cli("sweep", tiny, "--grid", "train.lr=1e-3,1e-2", "--out", out, "-q")
@@ -143,7 +148,8 @@ def test_a_sweep_where_every_point_fails_exits_1(tmp_path, tiny):
     result = run_cli("sweep", tiny, "--grid", "train.lr=1e3", "--set", "train.grad_clip=0", "--out", out, "-q")
     assert result.exit_code == 1, result.output
     doc, md = read_doc(out)
-    assert doc["best"] is None and doc["points"][0]["status"] == "failed" and "none (no point finished)" in result.stdout
+    assert doc["best"] is None and doc["points"][0]["status"] == "failed"
+    assert "none (no point finished)" in result.stdout
     assert "(best)" not in md and "| lr=1e3 | 1e3 | — | —/12 |" in md
 
 
@@ -216,6 +222,7 @@ def test_recall_table_runs_sweeps_per_kind_and_width_then_reads_them_back(tmp_pa
     assert tool.main(args) == 0
     md = (docs / "recall.md").read_text()
     assert "**tiny test**" in md and "no_such_kind: not a registered mixer kind" in md
+    assert "Load average when the sweeps started: " in md or not hasattr(os, "getloadavg")
     for kind in ("attention", "linear_attention"):
         doc = json.loads((runs / "mqar-16-2" / kind / "sweep.json").read_text())
         assert len(doc["points"]) == 4 and {p["status"] for p in doc["points"]} == {"trained"}

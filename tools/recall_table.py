@@ -11,7 +11,8 @@ per kind, as in Zoology's figure) into OUT/mqar-<seq>-<pairs>/<kind>/. A rerun s
 finished points and resumes unfinished ones. The kinds `attention`, `pulse` (pure,
 no attention layer) and `hybrid` are the shipped recipes/mqar-*.toml; any other name
 is a registered mixer kind put in both layers of mqar-attention.toml with its default
-settings (without the rotary positions only attention applies), and is skipped with a note when this checkout does not register it.
+settings (without the rotary positions only attention applies), and is skipped with a
+note when this checkout does not register it.
 
 Written: DOCS/recall.md (best accuracy per kind, setting and width, with the recurrent
 state in elements at the task's seq_len — the blocks' own state_numel, attention's KV
@@ -112,8 +113,15 @@ def collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
             for row in best:
                 dim = json.loads((Path(row["dir"]) / "recipe.json").read_text(encoding="utf-8"))["model"]["dim"]
                 entries.append({"setting": f"{seq}/{pairs}", "seq_len": seq, "kind": kind, "dim": dim, "row": row,
+                                "load": doc.get("load_at_start"),
                                 "lrs": doc["grids"]["train.lr"], "machine": machine(doc), "sweep": str(sweep_dir)})
     return entries, list(dict.fromkeys(notes))
+
+
+def _load_line(entries: list[dict[str, Any]]) -> str:
+    """The machine's load average when the sweeps started: other jobs slow wall times down."""
+    loads = [e["load"] for e in entries if e.get("load") is not None]
+    return f" Load average when the sweeps started: {min(loads):.1f}–{max(loads):.1f}." if loads else ""
 
 
 def markdown(entries: list[dict[str, Any]], notes: list[str], command: str, note: str | None) -> str:
@@ -128,7 +136,7 @@ def markdown(entries: list[dict[str, Any]], notes: list[str], command: str, note
         "MQAR setting (seq_len/num_kv_pairs) and width. State: the recurrent state per sequence in elements at the "
         "task's seq_len (each block's `state_numel`; attention counts its KV cache, 2·t·d per layer). Steps, wall "
         "time: of the best point. Every point of every sweep is in its sweep.md."
-        + (f" Machine: {machines[0]}." if one else ""), "",
+        + (f" Machine: {machines[0]}." if one else "") + _load_line(entries), "",
         "| setting | kind | d | accuracy | best lr | state (elements) | params | steps | wall time |"
         + ("" if one else " machine |"),
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + ("" if one else " --- |"),

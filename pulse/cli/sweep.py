@@ -9,16 +9,18 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, console, fmt_count, handle_errors
+from pulse.cli.common import SetOption, complete_recipe, console, fmt_count, handle_errors, make_table
 
 
 @app.command()
 @handle_errors
 def sweep(
-    recipe: Annotated[Path, typer.Argument(help="A recipe (.toml) that has a task table.")],
+    recipe: Annotated[
+        Path, typer.Argument(help="A recipe (.toml) or shipped recipe name; it needs a task table.",
+                             autocompletion=complete_recipe),
+    ],
     grid: Annotated[
         list[str],
         typer.Option("--grid", help="DOTTED.PATH=V1,V2,… (repeatable; the points are the cartesian product), "
@@ -27,8 +29,12 @@ def sweep(
     set_: SetOption = None,
     parallel: Annotated[int, typer.Option("--parallel", min=1, help="Train N points at once, as N processes "
                                                                     "sharing the CPU threads.")] = 1,
-    out: Annotated[Path | None, typer.Option("--out", help="Sweep directory (default: runs/sweep-<recipe name>).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (in-process runs).")] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Sweep directory (default: runs/sweep-<recipe name>).")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or lines; eval lines and summaries only.")
+    ] = False,
 ) -> None:
     """Train RECIPE at every grid point (one run directory each), then print and save the table of results.
 
@@ -41,13 +47,13 @@ def sweep(
 
     result = run_sweep(
         recipe, grid, overrides=set_ or [], out=out, parallel=parallel,
-        reporter=lambda point: RichReporter(console, live=not quiet),
+        reporter=lambda point: RichReporter(console, live=None, every=point.recipe.train.log_every, quiet=quiet),
         say=lambda text: console.print(f"[bold]sweep[/] {escape(text)}", highlight=False),
         command=shlex.join(["pulse", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else None,
     )
     direction = "higher" if result.higher_is_better else "lower"
-    table = Table(title=f"sweep · {result.root} · {result.metric}, {direction} is better · state: recurrent "
-                        "elements per sequence", title_justify="left")
+    table = make_table(title=f"sweep · {result.root} · {result.metric}, {direction} is better · state: recurrent "
+                             "elements per sequence")
     table.add_column("point")
     for name in [result.metric, "steps", "time", "params", "state"]:
         table.add_column(name, justify="right", no_wrap=True)
@@ -60,7 +66,7 @@ def sweep(
         table.add_row(("★ " if best else "") + row["name"], *cells,
                       style="bold green" if best else ("red" if row["status"] == "failed" else ""))
     console.print(table)
-    console.print(f"best: [bold green]{result.best or 'none (no point finished)'}[/] · {result.json_path} · {result.md_path}",
-                  highlight=False)
+    best = result.best or "none (no point finished)"
+    console.print(f"best: [bold green]{best}[/] · {result.json_path} · {result.md_path}", highlight=False)
     if result.best is None:
         raise typer.Exit(1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shlex
 from collections.abc import Callable, Sequence
@@ -114,8 +115,8 @@ def plan(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[s
     parsed = [parse_grid(g) for g in grids]
     keys = [k for k, _ in parsed]
     if len(set(keys)) != len(keys):
-        raise PulseError(f"--grid: a key appears in two grids ({', '.join(sorted({k for k in keys if keys.count(k) > 1}))}); "
-                         "give each key one --grid with all its values.")
+        twice = ", ".join(sorted({k for k in keys if keys.count(k) > 1}))
+        raise PulseError(f"--grid: a key appears in two grids ({twice}); give each key one --grid with all its values.")
     root = Path(out) if out is not None else Path("runs") / f"sweep-{Path(recipe_path).stem}"
     points = []
     for combo in itertools.product(*(values for _, values in parsed)):
@@ -176,15 +177,17 @@ class SweepResult:
     md_path: Path
 
 
-def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[str] = (), out: str | Path | None = None,
-          parallel: int = 1, reporter: Callable[[Point], Any] | None = None, say: Callable[[str], None] = print,
-          command: str | None = None) -> SweepResult:
+def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[str] = (),
+          out: str | Path | None = None, parallel: int = 1, reporter: Callable[[Point], Any] | None = None,
+          say: Callable[[str], None] = print, command: str | None = None) -> SweepResult:
     """Validate every point, train the unfinished ones, write sweep.json and sweep.md; see the module docstring."""
+    from pulse.specs.load import find_recipe
     from pulse.tasks import build_task
 
     if parallel < 1:
         raise PulseError(f"--parallel must be at least 1, got {parallel}.")
-    recipe_path = Path(recipe_path)
+    recipe_path = find_recipe(recipe_path)  # a path, or a zoo card or shipped recipe name
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other jobs on the machine, for the record
     points = plan(recipe_path, grids, overrides=overrides, out=out)
     tasks = {(t.metric, t.higher_is_better) for t in (build_task(p.recipe.task) for p in points)}
     if len(tasks) > 1:
@@ -216,8 +219,8 @@ def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[
     doc = {
         "recipe": str(recipe_path), "overrides": list(overrides), "grids": dict(parse_grid(g) for g in grids),
         "metric": metric, "higher_is_better": higher, "best": best["name"] if best else None,
-        **_machine(points[0].recipe, workers),
-        "command": command or shlex.join(["pulse", "sweep", str(recipe_path), *(a for g in grids for a in ("--grid", g))]),
+        **_machine(points[0].recipe, workers), "load_at_start": load,
+        "command": command or shlex.join(["pulse", "sweep", str(recipe_path), *(f"--grid={g}" for g in grids)]),
         "points": rows,
     }
     root = points[0].out_dir.parent

@@ -8,6 +8,7 @@ time, its parameters and its recurrent state in elements (the blocks' own analyt
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,7 +54,7 @@ def point_row(point: Any, status: str, error: str | None, metric: str) -> dict[s
 
 def best_row(rows: Sequence[dict[str, Any]], higher_is_better: bool) -> dict[str, Any] | None:
     """The point with the highest (or lowest) finite metric; None when no point has one."""
-    scored = [r for r in rows if isinstance(r["value"], (int, float)) and r["value"] == r["value"]]
+    scored = [r for r in rows if isinstance(r["value"], (int, float)) and math.isfinite(r["value"])]
     if not scored:
         return None
     return (max if higher_is_better else min)(scored, key=lambda r: r["value"])
@@ -76,9 +77,13 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# Sweep of `{doc['recipe']}`", "", f"`{doc['command']}`", "",
         (f"Metric: {doc['metric']} on the held-out set after the last step "
-         f"({'higher' if doc['higher_is_better'] else 'lower'} is better). Machine: {m['device_name']} ({m['device']}), "
-         f"{m['logical_cpus']} logical CPUs, {doc['workers']} worker(s) × {doc['threads']} threads, torch {m['torch']}."),
-        "", "| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * (1 + len(keys)) + ["---:"] * 5 + ["---"]) + " |",
+         f"({'higher' if doc['higher_is_better'] else 'lower'} is better). "
+         f"Machine: {m['device_name']} ({m['device']}), "
+         f"{m['logical_cpus']} logical CPUs, {doc['workers']} worker(s) × {doc['threads']} threads, torch {m['torch']}"
+         + (f"; load average {doc['load_at_start']:.1f} when the sweep started." if doc.get("load_at_start") is not None
+            else ".")),
+        "", "| " + " | ".join(head) + " |",
+        "| " + " | ".join(["---"] * (1 + len(keys)) + ["---:"] * 5 + ["---"]) + " |",
     ]
     for r in doc["points"]:
         cells = row_cells(r)

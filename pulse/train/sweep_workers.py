@@ -55,7 +55,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 def run_parallel(recipe_path: Path, points: Sequence[Any], overrides: Sequence[str], workers: int,
                  on_done: Callable[[Any, str | None], None], say: Callable[[str], None] = print) -> None:
-    """Train the points as `workers` subprocesses at a time, each with cpus // workers threads; log in OUT/…/train.log."""
+    """Train the points `workers` at a time, in subprocesses of cpus // workers threads; log in <point>/train.log."""
     threads = str(max(1, cpus() // workers))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     queue, running = list(points), []
@@ -105,8 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args(argv)
     try:
-        train(load_recipe(args.recipe, args.overrides), args.out, resume=args.resume,
-              reporter=RichReporter(Console(width=120), live=False))
+        recipe = load_recipe(args.recipe, args.overrides)
+        reporter = RichReporter(Console(width=120), live=False, every=recipe.train.log_every)
+        train(recipe, args.out, resume=args.resume, reporter=reporter)
     except PulseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
