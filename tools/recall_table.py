@@ -8,11 +8,12 @@
 For each MQAR setting (seq_len/num_kv_pairs) and each kind, one `pulse sweep` over the
 learning rates (and over model widths with --dims, which gives several state sizes
 per kind, as in Zoology's figure) into OUT/mqar-<seq>-<pairs>/<kind>/. A rerun skips
-finished points and resumes unfinished ones. The kinds `attention`, `pulse` (pure,
-no attention layer) and `hybrid` are the shipped recipes/mqar-*.toml; any other name
-is a registered mixer kind put in both layers of mqar-attention.toml with its default
-settings (without the rotary positions only attention applies), and is skipped with a
-note when this checkout does not register it.
+finished points and resumes unfinished ones. A kind with a shipped recipe uses it:
+recipes/mqar-<kind>.toml (`attention`, `pulse` — pure, no attention layer — `hybrid`,
+`gated_deltanet`, `mamba2`; all share the task and the training budget). Any other
+name is a registered mixer kind put in both layers of mqar-attention.toml with its
+default settings (without the rotary positions only attention applies), and is
+skipped with a note when this checkout does not register it.
 
 Written: DOCS/recall.md (best accuracy per kind, setting and width, with the recurrent
 state in elements at the task's seq_len — the blocks' own state_numel, attention's KV
@@ -39,7 +40,6 @@ from pulse.train.sweep import sweep
 from pulse.train.sweep_report import best_row
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-SHIPPED = {"attention": "mqar-attention.toml", "pulse": "mqar-pulse.toml", "hybrid": "mqar-hybrid.toml"}
 KINDS = "attention,pulse,hybrid,linear_attention,ssm,gated_deltanet,mamba2"
 MARKERS = "os^Dv<>PX*hp"
 
@@ -56,12 +56,13 @@ def parse_settings(text: str) -> list[tuple[int, int]]:
 
 
 def kind_recipe(kind: str, sweep_dir: Path) -> Path | None:
-    """The recipe of a kind: a shipped one, or mqar-attention.toml with both layers of this registered mixer kind."""
-    if kind in SHIPPED:
-        return RECIPES / SHIPPED[kind]
+    """recipes/mqar-<kind>.toml, else mqar-attention.toml with both layers of this registered mixer kind."""
+    shipped = RECIPES / f"mqar-{kind.replace('_', '-')}.toml"
+    if shipped.is_file():
+        return shipped
     if kind not in registry.kinds("mixer"):
         return None
-    data = read_table(RECIPES / SHIPPED["attention"])
+    data = read_table(RECIPES / "mqar-attention.toml")
     # rotary positions live inside attention layers; a recurrent mixer orders tokens itself (as mqar-pulse.toml)
     model = {k: v for k, v in data["model"].items() if k != "positions" or kind == "attention"}
     data["model"] = {**model, "layout": [kind], "mixers": {kind: {"kind": kind}}}
