@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
+from pulse.specs.limits import check_stored_paths
 from pulse.specs.load import validate
 from pulse.version import __version__
 
@@ -35,13 +36,26 @@ WEIGHTS = "model.safetensors"
 RECIPE = "recipe.json"
 MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 ADVICE = "give a checkpoint directory written by `pulse build --out`, `pulse train` or save_pretrained"
+INTEGRITY = {"pulse_sha256": "the checksum of its tensors", "pulse_recipe_hash": "the hash of its recipe"}
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path) then rename tmp_path over `path` (same directory, so the rename is atomic)."""
+    """Call write(tmp_path) then rename tmp_path over `path` (same directory, so the rename is atomic).
+
+    On any failure the temporary file is removed and `path` is left as it was; a full
+    disk is a PulseError saying so.
+    """
+    from pulse.paths import DiskFull, full_disk
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        if full_disk(err):
+            raise DiskFull(f"no space left on the device to write {path}; nothing was changed. "
+                             "Free some space and run the command again (training continues with --resume).") from None
+        raise
     os.close(fd)
     try:
         write(tmp)
@@ -52,8 +66,12 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if full_disk(err):
+            raise DiskFull(f"no space left on the device to write {path}; the previous file (if any) is intact and "
+                             "no partial file was left. Free some space and run the command again "
+                             "(training continues with --resume).") from None
         raise
 
 
@@ -113,7 +131,8 @@ def save_checkpoint(model: nn.Module, recipe: Any, directory: str | Path, *, nam
         "pulse_sha256": tensors_digest(tensors),
     }
     path = directory / name
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    data = safetensors_bytes(tensors, metadata=metadata)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     atomic_write_text(directory / RECIPE, json.dumps(recipe_dict, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -179,15 +198,28 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     return header, metadata
 
 
+def require_integrity(path: Path, metadata: dict[str, str], key: str, allow_unverified: bool) -> bool:
+    """True when `key` is present; a PulseError when it is missing and unverified files are not allowed."""
+    if metadata.get(key) is not None:
+        return True
+    if allow_unverified:
+        return False
+    raise PulseError(
+        f"{path}: no `{key}` in its metadata ({INTEGRITY[key]}), so the file cannot be verified and may have "
+        "been altered. If you trust it, load it with allow_unverified=True (CLI: --allow-unverified)."
+    )
+
+
 def read_metadata(location: str | Path) -> dict[str, str]:
     """The checkpoint's metadata (recipe JSON, hashes, version) after checking the file's structure."""
     return _read_header(weights_path(location))[1]
 
 
-def read_stored_recipe(location: str | Path) -> dict[str, Any]:
+def read_stored_recipe(location: str | Path, *, allow_unverified: bool = False) -> dict[str, Any]:
     """The recipe dict stored in a checkpoint, checked against its stored hash (not yet validated)."""
     path = weights_path(location)
     meta = read_metadata(path)
+    require_integrity(path, meta, "pulse_recipe_hash", allow_unverified)
     try:
         data = json.loads(meta["pulse_recipe"])
     except json.JSONDecodeError as err:
@@ -198,28 +230,45 @@ def read_stored_recipe(location: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_recipe_from_checkpoint(location: str | Path):
+def load_recipe_from_checkpoint(location: str | Path, *, allow_unverified: bool = False):
+    """The validated recipe stored in a checkpoint; paths inside it (task.path, bench.vs, model.from) are refused."""
     path = weights_path(location)
-    return validate(read_stored_recipe(path), source=f"{path} (stored recipe)")
+    data = read_stored_recipe(path, allow_unverified=allow_unverified)
+    check_stored_paths(data, source=str(path))
+    return validate(data, source=f"{path} (stored recipe)")
 
 
-def _read_tensors(path: Path, metadata: dict[str, str]) -> dict[str, Tensor]:
+def _read_tensors(path: Path, metadata: dict[str, str], allow_unverified: bool = False) -> dict[str, Tensor]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise PulseError(f"{path}: cannot read the tensors (corrupt file?): {err}.") from None
     digest = metadata.get("pulse_sha256")
-    if digest is not None and tensors_digest(tensors) != digest:
+    if require_integrity(path, metadata, "pulse_sha256", allow_unverified) and tensors_digest(tensors) != digest:
         raise PulseError(f"{path}: corrupt — the tensor data does not match its checksum; use another copy of the checkpoint.")
     return tensors
 
 
-def load_weights(model: nn.Module, location: str | Path) -> None:
-    """Load weights into `model`, strictly: a missing, extra or misshapen tensor is a PulseError."""
+def read_tensors(location: str | Path, *, allow_unverified: bool = False) -> dict[str, Tensor]:
+    """A checkpoint's tensors after checking its structure, its recipe hash and its checksum."""
     path = weights_path(location)
     _, metadata = _read_header(path)
-    tensors = _read_tensors(path, metadata)
+    read_stored_recipe(path, allow_unverified=allow_unverified)
+    return _read_tensors(path, metadata, allow_unverified)
+
+
+def load_weights(model: nn.Module, location: str | Path, *, allow_unverified: bool = False) -> None:
+    """Load weights into `model`, strictly: a missing, extra or misshapen tensor is a PulseError.
+
+    A file without its checksum or recipe hash is refused unless allow_unverified=True.
+    """
+    path = weights_path(location)
+    fit_tensors(model, read_tensors(path, allow_unverified=allow_unverified), path)
+
+
+def fit_tensors(model: nn.Module, tensors: dict[str, Tensor], path: Path) -> None:
+    """Load already-read `tensors` into `model` strictly (names, tied groups, shapes)."""
     groups: dict[int, list[str]] = {}
     expected = model.state_dict(keep_vars=True)
     for name, tensor in expected.items():

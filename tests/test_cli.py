@@ -83,7 +83,7 @@ BAD = {
         "[model]\nfrom = 'transformer-small'\n[model.mixers.attn]\nkind = 'atention'\n",
         "unknown mixer kind `atention` (did you mean `attention`?)",
     ),
-    "wrong type": ("[model]\nfrom = 'transformer-small'\ndepth = 'four'\n", "model.depth: input should be a valid integer"),
+    "wrong type": ("[model]\nfrom = 'transformer-small'\ndepth = 'four'\n", "model.depth: must be a whole number, not 'four'"),
     "cross-field": (
         "[model]\nfrom = 'transformer-small'\n[model.mixers.attn]\nnum_heads = 3\n",
         "model.mixers.attn: num_heads (3) must divide dim (256)",

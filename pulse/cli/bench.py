@@ -99,8 +99,10 @@ def bench(
     """Tokens/s, ms per batch or per new token, peak memory and scaling exponent, each length in a fresh process."""
     from pulse.bench import Settings, mixer_system, recipe_system, run_bench
     from pulse.bench import report
+    from pulse.paths import check_output_files
     from pulse.specs.bench import BenchSpec
 
+    check_output_files(json_out=json_out, plot_out=plot_out)
     if (recipe is None) == (not mixer):
         raise PulseError("give a RECIPE (and optionally --vs OTHER …) or one or more --mixer KIND, not both and not neither.")
     if mixer:

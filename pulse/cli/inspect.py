@@ -90,15 +90,20 @@ def build(
     out: Annotated[Path | None, typer.Option("--out", help="Write initialized weights + resolved recipe here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the initial weights written with --out.")] = 0,
     depth: Annotated[int, typer.Option(help="Levels of the module tree to print.")] = 2,
+    force: Annotated[bool, typer.Option("--force", help="If --out holds a run, move it aside to OUT.replaced-<time>.")] = False,
 ) -> None:
     """Validate a recipe, assemble the model, print its architecture and parameter counts."""
     import torch
+
+    from pulse.train.rundir import claim_output_dir
 
     from pulse.assemble import build_model
     from pulse.checkpoint import save_checkpoint
     from pulse.summarize import block_costs
 
     spec = load_recipe_or_checkpoint(recipe, set_)
+    if out is not None:
+        claim_output_dir(out, force=force, what="pulse build --out")
     torch.manual_seed(seed)
     model = build_model(spec, device=None if out else "meta")
     console.print(_tree(model, depth))
@@ -181,8 +186,10 @@ def schema(
 ) -> None:
     """Write the JSON Schema of the recipe format (for editor completion)."""
     from pulse.checkpoint import atomic_write_text
+    from pulse.paths import check_output_file
     from pulse.specs import json_schema
 
+    check_output_file(out)
     text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
     if out is None:
         typer.echo(text, nl=False)

@@ -16,15 +16,15 @@ from pulse.errors import PulseError
 
 def _recipe_and_out(path: Path, overrides: list[str], out: Path | None):
     """A recipe file (run directory defaults to runs/<name>), or a run directory to continue."""
+    from pulse.specs.limits import check_stored_paths
     from pulse.specs.load import find_recipe, load_recipe, recipe_from_dict
-    from pulse.train.state import RunDir
+    from pulse.train.rundir import RunDir
 
     if not path.exists():
         path = find_recipe(path)  # a zoo card or shipped recipe name; runs/<name> keeps the bare name
     if path.is_dir():
-        stored = RunDir(path, writer=False).stored_recipe()
-        if stored is None:
-            raise PulseError(f"{path} is a directory without a training run in it; give a recipe file (.toml).")
+        stored = RunDir(path, writer=False).verified_recipe()
+        check_stored_paths(stored, overrides, source=str(path))
         return recipe_from_dict(stored, overrides, source=f"{path} (stored recipe)"), out or path
     return load_recipe(path, overrides), out or Path("runs") / path.stem
 
@@ -41,7 +41,10 @@ def train(
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Continue from the run directory's newest checkpoint (fail if there is none); "
-                                      "changed settings of the train table are accepted."),
+                                      "changed settings of the train table are applied."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="If --out holds another run, move it aside to OUT.replaced-<time> first."),
     ] = False,
     init: Annotated[
         Path | None,
@@ -59,19 +62,19 @@ def train(
 ) -> None:
     """Train a recipe on its task table: progress bar, metrics.jsonl, plots, checkpoints, exact resume.
 
-    Rerunning into the same directory continues exactly where the newest checkpoint left off.
+    Rerunning into the same directory continues exactly where the newest checkpoint left off; a
+    directory holding another run is refused unless --resume (new [train] settings) or --force.
     With output redirected, a plain line every N steps gives step, loss, tokens/s and ETA.
     Under `torchrun --nproc-per-node N --no-python pulse train …` it trains with DDP.
     """
+    from pulse.train import ddp
     from pulse.train import train as run_training
     from pulse.train.progress import RichReporter
-
-    from pulse.train import ddp
 
     overrides = [*(set_ or []), *([f"train.init_from={json.dumps(str(init))}"] if init is not None else [])]
     spec, out_dir = _recipe_and_out(recipe, overrides, out)
     reporter = RichReporter(console, live=None, every=print_every or spec.train.log_every, quiet=quiet)
-    run_training(spec, out_dir, resume=resume, reporter=reporter)
+    run_training(spec, out_dir, resume=resume, force=force, reporter=reporter)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         ddp.exit_worker(0)
 
@@ -100,12 +103,15 @@ def eval_(
     set_: SetOption = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Evaluation batch size.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Load a checkpoint that lacks its checksum or recipe hash."),
+    ] = False,
 ) -> None:
     """Evaluate a checkpoint on its task's held-out set (or on another task with --task / --set task.…)."""
     from pulse.train import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, task=_task_table(task) if task else None, overrides=set_ or [],
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, allow_unverified=allow_unverified)
     if as_json:
         console.print_json(json.dumps({"checkpoint": str(result.location), "task": result.recipe.task.model_dump(mode="json"),
                                        "metric": result.task.metric, "metrics": result.metrics}))

@@ -18,6 +18,16 @@ from pydantic import BaseModel, ValidationError
 
 from pulse import registry
 from pulse.errors import PulseError, did_you_mean
+from pulse.specs.limits import (
+    MAX_FILE_CHARS,
+    MAX_NESTING,
+    _clip,
+    _short,
+    _suggest,
+    check_card_reference,
+    check_limits,
+    check_override_size,
+)
 from pulse.specs.recipe import RecipeBase, recipe_model
 
 if sys.version_info >= (3, 11):
@@ -101,15 +111,23 @@ def read_table(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise PulseError(f"{path} is a directory; give a recipe file (.toml) or a checkpoint directory where a command accepts one.")
     try:
+        if path.stat().st_size > 4 * MAX_FILE_CHARS:
+            raise PulseError(f"{path}: {path.stat().st_size:,} bytes, more than any recipe needs "
+                             f"(limit {MAX_FILE_CHARS:,} characters).")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise PulseError(f"{path}: cannot read the file ({err}).") from None
+    if len(text) > MAX_FILE_CHARS:
+        raise PulseError(f"{path}: {len(text):,} characters, more than any recipe needs (limit {MAX_FILE_CHARS:,}).")
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
         raise PulseError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {err}.") from None
+    except RecursionError:
+        raise PulseError(f"{path}: nested too deeply to read (limit {MAX_NESTING} levels).") from None
     if not isinstance(data, dict):
         raise PulseError(f"{path}: expected a table at the top level.")
+    check_limits(data, source=str(path))
     return data
 
 
@@ -129,11 +147,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     parts = key.strip().split(".")
     if not sep or not all(parts):
-        raise PulseError(f"--set `{text}`: expected DOTTED.PATH=VALUE, e.g. --set model.depth=6.")
+        raise PulseError(f"--set `{_short(text)}`: expected DOTTED.PATH=VALUE, e.g. --set model.depth=6.")
+    check_override_size(text, parts)
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise PulseError(f"--set `{_short(text)}`: the value is nested too deeply (limit {MAX_NESTING} levels).") from None
+    check_limits({parts[-1]: value}, source=f"--set {_clip(key)}")
     return parts, value
 
 
@@ -157,7 +179,8 @@ def resolve_cards(model: dict[str, Any], seen: tuple[str, ...] = ()) -> dict[str
         return model
     name = model["from"]
     if not isinstance(name, str):
-        raise PulseError(f"model.from must be a card name (a string), got {name!r}.")
+        raise PulseError(f"model.from must be a card name (a string), got {_short(name)}.")
+    check_card_reference(name)
     if name in seen:
         raise PulseError(f"zoo cards refer to each other in a loop: {' → '.join((*seen, name))}.")
     path = card_path(name)
@@ -207,6 +230,7 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> RecipeBase:
 
 
 def recipe_from_dict(data: dict[str, Any], overrides: Iterable[str] = (), *, source: str = "<dict>") -> RecipeBase:
+    check_limits(data, source=source)
     return validate(resolve(data, overrides), source=source)
 
 
@@ -310,7 +334,7 @@ def format_errors(err: ValidationError, root: type[BaseModel], source: str) -> s
             tag = e["ctx"]["tag"]
             role = _role_of(tp)
             names = registry.kinds(role) if role != "component" else []
-            msg = f"unknown {role} kind `{tag}`{did_you_mean(tag, names)}; registered: {', '.join(names)}"
+            msg = f"unknown {role} kind `{_clip(tag)}`{_suggest(tag, names)}; registered: {', '.join(names)}"
         elif kind == "union_tag_not_found":
             role = _role_of(tp)
             msg = f"missing `kind`; set kind to one of: {', '.join(registry.kinds(role))}"
@@ -322,8 +346,9 @@ def format_errors(err: ValidationError, root: type[BaseModel], source: str) -> s
             if getattr(error, "path", None):
                 where = f"{where}.{error.path}" if path else error.path
         else:
-            msg = f"{e['msg'][0].lower()}{e['msg'][1:]} (got {e.get('input')!r})"
+            msg = f"{e['msg'][0].lower()}{e['msg'][1:]} (got {_short(e.get('input'))})"
         lines.append(f"  {where}: {msg}.")
     count = len(lines)
     head = f"{source}: {count} problem{'s' if count > 1 else ''} in the recipe:"
     return "\n".join([head, *lines])
+

@@ -13,11 +13,12 @@ from torch import Tensor, nn
 from pulse.assemble import build_model
 from pulse.checkpoint import WEIGHTS, load_weights, read_stored_recipe, weights_path
 from pulse.errors import PulseError
+from pulse.specs.limits import check_stored_paths
 from pulse.specs.load import recipe_from_dict
 from pulse.tasks import build_task
 from pulse.tasks.base import Batch, Task
 from pulse.train import ddp
-from pulse.train.state import HEAD, RunDir
+from pulse.train.rundir import HEAD, RunDir
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -80,21 +81,23 @@ def checkpoint_location(location: str | Path) -> Path:
 
 
 def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = None, overrides: list[str] = (),
-                        batch_size: int | None = None, device: str = "auto") -> EvalResult:
+                        batch_size: int | None = None, device: str = "auto",
+                        allow_unverified: bool = False) -> EvalResult:
     """Rebuild a checkpoint's model (and task head) and score it on its task, or on `task` (a [task] table)."""
 
     location = checkpoint_location(location)
     path = weights_path(location)
-    data = read_stored_recipe(path)
+    data = read_stored_recipe(path, allow_unverified=allow_unverified)
     trained_task = (data.get("task") or {}).get("kind")
     if task is not None:
         data["task"] = task
+    check_stored_paths(data, overrides, source=str(path), typed=("task",) if task is not None else ())
     recipe = recipe_from_dict(data, overrides, source=f"{path} (stored recipe)")
     if recipe.task is None:
         raise PulseError(f"{path}: the stored recipe has no [task]; pass --task KIND (or a TOML file with a [task] table).")
     dev = ddp.pick_device(device)
     model = build_model(recipe, device=dev)
-    load_weights(model, path)
+    load_weights(model, path, allow_unverified=allow_unverified)
     task_obj = build_task(recipe.task)
     task_obj.check_model(model)
     head = task_obj.make_head(model, device=dev)
@@ -105,7 +108,7 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
                 f"task `{recipe.task.kind}` reads the model through a trained task head, but {path.parent} has none "
                 f"for it (the model was trained on `{trained_task}`); train on `{recipe.task.kind}` first."
             )
-        load_weights(head, head_path)
+        load_weights(head, head_path, allow_unverified=allow_unverified)
     size = batch_size or recipe.train.eval_batch_size or recipe.train.batch_size
     metrics = evaluate(task_obj, model, head, batch_size=size, device=dev, precision=recipe.train.precision)
     return EvalResult(location=location, recipe=recipe, task=task_obj, metrics=metrics)

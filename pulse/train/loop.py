@@ -20,15 +20,16 @@ import torch
 from torch import Tensor, nn
 
 from pulse.assemble import build_model
-from pulse.tasks import build_task
 from pulse.errors import PulseError
+from pulse.tasks import build_task
 from pulse.tasks.base import Batch, Sums, Task
 from pulse.train import ddp
 from pulse.train.evaluate import autocast, evaluate, reduce_sums, to_device
 from pulse.train.optim import make_optimizer, make_scheduler
 from pulse.train.plots import plot_run
 from pulse.train.init import init_weights, read_record, write_record
-from pulse.train.state import MetricsLog, RunDir, _differences, rng_state, seed_everything
+from pulse.train.rundir import RunDir
+from pulse.train.state import MetricsLog, optimizer_state, param_names, rng_state, seed_everything
 
 
 class TaskModule(nn.Module):
@@ -55,7 +56,7 @@ class Reporter(Protocol):
 
     def message(self, text: str) -> None: ...
 
-    def finish(self, result: "RunResult") -> None: ...
+    def finish(self, result: RunResult) -> None: ...
 
 
 @dataclass
@@ -97,34 +98,51 @@ def _non_finite(what: str, value: float, step: int, run: RunDir) -> PulseError:
             if complete else "no checkpoint had been written yet")
     return PulseError(
         f"the {what} became {value} at step {step}; training stopped before applying that step, and {kept}. "
-        "Lower train.lr, add train.warmup_steps or set train.grad_clip, then rerun with --resume to continue "
-        "from the checkpoint with the new settings."
+        "Lower train.lr, add train.warmup_steps or set train.grad_clip, then rerun with --resume: it continues "
+        "from that checkpoint with the new settings applied. If its weights had already diverged (the train loss "
+        "rose steeply before the stop), the run stops again; then start afresh with --force."
     )
 
 
-def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, reporter: Reporter | None = None) -> RunResult:
+def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool = False,
+          reporter: Reporter | None = None) -> RunResult:
     """Train `recipe` into `out_dir`, continuing exactly from the newest checkpoint found there.
 
-    resume=True insists on a checkpoint to continue from and accepts changed [train]
-    settings (model and task must match); without it, a different recipe is refused.
+    The policy is pulse.train.rundir's: the same recipe continues; resume=True insists on
+    a checkpoint and applies changed [train] settings (model and task must match);
+    force=True moves a run already in `out_dir` aside first; anything else is refused.
+    Only one process writes a run directory at a time.
     train.init_from starts a fresh run from another run's weights (fine-tuning).
     """
+    from pulse.paths import full_disk
+
     if recipe.task is None:
         raise PulseError("the recipe has no [task] table; add one, e.g. [task] kind = \"mqar\" (see `pulse list --role task`).")
     d = ddp.setup(recipe.train.device)
+    run = RunDir(out_dir, writer=d.main)
     try:
-        return _train(recipe, Path(out_dir), resume, reporter if d.main else None, d)
+        run.acquire()
+        return _train(recipe, run, resume, force, reporter if d.main else None, d)
+    except OSError as err:
+        if full_disk(err):
+            raise PulseError(f"no space left on the device while writing {run.root}; every checkpoint already "
+                             "written is intact. Free some space and rerun with --resume.") from None
+        raise
     finally:
+        run.release()
         ddp.teardown(d)
 
 
-def _train(recipe: Any, out: Path, resume: bool, reporter: Reporter | None, d: ddp.Dist) -> RunResult:
+def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Reporter | None, d: ddp.Dist) -> RunResult:
     spec = recipe.train
     if spec.threads:
         torch.set_num_threads(spec.threads)
     say = reporter.message if reporter is not None else (lambda text: None)
-    run = RunDir(out, writer=d.main)
-    _check_resume(run, recipe, resume)
+    if force:
+        run.replace(say)
+    ddp.barrier(d)
+    point = run.prepare(recipe, resume=resume, say=say)
+    run.clean_partial()
 
     task = build_task(recipe.task)
     seed_everything(spec.seed)
@@ -134,12 +152,10 @@ def _train(recipe: Any, out: Path, resume: bool, reporter: Reporter | None, d: d
     module = TaskModule(task, model, head)
     optimizer = make_optimizer(module, spec)
     scheduler = make_scheduler(optimizer, spec)
-
-    run.clean_partial()
-    ddp.barrier(d)
-    resumed = run.load_latest(model=model, head=head, optimizer=optimizer, scheduler=scheduler, warn=say)
-    if resume and resumed is None:
-        raise PulseError(f"--resume: {run.root} has no checkpoint to continue from; drop --resume to start afresh.")
+    if point is not None:
+        point.apply(model=model, head=head, module=module, optimizer=optimizer, scheduler=scheduler)
+    resumed = point
+    names = param_names(module)
     started = None
     if spec.init_from is not None:  # fine-tuning: a fresh run starts from those weights, a resumed one keeps its own
         started = read_record(run.root) if resumed else init_weights(model, head, spec.init_from, say=say)
@@ -152,6 +168,7 @@ def _train(recipe: Any, out: Path, resume: bool, reporter: Reporter | None, d: d
     log = MetricsLog(run.metrics_path, writer=d.main)
     if d.main:
         run.root.mkdir(parents=True, exist_ok=True)
+        run.mark(recipe)
         log.restart(step)
     ddp.barrier(d)
 
@@ -182,8 +199,7 @@ def _train(recipe: Any, out: Path, resume: bool, reporter: Reporter | None, d: d
     def save(at: int) -> Path:
         # batches are a function of the step, so the data position is the number of global batches drawn
         state = {"step": at, "data_position": at, "tokens": tokens, "elapsed": elapsed(),
-                 "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "world": d.world}
+                 "optimizer": optimizer_state(optimizer, names), "rng": rng_state(), "world": d.world}
         path = run.save(at, model=model, head=head, recipe=recipe, state=state, keep_last=spec.keep_last)
         ddp.barrier(d)
         return path
@@ -273,26 +289,6 @@ def _step(task: Task, wrapped: nn.Module, recipe: Any, step: int, d: ddp.Dist) -
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
     return reduce_sums(sums, d, d.device), int(total_tokens)
-
-
-def _check_resume(run: RunDir, recipe: Any, resume: bool) -> None:
-    stored = run.stored_recipe() if run.complete() else None
-    if stored is None:
-        return
-    current = recipe.to_dict()
-    if stored == current:
-        return
-    changed = [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
-    if set(changed) <= {"train", "bench"}:
-        if resume:
-            return
-        diffs = _differences(stored, current)
-        raise PulseError(
-            f"{run.root} holds a run of a different recipe (differs at {', '.join(diffs[:6])}); only [train]/[bench] "
-            "settings changed, so add --resume to continue that run from its newest checkpoint with the new "
-            "settings, or train into another --out directory to start afresh."
-        )
-    run.check_recipe(recipe)
 
 
 def _last_record(run: RunDir, split: str) -> dict[str, float]:

@@ -1,45 +1,60 @@
-"""A run directory: resumable checkpoints, the metrics log, and exact resume.
+"""Training state without pickle: the optimiser, the RNG streams, the step, in one safetensors file.
 
-    RUN/
-      metrics.jsonl                one JSON record per log or eval line
-      checkpoints/step-00000200/   model.safetensors, head.safetensors, recipe.json, train_state.pt
-      model.safetensors …          the final weights (a checkpoint directory itself)
-      loss.png, <metric>.png, summary.json
+`train_state.safetensors` holds every tensor (Adam moments and steps, the RNG byte
+states) under opaque names, and everything else as JSON in its metadata:
 
-A step checkpoint is written into a hidden temporary directory and renamed into place
-when complete, so a run killed at any moment leaves only whole checkpoints behind;
-the newest whole one is where a rerun continues. train_state.pt (torch.save; loaded
-with weights_only=True) holds the optimiser, the scheduler, the RNG states of torch,
-Python and NumPy, the step (which is the data position: batches are a function of it),
-the tokens seen and the elapsed wall time.
+    metadata = {"format": "pulse-train-state", "version": "2",
+                "state": JSON with {"__tensor__": name} where a tensor was,
+                "pulse_sha256": sha256 over the tensors and the JSON text}
+
+Nothing in it is executable: reading it parses JSON and copies bytes, so a damaged or
+hostile file can only fail the checksum (a PulseError) — never run code. The
+optimiser state is keyed by *parameter name*, so a resumed run may regroup the
+parameters (changed no_decay) and takes its hyperparameters (lr, betas, weight decay,
+eps) from the recipe it is resumed with, never from the file.
+
+Also here: a verified step checkpoint read into memory (`read_point`, `ResumePoint`),
+the metrics log (metrics.jsonl) and seeding.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
+import math
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as save_bytes
+from torch import Tensor, nn
 
-from pulse.checkpoint import RECIPE, WEIGHTS, atomic_write, atomic_write_text, load_weights, save_checkpoint
+from pulse.checkpoint import (
+    WEIGHTS,
+    atomic_write,
+    atomic_write_text,
+    fit_tensors,
+    read_metadata,
+    read_stored_recipe,
+    read_tensors,
+    recipe_hash,
+    tensors_digest,
+)
 from pulse.errors import PulseError
 
-STATE = "train_state.pt"
+STATE = "train_state.safetensors"
 HEAD = "head.safetensors"
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-FORMAT = 1
+LEGACY_STATE = "train_state.pt"
+FORMAT = "pulse-train-state"
+VERSION = "2"
 
 
 def rng_state() -> dict[str, Any]:
-    """Every global random stream, in a form torch.load(weights_only=True) accepts."""
+    """Every global random stream: torch (CPU and CUDA), Python, NumPy."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
@@ -65,125 +80,169 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, Any]:
+    """Per-parameter optimiser state by parameter name (`names`: id(param) → name)."""
+    return {names[id(p)]: dict(optimizer.state[p]) for g in optimizer.param_groups for p in g["params"]
+            if optimizer.state.get(p)}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str], saved: dict[str, Any],
+                         where: Path) -> None:
+    """Put saved per-parameter state back; the groups' hyperparameters stay those the optimiser was built with."""
+    order = [p for g in optimizer.param_groups for p in g["params"]]
+    known = {names[id(p)] for p in order}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        raise PulseError(f"{where}: optimiser state for parameters this model does not have ({unknown[:4]}); "
+                         "the checkpoint comes from a different model.")
+    state = {i: saved[names[id(p)]] for i, p in enumerate(order) if names[id(p)] in saved}
+    # the current param_groups (built from the recipe being run) win over anything stored
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def scheduler_at(scheduler: torch.optim.lr_scheduler.LambdaLR, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Move a freshly built LambdaLR to `step` steps done: lr = base_lr · factor(step), as after `step` calls."""
+    lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
+    scheduler.load_state_dict({**scheduler.state_dict(), "last_epoch": step, "_step_count": step + 1, "_last_lr": lrs})
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+
+
+def _encode(obj: Any, tensors: dict[str, Tensor]) -> Any:
+    """A JSON-able form of `obj`; each tensor goes into `tensors` and leaves a reference behind."""
+    if isinstance(obj, Tensor):
+        name = f"t{len(tensors):06d}"
+        tensors[name] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": name}
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else {"__float__": repr(obj)}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
+    raise TypeError(f"cannot store a {type(obj).__name__} in the training state")
+
+
+def _decode(obj: Any, tensors: dict[str, Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if set(obj) == {"__tensor__"}:
+        return tensors[obj["__tensor__"]]
+    if set(obj) == {"__float__"}:
+        return float(obj["__float__"])
+    if set(obj) == {"__tuple__"}:
+        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if set(obj) == {"__items__"}:
+        return {_key(_decode(k, tensors)): _decode(v, tensors) for k, v in obj["__items__"]}
+    return {k: _decode(v, tensors) for k, v in obj.items()}
+
+
+def _key(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _digest(tensors: dict[str, Tensor], text: str) -> str:
+    return hashlib.sha256((tensors_digest(tensors) + text).encode()).hexdigest()
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write the training state atomically as safetensors (tensors) + JSON metadata (the rest)."""
+    tensors: dict[str, Tensor] = {}
+    text = json.dumps(_encode(state, tensors), sort_keys=True, allow_nan=False)
+    metadata = {"format": FORMAT, "version": VERSION, "state": text, "pulse_sha256": _digest(tensors, text)}
+    data = save_bytes(tensors, metadata=metadata)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Read and verify a training-state file. Any damage is a PulseError naming the file and the damage."""
+    if not path.is_file():
+        legacy = path.with_name(LEGACY_STATE)
+        if legacy.is_file():
+            raise PulseError(f"{legacy}: training state in the old pickle format, which is no longer read "
+                             "(it could run code); start this run afresh with --force.")
+        raise PulseError(f"{path}: missing.")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                raise PulseError(f"{path}: not a PULSE training-state file (format {metadata.get('format')!r}).")
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise PulseError(f"{path}: cannot read the training state (damaged file?): {str(err)[:200]}.") from None
+    if metadata.get("version") != VERSION:
+        raise PulseError(f"{path}: training-state version {metadata.get('version')!r}, expected {VERSION}.")
+    text = metadata.get("state", "")
+    if metadata.get("pulse_sha256") != _digest(tensors, text):
+        raise PulseError(f"{path}: damaged — the training state does not match its checksum.")
+    try:
+        state = _decode(json.loads(text), tensors)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise PulseError(f"{path}: damaged training state ({err}).") from None
+    if not isinstance(state, dict):
+        raise PulseError(f"{path}: damaged training state (not a table).")
+    return state
+
+
+def param_names(module: nn.Module) -> dict[int, str]:
+    """id(parameter) → its first name in `module` (a tied parameter is named once)."""
+    return {id(p): name for name, p in module.named_parameters()}
+
+
 @dataclass
-class Resumed:
+class ResumePoint:
+    """A whole, verified checkpoint read into memory, ready to be put into freshly built objects."""
+
     step: int
-    tokens: int
-    elapsed: float
     path: Path
-
-
-class RunDir:
-    """The files of one training run. Only rank 0 writes; every rank may read."""
-
-    def __init__(self, root: str | Path, *, writer: bool = True):
-        self.root = Path(root)
-        self.checkpoints = self.root / "checkpoints"
-        self.writer = writer
+    recipe: dict[str, Any]
+    state: dict[str, Any]
+    model_tensors: dict[str, Tensor]
+    head_tensors: dict[str, Tensor] | None
 
     @property
-    def metrics_path(self) -> Path:
-        return self.root / METRICS
+    def tokens(self) -> int:
+        return int(self.state["tokens"])
 
-    def step_dir(self, step: int) -> Path:
-        return self.checkpoints / f"step-{step:08d}"
+    @property
+    def elapsed(self) -> float:
+        return float(self.state["elapsed"])
 
-    def complete(self) -> list[tuple[int, Path]]:
-        """Whole step checkpoints, oldest first."""
-        if not self.checkpoints.is_dir():
-            return []
-        found = []
-        for p in self.checkpoints.iterdir():
-            if p.name.startswith("step-") and p.name[5:].isdigit() and (p / STATE).is_file() and (p / WEIGHTS).is_file():
-                found.append((int(p.name[5:]), p))
-        return sorted(found)
-
-    def stored_recipe(self) -> dict[str, Any] | None:
-        """The recipe of the run already in this directory, if any."""
-        for path in [*(p / RECIPE for _, p in reversed(self.complete())), self.root / RECIPE]:
-            if path.is_file():
-                try:
-                    return json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError):
-                    continue
-        return None
-
-    def check_recipe(self, recipe: Any) -> None:
-        """Refuse to continue a run of a different recipe in the same directory."""
-        stored = self.stored_recipe()
-        if stored is None or not self.complete():
-            return
-        current = recipe.to_dict()
-        if stored != current:
-            diffs = _differences(stored, current)
-            raise PulseError(
-                f"{self.root} holds a run of a different recipe (differs at {', '.join(diffs[:6]) or 'the top level'}); "
-                "an exact resume needs the same recipe. Train into another --out directory, or delete this one."
-            )
-
-    def clean_partial(self) -> None:
-        """Remove temporary directories left by a run killed while checkpointing."""
-        if self.writer and self.checkpoints.is_dir():
-            for p in self.checkpoints.iterdir():
-                if p.name.startswith(".step-"):
-                    shutil.rmtree(p, ignore_errors=True)
-
-    def save(self, step: int, *, model: nn.Module, head: nn.Module | None, recipe: Any, state: dict[str, Any],
-             keep_last: int) -> Path:
-        """Write a whole step checkpoint atomically, then drop all but the newest `keep_last`."""
-        final = self.step_dir(step)
-        if not self.writer:
-            return final
-        tmp = self.checkpoints / f".step-{step:08d}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_checkpoint(model, recipe, tmp)
+    def apply(self, *, model: nn.Module, head: nn.Module | None, module: nn.Module, optimizer: Any,
+              scheduler: Any) -> None:
+        """Weights, per-parameter optimiser state, the schedule position and the RNG streams; hyperparameters stay."""
+        fit_tensors(model, self.model_tensors, self.path / WEIGHTS)
         if head is not None:
-            save_checkpoint(head, recipe, tmp, name=HEAD)
-        atomic_write(tmp / STATE, lambda path: torch.save({"format": FORMAT, **state}, path))
-        if final.exists():
-            stale = final.with_name(f".{final.name}.{os.getpid()}.old")
-            final.rename(stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp.rename(final)
-        _fsync_dir(self.checkpoints)
-        for _, old in self.complete()[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+            if self.head_tensors is None:
+                raise PulseError(f"{self.path} has no {HEAD}, but this task trains a head; it is not this run's checkpoint.")
+            fit_tensors(head, self.head_tensors, self.path / HEAD)
+        load_optimizer_state(optimizer, param_names(module), self.state["optimizer"], self.path)
+        scheduler_at(scheduler, optimizer, self.step)
+        set_rng_state(self.state["rng"])
 
-    def load_latest(self, *, model: nn.Module, head: nn.Module | None, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, warn=None) -> Resumed | None:
-        """Restore the newest readable checkpoint into the given objects; None when there is none."""
-        for step, path in reversed(self.complete()):
-            try:
-                state = torch.load(path / STATE, map_location="cpu", weights_only=True)
-                load_weights(model, path)
-                if head is not None:
-                    load_weights(head, path / HEAD)
-            except (PulseError, RuntimeError, OSError, EOFError) as err:
-                if warn is not None:
-                    warn(f"skipping unreadable checkpoint {path}: {err}")
-                continue
-            if state.get("format") != FORMAT or state.get("step") != step:
-                if warn is not None:
-                    warn(f"skipping checkpoint {path}: its training state is from another format or step")
-                continue
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"])
-            return Resumed(step=step, tokens=int(state["tokens"]), elapsed=float(state["elapsed"]), path=path)
-        return None
 
-    def save_final(self, *, model: nn.Module, head: nn.Module | None, recipe: Any) -> Path:
-        if self.writer:
-            save_checkpoint(model, recipe, self.root)
-            if head is not None:
-                save_checkpoint(head, recipe, self.root, name=HEAD)
-        return self.root / WEIGHTS
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        if self.writer:
-            atomic_write_text(self.root / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+def read_point(step: int, path: Path) -> ResumePoint:
+    """Read and cross-check one step checkpoint: state file, weights, recipe hash, step."""
+    state = load_state(path / STATE)
+    if state.get("step") != step or not isinstance(state.get("optimizer"), dict) or "rng" not in state:
+        raise PulseError(f"{path / STATE}: its training state is for step {state.get('step')!r}, not {step}.")
+    recipe = read_stored_recipe(path / WEIGHTS)
+    if state.get("recipe_hash") != recipe_hash(recipe):
+        raise PulseError(f"{path}: the training state and the weights belong to different recipes.")
+    if state.get("weights_sha256") != read_metadata(path / WEIGHTS).get("pulse_sha256"):
+        raise PulseError(f"{path}: the weights are not the ones this training state was saved with.")
+    model_tensors = read_tensors(path / WEIGHTS)
+    head_tensors = read_tensors(path / HEAD) if (path / HEAD).exists() else None
+    return ResumePoint(step=step, path=path, recipe=recipe, state=state, model_tensors=model_tensors,
+                       head_tensors=head_tensors)
 
 
 class MetricsLog:
@@ -214,7 +273,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -224,23 +283,10 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for key in sorted(set(a) | set(b)):
-            out += _differences(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
-        return out
-    return [] if a == b else [prefix or "(top level)"]
+def __getattr__(name: str) -> Any:
+    # RunDir moved to pulse.train.rundir; keep the old import path working
+    if name in ("RunDir", "METRICS", "SUMMARY"):
+        from pulse.train import rundir
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        return getattr(rundir, name)
+    raise AttributeError(name)

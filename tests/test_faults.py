@@ -1,0 +1,391 @@
+"""The fault suite: hostile recipes, damaged checkpoints, kills, NaN and a full disk.
+
+Every input must end in a clean PulseError (exit 2 from the CLI) or a correct result;
+never a traceback, a hang, a silently wrong result, or a lost good checkpoint. Each
+test prints its counts (run with -s to see them):
+
+    inputs tried · clean (PulseError) · correct · tracebacks · hangs · silently wrong · data lost
+
+Bounded for CI: seeded, ≥ 40 recipe mutations per recipe and card, one small model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from test_rundir import Messages
+from test_train import PULSE, recipe_dict, weights, write_recipe
+
+import pulse
+from pulse.checkpoint import WEIGHTS, load_weights
+from pulse.errors import PulseError
+from pulse.specs.load import card_names, card_path, read_table, resolve
+from pulse.train import train
+from pulse.train.rundir import RunDir
+from pulse.train.state import STATE
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTATIONS = 40
+HANG_S = 10.0
+HOSTILE = [True, False, "4", "yes", "", -1, 0, 2**63 - 1, -(2**63), 1e21, -1e-300, float("inf"), float("nan"),
+           "x" * 5000, [], [1] * 5000, {}, {"kind": "x" * 200}, "../../etc/passwd", "/etc/passwd", 3.5, "☃"]
+
+
+def report(name: str, counts: Counter) -> None:
+    keys = ["inputs", "clean", "correct", "tracebacks", "hangs", "silently wrong", "data lost"]
+    print(f"\n[faults] {name}: " + " · ".join(f"{k} {counts.get(k, 0)}" for k in keys))
+
+
+def _leaves(node, prefix=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, (*prefix, key))
+    if prefix:
+        yield prefix, node
+
+
+def _set(data: dict, path: tuple, value) -> None:
+    for key in path[:-1]:
+        data = data[key]
+    data[path[-1]] = value
+
+
+def _mutate(data: dict, rng: random.Random) -> tuple[dict, str, tuple, object]:
+    """One seeded mutation: a hostile value at a leaf, a typo'd / unknown / deleted key, or a deep table."""
+    out = copy.deepcopy(data)
+    leaves = [p for p, _ in _leaves(out)]
+    path = rng.choice(leaves)
+    how = rng.choice(["value", "value", "value", "typo", "unknown", "delete", "deep", "from"])
+    original = None
+    parent = out
+    for key in path[:-1]:
+        parent = parent[key]
+    if how == "value":
+        original = parent[path[-1]]
+        value = rng.choice(HOSTILE)
+        parent[path[-1]] = copy.deepcopy(value)
+        return out, how, path, (original, value)
+    if how == "typo" and len(str(path[-1])) > 1:
+        key = str(path[-1])
+        i = rng.randrange(len(key))
+        parent[key[:i] + key[i + 1:]] = parent.pop(path[-1])
+    elif how == "unknown":
+        parent["num_sates" if rng.random() < 0.5 else "x" * 300] = 1
+    elif how == "delete":
+        parent.pop(path[-1])
+    elif how == "deep":
+        deep: dict = {}
+        node = deep
+        for _ in range(rng.choice([20, 200, 3000])):
+            node["a"] = {}
+            node = node["a"]
+        parent[path[-1]] = deep
+    elif how == "from":
+        out.setdefault("model", {})["from"] = rng.choice(["../recipes/hybrid", "/etc/passwd", "y" * 400, "nope"])
+    return out, how, path, None
+
+
+def _silently_wrong(recipe, path: tuple, change) -> bool:
+    """An accepted mutation that changed a value's type: a boolean or text taken as a number, inf taken."""
+    if change is None:
+        return False
+    original, value = change
+    numeric = isinstance(original, (int, float)) and not isinstance(original, bool)
+    if numeric and isinstance(value, (bool, str)):
+        return True
+    if isinstance(original, bool) and not isinstance(value, bool):
+        return True
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _sources() -> list[tuple[str, dict]]:
+    recipes = [(p.name, read_table(p)) for p in sorted((ROOT / "recipes").glob("*.toml"))]
+    cards = [(f"card:{n}", read_table(card_path(n))) for n in card_names()]
+    return recipes + cards
+
+
+def test_recipe_fuzzer_over_every_recipe_and_card():
+    counts: Counter = Counter()
+    failures = []
+    for name, data in _sources():
+        rng = random.Random(f"pulse-faults-{name}")
+        for i in range(MUTATIONS):
+            mutated, how, path, change = _mutate(data, rng)
+            counts["inputs"] += 1
+            start = time.perf_counter()
+            try:
+                recipe = pulse.recipe_from_dict(mutated, source=f"{name}#{i}")
+                pulse.build_model(recipe, device="meta")
+            except PulseError as err:
+                counts["clean"] += 1
+                if len(str(err)) > 5000:
+                    failures.append(f"{name}#{i} {how} {path}: message of {len(str(err))} characters")
+            except Exception as err:  # noqa: BLE001 (counting escapes is the point)
+                counts["tracebacks"] += 1
+                failures.append(f"{name}#{i} {how} {path}: {type(err).__name__}: {str(err)[:200]}")
+            else:
+                if _silently_wrong(recipe, path, change):
+                    counts["silently wrong"] += 1
+                    failures.append(f"{name}#{i} {how} {path}: accepted {change}")
+                else:
+                    counts["correct"] += 1
+            if time.perf_counter() - start > HANG_S:
+                counts["hangs"] += 1
+                failures.append(f"{name}#{i} {how} {path}: took {time.perf_counter() - start:.1f} s")
+    report("recipe fuzzer", counts)
+    assert counts["inputs"] >= 40 * len(_sources())
+    assert not failures, "\n".join(failures[:20])
+
+
+def test_override_fuzzer_through_set():
+    counts: Counter = Counter()
+    failures = []
+    rng = random.Random("pulse-faults-set")
+    base = read_table(ROOT / "recipes/hybrid.toml")
+    leaves = [".".join(map(str, p)) for p, v in _leaves(resolve(base)) if not isinstance(v, dict)]
+    texts = ["true", '"4"', "inf", "nan", "1e21", "9223372036854775807", "-1", "[" * 300 + "]" * 300,
+             '"' + "k" * 10_000 + '"', "{a={b={c=1}}}", "yes"]
+    for i in range(120):
+        path = rng.choice(leaves + [".".join(["a"] * rng.choice([2, 40, 1000])), "model.from"])
+        override = f"{path}={rng.choice(texts)}"
+        counts["inputs"] += 1
+        try:
+            pulse.recipe_from_dict(base, [override])
+        except PulseError:
+            counts["clean"] += 1
+        except Exception as err:  # noqa: BLE001
+            counts["tracebacks"] += 1
+            failures.append(f"--set {override[:80]}: {type(err).__name__}: {str(err)[:200]}")
+        else:
+            counts["correct"] += 1
+    report("--set fuzzer", counts)
+    assert not failures, "\n".join(failures[:20])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faults") / "run"
+    data = recipe_dict(steps=8, checkpoint_every=4, eval_every=0, keep_last=2)
+    train(pulse.recipe_from_dict(data), root)
+    return root
+
+
+def _damaged_weights(original: bytes, other: bytes, rng: random.Random) -> list[tuple[str, bytes]]:
+    (length,) = struct.unpack("<Q", original[:8])
+    header_end = 8 + length
+    cases = [("empty file", b""), ("8 bytes", original[:8])]
+    for cut in sorted(rng.sample(range(1, len(original)), 12)):
+        cases.append((f"truncated at {cut}", original[:cut]))
+    for n in range(12):
+        pos = rng.randrange(8, header_end)
+        flipped = bytearray(original)
+        flipped[pos] ^= 1 << rng.randrange(8)
+        cases.append((f"header bit flip at {pos}", bytes(flipped)))
+    for n in range(12):
+        pos = rng.randrange(header_end, len(original))
+        flipped = bytearray(original)
+        flipped[pos] ^= 1 << rng.randrange(8)
+        cases.append((f"data bit flip at {pos}", bytes(flipped)))
+    for delta in (-7, -1, 1, 64, 2**40):
+        cases.append((f"header length {delta:+d}", struct.pack("<Q", max(length + delta, 0)) + original[8:]))
+    cases.append(("invalid JSON header", original[:8] + b"{" + b"\x00" * (length - 1) + original[header_end:]))
+    cases.append(("another model's checkpoint", other))
+    if other:
+        cases.append(("recipe swapped, hash updated", _swap_recipe(original, other)))
+    import io
+    import pickle
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(3)}, buffer)
+    cases.append(("torch pickle renamed", buffer.getvalue()))
+    cases.append(("plain pickle renamed", pickle.dumps({"a": 1})))
+    return cases
+
+
+def _swap_recipe(original: bytes, other: bytes) -> bytes:
+    """These tensors, under another model's recipe with a hash that matches that recipe."""
+    from safetensors.torch import load, save
+
+    def meta(data: bytes) -> dict:
+        (length,) = struct.unpack("<Q", data[:8])
+        return json.loads(data[8 : 8 + length])["__metadata__"]
+
+    mine, theirs = meta(original), meta(other)
+    swapped = {**mine, "pulse_recipe": theirs["pulse_recipe"], "pulse_recipe_hash": theirs["pulse_recipe_hash"]}
+    return save(load(original), metadata=swapped)
+
+
+def test_checkpoint_corrupter_weights(trained_run, tmp_path):
+    counts: Counter = Counter()
+    failures = []
+    good = weights(trained_run)
+    other_dir = tmp_path / "other"
+    other = pulse.recipe_from_dict({**recipe_dict(), "model": {**recipe_dict()["model"], "dim": 32}})
+    pulse.save_checkpoint(pulse.build_model(other), other, other_dir)
+    rng = random.Random("pulse-faults-weights")
+    original = (trained_run / WEIGHTS).read_bytes()
+    for label, data in _damaged_weights(original, (other_dir / WEIGHTS).read_bytes(), rng):
+        case = tmp_path / "case"
+        shutil.rmtree(case, ignore_errors=True)
+        shutil.copytree(trained_run, case, ignore=shutil.ignore_patterns("checkpoints"))
+        (case / WEIGHTS).write_bytes(data)
+        counts["inputs"] += 1
+        try:
+            model, _ = pulse.load_checkpoint(case)
+        except PulseError:
+            counts["clean"] += 1
+            continue
+        except Exception as err:  # noqa: BLE001
+            counts["tracebacks"] += 1
+            failures.append(f"{label}: {type(err).__name__}: {str(err)[:200]}")
+            continue
+        loaded = model.state_dict()
+        if label == "another model's checkpoint":
+            counts["correct"] += 1  # a whole, consistent checkpoint of another model loads as that model
+        elif loaded.keys() == good.keys() and all(torch.equal(loaded[k], good[k]) for k in good):
+            counts["correct"] += 1  # e.g. a flip inside the version string: the weights are still exact
+        else:
+            counts["silently wrong"] += 1
+            failures.append(f"{label}: loaded different weights")
+    report("checkpoint corrupter (weights)", counts)
+    assert counts["inputs"] >= 45
+    assert not failures, "\n".join(failures)
+
+
+def test_checkpoint_corrupter_training_state_falls_back_and_keeps_the_older_checkpoint(trained_run, tmp_path):
+    counts: Counter = Counter()
+    failures = []
+    rng = random.Random("pulse-faults-state")
+    steps = RunDir(trained_run).complete()
+    assert [s for s, _ in steps] == [4, 8]
+    state = (steps[-1][1] / STATE).read_bytes()
+    longer = pulse.recipe_from_dict(recipe_dict(steps=12, checkpoint_every=4, eval_every=0, keep_last=2))
+    every = _damaged_weights(state, b"", rng)
+    random_kinds = ("truncated at", "header bit", "data bit")
+    cases = [c for i, c in enumerate(every) if not c[0].startswith(random_kinds) or i % 3 == 0]
+    cases.append(("weights swapped", None))
+    for label, data in cases:
+        case = tmp_path / "case"
+        shutil.rmtree(case, ignore_errors=True)
+        shutil.copytree(trained_run, case)
+        newest = case / "checkpoints/step-00000008"
+        if data is None:
+            shutil.copy(case / "checkpoints/step-00000004" / WEIGHTS, newest / WEIGHTS)
+        else:
+            (newest / STATE).write_bytes(data)
+        older = {p.name: p.read_bytes() for p in (case / "checkpoints/step-00000004").iterdir()}
+        counts["inputs"] += 1
+        said = Messages()
+        try:
+            result = train(longer, case, resume=True, reporter=said)
+        except PulseError:
+            counts["clean"] += 1
+        except Exception as err:  # noqa: BLE001
+            counts["tracebacks"] += 1
+            failures.append(f"{label}: {type(err).__name__}: {str(err)[:200]}")
+        else:
+            if result.resumed_from == 4 and any("skipping damaged checkpoint" in m for m in said.said):
+                counts["correct"] += 1
+            else:
+                counts["silently wrong"] += 1
+                failures.append(f"{label}: resumed from {result.resumed_from}")
+        # the older checkpoint is removed only by keep_last after newer ones are whole; if kept, it is unchanged
+        kept = case / "checkpoints/step-00000004"
+        if kept.exists() and {p.name: p.read_bytes() for p in kept.iterdir()} != older:
+            counts["data lost"] += 1
+            failures.append(f"{label}: the older checkpoint changed")
+    report("checkpoint corrupter (training state)", counts)
+    assert not failures, "\n".join(failures)
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
+    counts: Counter = Counter()
+    data = recipe_dict(steps=60, checkpoint_every=3, eval_every=30, log_every=3)
+    path = write_recipe(tmp_path / "r.toml", data)
+    reference = train(pulse.recipe_from_dict(data), tmp_path / "ref")
+    run = RunDir(tmp_path / "run")
+    rng = random.Random("pulse-faults-kill")
+    for _ in range(3):
+        proc = subprocess.Popen([str(PULSE), "train", str(path), "--out", str(run.root), "-q"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not run.complete() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        counts["inputs"] += 1
+        newest = run.complete()
+        if newest:
+            # the newest whole checkpoint must read back, whatever moment the kill hit
+            load_weights(pulse.build_model(pulse.recipe_from_dict(data)), newest[-1][1])
+    resumed = train(pulse.recipe_from_dict(data), run.root)
+    a, b = weights(tmp_path / "ref"), weights(run.root)
+    same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and resumed.eval == reference.eval
+    counts["correct" if same else "silently wrong"] += counts["inputs"]
+    report("SIGKILL + resume", counts)
+    assert same and not (run.root / ".pulse-lock").exists()
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path):
+    path = write_recipe(tmp_path / "r.toml", recipe_dict(lr=1e30, grad_clip=0.0, checkpoint_every=1, eval_every=0))
+    result = subprocess.run([str(PULSE), "train", str(path), "--out", str(tmp_path / "run"), "-q"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "became" in result.stderr
+    complete = RunDir(tmp_path / "run").complete()
+    assert complete and all(torch.isfinite(t).all() for t in weights(complete[-1][1]).values())
+    report("NaN loss", Counter(inputs=1, clean=1))
+
+
+FULL_DISK_SCRIPT = """
+set -u
+mount -t tmpfs -o size=100k tmpfs "$DIR" || exit 77
+"$PULSE" train "$RECIPE" --out "$DIR/run" -q 2> "$LOG"
+echo "rc=$?"
+find "$DIR" -name '.*' -not -name .pulse-lock
+"$PY" - "$DIR/run" <<'EOF'
+import sys
+from pulse.train.rundir import RunDir
+run = RunDir(sys.argv[1], writer=False)
+point, reasons = run._newest_readable(lambda text: None)
+print("newest", point.step if point else None, len(reasons))
+EOF
+"""
+
+
+def test_a_full_disk_is_a_clean_error_that_leaves_no_partial_files(tmp_path):
+    if shutil.which("unshare") is None or sys.platform != "linux":
+        pytest.skip("needs Linux and unshare to mount a small tmpfs")
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"mount namespaces are not permitted here: {probe.stderr.decode().strip()[:200]}")
+    (tmp_path / "disk").mkdir()
+    path = write_recipe(tmp_path / "r.toml", recipe_dict(steps=40, checkpoint_every=1, keep_last=4, eval_every=0))
+    env = {**os.environ, "DIR": str(tmp_path / "disk"), "PULSE": str(PULSE), "RECIPE": str(path),
+           "LOG": str(tmp_path / "log"), "PY": sys.executable}
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", FULL_DISK_SCRIPT], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    if done.returncode == 77:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()[:200]}")
+    lines = done.stdout.split()
+    log = (tmp_path / "log").read_text()
+    assert "rc=2" in lines, done.stdout + log
+    assert "no space left on the device" in log and "Traceback" not in log, log
+    assert not [x for x in lines if "/." in x], f"partial files left: {done.stdout}"
+    newest = done.stdout.split("newest")[1].split()
+    assert newest[0] != "None" and newest[1] == "0", done.stdout  # the newest whole checkpoint reads back
+    report("full disk (tmpfs 100 KiB)", Counter(inputs=1, clean=1))

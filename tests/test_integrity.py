@@ -1,0 +1,98 @@
+"""Integrity: checkpoints without their checksum or recipe hash are refused; stored paths are not followed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import run_cli
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from test_train import recipe
+
+import pulse
+from pulse.checkpoint import WEIGHTS, load_weights, recipe_hash, save_checkpoint
+from pulse.errors import PulseError
+from pulse.train import evaluate_checkpoint, train
+
+
+@pytest.fixture
+def trained(tmp_path) -> Path:
+    train(recipe(steps=2, eval_every=0), tmp_path / "run")
+    return tmp_path / "run"
+
+
+def rewrite(path: Path, drop: str | None = None, recipe_change=None) -> None:
+    """Rewrite a checkpoint's metadata: drop a key, or change the stored recipe (with a matching hash)."""
+    file = path / WEIGHTS
+    with safe_open(str(file), framework="pt") as f:
+        meta = dict(f.metadata())
+    if recipe_change is not None:
+        data = json.loads(meta["pulse_recipe"])
+        recipe_change(data)
+        meta["pulse_recipe"] = json.dumps(data, sort_keys=True)
+        meta["pulse_recipe_hash"] = recipe_hash(data)
+    if drop:
+        meta.pop(drop)
+    save_file(load_file(str(file)), str(file), metadata=meta)
+
+
+@pytest.mark.parametrize("key", ["pulse_sha256", "pulse_recipe_hash"])
+def test_a_checkpoint_without_an_integrity_key_is_refused_unless_allowed(tmp_path, key):
+    model_recipe = pulse.recipe_from_dict({"model": {"from": "transformer-small", "dim": 32, "depth": 1,
+                                                     "mixers": {"attn": {"num_heads": 2}}}})
+    model = pulse.build_model(model_recipe)
+    save_checkpoint(model, model_recipe, tmp_path / "ckpt")
+    rewrite(tmp_path / "ckpt", drop=key)
+    with pytest.raises(PulseError, match=rf"no `{key}`.*allow_unverified=True.*--allow-unverified"):
+        pulse.load_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(PulseError, match=key):
+        load_weights(pulse.build_model(model_recipe), tmp_path / "ckpt")
+    loaded, _ = pulse.load_checkpoint(tmp_path / "ckpt", allow_unverified=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    shown = run_cli("generate", tmp_path / "ckpt", "--prompt", "hi", "--max-new-tokens", "2")
+    assert shown.exit_code == 2 and key in shown.stderr
+
+
+def test_eval_and_resume_refuse_an_unverified_checkpoint(trained):
+    rewrite(trained, drop="pulse_sha256")
+    assert run_cli("eval", trained).exit_code == 2
+    assert run_cli("eval", trained, "--allow-unverified", "--json").exit_code == 0
+    step = max((trained / "checkpoints").iterdir())
+    rewrite(step, drop="pulse_sha256")
+    with pytest.raises(PulseError, match="none of its"):
+        train(recipe(steps=4, eval_every=0), trained, resume=True)
+
+
+@pytest.mark.parametrize("where, value", [
+    ("task.path", "/etc/hostname"), ("task.path", "../../secret.txt"), ("task.pattern", "../../**"),
+    ("bench.vs", ["/tmp/elsewhere.toml"]),
+])
+def test_paths_inside_a_stored_recipe_are_not_followed(trained, where, value):
+    table, key = where.split(".")
+
+    def change(data):
+        if table == "task":
+            data["task"] = {"kind": "text", "path": "corpus.txt", "seq_len": 16}
+        data[table][key] = value
+
+    rewrite(trained, recipe_change=change)
+    with pytest.raises(PulseError, match=rf"stored recipe sets {where}.*not followed"):
+        pulse.load_checkpoint(trained)
+    if table == "task":
+        with pytest.raises(PulseError, match="not followed"):
+            evaluate_checkpoint(trained)
+        # a task the user typed replaces the stored one, so its paths are theirs
+        with pytest.raises(PulseError) as typed:
+            evaluate_checkpoint(trained, task={"kind": "text", "path": str(trained / "nothing.txt")})
+        assert "not followed" not in str(typed.value)
+    result = run_cli("bench", trained, "--seq-lens", "8", "--rounds", "1")
+    assert result.exit_code == 2 and "not followed" in result.stderr
+
+
+def test_a_card_reference_is_a_name_never_a_path():
+    for bad in ["../recipes/hybrid", "/etc/passwd", "zoo/pulse-small", "x" * 300, ".hidden"]:
+        with pytest.raises(PulseError, match="zoo card"):
+            pulse.recipe_from_dict({"model": {"from": bad}})
