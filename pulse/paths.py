@@ -153,7 +153,7 @@ class DirLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> DirLock:
+    def __enter__(self) -> DirLock:  # noqa: PYI034 (a final class)
         self.acquire()
         return self
 

@@ -25,9 +25,9 @@ from pulse.tasks import build_task
 from pulse.tasks.base import Batch, Sums, Task
 from pulse.train import ddp
 from pulse.train.evaluate import autocast, evaluate, reduce_sums, to_device
+from pulse.train.init import init_weights, read_record, write_record
 from pulse.train.optim import make_optimizer, make_scheduler
 from pulse.train.plots import plot_run
-from pulse.train.init import init_weights, read_record, write_record
 from pulse.train.rundir import RunDir
 from pulse.train.state import MetricsLog, optimizer_state, param_names, rng_state, seed_everything
 
