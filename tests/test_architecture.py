@@ -225,3 +225,12 @@ def test_no_import_cycle_between_modules():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+def test_a_misspelt_mixer_table_is_not_an_unused_extra_mixer():
+    with pytest.raises(pulse.PulseError, match=r"mixers.pluse: is used by no layer \(did you mean `pulse`\?\)"):
+        pulse.recipe_from_dict({"model": {"layout": ["pulse"], "mixers": {
+            "pulse": {"kind": "pulse"}, "pluse": {"kind": "pulse", "num_slots": 64}}}})
+    # a differently named alternative (switched in with --set) stays allowed
+    pulse.recipe_from_dict({"model": {"layout": ["pulse"], "mixers": {
+        "pulse": {"kind": "pulse"}, "attn": {"kind": "attention"}}}})

@@ -63,6 +63,11 @@ class StackFields(Spec):
         for i in self.layers:
             if not 0 <= i < self.depth:
                 raise Problem(f"layers.{i}", f"layer {i} is outside 0..{self.depth - 1}; per-layer overrides must name an existing layer")
+        used = set(self.mixer_names())
+        for name in sorted(set(self.mixers) - used):
+            hint = did_you_mean(name, used)
+            if hint:  # an unused table one letter away from a used one is a typo, not an alternative
+                raise Problem(f"mixers.{name}", f"is used by no layer{hint}; rename it, or add `{name}` to the layout")
         for name, mixer in self.mixers.items():
             try:
                 mixer.check_dim(self.dim)
