@@ -18,11 +18,12 @@ def load_lm(source: Path, overrides: list[str] | None, seed: int):
     import torch
 
     from pulse.checkpoint import weights_path
+    from pulse.specs.load import named_recipe
     from pulse.api import PulseForCausalLM
 
-    if not source.exists():
-        raise PulseError(f"{source} does not exist; give a checkpoint directory (from pulse train / pulse build --out) "
-                         "or a recipe file.")
+    if not source.exists() and named_recipe(str(source)) is None:
+        raise PulseError(f"{source} does not exist; give a checkpoint directory (from pulse train / pulse build --out), "
+                         "a recipe file, or a card or recipe name (pulse list shows them).")
     if source.suffix in (".pt", ".pth", ".bin", ".ckpt"):
         raise PulseError(f"{source} is a pickle file; PULSE checkpoints are safetensors directories (never pickle). "
                          "Give the directory `pulse train` or `pulse build --out` wrote.")
