@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,7 +22,12 @@ class CausalSelfAttention(nn.Module):
 
     State: the KV cache, 2·n·d numbers after n tokens. Cost per token at context n:
     8·d² (projections) + 4·n·d (scores and mixing). Params: 4·d² (+ 4·d with bias).
+    `capture_sink`, when set (pulse.visualization.capture), is called with ("attention",
+    probabilities (b, h, t, n+t)), computed explicitly since SDPA returns none; unset (the
+    default) it costs one attribute test.
     """
+
+    capture_sink: Callable[[str, Tensor], None] | None = None
 
     def __init__(
         self,
@@ -62,6 +70,10 @@ class CausalSelfAttention(nn.Module):
             # query i sits at absolute position n+i and may see keys 0..n+i
             mask = torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if self.capture_sink is not None:
+            scores = (q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)).masked_fill(
+                ~torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n), float("-inf"))
+            self.capture_sink("attention", torch.softmax(scores, dim=-1).detach())  # (b, h, t, n+t)
         y = self.out(y.transpose(1, 2).reshape(b, t, d))
         return y, {"k": k, "v": v}
 

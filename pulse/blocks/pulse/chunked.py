@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -31,7 +32,13 @@ class ChunkRecurrentMixer(nn.Module, ABC):
     forward, split forwards and `step` agree exactly. Subclasses say how the slots evolve:
     `_token_streams` (per-token tensors a completed chunk needs, at least "k" and "v"),
     `_init_slots` and `_advance` (the slots after each chunk completed here).
+
+    `capture_sink`, when set (by pulse.visualization.capture), is called as sink(name, tensor)
+    with what the layer computed: "slots" (b, n, s, k) the slots each chunk read, "read" (b, h, t, s)
+    each token's attention on the slots. Unset (the default) it costs one attribute test.
     """
+
+    capture_sink: Callable[[str, Tensor], None] | None = None
 
     def __init__(
         self,
@@ -93,6 +100,8 @@ class ChunkRecurrentMixer(nn.Module, ABC):
 
     def forward(self, x: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
         check_input(self, x)
+        if state is None and torch.compiler.is_exporting():
+            return self._forward_export(x), {}
         b, t, _ = x.shape
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
@@ -108,6 +117,8 @@ class ChunkRecurrentMixer(nn.Module, ABC):
         done = n // c
         chunks = {name: s[:, : done * c].unflatten(1, (done, c)) for name, s in full.items()}  # (b, n_done, c, ·)
         views, bias, slots = self._advance(state["slots"], chunks, -(-n // c))
+        if self.capture_sink is not None:
+            self.capture_sink("slots", views.detach())
         y = self._read(self.query(x), full["k"], full["v"], views, bias, offset)
         new: dict[str, Any] = {"slots": slots, "buffer": {}}
         if n > done * c:
@@ -120,19 +131,39 @@ class ChunkRecurrentMixer(nn.Module, ABC):
                 new["conv"] = history
         return self.out(y), new
 
+    def _forward_export(self, x: Tensor) -> Tensor:
+        """The full-sequence forward from a fresh state with no Python branch on the length, for
+        torch.export: the sequence is padded to whole chunks by repeating its last token (padding
+        comes after every real token, so causality keeps it out of their outputs), all chunks are
+        written (the last write is never read) and read side by side. The state is not returned."""
+        b, t, _ = x.shape
+        c = self.chunk_size
+        n = (t + c - 1) // c
+        x = x.index_select(1, torch.arange(n * c, device=x.device).clamp(max=t - 1))  # (b, n c, d)
+        streams = self._token_streams(x)
+        chunks = {name: z.reshape(b, n, c, z.shape[-1]) for name, z in streams.items()}  # (b, n, c, ·)
+        state = self.init_state(b, device=x.device, dtype=x.dtype)
+        views, bias, _ = self._advance(state["slots"], chunks, n)
+        y = self._read(self.query(x), streams["k"], streams["v"], views, bias, 0, whole=True)
+        if self.local == "conv":
+            y = y + self._conv(streams["v"], state.get("conv"))[0]
+        return self.out(y)[:, :t]
+
     def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         check_input(self, x_t, ndim=2)
         y, state = self.forward(x_t.unsqueeze(1), state)
         return y.squeeze(1), state
 
-    def _read(self, q: Tensor, k: Tensor, v: Tensor, views: Tensor, bias: Tensor | None, offset: int) -> Tensor:
+    def _read(self, q: Tensor, k: Tensor, v: Tensor, views: Tensor, bias: Tensor | None, offset: int,
+              whole: bool = False) -> Tensor:
         """Token outputs (b, t, k) from queries q (b, t, k) of the new tokens, keys/values k, v
         (b, offset + t, k) from the start of the first open chunk, slots views (b, n, s, k)
-        (chunk j reads views[:, j]) and an optional logit bias (b, n, s) on the slots."""
+        (chunk j reads views[:, j]) and an optional logit bias (b, n, s) on the slots.
+        whole: t = n·c tokens in whole chunks, read side by side whatever n is."""
         b, t, _ = q.shape
         c, h, e = self.chunk_size, self.num_heads, self.head_dim
         n, s = views.shape[1], views.shape[2]
-        if n == 1:
+        if n == 1 and not whole:
             # one open chunk (always so in `step`): only the new tokens ask, keys start at the chunk
             rows, cols, diagonal, pad = t, offset + t, offset, 0
         else:
@@ -158,8 +189,23 @@ class ChunkRecurrentMixer(nn.Module, ABC):
             keys, values = sk, sv
             mask = None if bias is None else bias.reshape(b * n, 1, 1, s)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)  # (b n, h, rows, e)
-        y = y.transpose(1, 2).reshape(b, n * rows, self.slot_dim)
-        return y if n == 1 else y[:, offset : offset + t]
+        if self.capture_sink is not None:
+            self._capture_read(q, keys, mask, b, s, offset, t)
+        y = y.transpose(1, 2)  # (b n, rows, h, e)
+        # an explicit copy for export: the traced SDPA output's strides can differ from those of its
+        # decomposition, so a reshape traced as a view would be invalid in the exported graph
+        y = (y.clone(memory_format=torch.contiguous_format) if whole else y).reshape(b, n * rows, self.slot_dim)
+        return y if n == 1 and not whole else y[:, offset : offset + t]
+
+    def _capture_read(self, q: Tensor, keys: Tensor, mask: Tensor | None, b: int, s: int, offset: int, t: int) -> None:
+        """Record each new token's attention on the slots, (b, h, t, s): the softmax SDPA computed, made explicit."""
+        scores = q @ keys.transpose(-1, -2) / math.sqrt(self.head_dim)  # (b n, h, rows, s + cols)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        on_slots = torch.softmax(scores, dim=-1)[..., :s]  # (b n, h, rows, s)
+        on_slots = on_slots.unflatten(0, (b, -1)).transpose(1, 2).flatten(2, 3)  # (b, h, n rows, s)
+        rows = on_slots.shape[2]
+        self.capture_sink("read", on_slots[:, :, offset : offset + t] if rows > t else on_slots)
 
     def _conv(self, v: Tensor, history: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Causal depthwise convolution of v (b, t, k) continuing from the previous K−1 values."""

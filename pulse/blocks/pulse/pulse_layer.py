@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._higher_order_ops.scan import scan
 
 from pulse.blocks.pulse.allocator import AdaptiveStateAllocator
 from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
@@ -124,6 +125,8 @@ class PulseLayer(ChunkRecurrentMixer):
         if self.allocator is not None:
             budget, new["alloc"] = self.allocator.budgets(self.allocator.chunk_stats(chunks["p"]), slots["alloc"], num_read)
             masks, bias = self.allocator.masks(budget)  # (b, n_read, s) each
+            if self.capture_sink is not None:
+                self.capture_sink("budget", budget.detach())
         kh, vh = self.router.heads(chunks["k"]), self.router.heads(chunks["v"])  # (b, n, h, c, e)
         if self.gate == "mingru":
             views, new["h"] = self._scan(h, init, kh, vh, masks, num_read)
@@ -136,6 +139,8 @@ class PulseLayer(ChunkRecurrentMixer):
     def _loop(self, h: Tensor, cell: Tensor | None, kh: Tensor, vh: Tensor, masks: Tensor | None,
               num_read: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """gru/lstm: the chunks one after another, with as few (and as large) matmuls per chunk as the math allows."""
+        if torch.compiler.is_exporting():
+            return self._loop_export(h, cell, kh, vh, masks)
         router, prop = self.router, self.propagator
         n = kh.shape[1]
         if n == 0:
@@ -155,6 +160,8 @@ class PulseLayer(ChunkRecurrentMixer):
         for j in range(len(ks)):
             q, hs = (h @ w_state).split((self.slot_dim, prop.w_h.out_features), dim=-1)
             mixed = F.scaled_dot_product_attention(router.heads(q), ks[j], vs[j])  # (b, h, s, e)
+            if self.capture_sink is not None:
+                self.capture_sink("route", router.weights(router.heads(q), ks[j]).detach())
             mixed = mixed.transpose(-3, -2).flatten(-2)  # (b, s, k)
             xs = torch.addmm(prop.w_x.bias, mixed.flatten(0, -2), w_in).view(*mixed.shape[:-1], -1) if fold \
                 else prop.w_x(router.out(mixed))  # (b, s, k_x·k)
@@ -172,6 +179,30 @@ class PulseLayer(ChunkRecurrentMixer):
                 views.append(h)
         return torch.stack(views, dim=1), h, cell
 
+    def _loop_export(self, h: Tensor, cell: Tensor | None, kh: Tensor, vh: Tensor,
+                     masks: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """gru/lstm for torch.export: the same chunk recurrence as one scan (an ONNX Scan), so the
+        number of chunks stays a dynamic axis. Reads all n chunks (num_read = n)."""
+        router, prop = self.router, self.propagator
+        lstm = self.gate == "lstm"
+
+        def chunk(carry: tuple[Tensor, ...], xs: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], Tensor]:
+            h, cell = carry if lstm else (carry[0], None)
+            q, hs = router.q(h), prop.w_h(h)
+            mixed = F.scaled_dot_product_attention(router.heads(q), xs[0], xs[1]).transpose(-3, -2).flatten(-2)
+            xs_in = prop.w_x(router.out(mixed))
+            h_new, c_new = prop.combine((h, cell), xs_in, hs) if lstm else (prop.combine(h, xs_in, hs), None)
+            h_new = prop.communicate(h_new)
+            if masks is not None:
+                m = xs[2].unsqueeze(-1)
+                h_new = h + m * (h_new - h)
+                c_new = cell + m * (c_new - cell) if lstm else None
+            return ((h_new, c_new) if lstm else (h_new,)), h.clone()
+
+        xs = (kh.movedim(1, 0), vh.movedim(1, 0)) + ((masks.movedim(1, 0),) if masks is not None else ())
+        carry, views = scan(chunk, (h, cell) if lstm else (h,), xs)
+        return views.movedim(0, 1), carry[0], carry[1] if lstm else None
+
     def _scan(self, h: Tensor, init: Tensor, kh: Tensor, vh: Tensor, masks: Tensor | None, num_read: int) -> tuple[Tensor, Tensor]:
         """mingru: every completed chunk's update at once, then one parallel scan over chunks."""
         b, n = kh.shape[:2]
@@ -181,10 +212,19 @@ class PulseLayer(ChunkRecurrentMixer):
             u = self.router.route(q, kh.flatten(0, 1), vh.flatten(0, 1)).unflatten(0, (b, n))  # (b, n, s, k)
             g, cand = self.propagator.mingru_parts(u)
             decay, coef = mingru_coefficients(g, cand, None if masks is None else masks[:, :n].unsqueeze(-1))
-            states = mingru_scan(decay, coef, h)  # (b, n, s, k): after chunks 1..n
+            if self.capture_sink is not None:
+                q_heads = q.unflatten(0, (b, n))
+                self.capture_sink("route", self.router.weights(q_heads, kh).detach())
+            if torch.compiler.is_exporting():
+                # the O(√n) block scan branches on n; one ONNX Scan over chunks keeps n dynamic
+                _, states = scan(_linear_step, h, (decay.movedim(1, 0), coef.movedim(1, 0)))
+                states = states.movedim(0, 1)
+            else:
+                states = mingru_scan(decay, coef, h)  # (b, n, s, k): after chunks 1..n
             raw = torch.cat((raw, states[:, : num_read - 1]), dim=1)
             h = states[:, -1]
-        return self.propagator.communicate(raw), h
+        # slots talk per chunk: (b n, s, k), the 4-D attention every backend (and ONNX) supports
+        return self.propagator.communicate(raw.flatten(0, 1)).unflatten(0, (b, -1)), h
 
     def flops_per_token(self, seq_len: int) -> float:
         n = max(seq_len, 1)
@@ -210,3 +250,9 @@ class PulseLayer(ChunkRecurrentMixer):
         bank = self.manager.param_count() if self.manager is not None else self.max_slots * k
         alloc = self.allocator.param_count() if self.allocator is not None else 0
         return self._token_params() + bank + self.router.param_count() + self.propagator.param_count() + alloc
+
+
+def _linear_step(h: Tensor, ab: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """One step h ← a ⊙ h + b of the mingru recurrence, as a scan body (carry, output)."""
+    h = ab[0] * h + ab[1]
+    return h, h.clone()

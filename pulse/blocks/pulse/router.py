@@ -44,6 +44,10 @@ class TokenToStateRouter(nn.Module):
         """Per-head slot queries (…, h, s, e)."""
         return self.heads(self.q(slots))
 
+    def weights(self, q: Tensor, k: Tensor) -> Tensor:
+        """Routing weights softmax_t(q·k / √e) (…, h, s, t) — what `route` mixes the values with."""
+        return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)
+
     def route(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Slot updates (…, s, d) from per-head queries (…, h, s, e) and keys/values (…, h, t, e)."""
         mixed = F.scaled_dot_product_attention(q, k, v)  # (…, h, s, e)
@@ -63,7 +67,7 @@ class TokenToStateRouter(nn.Module):
         q, k, v = self.queries(slots), self.heads(k), self.heads(v)
         if not return_weights:
             return self.route(q, k, v)
-        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)  # (b, h, s, t)
+        weights = self.weights(q, k)  # (b, h, s, t)
         update = self.out((weights @ v).transpose(-3, -2).flatten(-2))
         return update, weights.mean(dim=1)
 

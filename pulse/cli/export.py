@@ -1,0 +1,100 @@
+"""`pulse export` (and `pulse convert`, the original name): ONNX export verified by onnxruntime."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pulse.cli.app import app
+from pulse.cli.common import SetOption, console, err_console, fmt_bytes, handle_errors, is_checkpoint
+from pulse.errors import PulseError
+
+
+def load_lm(source: Path, overrides: list[str] | None, seed: int):
+    """A PulseForCausalLM from a checkpoint, or fresh weights (seeded) from a recipe; PulseError otherwise."""
+    import torch
+
+    from pulse.checkpoint import weights_path
+    from pulse.specs.load import named_recipe
+    from pulse.api import PulseForCausalLM
+
+    if not source.exists() and named_recipe(str(source)) is None:
+        raise PulseError(f"{source} does not exist; give a checkpoint directory (from pulse train / pulse build --out), "
+                         "a recipe file, or a card or recipe name (pulse list shows them).")
+    if source.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        raise PulseError(f"{source} is a pickle file; PULSE checkpoints are safetensors directories (never pickle). "
+                         "Give the directory `pulse train` or `pulse build --out` wrote.")
+    torch.manual_seed(seed)
+    if is_checkpoint(source):
+        if overrides:
+            raise PulseError("--set applies to recipes; a checkpoint's weights fix its architecture, so drop --set.")
+        return PulseForCausalLM.from_pretrained(source).eval()
+    if source.is_dir():
+        weights_path(source)  # not a checkpoint directory: this raises, naming what is missing
+    model = PulseForCausalLM.from_recipe(source, overrides or ()).eval()
+    err_console.print(f"[yellow]note:[/] {source} is a recipe: freshly initialized weights (seed {seed}), not trained.",
+                      highlight=False)
+    return model
+
+
+def _export(source: Path, out: Path, fmt: str, batch: int, tolerance: float, seed: int,
+            overrides: list[str] | None) -> None:
+    from pulse.export import export_onnx, require_onnx
+
+    if fmt != "onnx":
+        raise PulseError(f"unknown export format `{fmt}`; the one format supported is onnx.")
+    require_onnx()
+    model = load_lm(source, overrides, seed)
+    err_console.print(f"[dim]exporting {source} to ONNX (torch.export, then onnxruntime checks)…[/]", highlight=False)
+    start = time.perf_counter()
+    report = export_onnx(model, out, batch=batch, tolerance=tolerance, seed=seed)
+    elapsed = time.perf_counter() - start
+    for n, e in report.errors.items():
+        console.print(f"length {n:>5}: max |logits onnx − torch| = {e:.3g}", highlight=False)
+    console.print(
+        f"wrote {report.path} ({fmt_bytes(report.size_bytes)}): input_ids (batch {report.batch}, any length) → logits; "
+        f"max abs error {report.max_error:.3g} ≤ tolerance {report.tolerance:g}; {elapsed:.0f} s", highlight=False,
+    )
+
+
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Export format (onnx).")]
+BatchOpt = Annotated[
+    int, typer.Option("--batch", min=1, help="Batch size fixed in the exported graph (length stays dynamic).")
+]
+TolOpt = Annotated[float, typer.Option("--tolerance", min=0.0, help="Largest max-abs logit difference accepted.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for fresh weights from a recipe and for the check inputs.")]
+
+
+@app.command()
+@handle_errors
+def export(
+    source: Annotated[Path, typer.Argument(help="A checkpoint directory (or .safetensors file), or a recipe (.toml).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")],
+    fmt: FormatOpt = "onnx",
+    batch: BatchOpt = 1,
+    tolerance: TolOpt = 1e-3,
+    seed: SeedOpt = 0,
+    set_: SetOption = None,
+) -> None:
+    """Export the full-sequence forward (input_ids → logits) to ONNX with a dynamic length, checked by onnxruntime."""
+    _export(source, out, fmt, batch, tolerance, seed, set_)
+
+
+@app.command()
+@handle_errors
+def convert(
+    input_: Annotated[
+        Path, typer.Option("--input", "-i", help="A checkpoint directory (or .safetensors file), or a recipe.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.")],
+    fmt: FormatOpt = "onnx",
+    batch: BatchOpt = 1,
+    tolerance: TolOpt = 1e-3,
+    seed: SeedOpt = 0,
+    set_: SetOption = None,
+) -> None:
+    """The original PULSE name for `pulse export`: convert --input RUN --output model.onnx --format onnx."""
+    _export(input_, output, fmt, batch, tolerance, seed, set_)
