@@ -113,7 +113,8 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         cells = list(slots["cells"]) if lstm else None
         g = slots["chunks"]
         k, v = chunks["k"], chunks["v"]  # (b, n, c, k)
-        views = [torch.cat(levels, dim=1)]
+        # what each chunk reads, per level; one stack per level and one cat at the end, not a cat per chunk
+        seen = [[h] for h in levels]
         ks, vs = k.unbind(1), v.unbind(1)  # once, not k[:, j] per chunk (O(n²) backward)
         for j in range(len(ks)):
             for level in range(3):
@@ -128,11 +129,12 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
                     levels[level] = state
             g += 1
             if j + 1 < num_read:
-                views.append(torch.cat(levels, dim=1))
+                for level in range(3):
+                    seen[level].append(levels[level])
         new: dict[str, Any] = {"levels": levels, "chunks": g}
         if lstm:
             new["cells"] = cells
-        return torch.stack(views, dim=1), None, new
+        return torch.cat([torch.stack(hs, dim=1) for hs in seen], dim=2), None, new
 
     def flops_per_token(self, seq_len: int) -> float:
         n = max(seq_len, 1)
