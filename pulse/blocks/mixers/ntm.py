@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.contract import check_input, no_weight_decay
+from pulse.ops import backend
 
 MemoryInit = Literal["learned", "fixed"]
 
@@ -208,35 +209,41 @@ class NTMMemory(nn.Module):
         w_read_in, w_hh, w_heads = w_read_in.detach().t(), w_hh.detach().t(), w_heads.detach().t()
         memory, reads, h = state["memory"], state["read"], state["h"]
         w_prev = torch.cat((state["w_write"], state["w_read"]), dim=1)  # (b, w + r, N)
+        step = backend.step_function(self, "token_step", self._token_step, memory.device)
         hs, rs = [], []
         for x_t, gh_t, raw_t in zip(xs, ghs, raws):
-            # controller: PyTorch's GRUCell, r/z/n rows, with the token's half precomputed
             holder["reads"].append(reads.detach().reshape(b, r * M))
             holder["h_prev"].append(h.detach())
-            gi = torch.addmm(x_t, reads.reshape(b, r * M), w_read_in)
-            gh = torch.addmm(gh_t, h, w_hh)
-            rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
-            cand = torch.tanh(torch.addcmul(gi[:, 2 * H :], rz[:, :H], gh[:, 2 * H :]))
-            h = torch.lerp(cand, h, rz[:, H:])
+            h, memory, reads, w_prev = step(x_t, gh_t, raw_t, memory, reads, h, w_prev, w_read_in, w_hh, w_heads, sizes)
             holder["h"].append(h.detach())
-            keys, sp, sg, shift, add = torch.addmm(raw_t, h, w_heads).split(sizes, dim=-1)
-            keys = keys.view(b, w + r, M)
-            beta, gamma = F.softplus(sp).view(b, 2, w + r).unbind(1)
-            gamma = gamma + 1
-            sg = torch.sigmoid(sg)
-            gate, erase = sg[:, : w + r], sg[:, w + r :].view(b, w, M)
-            shift = torch.softmax(shift.view(b, w + r, 3), dim=-1)
-            # write heads address the memory the previous token left, read heads the one just written
-            w_write = _address(memory, keys[:, :w], beta[:, :w], gate[:, :w], shift[:, :w], gamma[:, :w], w_prev[:, :w])
-            memory = write(memory, w_write, erase, torch.tanh(add).view(b, w, M))
-            w_read = _address(memory, keys[:, w:], beta[:, w:], gate[:, w:], shift[:, w:], gamma[:, w:], w_prev[:, w:])
-            reads = w_read @ memory  # (b, r, M)
-            w_prev = torch.cat((w_write, w_read), dim=1)
             hs.append(h)
             rs.append(reads.reshape(b, r * M))
         y = self.out(torch.cat((torch.stack(hs, dim=1), torch.stack(rs, dim=1)), dim=-1))
         new = {"memory": memory, "read": reads, "w_read": w_prev[:, w:], "w_write": w_prev[:, :w], "h": h}
         return y, new
+
+    def _token_step(self, x_t, gh_t, raw_t, memory, reads, h, w_prev, w_read_in, w_hh, w_heads, sizes):
+        """One token of the loop (the function PULSE_COMPILE compiles): controller, heads, write, read."""
+        b = x_t.shape[0]
+        M, r, w, H = self.memory_width, self.read_heads, self.write_heads, self.controller_size
+        # controller: PyTorch's GRUCell, r/z/n rows, with the token's half precomputed
+        gi = torch.addmm(x_t, reads.reshape(b, r * M), w_read_in)
+        gh = torch.addmm(gh_t, h, w_hh)
+        rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
+        cand = torch.tanh(torch.addcmul(gi[:, 2 * H :], rz[:, :H], gh[:, 2 * H :]))
+        h = torch.lerp(cand, h, rz[:, H:])
+        keys, sp, sg, shift, add = torch.addmm(raw_t, h, w_heads).split(sizes, dim=-1)
+        keys = keys.view(b, w + r, M)
+        beta, gamma = F.softplus(sp).view(b, 2, w + r).unbind(1)
+        gamma = gamma + 1
+        sg = torch.sigmoid(sg)
+        gate, erase = sg[:, : w + r], sg[:, w + r :].view(b, w, M)
+        shift = torch.softmax(shift.view(b, w + r, 3), dim=-1)
+        # write heads address the memory the previous token left, read heads the one just written
+        w_write = _address(memory, keys[:, :w], beta[:, :w], gate[:, :w], shift[:, :w], gamma[:, :w], w_prev[:, :w])
+        memory = write(memory, w_write, erase, torch.tanh(add).view(b, w, M))
+        w_read = _address(memory, keys[:, w:], beta[:, w:], gate[:, w:], shift[:, w:], gamma[:, w:], w_prev[:, w:])
+        return h, memory, w_read @ memory, torch.cat((w_write, w_read), dim=1)
 
     def _inputs(self, x: Tensor) -> Tensor:
         """The token half of the controller's input projection for every token at once, (b, t, 3H)."""

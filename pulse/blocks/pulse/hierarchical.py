@@ -15,6 +15,7 @@ from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
 from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
+from pulse.ops import backend
 
 LEVELS = ("token", "chunk", "global")
 
@@ -116,13 +117,14 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         # what each chunk reads, per level; one stack per level and one cat at the end, not a cat per chunk
         seen = [[h] for h in levels]
         ks, vs = k.unbind(1), v.unbind(1)  # once, not k[:, j] per chunk (O(n²) backward)
+        update = backend.step_function(self, "level_update", self._update, k.device)
         for j in range(len(ks)):
             for level in range(3):
                 if g % self.ratio**level:
                     break
                 state = (levels[level], cells[level]) if lstm else levels[level]
                 inputs = (ks[j], vs[j]) if level == 0 else levels[level - 1]
-                state = self._update(level, state, inputs)
+                state = update(level, state, inputs)
                 if lstm:
                     levels[level], cells[level] = state
                 else:
