@@ -6,7 +6,9 @@
 from one masked (c × c) product, and the state is carried from chunk to chunk. Decays
 enter only as exp(g_i − g_j) with j ≤ i, where g is the cumulative log-decay from the
 chunk start, so every exponent is ≤ 0 and nothing overflows at any length.
-`recurrent_linear_attention` is the per-token loop it must agree with.
+`recurrent_linear_attention` is the per-token loop it must agree with. `linear_attention`
+dispatches: fla's Triton kernel on CUDA when installed (pulse.ops.fla), else the chunked form,
+and records the path it took in `pulse.ops.backend.paths_taken()`.
 
 # b batch · h heads · t time · n chunks · c chunk length · k key dim · v value dim
 """
@@ -18,6 +20,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from pulse.ops import backend
+from pulse.ops import fla as _fla
 
 
 class LinearAttentionOutput(NamedTuple):
@@ -57,6 +62,35 @@ def recurrent_linear_attention(
     return LinearAttentionOutput(torch.stack(outs, dim=2), s, den, z if normalize else None)
 
 
+def linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_decay: Tensor | None = None,
+    state: Tensor | None = None,
+    z: Tensor | None = None,
+    *,
+    normalize: bool = False,
+    chunk_size: int = 64,
+) -> LinearAttentionOutput:
+    """`chunk_linear_attention`, run by fla's kernel on CUDA where it is installed and allowed."""
+    op = "linear_attention"
+    if backend.fla_allowed() and _fla.fla_ready(q):
+        try:
+            _fla.probe(q.device, q.dtype, log_decay is not None)
+            out = _with_normaliser(q, k, v, log_decay, state, z, normalize, _fla.simple_gla)
+        except Exception as err:  # noqa: BLE001 — e.g. fla refusing this Triton on this GPU: the reference runs
+            backend.warn_fallback(op, "fla", err)
+        else:
+            backend.record(op, "fla")
+            return out
+    elif q.is_cuda and backend.fla_allowed():
+        backend.record(op, f"eager (fla unavailable: {_fla.unavailable_reason()})")
+    else:
+        backend.record(op, "eager")
+    return chunk_linear_attention(q, k, v, log_decay, state, z, normalize=normalize, chunk_size=chunk_size)
+
+
 def chunk_linear_attention(
     q: Tensor,
     k: Tensor,
@@ -74,6 +108,12 @@ def chunk_linear_attention(
     q_t S'_t = [q_t S_t, q_t · z_t], so den comes out of the same matmuls as the output.
     Cost: four (c × k)·(k × c|v) products per chunk and head, one add per chunk for the carry.
     """
+    core = lambda q, k, v, g, s0: _chunk_core(q, k, v, g, s0, chunk_size)  # noqa: E731
+    return _with_normaliser(q, k, v, log_decay, state, z, normalize, core)
+
+
+def _with_normaliser(q, k, v, log_decay, state, z, normalize, core) -> LinearAttentionOutput:
+    """Run `core(q, k, v, log_decay, s0) → (out, final state)` with the normaliser as a ones column of v."""
     b, h, t, dk = q.shape
     dv = v.shape[-1]
     s0 = q.new_zeros(b, h, dk, dv) if state is None else state
@@ -81,7 +121,7 @@ def chunk_linear_attention(
         z0 = q.new_zeros(b, h, dk) if z is None else z
         v = torch.cat((v, v.new_ones(b, h, t, 1)), dim=-1)
         s0 = torch.cat((s0, z0.unsqueeze(-1)), dim=-1)
-    out, s = _chunk_core(q, k, v, log_decay, s0, chunk_size)
+    out, s = core(q, k, v, log_decay, s0)
     if normalize:
         return LinearAttentionOutput(out[..., :dv], s[..., :dv], out[..., dv], s[..., dv])
     return LinearAttentionOutput(out, s, None, None)
