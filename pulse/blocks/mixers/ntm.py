@@ -128,6 +128,9 @@ class NTMMemory(nn.Module):
         self.head_outputs = r * sum(self.read_sizes) + w * sum(self.write_sizes)
         self.heads = nn.Linear(H, self.head_outputs, **factory)
         self.out = nn.Linear(H + r * M, dim, bias=False, **factory)
+        order, self._fused_sizes = self._fused_layout()
+        # not saved with the weights: it follows from the sizes
+        self.register_buffer("_head_order", torch.tensor(order, device=device), persistent=False)
         if memory_init == "learned":
             self.initial_memory = no_weight_decay(nn.Parameter(torch.empty(N, M, **factory)))
             nn.init.uniform_(self.initial_memory, -(M**-0.5), M**-0.5)
@@ -163,7 +166,7 @@ class NTMMemory(nn.Module):
             params += (torch.sigmoid(erase), torch.tanh(add))
         return params
 
-    def _fused_layout(self) -> tuple[Tensor, list[int]]:
+    def _fused_layout(self) -> tuple[list[int], list[int]]:
         """A row order of `heads` that puts outputs sharing an activation side by side.
 
         Order: keys (w·M, r·M) · softplus block β, γ (2·(w + r)) · sigmoid block g, erase (w + r + w·M)
@@ -184,7 +187,7 @@ class NTMMemory(nn.Module):
             + rows(wbase, 2 * M + 6, 3 * M + 6)
         )
         sizes = [(w + r) * M, 2 * (w + r), w + r + w * M, 3 * (w + r), w * M]
-        return torch.tensor(order, device=self.heads.weight.device), sizes
+        return order, sizes
 
     def _run(self, xs: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The recurrence over precomputed controller inputs xs = W_ix x + b_i (b, t, 3H); y (b, t, d).
@@ -198,7 +201,7 @@ class NTMMemory(nn.Module):
         b, t = xs.shape[0], xs.shape[1]
         N, M, r, w, H = self.memory_slots, self.memory_width, self.read_heads, self.write_heads, self.controller_size
         cell = self.controller
-        order, sizes = self._fused_layout()
+        order, sizes = self._head_order, self._fused_sizes
         # the loop multiplies by detached weights; each weight's gradient is one matmul after it (_Deferred)
         holder: dict[str, list[Tensor]] = {"reads": [], "h_prev": [], "h": []}
         w_read_in, w_hh = cell.weight_ih[:, self.dim :], cell.weight_hh
