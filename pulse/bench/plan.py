@@ -24,8 +24,13 @@ SPREAD_WARNING = 0.25
 LOAD_WARNING = 0.75
 
 
-def default_memory_cap() -> float:
-    """Bytes a single measurement may be projected to use without --max-memory: half the machine's RAM."""
+def default_memory_cap(device: str = "cpu") -> float:
+    """Bytes a single measurement may be projected to use without --max-memory: half the machine's RAM,
+    or on CUDA 90 % of the device's memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        return 0.9 * torch.cuda.get_device_properties(torch.device(device)).total_memory
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
         return 0.5 * pages * size
@@ -65,9 +70,10 @@ def lower_bound_memory(system: dict[str, Any], seq_len: int, batch: int, mode: s
 
 def check(system: dict[str, Any], history: list[dict[str, Any]], seq_len: int, settings: Any) -> str | None:
     """Why this length should not be tried (projected past --timeout or the memory cap), or None."""
-    cap = settings.max_memory_gb * 2**30 if settings.max_memory_gb else default_memory_cap()
+    cap = settings.max_memory_gb * 2**30 if settings.max_memory_gb else default_memory_cap(settings.device)
+    where = "90 % of the GPU's memory" if settings.device.startswith("cuda") else "half the RAM"
     cap_name = f"--max-memory {settings.max_memory_gb:g} GiB" if settings.max_memory_gb else \
-        f"the default memory guard ({cap / 2**30:.3g} GiB, half the RAM; raise it with --max-memory)"
+        f"the default memory guard ({cap / 2**30:.3g} GiB, {where}; raise it with --max-memory)"
     guess = project(history, seq_len)
     if guess is not None:
         if guess["wall_s"] > settings.timeout:
