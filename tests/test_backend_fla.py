@@ -67,3 +67,50 @@ def test_fla_matches_the_chunked_reference(t, decay, normalize):
 def _args(x, log_decay, normalize):
     q, key, val, s0 = x[:4]
     return q, key, val, log_decay, s0, x[4] if normalize else None
+
+
+# the (gated) delta rule: deltanet / gated_deltanet dispatch the same way
+
+
+def _delta_inputs(t, gated, device="cpu", dk=8):
+    torch.manual_seed(t)
+    b, h = 2, 3
+    q, k = torch.randn(b, h, t, dk, device=device), F.normalize(torch.randn(b, h, t, dk, device=device), dim=-1)
+    v, beta = torch.randn(b, h, t, dk, device=device), torch.rand(b, h, t, device=device)
+    log_decay = F.logsigmoid(torch.randn(b, h, t, device=device) + 3) if gated else None
+    return q, k, v, beta, log_decay, torch.randn(b, h, dk, dk, device=device)
+
+
+def test_delta_rule_on_cpu_takes_the_eager_path_and_falls_back_when_fla_fails(monkeypatch):
+    from pulse.ops.delta_rule import chunk_delta_rule, delta_rule
+
+    args = _delta_inputs(9, gated=True)
+    backend.reset_paths()
+    torch.testing.assert_close(delta_rule(*args, chunk_size=4)[0], chunk_delta_rule(*args, chunk_size=4)[0])
+    assert backend.paths_taken()["delta_rule"] == "eager"
+    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
+    monkeypatch.setattr(pulse_fla, "probe_delta", lambda *a: (_ for _ in ()).throw(RuntimeError("Triton < 3.7.1")))
+    backend._failed.discard("delta_rule")
+    with pytest.warns(UserWarning, match="delta_rule fell back to the eager path because fla failed"):
+        out, _ = delta_rule(*args, chunk_size=4)
+    torch.testing.assert_close(out, chunk_delta_rule(*args, chunk_size=4)[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's kernels need a CUDA device; none here")
+@pytest.mark.skipif(pulse_fla.unavailable_reason() is not None,
+                    reason=f"fla not importable: {pulse_fla.unavailable_reason()} (pip install 'pulse[gpu]')")
+@pytest.mark.parametrize("gated", [False, True])
+def test_fla_delta_rule_matches_the_chunked_reference(gated):
+    from pulse.ops.delta_rule import chunk_delta_rule, delta_rule
+
+    q, k, v, beta, log_decay, s0 = _delta_inputs(200, gated, device="cuda", dk=32)
+    backend.reset_paths()
+    out, state = delta_rule(q.bfloat16(), k.bfloat16(), v.bfloat16(), beta.bfloat16(), log_decay, s0)
+    taken = backend.paths_taken()["delta_rule"]
+    if taken != "fla":
+        pytest.skip(f"fla present but refused this GPU/Triton: {taken}")
+    ref_out, ref_state = chunk_delta_rule(q, k, v, beta, log_decay, s0)
+    rtol, atol = contract.TOLERANCES[torch.bfloat16]
+    for a, r in ((out, ref_out), (state, ref_state)):
+        scale = r.abs().max().clamp_min(1)
+        torch.testing.assert_close(a.float() / scale, r / scale, rtol=rtol, atol=atol)

@@ -1,6 +1,7 @@
 """Optional kernels from fla (flash-linear-attention, Triton) for linear attention on CUDA.
 
-Installed with `pip install "pulse[gpu]"`. `pulse.ops.linear_attention.linear_attention`
+Installed with `pip install "pulse[gpu]"`. `pulse.ops.linear_attention.linear_attention` (and
+`pulse.ops.delta_rule.delta_rule`)
 dispatches here for CUDA tensors when fla imports and PULSE_FLA is not 0; the project's own
 `chunk_linear_attention` stays the reference (tests/test_backend_fla.py compares both where
 CUDA and fla are present). fla's simple-GLA kernel computes o_t = q_t S_t with
@@ -58,4 +59,32 @@ def probe(device: torch.device, dtype: torch.dtype, gated: bool) -> None:
     q, k, v = (torch.rand(1, 1, 16, 16, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
     g = -torch.rand(1, 1, 16, device=device, dtype=torch.float32) if gated else None
     out, final = simple_gla(q, k, v, g, torch.zeros(1, 1, 16, 16, device=device, dtype=dtype))
+    (out.float().sum() + final.float().sum()).backward()
+
+
+def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None,
+                     state: Tensor) -> tuple[Tensor, Tensor]:
+    """fla's chunked (gated) delta rule in PULSE's layout: q, k (b, h, t, k), v (b, h, t, v), beta and
+    log_decay (b, h, t), state (b, h, k, v) → out (b, h, t, v), final state. Scale 1: q arrives as used."""
+    tr = lambda x: x.transpose(1, 2).contiguous()  # noqa: E731 — (b, h, t, ·) → (b, t, h, ·)
+    kwargs = {"scale": 1.0, "initial_state": state.float(), "output_final_state": True}
+    if log_decay is None:
+        from fla.ops.delta_rule import chunk_delta_rule as kernel
+    else:
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule as kernel
+
+        kwargs["g"] = tr(log_decay).float()
+    if "head_first" in inspect.signature(kernel).parameters:
+        kwargs["head_first"] = False
+    out, final = kernel(tr(q), tr(k), tr(v), beta=tr(beta), **kwargs)
+    return out.transpose(1, 2), final.to(state.dtype)
+
+
+@functools.cache
+def probe_delta(device: torch.device, dtype: torch.dtype, gated: bool) -> None:
+    """`probe` for the delta rule: a tiny forward and backward, so refusals surface before the real call."""
+    q, k, v = (torch.rand(1, 1, 16, 16, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    beta = torch.rand(1, 1, 16, device=device, dtype=dtype)
+    g = -torch.rand(1, 1, 16, device=device, dtype=torch.float32) if gated else None
+    out, final = gated_delta_rule(q, k / 4, v, beta, g, torch.zeros(1, 1, 16, 16, device=device, dtype=dtype))
     (out.float().sum() + final.float().sum()).backward()
