@@ -43,7 +43,8 @@ def render(*tables) -> str:
 def doc():
     """Two attention variants at two real lengths and one impossible one, under a memory cap."""
     systems = [mixer_system("attention", 16), mixer_system("attention:num_heads=2", 16)]
-    settings = Settings(seq_lens=(8, 16, IMPOSSIBLE, 2 * IMPOSSIBLE), max_memory_gb=1.0, **TINY)
+    # guard off: the impossible length reaches a worker, whose allocator failure must become a skip
+    settings = Settings(seq_lens=(8, 16, IMPOSSIBLE, 2 * IMPOSSIBLE), max_memory_gb=1.0, guard=False, **TINY)
     return run_bench(systems, settings, command="test")
 
 
@@ -83,7 +84,7 @@ def test_a_length_that_does_not_fit_is_skipped_not_a_crash(doc):
         assert oom["status"] == "skipped" and "out of memory" in oom["reason"]
         assert after["status"] == "skipped" and "not tried" in after["reason"] and not after["pids"]
         assert system["scaling"]["seq_lens"] == [8, 16]
-    text = render(report.results_table(doc), report.scaling_table(doc))
+    text = report.render_text(doc)
     assert "out of memory" in text and "attention:num_heads=2" in text
 
 
@@ -205,3 +206,84 @@ def test_fit_of_noisy_quadratic_and_degenerate_inputs():
     assert fit_scaling([1024], [1.0]) is None
     assert fit_scaling([1024, 1024], [1.0, 2.0]) is None
     assert fit_scaling([1024, 2048], [0.0, 1.0]) is None
+
+
+# looking ahead: projected skips, ETA, warnings, paths, tables that fit
+
+
+def test_guard_skips_lengths_projected_past_the_memory_cap_before_trying_them():
+    system = mixer_system("attention", 16)
+    out = run_bench([system], Settings(seq_lens=(IMPOSSIBLE,), **NO_CEILING))
+    (first,) = out["systems"][0]["results"]
+    assert first["status"] == "skipped" and first["reason"].startswith("needs at least") and not first["pids"]
+    assert "default memory guard" in first["reason"]
+    out = run_bench([system], Settings(seq_lens=(8, IMPOSSIBLE), max_memory_gb=1.0, **NO_CEILING))
+    ok, big = out["systems"][0]["results"]
+    assert ok["status"] == "ok" and ok["path"] == "eager" and out["systems"][0]["path"] == "eager"
+    assert big["status"] == "skipped" and big["reason"].startswith("projected") and not big["pids"]
+    jsonschema.validate(out, DOCUMENT_SCHEMA)
+
+
+def test_projection_and_eta_follow_the_measured_exponent():
+    from pulse.bench import plan
+
+    history = [{"status": "ok", "seq_len": 1024, "wall_s": 1.0, "memory_bytes": 2**20},
+               {"status": "ok", "seq_len": 2048, "wall_s": 4.0, "memory_bytes": 2**21}]
+    guess = plan.project(history, 8192)
+    assert guess["wall_s"] == pytest.approx(64.0) and guess["exponent"] == pytest.approx(2.0)
+    assert guess["memory_bytes"] == pytest.approx(2**23)
+    settings = Settings(seq_lens=(8192,), timeout=60.0)
+    assert "over --timeout 60 s" in plan.check({"dim": 16}, history, 8192, settings)
+    assert plan.check({"dim": 16}, history, 4096, settings) is None
+    assert plan.eta({"a": history}, [("a", 4096), ("a", 8192)], None, timeout=60.0) == pytest.approx(16.0)
+    assert plan.eta({"a": []}, [("a", 4096)], None, timeout=60.0) is None
+    assert plan.eta({"a": []}, [("a", 4096)], 3.0, timeout=60.0) == 3.0
+
+
+def test_busy_machine_and_wide_spread_warn(monkeypatch, doc):
+    from pulse.bench import plan
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (40.0, 40.0, 40.0))
+    assert "the machine is busy: load average 40.0" in plan.load_warning()
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert plan.load_warning() is None
+    wide = json.loads(json.dumps(doc))
+    result = wide["systems"][1]["results"][0]
+    result["times_s"] = [1.0, 2.0]
+    result["time_s"] = {"median": 1.5, "min": 1.0, "max": 2.0}
+    (warning,) = plan.spread_warnings(wide)
+    assert "attention:num_heads=2 T=8 (67 %)" in warning
+
+
+def test_80_column_render_cuts_no_name_and_the_text_report_is_whole(doc):
+    long_names = json.loads(json.dumps(doc))
+    long_names["systems"][1]["name"] = "attention:num_heads=2,dropout=0.0,bias=false"
+    console = Console(record=True, width=80, file=open(os.devnull, "w"))
+    report.render(long_names, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text.replace("8…16", "")  # "8…16" is the fitted range, not a cut
+    # rows are letters; the legend spells each name out whole on one line, with its path
+    assert any(line.strip().startswith("A │ attention ") for line in text.splitlines())
+    assert any("attention:num_heads=2,dropout=0.0,bias=false" in line for line in text.splitlines())
+    assert "│ B      │" in text
+    whole = report.render_text(long_names)
+    rows = [line for line in whole.splitlines() if "attention:num_heads=2,dropout" in line]
+    assert len(rows) > 3 and "…" not in whole.replace("8…16", "")  # the full tables use full names
+
+
+def test_cli_prints_plan_eta_legend_and_keeps_versions_without_matmul(tmp_path):
+    result = run_cli("bench", "--mixer", "attention", "--mixer", "attention:num_heads=2", "--dim", "16",
+                     "--seq-lens", "8,16", "--repeats", "1", "--warmup", "0", "--threads", "1", "--matmul-size", "0",
+                     "--json", tmp_path / "b.json", "--text", tmp_path / "b.txt")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "plan: 2 system(s) × 2 length(s) × 1 round(s) = 4 measuring processes" in out
+    assert "· 1/4 · ETA" in out and "· 4/4 · done" in out
+    assert "eager" in out and "attention:num_heads=2" in out
+    doc = json.loads((tmp_path / "b.json").read_text())
+    machine = doc["machine"]
+    assert machine["matmul"] is None and machine["threads"] == 1 and machine["torch"]
+    assert "threads 1 of" in report.machine_line(doc) and "torch 2." in report.machine_line(doc)
+    text = (tmp_path / "b.txt").read_text()
+    assert "attention:num_heads=2" in text and "pulse bench" in text

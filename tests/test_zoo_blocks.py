@@ -359,3 +359,19 @@ def test_hybrid_zoo_card_mixes_kinds_and_steps_like_its_forward():
         out, state = model.step(ids[:, i], state)
         stepped.append(out)
     contract.assert_close(torch.stack(stepped, dim=1), logits, "hybrid-zoo step vs forward")
+
+
+@pytest.mark.parametrize("heads", [(1, 1), (2, 3)])
+def test_ntm_fused_loop_matches_the_reference_step(heads):
+    torch.manual_seed(0)
+    r, w = heads
+    block = NTMMemory(10, memory_slots=7, memory_width=5, read_heads=r, write_heads=w, controller_size=12).double()
+    x = torch.randn(2, 9, 10, dtype=F64, requires_grad=True)
+    fast, fast_state = block(x)
+    state, ys = block.init_state(2, dtype=F64), []
+    for x_t in x.unbind(1):
+        y, state = block.step_reference(x_t, state)
+        ys.append(y)
+    names = sorted(state)
+    assert_grads_close([fast] + [fast_state[k] for k in names], [torch.stack(ys, 1)] + [state[k] for k in names],
+                       [x, *block.parameters()], f"ntm fused loop, heads r={r} w={w}")

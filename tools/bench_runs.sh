@@ -10,14 +10,14 @@ core=(--mixer attention --mixer pulse --mixer pulse:chunk_size=32 --mixer pulse:
       --mixer linear_attention --mixer ssm --dim 256 --threads "$threads" --repeats 3)
 # BENCH.md's comparison: forward+backward+step from 1k to 16k, and per-token generation.
 pulse bench "${core[@]}" --mode train --seq-lens 1k,2k,4k,8k,16k --fit-from 2048 \
-  --json "$out/layer-train.json" --plot "$out/layer-train.png" | tee "$out/layer-train.txt"
+  --json "$out/layer-train.json" --plot "$out/layer-train.png" --text "$out/layer-train.txt"
 pulse bench "${core[@]}" --mode generate --seq-lens 256,1k,4k,8k,16k \
-  --json "$out/layer-generate.json" --plot "$out/layer-generate.png" | tee "$out/layer-generate.txt"
+  --json "$out/layer-generate.json" --plot "$out/layer-generate.png" --text "$out/layer-generate.txt"
 # Every other mixer against attention at 1k, 4k, 8k (forward+backward+step).
 pulse bench --mixer attention --mixer pulse:gate=lstm --mixer pulse_managed --mixer pulse_adaptive \
   --mixer hierarchical --mixer sparse_state_attention --mixer ntm --dim 256 --threads "$threads" --repeats 3 \
   --mode train --seq-lens 1k,4k,8k --timeout 300 \
-  --json "$out/layer-others.json" | tee "$out/layer-others.txt"
+  --json "$out/layer-others.json" --text "$out/layer-others.txt"
 # Whole models: per-token generation of a pure PULSE LM vs a Transformer of similar size.
 pulse bench recipes/pulse.toml --vs recipes/transformer.toml --vs recipes/hybrid.toml --threads "$threads" \
-  --mode generate --seq-lens 256,2k,8k --json "$out/model-generate.json" | tee "$out/model-generate.txt"
+  --mode generate --seq-lens 256,2k,8k --json "$out/model-generate.json" --text "$out/model-generate.txt"

@@ -176,6 +176,9 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     device, dtype = req["device"], getattr(torch, req["dtype"])
     seq_len, batch, mode = req["seq_len"], req["batch"], req["mode"]
     out: dict[str, Any] = {"pid": os.getpid(), "seq_len": seq_len, "threads": torch.get_num_threads()}
+    from pulse.ops import backend
+
+    backend.reset_paths()
     try:
         start = time.perf_counter()
         model = build_system(req["system"], device, dtype)
@@ -226,6 +229,8 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
         "flops": flops,
         "memory_bytes": max(0, memory),
         "memory_kind": kind,
+        "paths": backend.paths_taken(),
+        "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 

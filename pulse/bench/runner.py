@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pulse.bench.fit import fit_scaling, local_exponents
+from pulse.bench import plan
+from pulse.bench.summary import summarize_system
 from pulse.errors import PulseError
 
 SCHEMA = "pulse.bench/1"
@@ -54,6 +55,8 @@ class Settings:
     matmul_size: int = 2048
     fit_from: int | None = None
     seed: int = 0
+    # project each length's time and memory from the lengths before it, and skip what would not fit
+    guard: bool = True
 
     @classmethod
     def from_spec(cls, spec: Any, **overrides: Any) -> "Settings":
@@ -184,8 +187,13 @@ def measure_machine(settings: Settings, clock: _Clock, env: dict[str, str]) -> d
         if by_budget and result["status"] == "skipped" and result["reason"].startswith("timeout"):
             result["reason"] = f"stopped at the --max-seconds budget ({settings.max_seconds:g} s)"
     if result["status"] != "ok":
-        result.update(cpu=cpu_model(), logical_cpus=os.cpu_count(), threads=settings.threads, device=settings.device,
-                      matmul=None)
+        import platform
+
+        import torch
+
+        # what the workers run with, even when nothing was timed: their threads and the library versions
+        result.update(cpu=cpu_model(), logical_cpus=os.cpu_count(), threads=settings.threads or torch.get_num_threads(),
+                      torch=torch.__version__, python=platform.python_version(), device=settings.device, matmul=None)
     return result
 
 
@@ -195,8 +203,14 @@ def run_bench(
     *,
     progress: Callable[[dict[str, Any]], None] | None = None,
     command: str | None = None,
+    eta: Callable[[int, int, float | None], None] | None = None,
 ) -> dict[str, Any]:
-    """Measure every system at every length; the JSON-ready document `pulse.bench.report` prints and plots."""
+    """Measure every system at every length; the JSON-ready document `pulse.bench.report` prints and plots.
+
+    `progress(run)` hears each finished measurement; `eta(done, total, seconds_left)` hears the count
+    and the projected time left (None until something has been measured) before and after each.
+    Lengths projected past --timeout or the memory cap are skipped with the reason (`pulse.bench.plan`).
+    """
     if not systems:
         raise PulseError("nothing to benchmark; give a recipe or at least one --mixer.")
     names = [s.name for s in systems]
@@ -205,17 +219,28 @@ def run_bench(
     settings.check()
     clock, env = _Clock(settings.max_seconds), _env(settings)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    warnings = [w for w in (plan.load_warning(),) if w]
     machine = measure_machine(settings, clock, env)
     runs: list[dict[str, Any]] = []
     blocked: dict[str, str] = {}
-    for seq_len in settings.seq_lens:
-        for round_ in range(settings.rounds):
-            for system in systems:
-                run = _one(system, seq_len, round_, settings, clock, env, blocked)
-                runs.append(run)
-                if progress is not None:
-                    progress(run)
-    return {
+    todo = [(s, n, r) for n in settings.seq_lens for r in range(settings.rounds) for s in systems]
+    history: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
+    for i, (system, seq_len, round_) in enumerate(todo):
+        if eta is not None:
+            eta(i, len(todo), plan.eta(history, [(s.name, n) for s, n, _ in todo[i:]], plan.median_wall(runs), settings.timeout))
+        run = _one(system, seq_len, round_, settings, clock, env, blocked, history[system.name])
+        runs.append(run)
+        history[system.name].append(run)
+        if progress is not None:
+            progress(run)
+    if eta is not None:
+        eta(len(todo), len(todo), 0.0)
+    busy = [r["load_avg"] for r in runs if r.get("load_avg") is not None]
+    if busy and not warnings and statistics.median(busy) > plan.LOAD_WARNING * (os.cpu_count() or 1):
+        warnings.append(f"the machine was busy during the run: median load average {statistics.median(busy):.1f} on "
+                        f"{os.cpu_count()} logical CPUs; ratios are less trustworthy than on a quiet machine")
+    summaries = [summarize_system(s, runs, settings, machine, systems[0].name) for s in systems]
+    doc = {
         "schema": SCHEMA,
         "created": started,
         "command": command,
@@ -223,16 +248,22 @@ def run_bench(
         "settings": {**asdict(settings), "seq_lens": list(settings.seq_lens)},
         "machine": machine,
         "baseline": systems[0].name,
-        "systems": [summarize_system(s, runs, settings, machine, systems[0].name) for s in systems],
+        "systems": summaries,
         "runs": runs,
     }
+    doc["warnings"] = warnings + plan.spread_warnings(doc)
+    return doc
 
 
 def _one(system: System, seq_len: int, round_: int, settings: Settings, clock: _Clock, env: dict[str, str],
-         blocked: dict[str, str]) -> dict[str, Any]:
+         blocked: dict[str, str], history: list[dict[str, Any]]) -> dict[str, Any]:
     where = {"system": system.name, "seq_len": seq_len, "round": round_}
     if system.name in blocked:
         return {**where, "status": "skipped", "reason": blocked[system.name]}
+    too_big = plan.check(system.spec, history, seq_len, settings) if settings.guard else None
+    if too_big is not None:
+        blocked[system.name] = f"not tried: {_cause(too_big)} at seq_len {seq_len}"
+        return {**where, "status": "skipped", "reason": too_big}
     timeout, by_budget = _limit(settings, clock)
     if timeout <= 0:
         return {**where, "status": "skipped", "reason": f"the --max-seconds budget ({settings.max_seconds:g} s) was spent"}
@@ -246,86 +277,9 @@ def _one(system: System, seq_len: int, round_: int, settings: Settings, clock: _
 
 def _cause(reason: str) -> str:
     """The gist of a skip or failure reason, for the lengths after it."""
+    if reason.startswith(("projected", "needs at least")):
+        return "projected past --timeout" if "--timeout" in reason else "projected past the memory cap"
     for gist in ("out of memory", "timeout", "--max-seconds budget", "killed by"):
         if gist in reason:
             return gist
     return "failed" if len(reason) > 60 else reason
-
-
-def _spread(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def summarize_system(system: System, runs: list[dict[str, Any]], settings: Settings, machine: dict[str, Any],
-                     baseline: str) -> dict[str, Any]:
-    """Per length: times pooled over rounds, tokens/s, memory, FLOP/s, and pair-by-pair ratios to the baseline."""
-    ceiling = (machine.get("matmul") or {}).get("gflops")
-    mine = [r for r in runs if r["system"] == system.name]
-    results = []
-    for seq_len in settings.seq_lens:
-        here = [r for r in mine if r["seq_len"] == seq_len]
-        ok = [r for r in here if r["status"] == "ok"]
-        entry: dict[str, Any] = {"seq_len": seq_len, "pids": [r["pid"] for r in here if "pid" in r]}
-        if not ok:
-            first = here[0] if here else {"status": "skipped", "reason": "not measured"}
-            entry.update(status=first["status"], reason=first["reason"])
-            results.append(entry)
-            continue
-        times = [t for r in ok for t in r["times_s"]]
-        spread = _spread(times)
-        unit = ok[0]["unit"]
-        median = spread["median"]
-        tokens = settings.batch * (seq_len if unit == "batch" else 1)
-        achieved = ok[0]["flops"] / median / 1e9
-        entry.update(
-            status="ok",
-            unit=unit,
-            time_s=spread,
-            times_s=times,
-            tokens_per_s=tokens / median,
-            memory_bytes=max(r["memory_bytes"] for r in ok),
-            memory_kind=ok[0]["memory_kind"],
-            flops=ok[0]["flops"],
-            achieved_gflops=achieved,
-            matmul_fraction=achieved / ceiling if ceiling else None,
-            rounds_ok=len(ok),
-            ratio=_ratios(system.name, baseline, seq_len, runs),
-        )
-        if unit == "token":
-            entry["prefill_s"] = statistics.median(r["prefill_s"] for r in ok)
-        results.append(entry)
-    ok = [r for r in results if r["status"] == "ok" and (settings.fit_from is None or r["seq_len"] >= settings.fit_from)]
-    lens = [r["seq_len"] for r in ok]
-    time_fit = fit_scaling(lens, [r["time_s"]["median"] for r in ok])
-    mem_fit = fit_scaling(lens, [r["memory_bytes"] for r in ok]) if all(r["memory_bytes"] > 0 for r in ok) else None
-    params = next((r["params"] for r in runs if r["system"] == system.name and r["status"] == "ok"), None)
-    spec = {k: v for k, v in system.spec.items() if k != "recipe"}
-    return {
-        "name": system.name,
-        "system": spec,
-        "params": params,
-        "results": results,
-        "scaling": time_fit.to_dict() if time_fit else None,
-        "local_exponents": local_exponents(lens, [r["time_s"]["median"] for r in ok]),
-        "memory_scaling": mem_fit.to_dict() if mem_fit else None,
-    }
-
-
-def _ratios(name: str, baseline: str, seq_len: int, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Baseline time / this time (speed-up) and this memory / baseline memory, per round, then their spread."""
-    speedups, memory = [], []
-    by_round: dict[int, dict[str, dict[str, Any]]] = {}
-    for r in runs:
-        if r["seq_len"] == seq_len and r["status"] == "ok" and r["system"] in (name, baseline):
-            by_round.setdefault(r["round"], {})[r["system"]] = r
-    for pair in by_round.values():
-        if name in pair and baseline in pair:
-            mine, base = pair[name], pair[baseline]
-            speedups.append(statistics.median(base["times_s"]) / statistics.median(mine["times_s"]))
-            if base["memory_bytes"] > 0:
-                memory.append(mine["memory_bytes"] / base["memory_bytes"])
-    if not speedups:
-        return None
-    return {"speedup": _spread(speedups), "memory": _spread(memory), "pairs": len(speedups)}

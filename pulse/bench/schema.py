@@ -84,6 +84,7 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
         "created": {"type": "string"},
         "command": {"type": ["string", "null"]},
         "elapsed_s": {"type": "number"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
         "settings": {
             "type": "object",
             "required": ["seq_lens", "batch", "mode", "repeats", "warmup", "rounds", "dtype", "device", "threads"],
@@ -94,7 +95,7 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
         },
         "machine": {
             "type": "object",
-            "required": ["status", "cpu", "logical_cpus", "threads", "device", "matmul"],
+            "required": ["status", "cpu", "logical_cpus", "threads", "torch", "device", "matmul"],
             "properties": {
                 "status": _STATUS,
                 "matmul": {
@@ -112,6 +113,7 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
                 "required": ["name", "system", "params", "results", "scaling", "local_exponents", "memory_scaling"],
                 "properties": {
                     "name": {"type": "string"},
+                    "path": {"type": "string", "description": "how its ops ran: eager, compiled, fla, or a fallback with its reason"},
                     "system": {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["recipe", "mixer"]}}},
                     "params": {"type": ["integer", "null"]},
                     "results": {"type": "array", "items": _RESULT},

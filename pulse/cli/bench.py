@@ -38,14 +38,68 @@ def _vs_paths(recipe: Any, recipe_path: Path) -> list[Path]:
     return out
 
 
-def _progress(run: dict[str, Any]) -> None:
+def _describe(run: dict[str, Any]) -> str:
     where = f"T={run['seq_len']} round {run['round'] + 1} {run['system']}"
     if run["status"] == "ok":
         times = sorted(run["times_s"])
         per = "token" if run["unit"] == "token" else "batch"
-        console.print(f"[dim]{where}: {times[len(times) // 2] * 1e3:.3g} ms/{per} (pid {run['pid']})[/]", highlight=False)
-    else:
-        console.print(f"[dim]{where}: [yellow]{run['status']}[/] — {run['reason']}[/]", highlight=False)
+        return f"[dim]{where}: {times[len(times) // 2] * 1e3:.3g} ms/{per} (pid {run['pid']})[/]"
+    return f"[dim]{where}: [yellow]{run['status']}[/] — {run['reason']}[/]"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown until the first measurements"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+class _Progress:
+    """A rich progress bar with the projected time left on a terminal; plain lines with the ETA otherwise."""
+
+    def __init__(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.total, self.pending = total, None
+        self.bar = None
+        if console.is_terminal:
+            self.bar = Progress(TextColumn("[bold]measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TextColumn("{task.description}"), console=console, transient=True)
+            self.task = self.bar.add_task("", total=total)
+            self.bar.start()
+
+    def eta(self, done: int, total: int, seconds: float | None) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, description=f"ETA {_duration(seconds)}")
+        elif self.pending is not None:
+            left = f"ETA {_duration(seconds)}" if done < total else "done"
+            console.print(f"{self.pending} [dim]· {done}/{total} · {left}[/]", highlight=False)
+            self.pending = None
+
+    def run(self, run: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.console.print(_describe(run), highlight=False)
+        else:
+            # printed by the eta() call that follows, with the updated count and time left
+            self.pending = _describe(run)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _plan(systems: list[Any], settings: Any) -> str:
+    """What will be measured, how many processes that is, and the worst case it may take."""
+    count = len(systems) * len(settings.seq_lens) * settings.rounds
+    bound = count * settings.timeout + (settings.timeout if settings.matmul_size else 0)
+    if settings.max_seconds is not None:
+        bound = min(bound, settings.max_seconds)
+    return (f"plan: {len(systems)} system(s) × {len(settings.seq_lens)} length(s) × {settings.rounds} round(s) = "
+            f"{count} measuring processes ({settings.warmup} warm-up + {settings.repeats} timed runs each)"
+            f"{' + 1 matmul process' if settings.matmul_size else ''}; ETA unknown until the first measurements, "
+            f"at most {_duration(bound)} (--timeout {settings.timeout:g} s per process"
+            f"{f', --max-seconds {settings.max_seconds:g}' if settings.max_seconds is not None else ''}); "
+            "lengths projected past --timeout or the memory cap are skipped")
 
 
 def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, sets: list[str], settings: Any) -> str:
@@ -60,6 +114,7 @@ def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, se
         if value is not None:
             flag = {"max_memory_gb": "max-memory"}.get(name, name.replace("_", "-"))
             words += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
+    words += [] if settings.guard else ["--no-guard"]
     words += [w for s in sets for w in ("--set", s)]
     return shlex.join(words)
 
@@ -92,7 +147,10 @@ def bench(
     ] = None,
     matmul_size: Annotated[int, typer.Option("--matmul-size", min=0, help="Side of the square matmul that sets the FLOP/s ceiling (0: skip it).")] = 2048,
     fit_from: Annotated[int | None, typer.Option("--fit-from", min=1, help="Fit the scaling exponent on lengths ≥ this.")] = None,
+    guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Skip lengths projected past --timeout or the memory cap "
+                                        "(--max-memory, else half the RAM) before trying them.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full results as JSON here.")] = None,
+    text_out: Annotated[Path | None, typer.Option("--text", help="Write the report as plain text, wide enough to be whole.")] = None,
     plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a log–log PNG of time and memory vs length here.")] = None,
     set_: SetOption = None,
 ) -> None:
@@ -124,14 +182,26 @@ def bench(
         seq_lens=parse_lengths(seq_lens) if seq_lens else None,
         batch=batch, mode=mode, repeats=repeats, warmup=warmup, rounds=rounds, generate_tokens=generate_tokens,
         dtype=dtype, device=device, threads=threads, max_seconds=max_seconds, timeout=timeout,
-        max_memory_gb=max_memory, matmul_size=matmul_size, fit_from=fit_from,
+        max_memory_gb=max_memory, matmul_size=matmul_size, fit_from=fit_from, guard=guard,
     )
     command = _command(recipe, [str(p) for p in (vs or [])], mixer or [], dim, set_ or [], settings)
     console.print(f"[bold]pulse bench[/] {', '.join(s.name for s in systems)} · {settings.mode} · "
                   f"T = {', '.join(map(str, settings.seq_lens))} · one fresh process per measurement", highlight=False)
-    doc = run_bench(systems, settings, progress=_progress, command=command)
-    console.print(report.results_table(doc))
-    console.print(report.scaling_table(doc))
+    console.print(_plan(systems, settings), highlight=False)
+    from pulse.bench import plan
+
+    busy = plan.load_warning()
+    if busy:
+        console.print(f"[yellow]warning:[/] {busy}", highlight=False)
+    shown = _Progress(len(systems) * len(settings.seq_lens) * settings.rounds)
+    try:
+        doc = run_bench(systems, settings, progress=shown.run, eta=shown.eta, command=command)
+    finally:
+        shown.stop()
+    report.render(doc, console)
+    if text_out is not None:
+        report.write_text(doc, text_out)
+        console.print(f"wrote {text_out}")
     if json_out is not None:
         report.write_json(doc, json_out)
         console.print(f"wrote {json_out}")

@@ -110,3 +110,36 @@ def chunk_delta_rule(
         s = (s if a_i is None else a_i * s) + k_i.transpose(-1, -2) @ u
     out = torch.stack(outs, dim=2).reshape(b, h, n * c, dv)[:, :, :t]
     return out.to(dtype), s.to(dtype)
+
+
+def delta_rule(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    log_decay: Tensor | None = None,
+    state: Tensor | None = None,
+    *,
+    chunk_size: int = 64,
+) -> tuple[Tensor, Tensor]:
+    """`chunk_delta_rule`, run by fla's kernel on CUDA where it is installed and allowed (pulse.ops.fla);
+    the path taken is recorded in `pulse.ops.backend.paths_taken()` under "delta_rule"."""
+    from pulse.ops import backend
+    from pulse.ops import fla
+
+    op = "delta_rule"
+    if backend.fla_allowed() and fla.fla_ready(q):
+        try:
+            fla.probe_delta(q.device, q.dtype, log_decay is not None)
+            s0 = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1]) if state is None else state
+            out = fla.gated_delta_rule(q, k, v, beta, log_decay, s0)
+        except Exception as err:  # noqa: BLE001 — fla refusing this Triton/GPU: the reference runs
+            backend.warn_fallback(op, "fla", err)
+        else:
+            backend.record(op, "fla")
+            return out
+    elif q.is_cuda and backend.fla_allowed():
+        backend.record(op, f"eager (fla unavailable: {fla.unavailable_reason()})")
+    else:
+        backend.record(op, "eager")
+    return chunk_delta_rule(q, k, v, beta, log_decay, state, chunk_size=chunk_size)

@@ -6,7 +6,9 @@
 from one masked (c × c) product, and the state is carried from chunk to chunk. Decays
 enter only as exp(g_i − g_j) with j ≤ i, where g is the cumulative log-decay from the
 chunk start, so every exponent is ≤ 0 and nothing overflows at any length.
-`recurrent_linear_attention` is the per-token loop it must agree with.
+`recurrent_linear_attention` is the per-token loop it must agree with. `linear_attention`
+dispatches: fla's Triton kernel on CUDA when installed (pulse.ops.fla), else the chunked form,
+and records the path it took in `pulse.ops.backend.paths_taken()`.
 
 # b batch · h heads · t time · n chunks · c chunk length · k key dim · v value dim
 """
@@ -18,6 +20,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from pulse.ops import backend
+from pulse.ops import fla as _fla
 
 
 class LinearAttentionOutput(NamedTuple):
@@ -57,6 +62,35 @@ def recurrent_linear_attention(
     return LinearAttentionOutput(torch.stack(outs, dim=2), s, den, z if normalize else None)
 
 
+def linear_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_decay: Tensor | None = None,
+    state: Tensor | None = None,
+    z: Tensor | None = None,
+    *,
+    normalize: bool = False,
+    chunk_size: int = 64,
+) -> LinearAttentionOutput:
+    """`chunk_linear_attention`, run by fla's kernel on CUDA where it is installed and allowed."""
+    op = "linear_attention"
+    if backend.fla_allowed() and _fla.fla_ready(q):
+        try:
+            _fla.probe(q.device, q.dtype, log_decay is not None)
+            out = _with_normaliser(q, k, v, log_decay, state, z, normalize, _fla.simple_gla)
+        except Exception as err:  # noqa: BLE001 — e.g. fla refusing this Triton on this GPU: the reference runs
+            backend.warn_fallback(op, "fla", err)
+        else:
+            backend.record(op, "fla")
+            return out
+    elif q.is_cuda and backend.fla_allowed():
+        backend.record(op, f"eager (fla unavailable: {_fla.unavailable_reason()})")
+    else:
+        backend.record(op, "eager")
+    return chunk_linear_attention(q, k, v, log_decay, state, z, normalize=normalize, chunk_size=chunk_size)
+
+
 def chunk_linear_attention(
     q: Tensor,
     k: Tensor,
@@ -68,11 +102,35 @@ def chunk_linear_attention(
     normalize: bool = False,
     chunk_size: int = 64,
 ) -> LinearAttentionOutput:
-    """Chunkwise-parallel form of `recurrent_linear_attention`; same arguments, same results."""
+    """Chunkwise-parallel form of `recurrent_linear_attention`; same arguments, same results.
+
+    The normaliser rides along as one more value column: with v' = [v, 1] and S' = [S, z],
+    q_t S'_t = [q_t S_t, q_t · z_t], so den comes out of the same matmuls as the output.
+    Cost: four (c × k)·(k × c|v) products per chunk and head, one add per chunk for the carry.
+    """
+    core = lambda q, k, v, g, s0: _chunk_core(q, k, v, g, s0, chunk_size)  # noqa: E731
+    return _with_normaliser(q, k, v, log_decay, state, z, normalize, core)
+
+
+def _with_normaliser(q, k, v, log_decay, state, z, normalize, core) -> LinearAttentionOutput:
+    """Run `core(q, k, v, log_decay, s0) → (out, final state)` with the normaliser as a ones column of v."""
     b, h, t, dk = q.shape
     dv = v.shape[-1]
     s0 = q.new_zeros(b, h, dk, dv) if state is None else state
-    z0 = q.new_zeros(b, h, dk) if normalize and z is None else z
+    if normalize:
+        z0 = q.new_zeros(b, h, dk) if z is None else z
+        v = torch.cat((v, v.new_ones(b, h, t, 1)), dim=-1)
+        s0 = torch.cat((s0, z0.unsqueeze(-1)), dim=-1)
+    out, s = core(q, k, v, log_decay, s0)
+    if normalize:
+        return LinearAttentionOutput(out[..., :dv], s[..., :dv], out[..., dv], s[..., dv])
+    return LinearAttentionOutput(out, s, None, None)
+
+
+def _chunk_core(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, s0: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """Outputs (b, h, t, v) and the final state (b, h, k, v) of the un-normalised recurrence."""
+    b, h, t, dk = q.shape
+    dv = v.shape[-1]
     c = max(1, min(chunk_size, t))
     n = -(-t // c)
     pad = n * c - t
@@ -82,26 +140,26 @@ def chunk_linear_attention(
         if log_decay is not None:
             log_decay = F.pad(log_decay, (0, pad))
     q, k, v = q.reshape(b, h, n, c, dk), k.reshape(b, h, n, c, dk), v.reshape(b, h, n, c, dv)
-    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
     scores = q @ k.transpose(-1, -2)  # (b, h, n, c, c)
     if log_decay is None:
-        scores = scores.masked_fill(~causal, 0.0)
+        # the product's output is not needed by its backward, so it is masked in place
+        scores = scores.tril_()
         k_end = k  # each key's weight in its chunk's contribution to the state
         q_start = q  # each query's weight on the state before its chunk
+        chunk_decay = None
     else:
+        causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
         g = log_decay.reshape(b, h, n, c).cumsum(dim=-1)  # (b, h, n, c): log decay from the chunk start to token i
         scores = scores * (g.unsqueeze(-1) - g.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()
         k_end = k * (g[..., -1:] - g).exp().unsqueeze(-1)
         q_start = q * g.exp().unsqueeze(-1)
+        chunk_decay = g[..., -1]
     local = k_end.transpose(-1, -2) @ v  # (b, h, n, k, v): each chunk's contribution to the state
-    starts, s = _carry(s0, local, None if log_decay is None else g[..., -1])
-    out = scores @ v + q_start @ starts
-    den = z_end = None
-    if normalize:
-        z_starts, z_end = _carry(z0, k_end.sum(dim=-2), None if log_decay is None else g[..., -1])  # (b, h, n, k)
-        den = scores.sum(dim=-1) + (q_start @ z_starts.unsqueeze(-1)).squeeze(-1)  # (b, h, n, c)
-        den = den.reshape(b, h, n * c)[:, :, :t]
-    return LinearAttentionOutput(out.reshape(b, h, n * c, dv)[:, :, :t], s, den, z_end)
+    starts, s = _carry(s0, local, chunk_decay)
+    out = torch.baddbmm(
+        (scores @ v).reshape(-1, c, dv), q_start.reshape(-1, c, dk), starts.reshape(-1, dk, dv)
+    )  # scores·v + q_start·S_start, one fused product-add
+    return out.reshape(b, h, n * c, dv)[:, :, :t], s
 
 
 def _carry(initial: Tensor, local: Tensor, log_chunk_decay: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from pulse.contract import check_input, no_weight_decay
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
-from pulse.ops.delta_rule import chunk_delta_rule, recurrent_delta_rule
+from pulse.ops.delta_rule import delta_rule, recurrent_delta_rule
 
 
 class GatedDeltaNet(nn.Module):
@@ -119,7 +119,7 @@ class GatedDeltaNet(nn.Module):
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         q, k, v, beta, log_decay, gate, conv_state = self._inputs(x, state["conv"])
-        o, kv = chunk_delta_rule(q, k, v, beta, log_decay, state["kv"], chunk_size=self.chunk_size)
+        o, kv = delta_rule(q, k, v, beta, log_decay, state["kv"], chunk_size=self.chunk_size)
         return self._output(o, gate), {"conv": conv_state, "kv": kv}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from pulse.errors import PulseError
 from pulse.contract import check_input
-from pulse.ops.linear_attention import chunk_linear_attention
+from pulse.ops.linear_attention import linear_attention
 
 FeatureMap = Literal["elu1", "relu", "identity"]
 Decay = Literal["none", "fixed", "input"]
@@ -97,7 +97,7 @@ class LinearAttention(nn.Module):
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
         q, k, v = self._qkv(x)
-        res = chunk_linear_attention(
+        res = linear_attention(
             q, k, v, self._log_decay(x), state["kv"], state.get("z"), normalize=self.normalize, chunk_size=self.chunk_size
         )
         o, new_state = res.out, {"kv": res.state}

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.contract import check_input, no_weight_decay
+from pulse.ops import backend
 
 MemoryInit = Literal["learned", "fixed"]
 
@@ -46,6 +47,20 @@ def address(
     return torch.softmax(gamma.unsqueeze(-1) * w.clamp_min(1e-30).log(), dim=-1)
 
 
+def _address(
+    memory: Tensor, key: Tensor, beta: Tensor, gate: Tensor, shift_rev: Tensor, gamma: Tensor, previous: Tensor
+) -> Tensor:
+    """`address` with fewer kernels: shift_rev is the shift distribution in the order +1, 0, −1, so the
+    circular shift is one product of the padded weighting's sliding windows with it."""
+    dots = key @ memory.transpose(1, 2)  # (b, heads, N)
+    norms = (key.square().sum(-1, keepdim=True) + _EPS) * (memory.square().sum(-1).unsqueeze(1) + _EPS)
+    content = torch.softmax(beta.unsqueeze(-1) * dots * norms.rsqrt(), dim=-1)
+    w = torch.lerp(previous, content, gate.unsqueeze(-1))
+    windows = torch.cat((w[..., -1:], w, w[..., :1]), dim=-1).unfold(-1, 3, 1)  # (b, heads, N, 3): w_{i−1}, w_i, w_{i+1}
+    w = (windows @ shift_rev.unsqueeze(-1)).squeeze(-1)
+    return torch.softmax(gamma.unsqueeze(-1) * w.clamp_min(1e-30).log(), dim=-1)
+
+
 def write(memory: Tensor, weights: Tensor, erase: Tensor, add: Tensor) -> Tensor:
     """M ⊙ Π_heads (1 − w eᵀ) + Σ_heads w aᵀ. weights: (b, heads, N); erase (in (0, 1)), add: (b, heads, M)."""
     keep = (1 - weights.unsqueeze(-1) * erase.unsqueeze(-2)).prod(dim=1)  # (b, N, M)
@@ -57,11 +72,30 @@ def read(memory: Tensor, weights: Tensor) -> Tensor:
     return weights @ memory
 
 
+class _Deferred(torch.autograd.Function):
+    """Zeros (b, t, n) whose gradient becomes the gradient of `weight` (n, k) in one matmul.
+
+    A loop that computes u_t = a_t W_detachedᵀ + zeros_t gets dL/dzeros_t = dL/du_t; after
+    the loop `holder[key]` holds the a_t, and dL/dW = Σ_t (dL/du_t)ᵀ a_t — one product over
+    all tokens instead of one outer product and one accumulation per token.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, holder: dict, key: str, b: int, t: int) -> Tensor:
+        ctx.holder, ctx.key = holder, key
+        return weight.new_zeros(b, t, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        inputs = torch.stack(ctx.holder[ctx.key], dim=1)  # (b, t, k)
+        return grad.flatten(0, 1).t() @ inputs.flatten(0, 1), None, None, None, None
+
+
 class NTMMemory(nn.Module):
     """h_t = GRU([x_t, r_{t−1}], h_{t−1}); from h_t each head emits key, β, g, shift, γ (write heads also
     erase e and add a); write M_t = M_{t−1} ⊙ Π(1 − w eᵀ) + Σ w aᵀ, then read r_t = w_rᵀ M_t; y_t = W_o [h_t, r_t].
 
-    Sequential by nature: forward runs the recurrence token by token. State: N·M + r·M + (r + w)·N + H
+    Sequential by nature: forward runs the recurrence token by token (a fused loop equal to `step_reference`). State: N·M + r·M + (r + w)·N + H
     numbers, whatever the length. Cost per token: 6·H·(d + r·M + H) (controller) + 2·H·P (heads)
     + (r + w)·(4·N·M + 20·N) + 4·w·N·M + 2·r·N·M + 2·(H + r·M)·d, O(n·(H² + N·M)) for n tokens.
     Params: 3·H·(d + r·M + H) + 6·H + (H + 1)·P + (H + r·M)·d (+ N·M learned init),
@@ -94,6 +128,9 @@ class NTMMemory(nn.Module):
         self.head_outputs = r * sum(self.read_sizes) + w * sum(self.write_sizes)
         self.heads = nn.Linear(H, self.head_outputs, **factory)
         self.out = nn.Linear(H + r * M, dim, bias=False, **factory)
+        order, self._fused_sizes = self._fused_layout()
+        # not saved with the weights: it follows from the sizes
+        self.register_buffer("_head_order", torch.tensor(order, device=device), persistent=False)
         if memory_init == "learned":
             self.initial_memory = no_weight_decay(nn.Parameter(torch.empty(N, M, **factory)))
             nn.init.uniform_(self.initial_memory, -(M**-0.5), M**-0.5)
@@ -120,7 +157,7 @@ class NTMMemory(nn.Module):
         }
 
     def _head_params(self, raw: Tensor, sizes: list[int]) -> tuple[Tensor, ...]:
-        """Split (b, heads, Σ sizes) into key, β, g, shift, γ[, erase, add] with their ranges."""
+        """Split (b, heads, Σ sizes) into key, β, g, shift, γ[, erase, add] with their ranges (the reference split)."""
         key, beta, gate, shift, gamma, *rest = raw.split(sizes, dim=-1)
         params = (key, F.softplus(beta).squeeze(-1), torch.sigmoid(gate).squeeze(-1),
                   torch.softmax(shift, dim=-1), 1 + F.softplus(gamma).squeeze(-1))
@@ -129,8 +166,94 @@ class NTMMemory(nn.Module):
             params += (torch.sigmoid(erase), torch.tanh(add))
         return params
 
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        check_input(self, x_t, ndim=2)
+    def _fused_layout(self) -> tuple[list[int], list[int]]:
+        """A row order of `heads` that puts outputs sharing an activation side by side.
+
+        Order: keys (w·M, r·M) · softplus block β, γ (2·(w + r)) · sigmoid block g, erase (w + r + w·M)
+        · shift logits reversed (3·(w + r)) · add (w·M); write heads before read heads in each.
+        Reversed shifts make the shift a correlation with the window [w_{i−1}, w_i, w_{i+1}].
+        """
+        r, w, M = self.read_heads, self.write_heads, self.memory_width
+        rs, ws = sum(self.read_sizes), sum(self.write_sizes)
+        wbase = [r * rs + i * ws for i in range(w)]  # first row of write head i
+        rbase = [i * rs for i in range(r)]
+        # offsets inside one head: key 0, β M, g M+1, shift M+2..M+4, γ M+5, erase M+6, add 2M+6
+        rows = lambda bases, lo, hi: [b + j for b in bases for j in range(lo, hi)]  # noqa: E731
+        order = (
+            rows(wbase, 0, M) + rows(rbase, 0, M)
+            + rows(wbase, M, M + 1) + rows(rbase, M, M + 1) + rows(wbase, M + 5, M + 6) + rows(rbase, M + 5, M + 6)
+            + rows(wbase, M + 1, M + 2) + rows(rbase, M + 1, M + 2) + rows(wbase, M + 6, 2 * M + 6)
+            + [b + M + 4 - j for b in wbase + rbase for j in range(3)]
+            + rows(wbase, 2 * M + 6, 3 * M + 6)
+        )
+        sizes = [(w + r) * M, 2 * (w + r), w + r + w * M, 3 * (w + r), w * M]
+        return order, sizes
+
+    def _run(self, xs: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The recurrence over precomputed controller inputs xs = W_ix x + b_i (b, t, 3H); y (b, t, d).
+
+        Everything that does not depend on the previous token (the input half of the controller's
+        projection, the output projection, the reordering of the head rows) is done once outside
+        the loop; each token then costs about 40 small kernels, which is what bounds this block:
+        content addressing reads the memory as the previous token left it, so tokens cannot be
+        batched, and per-kernel overhead, not arithmetic, sets the time on every device.
+        """
+        b, t = xs.shape[0], xs.shape[1]
+        N, M, r, w, H = self.memory_slots, self.memory_width, self.read_heads, self.write_heads, self.controller_size
+        cell = self.controller
+        order, sizes = self._head_order, self._fused_sizes
+        # the loop multiplies by detached weights; each weight's gradient is one matmul after it (_Deferred)
+        holder: dict[str, list[Tensor]] = {"reads": [], "h_prev": [], "h": []}
+        w_read_in, w_hh = cell.weight_ih[:, self.dim :], cell.weight_hh
+        w_heads, b_heads = self.heads.weight.index_select(0, order), self.heads.bias.index_select(0, order)
+        xs = (xs + _Deferred.apply(w_read_in, holder, "reads", b, t)).unbind(1)
+        ghs = (cell.bias_hh + _Deferred.apply(w_hh, holder, "h_prev", b, t)).unbind(1)
+        raws = (b_heads + _Deferred.apply(w_heads, holder, "h", b, t)).unbind(1)
+        w_read_in, w_hh, w_heads = w_read_in.detach().t(), w_hh.detach().t(), w_heads.detach().t()
+        memory, reads, h = state["memory"], state["read"], state["h"]
+        w_prev = torch.cat((state["w_write"], state["w_read"]), dim=1)  # (b, w + r, N)
+        step = backend.step_function(self, "token_step", self._token_step, memory.device)
+        hs, rs = [], []
+        for x_t, gh_t, raw_t in zip(xs, ghs, raws):
+            holder["reads"].append(reads.detach().reshape(b, r * M))
+            holder["h_prev"].append(h.detach())
+            h, memory, reads, w_prev = step(x_t, gh_t, raw_t, memory, reads, h, w_prev, w_read_in, w_hh, w_heads, sizes)
+            holder["h"].append(h.detach())
+            hs.append(h)
+            rs.append(reads.reshape(b, r * M))
+        y = self.out(torch.cat((torch.stack(hs, dim=1), torch.stack(rs, dim=1)), dim=-1))
+        new = {"memory": memory, "read": reads, "w_read": w_prev[:, w:], "w_write": w_prev[:, :w], "h": h}
+        return y, new
+
+    def _token_step(self, x_t, gh_t, raw_t, memory, reads, h, w_prev, w_read_in, w_hh, w_heads, sizes):
+        """One token of the loop (the function PULSE_COMPILE compiles): controller, heads, write, read."""
+        b = x_t.shape[0]
+        M, r, w, H = self.memory_width, self.read_heads, self.write_heads, self.controller_size
+        # controller: PyTorch's GRUCell, r/z/n rows, with the token's half precomputed
+        gi = torch.addmm(x_t, reads.reshape(b, r * M), w_read_in)
+        gh = torch.addmm(gh_t, h, w_hh)
+        rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
+        cand = torch.tanh(torch.addcmul(gi[:, 2 * H :], rz[:, :H], gh[:, 2 * H :]))
+        h = torch.lerp(cand, h, rz[:, H:])
+        keys, sp, sg, shift, add = torch.addmm(raw_t, h, w_heads).split(sizes, dim=-1)
+        keys = keys.view(b, w + r, M)
+        beta, gamma = F.softplus(sp).view(b, 2, w + r).unbind(1)
+        gamma = gamma + 1
+        sg = torch.sigmoid(sg)
+        gate, erase = sg[:, : w + r], sg[:, w + r :].view(b, w, M)
+        shift = torch.softmax(shift.view(b, w + r, 3), dim=-1)
+        # write heads address the memory the previous token left, read heads the one just written
+        w_write = _address(memory, keys[:, :w], beta[:, :w], gate[:, :w], shift[:, :w], gamma[:, :w], w_prev[:, :w])
+        memory = write(memory, w_write, erase, torch.tanh(add).view(b, w, M))
+        w_read = _address(memory, keys[:, w:], beta[:, w:], gate[:, w:], shift[:, w:], gamma[:, w:], w_prev[:, w:])
+        return h, memory, w_read @ memory, torch.cat((w_write, w_read), dim=1)
+
+    def _inputs(self, x: Tensor) -> Tensor:
+        """The token half of the controller's input projection for every token at once, (b, t, 3H)."""
+        return F.linear(x, self.controller.weight_ih[:, : self.dim], self.controller.bias_ih)
+
+    def step_reference(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """One token written plainly with nn.GRUCell and the exported `address`/`write`/`read`: the reference."""
         b = x_t.shape[0]
         r, w = self.read_heads, self.write_heads
         h = self.controller(torch.cat((x_t, state["read"].reshape(b, -1)), dim=-1), state["h"])
@@ -146,15 +269,16 @@ class NTMMemory(nn.Module):
         y = self.out(torch.cat((h, reads.reshape(b, -1)), dim=-1))
         return y, {"memory": memory, "read": reads, "w_read": w_read, "w_write": w_write, "h": h}
 
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        check_input(self, x_t, ndim=2)
+        y, state = self._run(self._inputs(x_t.unsqueeze(1)), state)
+        return y.squeeze(1), state
+
     def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, x)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        ys = []
-        for x_t in x.unbind(1):
-            y, state = self.step(x_t, state)
-            ys.append(y)
-        return torch.stack(ys, dim=1), state
+        return self._run(self._inputs(x), state)
 
     def flops_per_token(self, seq_len: int) -> float:
         d, N, M, r, w, H = self.dim, self.memory_slots, self.memory_width, self.read_heads, self.write_heads, self.controller_size

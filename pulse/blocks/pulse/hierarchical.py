@@ -15,6 +15,7 @@ from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
 from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
+from pulse.ops import backend
 
 LEVELS = ("token", "chunk", "global")
 
@@ -113,26 +114,29 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         cells = list(slots["cells"]) if lstm else None
         g = slots["chunks"]
         k, v = chunks["k"], chunks["v"]  # (b, n, c, k)
-        views = [torch.cat(levels, dim=1)]
+        # what each chunk reads, per level; one stack per level and one cat at the end, not a cat per chunk
+        seen = [[h] for h in levels]
         ks, vs = k.unbind(1), v.unbind(1)  # once, not k[:, j] per chunk (O(n²) backward)
+        update = backend.step_function(self, "level_update", self._update, k.device)
         for j in range(len(ks)):
             for level in range(3):
                 if g % self.ratio**level:
                     break
                 state = (levels[level], cells[level]) if lstm else levels[level]
                 inputs = (ks[j], vs[j]) if level == 0 else levels[level - 1]
-                state = self._update(level, state, inputs)
+                state = update(level, state, inputs)
                 if lstm:
                     levels[level], cells[level] = state
                 else:
                     levels[level] = state
             g += 1
             if j + 1 < num_read:
-                views.append(torch.cat(levels, dim=1))
+                for level in range(3):
+                    seen[level].append(levels[level])
         new: dict[str, Any] = {"levels": levels, "chunks": g}
         if lstm:
             new["cells"] = cells
-        return torch.stack(views, dim=1), None, new
+        return torch.cat([torch.stack(hs, dim=1) for hs in seen], dim=2), None, new
 
     def flops_per_token(self, seq_len: int) -> float:
         n = max(seq_len, 1)

@@ -1,0 +1,90 @@
+"""Optional kernels from fla (flash-linear-attention, Triton) for linear attention on CUDA.
+
+Installed with `pip install "pulse[gpu]"`. `pulse.ops.linear_attention.linear_attention` (and
+`pulse.ops.delta_rule.delta_rule`)
+dispatches here for CUDA tensors when fla imports and PULSE_FLA is not 0; the project's own
+`chunk_linear_attention` stays the reference (tests/test_backend_fla.py compares both where
+CUDA and fla are present). fla's simple-GLA kernel computes o_t = q_t S_t with
+S_t = exp(g_t) S_{t−1} + k_t v_tᵀ — PULSE's recurrence with g = log α — and the normaliser
+rides along as a column of ones in v, exactly as in the eager chunked form.
+
+# b batch · h heads · t time · k key dim · v value dim
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+from torch import Tensor
+
+
+@functools.cache
+def unavailable_reason() -> str | None:
+    """None when fla's kernels import, else why not (shown in the path a call records)."""
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla  # noqa: F401
+    except Exception as err:  # noqa: BLE001 — ImportError, or fla refusing this Triton/GPU at import
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
+    return None
+
+
+def simple_gla(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, state: Tensor) -> tuple[Tensor, Tensor]:
+    """fla's chunked simple GLA in PULSE's layout: q, k (b, h, t, k), v (b, h, t, v), log_decay (b, h, t),
+    state (b, h, k, v) → out (b, h, t, v), final state (b, h, k, v). The scale is 1 (q arrives scaled)."""
+    from fla.ops.simple_gla import chunk_simple_gla
+
+    kwargs = {"scale": 1.0, "initial_state": state.float(), "output_final_state": True}
+    if "head_first" in inspect.signature(chunk_simple_gla).parameters:
+        kwargs["head_first"] = False
+    q, k, v = (x.transpose(1, 2).contiguous() for x in (q, k, v))  # (b, t, h, ·)
+    g = None if log_decay is None else log_decay.transpose(1, 2).contiguous().float()
+    out, final = chunk_simple_gla(q, k, v, g=g, **kwargs)
+    return out.transpose(1, 2), final.to(state.dtype)
+
+
+def fla_ready(x: Tensor) -> bool:
+    """Whether a call on x may try fla: a CUDA tensor and an importable fla."""
+    return x.is_cuda and unavailable_reason() is None
+
+
+@functools.cache
+def probe(device: torch.device, dtype: torch.dtype, gated: bool) -> None:
+    """Run a tiny forward and backward once per device, dtype and gating; raises what fla raises.
+
+    Some refusals come only in the backward (fla 0.6 refuses Triton < 3.7.1 on Hopper for its
+    gated backward), where a caller can no longer switch paths; the probe finds them up front.
+    """
+    q, k, v = (torch.rand(1, 1, 16, 16, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    g = -torch.rand(1, 1, 16, device=device, dtype=torch.float32) if gated else None
+    out, final = simple_gla(q, k, v, g, torch.zeros(1, 1, 16, 16, device=device, dtype=dtype))
+    (out.float().sum() + final.float().sum()).backward()
+
+
+def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None,
+                     state: Tensor) -> tuple[Tensor, Tensor]:
+    """fla's chunked (gated) delta rule in PULSE's layout: q, k (b, h, t, k), v (b, h, t, v), beta and
+    log_decay (b, h, t), state (b, h, k, v) → out (b, h, t, v), final state. Scale 1: q arrives as used."""
+    tr = lambda x: x.transpose(1, 2).contiguous()  # noqa: E731 — (b, h, t, ·) → (b, t, h, ·)
+    kwargs = {"scale": 1.0, "initial_state": state.float(), "output_final_state": True}
+    if log_decay is None:
+        from fla.ops.delta_rule import chunk_delta_rule as kernel
+    else:
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule as kernel
+
+        kwargs["g"] = tr(log_decay).float()
+    if "head_first" in inspect.signature(kernel).parameters:
+        kwargs["head_first"] = False
+    out, final = kernel(tr(q), tr(k), tr(v), beta=tr(beta), **kwargs)
+    return out.transpose(1, 2), final.to(state.dtype)
+
+
+@functools.cache
+def probe_delta(device: torch.device, dtype: torch.dtype, gated: bool) -> None:
+    """`probe` for the delta rule: a tiny forward and backward, so refusals surface before the real call."""
+    q, k, v = (torch.rand(1, 1, 16, 16, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    beta = torch.rand(1, 1, 16, device=device, dtype=dtype)
+    g = -torch.rand(1, 1, 16, device=device, dtype=torch.float32) if gated else None
+    out, final = gated_delta_rule(q, k / 4, v, beta, g, torch.zeros(1, 1, 16, 16, device=device, dtype=dtype))
+    (out.float().sum() + final.float().sum()).backward()

@@ -1,0 +1,116 @@
+"""fla's linear-attention kernel against PULSE's own chunked form, where CUDA and fla are present."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pulse import contract
+from pulse.ops import backend
+from pulse.ops import fla as pulse_fla
+from pulse.ops.linear_attention import chunk_linear_attention, linear_attention
+
+
+def test_cpu_tensors_take_the_eager_path():
+    backend.reset_paths()
+    q = torch.rand(1, 2, 5, 4)
+    out = linear_attention(q, q, q, normalize=True, chunk_size=2)
+    ref = chunk_linear_attention(q, q, q, normalize=True, chunk_size=2)
+    torch.testing.assert_close(out.out, ref.out)
+    assert backend.paths_taken()["linear_attention"] == "eager"
+
+
+def test_a_failing_fla_call_falls_back_and_names_the_path(monkeypatch):
+    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
+    monkeypatch.setattr(pulse_fla, "probe", lambda *a: (_ for _ in ()).throw(RuntimeError("Triton < 3.7.1 on Hopper")))
+    backend._failed.discard("linear_attention")
+    q = torch.rand(1, 2, 5, 4)
+    with pytest.warns(UserWarning, match="linear_attention fell back to the eager path because fla failed"):
+        out = linear_attention(q, q, q, normalize=True, chunk_size=2)
+    torch.testing.assert_close(out.out, chunk_linear_attention(q, q, q, normalize=True, chunk_size=2).out)
+    assert backend.paths_taken()["linear_attention"].startswith("eager (fla failed: RuntimeError: Triton < 3.7.1")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's kernels need a CUDA device; none here")
+@pytest.mark.skipif(pulse_fla.unavailable_reason() is not None,
+                    reason=f"fla not importable: {pulse_fla.unavailable_reason()} (pip install 'pulse[gpu]')")
+@pytest.mark.parametrize("t", [63, 500])
+@pytest.mark.parametrize("decay,normalize", [(False, True), (True, False), (True, True)])
+def test_fla_matches_the_chunked_reference(t, decay, normalize):
+    torch.manual_seed(t)
+    b, h, k, v = 2, 3, 32, 32
+    dev = "cuda"
+    q, key = torch.rand(b, h, t, k, device=dev) / k, torch.rand(b, h, t, k, device=dev)
+    val, s0, z0 = torch.randn(b, h, t, v, device=dev), torch.randn(b, h, k, v, device=dev), torch.rand(b, h, k, device=dev)
+    log_decay = F.logsigmoid(torch.randn(b, h, t, device=dev) + 4) if decay else None
+    ref_in = [q, key, val, s0] + ([z0] if normalize else [])
+    fla_in = [x.bfloat16() for x in ref_in]  # fla's kernels run in bf16, compared at the bf16 tolerance
+    for x in ref_in + fla_in:
+        x.requires_grad_(True)
+    backend.reset_paths()
+    fast = linear_attention(*_args(fla_in, log_decay, normalize), normalize=normalize)
+    taken = backend.paths_taken()["linear_attention"]
+    if taken != "fla":
+        pytest.skip(f"fla present but refused this GPU/Triton: {taken}")
+    ref = chunk_linear_attention(*_args(ref_in, log_decay, normalize), normalize=normalize)
+    outs = [[a for a in res if a is not None] for res in (fast, ref)]
+    weights = [torch.randn_like(a) for a in outs[1]]
+    grads = [torch.autograd.grad(sum((a.float() * w).sum() for a, w in zip(o, weights)), x)
+             for o, x in zip(outs, (fla_in, ref_in))]
+    rtol, atol = contract.TOLERANCES[torch.bfloat16]
+    for a, r in zip(outs[0] + list(grads[0]), outs[1] + list(grads[1])):
+        scale = r.abs().max().clamp_min(1)  # relative to each tensor's size: bf16 keeps 8 bits of mantissa
+        torch.testing.assert_close(a.float() / scale, r / scale, rtol=rtol, atol=atol)
+
+
+def _args(x, log_decay, normalize):
+    q, key, val, s0 = x[:4]
+    return q, key, val, log_decay, s0, x[4] if normalize else None
+
+
+# the (gated) delta rule: deltanet / gated_deltanet dispatch the same way
+
+
+def _delta_inputs(t, gated, device="cpu", dk=8):
+    torch.manual_seed(t)
+    b, h = 2, 3
+    q, k = torch.randn(b, h, t, dk, device=device), F.normalize(torch.randn(b, h, t, dk, device=device), dim=-1)
+    v, beta = torch.randn(b, h, t, dk, device=device), torch.rand(b, h, t, device=device)
+    log_decay = F.logsigmoid(torch.randn(b, h, t, device=device) + 3) if gated else None
+    return q, k, v, beta, log_decay, torch.randn(b, h, dk, dk, device=device)
+
+
+def test_delta_rule_on_cpu_takes_the_eager_path_and_falls_back_when_fla_fails(monkeypatch):
+    from pulse.ops.delta_rule import chunk_delta_rule, delta_rule
+
+    args = _delta_inputs(9, gated=True)
+    backend.reset_paths()
+    torch.testing.assert_close(delta_rule(*args, chunk_size=4)[0], chunk_delta_rule(*args, chunk_size=4)[0])
+    assert backend.paths_taken()["delta_rule"] == "eager"
+    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
+    monkeypatch.setattr(pulse_fla, "probe_delta", lambda *a: (_ for _ in ()).throw(RuntimeError("Triton < 3.7.1")))
+    backend._failed.discard("delta_rule")
+    with pytest.warns(UserWarning, match="delta_rule fell back to the eager path because fla failed"):
+        out, _ = delta_rule(*args, chunk_size=4)
+    torch.testing.assert_close(out, chunk_delta_rule(*args, chunk_size=4)[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's kernels need a CUDA device; none here")
+@pytest.mark.skipif(pulse_fla.unavailable_reason() is not None,
+                    reason=f"fla not importable: {pulse_fla.unavailable_reason()} (pip install 'pulse[gpu]')")
+@pytest.mark.parametrize("gated", [False, True])
+def test_fla_delta_rule_matches_the_chunked_reference(gated):
+    from pulse.ops.delta_rule import chunk_delta_rule, delta_rule
+
+    q, k, v, beta, log_decay, s0 = _delta_inputs(200, gated, device="cuda", dk=32)
+    backend.reset_paths()
+    out, state = delta_rule(q.bfloat16(), k.bfloat16(), v.bfloat16(), beta.bfloat16(), log_decay, s0)
+    taken = backend.paths_taken()["delta_rule"]
+    if taken != "fla":
+        pytest.skip(f"fla present but refused this GPU/Triton: {taken}")
+    ref_out, ref_state = chunk_delta_rule(q, k, v, beta, log_decay, s0)
+    rtol, atol = contract.TOLERANCES[torch.bfloat16]
+    for a, r in ((out, ref_out), (state, ref_state)):
+        scale = r.abs().max().clamp_min(1)
+        torch.testing.assert_close(a.float() / scale, r / scale, rtol=rtol, atol=atol)
