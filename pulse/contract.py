@@ -58,6 +58,21 @@ def check_input(module: nn.Module, x: Tensor, ndim: int = 3) -> None:
             f"{type(module).__name__} expects input of shape {want} with dim={dim} and time ≥ 1, "
             f"got {tuple(x.shape)}; reshape the input or build the block with dim={x.shape[-1] if x.ndim else '?'}."
         )
+    if not x.is_floating_point():
+        raise PulseError(f"{type(module).__name__} expects floating-point features, got {x.dtype}; embed token ids first.")
+    param = next(module.parameters(), None)
+    if param is None:
+        return
+    if x.device != param.device:
+        raise PulseError(
+            f"{type(module).__name__} lives on {param.device} but got input on {x.device}; "
+            f"move one of them, e.g. x.to('{param.device}')."
+        )
+    if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise PulseError(
+            f"{type(module).__name__} has {param.dtype} weights but got {x.dtype} input; cast one of them "
+            f"(x.to({param.dtype}) or module.to({x.dtype})), or run under torch.autocast."
+        )
 
 
 def tensors(tree: Any) -> list[Tensor]:

@@ -287,3 +287,19 @@ def test_cli_prints_plan_eta_legend_and_keeps_versions_without_matmul(tmp_path):
     assert "threads 1 of" in report.machine_line(doc) and "torch 2." in report.machine_line(doc)
     text = (tmp_path / "b.txt").read_text()
     assert "attention:num_heads=2" in text and "pulse bench" in text
+
+
+def test_results_that_cannot_be_written_are_saved_to_a_named_fallback(tmp_path):
+    import json as _json
+    import re
+
+    from pulse.bench import report
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    doc = {"schema": "pulse.bench/1", "runs": []}
+    with pytest.raises(PulseError, match="results are saved in") as info:
+        report.save_results(doc, blocker / "out.json", report.write_json)
+    fallback = re.search(r"saved in (\S+) —", str(info.value)).group(1)
+    assert _json.loads(open(fallback).read()) == doc
+    assert report.save_results(doc, tmp_path / "ok.json", report.write_json) == tmp_path / "ok.json"

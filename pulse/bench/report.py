@@ -189,6 +189,24 @@ def write_json(doc: dict[str, Any], path: str | Path) -> None:
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
+def save_results(doc: dict[str, Any], path: str | Path, write) -> Path:
+    """`write(doc, path)`; when that fails after a long measurement, the results go to a fallback
+    file in the temp directory instead, and a PulseError names both paths. Returns the path written."""
+    import tempfile
+
+    try:
+        write(doc, path)
+        return Path(path)
+    except (OSError, PulseError) as err:
+        fd, fallback = tempfile.mkstemp(prefix="pulse-bench-", suffix=".json")
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(doc, indent=2) + "\n")
+        raise PulseError(
+            f"could not write {path} ({err}); the results are saved in {fallback} — "
+            f"render them with `python -m pulse.bench.report {fallback} OUT.txt` once the path is fixed."
+        ) from None
+
+
 def read_json(path: str | Path) -> dict[str, Any]:
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))

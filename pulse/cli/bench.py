@@ -199,15 +199,9 @@ def bench(
     finally:
         shown.stop()
     report.render(doc, console)
-    if text_out is not None:
-        report.write_text(doc, text_out)
-        console.print(f"wrote {text_out}")
-    if json_out is not None:
-        report.write_json(doc, json_out)
-        console.print(f"wrote {json_out}")
-    if plot_out is not None:
-        report.plot(doc, plot_out)
-        console.print(f"wrote {plot_out}")
+    for out, write in ((text_out, report.write_text), (json_out, report.write_json), (plot_out, report.plot)):
+        if out is not None:
+            console.print(f"wrote {report.save_results(doc, out, write)}")
     failed = [r for r in doc["runs"] if r["status"] == "failed"]
     if failed:
         err_console.print(f"[red]{len(failed)} measurement(s) failed[/] (a bug, not a resource limit); "
