@@ -154,21 +154,34 @@ def test_rotary_without_an_attention_layer_is_an_error():
                                           "positions": {"kind": "rotary"}}})
 
 
-@pytest.mark.parametrize("kind", registry.kinds("mixer"))
-def test_block_constructors_raise_pulse_errors(kind):
-    """A bad size given straight to a block's constructor is a PulseError, never a raw ValueError."""
-    module = registry.get(kind).module
-    if module is None:
-        pytest.skip(f"{kind} is built by a custom builder")
-    for dim, args in ((30, {"num_heads": 4}), (16, {"chunk_size": 0}), (16, {"conv_size": 0})):
-        import inspect
+BAD_SIZES = ((30, {"num_heads": 4}), (16, {"chunk_size": 0}), (16, {"conv_size": 0}), (16, {"memory_slots": 1}))
 
-        if not set(args) <= set(inspect.signature(module.__init__).parameters):
+
+@pytest.mark.parametrize("kind", registry.kinds("mixer"))
+def test_bad_sizes_are_pulse_errors_from_recipes_and_constructors(kind):
+    """A bad size is a PulseError when built from a recipe (the spec rejects it) and when given straight
+    to the block's constructor (it either works or raises PulseError — never a raw ValueError)."""
+    import inspect
+
+    fields = type(pulse.make_spec(kind)).model_fields
+    module = registry.get(kind).module
+    tried = 0
+    for dim, args in BAD_SIZES:
+        if not set(args) <= set(fields):
             continue
+        tried += 1
         try:
-            module(dim, **args, device="meta")
+            pulse.build_mixer(kind, dim, device="meta", **args)
         except pulse.PulseError:
             pass
+        else:  # 30 with 4 heads is fine for kinds whose head width is its own setting
+            assert "num_heads" in args, f"{kind}: {args} was accepted"
+        if module is not None and set(args) <= set(inspect.signature(module.__init__).parameters):
+            try:
+                module(dim, **args, device="meta")
+            except pulse.PulseError:
+                pass
+    assert tried, f"{kind} has none of the sizes in BAD_SIZES; give the test a bad size it has"
 
 
 def test_no_weight_decay_on_log_rates_and_initial_slots():

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.contract import check_input, no_weight_decay
+from pulse.contract import check_input
+from pulse.blocks.mixers.decay import decay_parameters, init_decay_
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.delta_rule import delta_rule, recurrent_delta_rule
@@ -71,17 +72,12 @@ class GatedDeltaNet(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(self.head_v, **factory))
         self.out_proj = nn.Linear(V, dim, bias=False, **factory)
         if self.gated:
-            self.A_log = no_weight_decay(nn.Parameter(torch.empty(h, **factory)))
-            self.dt_bias = no_weight_decay(nn.Parameter(torch.empty(h, **factory)))
+            self.A_log, self.dt_bias = decay_parameters(h, **factory)
         with torch.no_grad():
             bound = 1 / math.sqrt(conv_size)
             self.conv_weight.uniform_(-bound, bound)
-            if self.gated:
-                # as in Mamba-2 / Gated DeltaNet: A ~ U(0, 16), softplus(b_Δ) log-uniform in [1e-3, 0.1]
-                self.A_log.copy_(torch.empty_like(self.A_log).uniform_(1e-4, 16).log())
-                dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-                dt = dt.clamp(min=1e-4)
-                self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        if self.gated:
+            init_decay_(self.A_log, self.dt_bias, a_min=1e-4)
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Tensor]:
         device = device if device is not None else self.conv_weight.device

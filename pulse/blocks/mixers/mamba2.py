@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.contract import check_input, no_weight_decay
+from pulse.contract import check_input
+from pulse.blocks.mixers.decay import decay_parameters, init_decay_
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.ssd import chunk_ssd, recurrent_ssd
@@ -65,18 +66,14 @@ class Mamba2(nn.Module):
         self.in_proj = nn.Linear(dim, 2 * e + 2 * s + h, bias=False, **factory)
         self.conv_weight = nn.Parameter(torch.empty(e + 2 * s, conv_size, **factory))
         self.conv_bias = nn.Parameter(torch.zeros(e + 2 * s, **factory))
-        self.dt_bias = no_weight_decay(nn.Parameter(torch.empty(h, **factory)))
-        self.A_log = no_weight_decay(nn.Parameter(torch.empty(h, **factory)))
+        self.A_log, self.dt_bias = decay_parameters(h, **factory)
         self.D = nn.Parameter(torch.ones(h, **factory))
         self.norm_weight = nn.Parameter(torch.ones(e, **factory))
         self.out_proj = nn.Linear(e, dim, bias=False, **factory)
         with torch.no_grad():
             bound = 1 / math.sqrt(conv_size)
             self.conv_weight.uniform_(-bound, bound)
-            self.A_log.copy_(torch.empty_like(self.A_log).uniform_(1, 16).log())
-            dt = torch.exp(torch.rand_like(self.dt_bias) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-            dt = dt.clamp(min=1e-4)
-            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        init_decay_(self.A_log, self.dt_bias, a_min=1.0, dt_min=dt_min, dt_max=dt_max)
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Tensor]:
         device = device if device is not None else self.conv_weight.device

@@ -199,7 +199,7 @@ class NTMMemory(nn.Module):
         batched, and per-kernel overhead, not arithmetic, sets the time on every device.
         """
         b, t = xs.shape[0], xs.shape[1]
-        N, M, r, w, H = self.memory_slots, self.memory_width, self.read_heads, self.write_heads, self.controller_size
+        M, r, w = self.memory_width, self.read_heads, self.write_heads
         cell = self.controller
         order, sizes = self._head_order, self._fused_sizes
         # the loop multiplies by detached weights; each weight's gradient is one matmul after it (_Deferred)
