@@ -200,6 +200,11 @@ def _damaged_weights(original: bytes, other: bytes, rng: random.Random) -> list[
         flipped = bytearray(original)
         flipped[pos] ^= 1 << rng.randrange(8)
         cases.append((f"data bit flip at {pos}", bytes(flipped)))
+    if b'"format":"pt"' in original[:header_end]:  # metadata no check reads: must load exactly
+        harmless = original.index(b'"format":"pt"') + len(b'"format":"')
+        flipped = bytearray(original)
+        flipped[harmless] ^= 1
+        cases.append((f"header bit flip at {harmless} (format value)", bytes(flipped)))
     for delta in (-7, -1, 1, 64, 2**40):
         cases.append((f"header length {delta:+d}", struct.pack("<Q", max(length + delta, 0)) + original[8:]))
     cases.append(("invalid JSON header", original[:8] + b"{" + b"\x00" * (length - 1) + original[header_end:]))
@@ -232,7 +237,7 @@ def _swap_recipe(original: bytes, other: bytes) -> bytes:
 def test_checkpoint_corrupter_weights(trained_run, tmp_path):
     counts: Counter = Counter()
     failures = []
-    good = weights(trained_run)
+    good = pulse.load_checkpoint(trained_run)[0].state_dict()  # tied weights included, as a load gives them
     other_dir = tmp_path / "other"
     other = pulse.recipe_from_dict({**recipe_dict(), "model": {**recipe_dict()["model"], "dim": 32}})
     pulse.save_checkpoint(pulse.build_model(other), other, other_dir)
