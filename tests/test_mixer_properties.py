@@ -1,12 +1,15 @@
 """The block contract, checked over every registered mixer (DESIGN.md, "The block contract").
 
-A new mixer kind is tested here as soon as it is registered; nobody writes a new test.
-Checks run in float64 at hypothesis-drawn batch sizes and awkward lengths.
+A new mixer kind is tested here as soon as it is registered; nobody writes a new test. So is
+every slot update of the `pulse` kind (each choice of its `gate` field, written as
+`pulse:gate=delta`, the syntax of `pulse bench --mixer`). Checks run in float64 at
+hypothesis-drawn batch sizes and awkward lengths.
 """
 
 from __future__ import annotations
 
 import functools
+import typing
 
 import pytest
 import torch
@@ -15,15 +18,24 @@ from hypothesis import strategies as st
 
 import pulse
 from pulse import contract
+from pulse.bench.runner import parse_mixer
+from pulse.specs.pulse import PulseSpec
 
-MIXERS = pulse.registry.kinds("mixer")
+GATES = typing.get_args(PulseSpec.model_fields["gate"].annotation)
+MIXERS = pulse.registry.kinds("mixer") + [f"pulse:gate={g}" for g in GATES if g != PulseSpec().gate]
 DIMS = (16, 24, 32)
+
+
+def build(name: str, dim: int, **kwargs) -> torch.nn.Module:
+    """A mixer named as `kind` or `kind:field=value,…`."""
+    kind, params = parse_mixer(name)
+    return pulse.build_mixer(kind, dim, **params, **kwargs)
 
 
 @functools.cache
 def mixer(kind: str, dim: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    return pulse.build_mixer(kind, dim, dtype=torch.float64).eval()
+    return build(kind, dim, dtype=torch.float64).eval()
 
 
 def chunk_of(module: torch.nn.Module) -> int:
@@ -93,7 +105,7 @@ def test_batch(kind, data):
 @pytest.mark.parametrize("dim", [16, 24])
 def test_gradient(kind, dim):
     torch.manual_seed(1)
-    m = pulse.build_mixer(kind, dim, dtype=torch.float64)
+    m = build(kind, dim, dtype=torch.float64)
     length = 2 * chunk_of(m) + 3
     contract.check_gradient(m, torch.randn(2, length, dim, dtype=torch.float64))
 
@@ -101,14 +113,14 @@ def test_gradient(kind, dim):
 @pytest.mark.parametrize("kind", MIXERS)
 @given(dim=st.integers(2, 128).map(lambda k: 8 * k))
 def test_builds_with_defaults_on_meta(kind, dim):
-    m = pulse.build_mixer(kind, dim, device="meta")
+    m = build(kind, dim, device="meta")
     assert isinstance(m, pulse.Mixer)
     assert m.param_count() == sum(p.numel() for p in m.parameters())
 
 
 @pytest.mark.parametrize("kind", MIXERS)
 def test_costs_are_sane(kind):
-    m = pulse.build_mixer(kind, 64, device="meta")
+    m = build(kind, 64, device="meta")
     for n in (1, 1024, 8192):
         assert 0 < m.flops_per_token(n) < float("inf")
         assert m.state_numel(n) >= 0

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pulse.assemble.context import BuildContext
 from pulse.blocks.pulse.allocator import AdaptiveStateAllocator
+from pulse.blocks.pulse.delta_slots import DeltaSlotLayer
 from pulse.blocks.pulse.hierarchical import HierarchicalStateManager
 from pulse.blocks.pulse.pulse_layer import PulseLayer
 from pulse.blocks.pulse.state_manager import StateManager
 from pulse.registry import register
 from pulse.specs import pulse as s
+
+
+def _pulse(spec: s.PulseSpec, ctx: BuildContext) -> PulseLayer | DeltaSlotLayer:
+    if spec.gate == "delta":
+        return DeltaSlotLayer(ctx.dim, **spec.delta_args(), **ctx.factory())
+    return PulseLayer(ctx.dim, num_slots=spec.num_slots, **spec.layer_args(), **ctx.factory())
 
 
 def _pulse_managed(spec: s.PulseManagedSpec, ctx: BuildContext) -> PulseLayer:
@@ -26,7 +33,7 @@ def _pulse_adaptive(spec: s.PulseAdaptiveSpec, ctx: BuildContext) -> PulseLayer:
     return PulseLayer(ctx.dim, num_slots=spec.max_slots, allocator=allocator, **spec.layer_args(), **ctx.factory())
 
 
-register("pulse", role="mixer", spec=s.PulseSpec, module=PulseLayer)
+register("pulse", role="mixer", spec=s.PulseSpec, module=PulseLayer, builder=_pulse)
 register("pulse_managed", role="mixer", spec=s.PulseManagedSpec, builder=_pulse_managed)
 register("pulse_adaptive", role="mixer", spec=s.PulseAdaptiveSpec, builder=_pulse_adaptive)
 register("hierarchical", role="mixer", spec=s.HierarchicalSpec, module=HierarchicalStateManager)

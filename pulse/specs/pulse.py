@@ -47,6 +47,29 @@ class PulseSpec(SlotMixerFields):
 
     kind: Literal["pulse"] = "pulse"
     num_slots: int = Field(16, ge=1, description="slots s per sequence")
+    gate: Literal["gru", "lstm", "mingru", "delta"] = Field(
+        "gru",
+        description="slot update: gru, lstm (with a cell state), mingru (linear in the state, scanned) or delta "
+        "(each token writes key-addressed values into the slots, correcting what they hold: stores associations)",
+    )
+
+    @model_validator(mode="after")
+    def _delta(self) -> "PulseSpec":
+        if self.gate != "delta":
+            return self
+        unused = sorted({"communication", "local"} & self.model_fields_set)
+        if unused:
+            raise ValueError(
+                f"gate \"delta\" has no slot communication and its local path is always the short conv; "
+                f"remove {' and '.join(unused)} from this mixer's table"
+            )
+        if self.conv_size < 2:
+            raise ValueError(f"gate \"delta\" needs conv_size ≥ 2 (got {self.conv_size}): its short conv hands each token its neighbours")
+        return self
+
+    def delta_args(self) -> dict:
+        """The DeltaSlotLayer keyword arguments (gate = "delta")."""
+        return {name: getattr(self, name) for name in ("num_slots", "slot_dim", "chunk_size", "num_heads", "conv_size")}
 
 
 class PulseManagedSpec(SlotMixerFields):

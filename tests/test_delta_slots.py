@@ -1,0 +1,103 @@
+"""The PULSE `delta` gate: slots written by the delta rule (pulse/blocks/pulse/delta_slots.py).
+
+The block contract (shape, causal, split, step, batch, gradient, param formula) is covered by
+tests/test_mixer_properties.py as `pulse:gate=delta`, and the chunkwise op against its per-token
+reference by tests/test_recall_mixers.py; this file holds what is particular to the slot bank.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pulse
+from pulse.blocks.pulse.delta_slots import DeltaSlotLayer
+from pulse.errors import PulseError
+
+F64 = torch.float64
+
+
+def layer(**kwargs) -> DeltaSlotLayer:
+    torch.manual_seed(0)
+    m = pulse.build_mixer("pulse", 16, gate="delta", num_slots=8, num_heads=2, dtype=F64, **kwargs)
+    assert isinstance(m, DeltaSlotLayer)
+    return m
+
+
+def test_the_state_is_the_slot_bank_and_starts_from_the_learned_slots():
+    m = layer()
+    with torch.no_grad():
+        m.slot_init.copy_(torch.randn(8, 16, dtype=F64))
+    state = m.init_state(3)
+    assert state["slots"].shape == (3, 2, 8, 8)  # (b, h, s, e): slot i of head j is slots[:, j, i]
+    torch.testing.assert_close(state["slots"][1].transpose(0, 1).reshape(8, 16), m.slot_init)
+    x = torch.randn(3, 5, 16, dtype=F64)
+    y, _ = m(x)
+    y.square().sum().backward()
+    assert m.slot_init.grad is not None and m.slot_init.grad.abs().sum() > 0  # the initial bank is learned
+
+
+def test_a_written_value_is_read_back_under_its_address():
+    """One head, one-hot addresses: token 1 writes v at slot 3 (β = 1, no decay); token 2 (β = 0) reads slot 3."""
+    from pulse.ops.delta_rule import chunk_delta_rule
+
+    s, e = 8, 4
+    addr = torch.zeros(1, 1, 3, s, dtype=F64)
+    addr[0, 0, 1, 3] = addr[0, 0, 2, 3] = 1.0
+    v = torch.randn(1, 1, 3, e, dtype=F64)
+    old = torch.randn(1, 1, s, e, dtype=F64)  # what the bank held before
+    out, bank = chunk_delta_rule(addr, addr, v, torch.tensor([[[1.0, 1.0, 0.0]]], dtype=F64), None, old, chunk_size=2)
+    torch.testing.assert_close(out[0, 0, 2], v[0, 0, 1])  # the old content of slot 3 is replaced, not blended
+    torch.testing.assert_close(bank[0, 0, 3], v[0, 0, 1])
+    torch.testing.assert_close(bank[0, 0, :3], old[0, 0, :3])  # other slots untouched
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_outputs_do_not_depend_on_the_chunk_size(chunk):
+    x = torch.randn(2, 23, 16, dtype=F64)
+    torch.testing.assert_close(layer(chunk_size=chunk)(x)[0], layer(chunk_size=16)(x)[0])
+
+
+def test_spec_refuses_what_the_delta_gate_does_not_have():
+    with pytest.raises(PulseError, match="remove communication"):
+        pulse.build_mixer("pulse", 16, gate="delta", communication=True)
+    with pytest.raises(PulseError, match="remove local"):
+        pulse.build_mixer("pulse", 16, gate="delta", local="conv")
+    with pytest.raises(PulseError, match="conv_size ≥ 2"):
+        pulse.build_mixer("pulse", 16, gate="delta", conv_size=1)
+    with pytest.raises(PulseError, match="gate"):
+        pulse.build_mixer("pulse_managed", 16, gate="delta")  # the managed/adaptive banks keep gated blends
+    with pytest.raises(PulseError, match="must divide slot_dim"):
+        DeltaSlotLayer(16, num_heads=3, device="meta")
+
+
+def test_a_foreign_state_is_a_clear_error():
+    m = layer()
+    x = torch.randn(2, 4, 16, dtype=F64)
+    with pytest.raises(PulseError, match="does not fit a batch of 2"):
+        m(x, m.init_state(3))
+    with pytest.raises(PulseError, match="does not fit"):
+        m(x, {"kv": torch.zeros(1)})
+
+
+def test_decay_rates_and_initial_slots_are_never_weight_decayed():
+    from pulse.specs.run import TrainSpec
+    from pulse.train.optim import make_optimizer
+
+    recipe = pulse.recipe_from_dict({"model": {"dim": 16, "depth": 2, "layout": ["p"], "mixers": {
+        "p": {"kind": "pulse", "gate": "delta", "num_heads": 2}}}})
+    model = pulse.build_model(recipe)
+    opt = make_optimizer(model, TrainSpec(weight_decay=0.1, no_decay=[]))
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    kept = [getattr(layer.mixer, name) for layer in model.layers for name in ("A_log", "dt_bias", "slot_init")]
+    assert kept and all(id(p) not in decayed for p in kept)
+
+
+def test_low_precision_runs_in_float32_inside():
+    torch.manual_seed(0)
+    m = pulse.build_mixer("pulse", 32, gate="delta", num_heads=2)
+    x = torch.randn(2, 70, 32)
+    y, _ = m(x)
+    y16, _ = m.to(torch.bfloat16)(x.to(torch.bfloat16))
+    assert y16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.float(), y, rtol=0.1, atol=0.1)
