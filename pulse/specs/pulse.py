@@ -57,11 +57,15 @@ class PulseSpec(SlotMixerFields):
     def _delta(self) -> "PulseSpec":
         if self.gate != "delta":
             return self
-        unused = sorted({"communication", "local"} & self.model_fields_set)
-        if unused:
+        clashes = [f"{name} = {shown}" for name, shown, fits in (
+            ("communication", str(self.communication).lower(), not self.communication),
+            ("local", f'"{self.local}"', self.local == "conv"),
+        ) if name in self.model_fields_set and not fits]
+        if clashes:
             raise ValueError(
-                f"gate \"delta\" has no slot communication and its local path is always the short conv; "
-                f"remove {' and '.join(unused)} from this mixer's table"
+                f"gate \"delta\" has no slot communication and its local path is always its short conv, so "
+                f"{' and '.join(clashes)} cannot apply; remove them from this mixer's table or set "
+                "communication = false and local = \"conv\" (e.g. --set model.mixers.NAME.local=conv)"
             )
         if self.conv_size < 2:
             raise ValueError(f"gate \"delta\" needs conv_size ≥ 2 (got {self.conv_size}): its short conv hands each token its neighbours")

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,8 +46,6 @@ class DeltaSlotLayer(nn.Module):
     + c·(5·h·s + 3·k) (the chunk) + 6·s·k (state read, correction, write) + 12·(2·h·s + k).
     Params: d·(2·h·s + 2·k + 2·h) + k·d + w·(2·h·s + k) + e + 2·h + s·k.
     """
-
-    capture_sink: Callable[[str, Tensor], None] | None = None
 
     def __init__(
         self,
@@ -134,8 +131,6 @@ class DeltaSlotLayer(nn.Module):
         value = value.view(b, t, h, -1)
         beta = torch.sigmoid(rest[..., :h])
         log_decay = -self.A_log.exp() * F.softplus(rest[..., h:] + self.dt_bias)  # (b, t, h), ≤ 0
-        if self.capture_sink is not None:
-            self.capture_sink("write", write.detach().transpose(1, 2))  # (b, h, t, s)
         read, write, value = (z.transpose(1, 2) for z in (read, write, value))
         return read, write, value, beta.transpose(1, 2), log_decay.transpose(1, 2), gate.view(b, t, h, -1), conv_state
 
