@@ -24,17 +24,14 @@ def layer(**kwargs) -> DeltaSlotLayer:
     return m
 
 
-def test_the_state_is_the_slot_bank_and_starts_from_the_learned_slots():
+def test_the_state_is_the_slot_bank_and_every_sequence_starts_empty():
     m = layer()
-    with torch.no_grad():
-        m.slot_init.copy_(torch.randn(8, 16, dtype=F64))
     state = m.init_state(3)
     assert state["slots"].shape == (3, 2, 8, 8)  # (b, h, s, e): slot i of head j is slots[:, j, i]
-    torch.testing.assert_close(state["slots"][1].transpose(0, 1).reshape(8, 16), m.slot_init)
+    assert not state["slots"].any()
     x = torch.randn(3, 5, 16, dtype=F64)
-    y, _ = m(x)
-    y.square().sum().backward()
-    assert m.slot_init.grad is not None and m.slot_init.grad.abs().sum() > 0  # the initial bank is learned
+    _, state = m(x)
+    assert state["slots"].abs().sum() > 0  # the tokens wrote into it
 
 
 def test_a_written_value_is_read_back_under_its_address():
@@ -82,7 +79,7 @@ def test_a_foreign_state_is_a_clear_error():
         m(x, {"kv": torch.zeros(1)})
 
 
-def test_decay_rates_and_initial_slots_are_never_weight_decayed():
+def test_decay_rates_are_never_weight_decayed():
     from pulse.specs.run import TrainSpec
     from pulse.train.optim import make_optimizer
 
@@ -91,7 +88,7 @@ def test_decay_rates_and_initial_slots_are_never_weight_decayed():
     model = pulse.build_model(recipe)
     opt = make_optimizer(model, TrainSpec(weight_decay=0.1, no_decay=[]))
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    kept = [getattr(layer.mixer, name) for layer in model.layers for name in ("A_log", "dt_bias", "slot_init")]
+    kept = [getattr(layer.mixer, name) for layer in model.layers for name in ("A_log", "dt_bias")]
     assert kept and all(id(p) not in decayed for p in kept)
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.blocks.mixers.decay import decay_parameters, init_decay_
-from pulse.contract import check_input, no_weight_decay
+from pulse.contract import check_input
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.delta_rule import delta_rule, recurrent_delta_rule
@@ -36,15 +36,16 @@ class DeltaSlotLayer(nn.Module):
     slots a token writes are chosen by content, and the value read back under an address is
     moved a fraction β_t toward v_t rather than blended in — s slots hold up to ≈ s separate
     pairs per head, where a gated blend of the chunk (gru/lstm/mingru) holds a running summary.
-    The bank starts from learned slots (`slot_init`, zeros when built). This is the update of
-    Gated DeltaNet (Yang, Kautz & Hatamizadeh 2024) with the slot index as its key space, so it is
-    computed by the same chunkwise WY/UT form (`pulse.ops.delta_rule`, `chunk_size` tokens per
-    block — any chunk size gives the same outputs); `step` is the per-token recurrence.
+    Every sequence starts with an empty bank: a learned initial bank was tried and stopped MQAR
+    from learning at the learning rate where the empty one learns (docs/blocks/pulse.md). This is
+    the update of Gated DeltaNet (Yang, Kautz & Hatamizadeh 2024) with the slot index as its key
+    space, so it is computed by the same chunkwise WY/UT form (`pulse.ops.delta_rule`, `chunk_size`
+    tokens per block — any chunk size gives the same outputs); `step` is the per-token recurrence.
 
     State: the bank, s·k numbers, and the conv inputs, (w−1)·(2·h·s + k), whatever the length.
     Cost per token: 2·d·(2·h·s + 2·k + 2·h) + 2·k·d (projections) + 2·w·(2·h·s + k) (conv)
     + c·(5·h·s + 3·k) (the chunk) + 6·s·k (state read, correction, write) + 12·(2·h·s + k).
-    Params: d·(2·h·s + 2·k + 2·h) + k·d + w·(2·h·s + k) + e + 2·h + s·k.
+    Params: d·(2·h·s + 2·k + 2·h) + k·d + w·(2·h·s + k) + e + 2·h.
     """
 
     def __init__(
@@ -81,7 +82,6 @@ class DeltaSlotLayer(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(self.head_dim, **factory))
         self.out_proj = nn.Linear(k, dim, bias=False, **factory)
         self.A_log, self.dt_bias = decay_parameters(num_heads, **factory)
-        self.slot_init = no_weight_decay(nn.Parameter(torch.zeros(num_slots, k, **factory)))
         with torch.no_grad():
             bound = 1 / math.sqrt(conv_size)
             self.conv_weight.uniform_(-bound, bound)
@@ -91,17 +91,11 @@ class DeltaSlotLayer(nn.Module):
     def num_slots(self) -> int:
         return self.max_slots
 
-    def bank(self) -> tuple[Tensor, None]:
-        """The learned initial slots (s, k) and no read bias (the interface of PulseLayer.bank)."""
-        return self.slot_init, None
-
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Tensor]:
         device = device if device is not None else self.conv_weight.device
         dtype = dtype if dtype is not None else self.conv_weight.dtype
-        h, s, e = self.num_heads, self.max_slots, self.head_dim
-        bank = self.slot_init.to(device=device, dtype=dtype).view(s, h, e).transpose(0, 1)  # (h, s, e)
         return {
-            "slots": bank.unsqueeze(0).expand(batch, -1, -1, -1),
+            "slots": torch.zeros(batch, self.num_heads, self.max_slots, self.head_dim, device=device, dtype=dtype),
             "conv": torch.zeros(batch, self.conv_size - 1, self.conv_weight.shape[0], device=device, dtype=dtype),
         }
 
@@ -167,4 +161,4 @@ class DeltaSlotLayer(nn.Module):
 
     def param_count(self) -> int:
         d, h, s, k, w = self.dim, self.num_heads, self.max_slots, self.slot_dim, self.conv_size
-        return d * (2 * h * s + 2 * k + 2 * h) + k * d + w * (2 * h * s + k) + self.head_dim + 2 * h + s * k
+        return d * (2 * h * s + 2 * k + 2 * h) + k * d + w * (2 * h * s + k) + self.head_dim + 2 * h
