@@ -9,8 +9,8 @@ For each MQAR setting (seq_len/num_kv_pairs) and each kind, one `pulse sweep` ov
 learning rates (and over model widths with --dims, which gives several state sizes
 per kind, as in Zoology's figure) into OUT/mqar-<seq>-<pairs>/<kind>/. A rerun skips
 finished points and resumes unfinished ones. A kind with a shipped recipe uses it:
-recipes/mqar-<kind>.toml (`attention`, `pulse` — pure, no attention layer — `hybrid`,
-`gated_deltanet`, `mamba2`; all share the task and the training budget). Any other
+recipes/mqar-<kind>.toml (`attention`, `pulse` — pure, no attention layer — `pulse_delta` —
+pure, gate "delta" — `hybrid`, `gated_deltanet`, `mamba2`; all share the task and the training budget). Any other
 name is a registered mixer kind put in both layers of mqar-attention.toml with its
 default settings (without the rotary positions only attention applies), and is
 skipped with a note when this checkout does not register it.
@@ -40,7 +40,7 @@ from pulse.train.sweep import sweep
 from pulse.train.sweep_report import best_row
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-KINDS = "attention,pulse,hybrid,linear_attention,ssm,gated_deltanet,mamba2"
+KINDS = "attention,pulse,pulse_delta,hybrid,linear_attention,ssm,gated_deltanet,mamba2"
 MARKERS = "os^Dv<>PX*hp"
 
 
