@@ -53,6 +53,14 @@ class PulseSpec(SlotMixerFields):
         "(each token writes key-addressed values into the slots, correcting what they hold: stores associations)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _delta_defaults(cls, data):
+        # what the delta path is, written into the spec, so a stored recipe says it and reloads
+        if isinstance(data, dict) and data.get("gate") == "delta":
+            data = {"communication": False, "local": "conv", **data}
+        return data
+
     @model_validator(mode="after")
     def _delta(self) -> "PulseSpec":
         if self.gate != "delta":
