@@ -27,11 +27,11 @@ def layer(**kwargs) -> DeltaSlotLayer:
 def test_the_state_is_the_slot_bank_and_every_sequence_starts_empty():
     m = layer()
     state = m.init_state(3)
-    assert state["slots"].shape == (3, 2, 8, 8)  # (b, h, s, e): slot i of head j is slots[:, j, i]
-    assert not state["slots"].any()
+    assert state["kv"].shape == (3, 2, 8, 8)  # (b, h, s, e): slot i of head j is kv[:, j, i]
+    assert not state["kv"].any()
     x = torch.randn(3, 5, 16, dtype=F64)
     _, state = m(x)
-    assert state["slots"].abs().sum() > 0  # the tokens wrote into it
+    assert state["kv"].abs().sum() > 0  # the tokens wrote into it
 
 
 def test_a_written_value_is_read_back_under_its_address():
@@ -70,13 +70,17 @@ def test_spec_refuses_what_the_delta_gate_does_not_have():
         DeltaSlotLayer(16, num_heads=3, device="meta")
 
 
-def test_a_foreign_state_is_a_clear_error():
-    m = layer()
+@pytest.mark.parametrize("kind", ["pulse:gate=delta", "gated_deltanet", "deltanet"])
+def test_a_foreign_state_is_a_clear_error(kind):
+    name, _, gate = kind.partition(":gate=")
+    m = pulse.build_mixer(name, 16, num_heads=2, dtype=F64, **({"gate": gate} if gate else {}))
     x = torch.randn(2, 4, 16, dtype=F64)
     with pytest.raises(PulseError, match="does not fit a batch of 2"):
         m(x, m.init_state(3))
     with pytest.raises(PulseError, match="does not fit"):
         m(x, {"kv": torch.zeros(1)})
+    with pytest.raises(PulseError, match="does not fit a batch of 2"):
+        m.step(x[:, 0], m.init_state(1))
 
 
 def test_decay_rates_are_never_weight_decayed():
@@ -90,6 +94,16 @@ def test_decay_rates_are_never_weight_decayed():
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     kept = [getattr(layer.mixer, name) for layer in model.layers for name in ("A_log", "dt_bias")]
     assert kept and all(id(p) not in decayed for p in kept)
+
+
+def test_it_is_gated_deltanet_sized_by_slots():
+    torch.manual_seed(0)
+    slots = pulse.build_mixer("pulse", 32, gate="delta", num_slots=6, slot_dim=40, num_heads=2, dtype=F64)
+    torch.manual_seed(0)
+    gdn = pulse.build_mixer("gated_deltanet", 32, head_dim=6, expand_v=20 / 6, num_heads=2, dtype=F64)
+    x = torch.randn(2, 9, 32, dtype=F64)
+    assert slots.head_v == 20 and slots.param_count() == gdn.param_count()
+    torch.testing.assert_close(slots(x)[0], gdn(x)[0])
 
 
 def test_low_precision_runs_in_float32_inside():

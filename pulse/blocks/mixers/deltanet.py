@@ -87,6 +87,19 @@ class GatedDeltaNet(nn.Module):
             "kv": torch.zeros(batch, self.num_heads, self.head_dim, self.head_v, device=device, dtype=dtype),
         }
 
+    def _check_state(self, state: object, batch: int) -> None:
+        conv = state.get("conv") if isinstance(state, dict) else None
+        kv = state.get("kv") if isinstance(state, dict) else None
+        if (
+            not isinstance(conv, Tensor) or not isinstance(kv, Tensor)
+            or tuple(kv.shape) != (batch, self.num_heads, self.head_dim, self.head_v)
+            or tuple(conv.shape) != (batch, self.conv_size - 1, self.conv_weight.shape[0])
+        ):
+            raise PulseError(
+                f"{type(self).__name__} got a state that does not fit a batch of {batch}; pass the state its "
+                "forward or init_state returned."
+            )
+
     def _inputs(self, x: Tensor, conv_state: Tensor) -> tuple[Tensor, ...]:
         """q, k (b, h, t, k), v (b, h, t, v), β and log α (b, h, t) or None, gate (b, t, h, v), conv state."""
         b, t, _ = x.shape
@@ -114,12 +127,14 @@ class GatedDeltaNet(nn.Module):
         check_input(self, x)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        self._check_state(state, x.shape[0])
         q, k, v, beta, log_decay, gate, conv_state = self._inputs(x, state["conv"])
         o, kv = delta_rule(q, k, v, beta, log_decay, state["kv"], chunk_size=self.chunk_size)
         return self._output(o, gate), {"conv": conv_state, "kv": kv}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, x_t, ndim=2)
+        self._check_state(state, x_t.shape[0])
         q, k, v, beta, log_decay, gate, conv_state = self._inputs(x_t.unsqueeze(1), state["conv"])
         o, kv = recurrent_delta_rule(q, k, v, beta, log_decay, state["kv"])  # one token: the recurrence
         return self._output(o, gate).squeeze(1), {"conv": conv_state, "kv": kv}
