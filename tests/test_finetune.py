@@ -13,6 +13,7 @@ import torch
 from helpers import run_cli
 from rich.console import Console
 from safetensors.torch import load_file
+from test_train import write_recipe
 
 import pulse
 from pulse.errors import PulseError
@@ -29,17 +30,6 @@ def recipe_dict(dim: int = 16, **train_settings) -> dict:
         "train": {"steps": 4, "batch_size": 8, "lr": 3e-3, "eval_every": 0, "checkpoint_every": 2, "log_every": 2,
                   "threads": 1, "device": "cpu", **train_settings},
     }
-
-
-def write_recipe(path: Path, data: dict) -> Path:
-    def toml(table: dict, prefix: str = "") -> str:
-        scalars = "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items() if not isinstance(v, dict))
-        head = f"[{prefix}]\n" if prefix and scalars else ""
-        nested = "".join(toml(v, f"{prefix}.{k}" if prefix else k) for k, v in table.items() if isinstance(v, dict))
-        return head + scalars + nested
-
-    path.write_text(toml(data))
-    return path
 
 
 @pytest.fixture(scope="module")

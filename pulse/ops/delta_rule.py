@@ -124,22 +124,13 @@ def delta_rule(
 ) -> tuple[Tensor, Tensor]:
     """`chunk_delta_rule`, run by fla's kernel on CUDA where it is installed and allowed (pulse.ops.fla);
     the path taken is recorded in `pulse.ops.backend.paths_taken()` under "delta_rule"."""
-    from pulse.ops import backend
     from pulse.ops import fla
 
-    op = "delta_rule"
-    if backend.fla_allowed() and fla.fla_ready(q):
-        try:
-            fla.probe_delta(q.device, q.dtype, log_decay is not None)
-            s0 = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1]) if state is None else state
-            out = fla.gated_delta_rule(q, k, v, beta, log_decay, s0)
-        except Exception as err:  # noqa: BLE001 — fla refusing this Triton/GPU: the reference runs
-            backend.warn_fallback(op, "fla", err)
-        else:
-            backend.record(op, "fla")
-            return out
-    elif q.is_cuda and backend.fla_allowed():
-        backend.record(op, f"eager (fla unavailable: {fla.unavailable_reason()})")
-    else:
-        backend.record(op, "eager")
+    def kernel() -> tuple[Tensor, Tensor]:
+        s0 = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1]) if state is None else state
+        return fla.gated_delta_rule(q, k, v, beta, log_decay, s0)
+
+    out = fla.dispatch("delta_rule", q, lambda: fla.probe_delta(q.device, q.dtype, log_decay is not None), kernel)
+    if out is not None:
+        return out
     return chunk_delta_rule(q, k, v, beta, log_decay, state, chunk_size=chunk_size)

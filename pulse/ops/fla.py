@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from pulse.ops import backend
 
 
 @functools.cache
@@ -88,3 +92,23 @@ def probe_delta(device: torch.device, dtype: torch.dtype, gated: bool) -> None:
     g = -torch.rand(1, 1, 16, device=device, dtype=torch.float32) if gated else None
     out, final = gated_delta_rule(q, k / 4, v, beta, g, torch.zeros(1, 1, 16, 16, device=device, dtype=dtype))
     (out.float().sum() + final.float().sum()).backward()
+
+
+def dispatch(op: str, x: Tensor, probe_call: Callable[[], None], kernel: Callable[[], Any]) -> Any | None:
+    """Run `kernel` (fla) for `op` where fla is installed, allowed and ready for `x`, after `probe_call`
+    has checked it works on this GPU; None where the caller's eager reference should run. The path
+    taken is recorded in `backend.paths_taken()`; a failing probe or kernel warns once and falls back."""
+    if backend.fla_allowed() and fla_ready(x):
+        try:
+            probe_call()
+            out = kernel()
+        except Exception as err:  # noqa: BLE001 — e.g. fla refusing this Triton on this GPU: the reference runs
+            backend.warn_fallback(op, "fla", err)
+        else:
+            backend.record(op, "fla")
+            return out
+    elif x.is_cuda and backend.fla_allowed():
+        backend.record(op, f"eager (fla unavailable: {unavailable_reason()})")
+    else:
+        backend.record(op, "eager")
+    return None

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pulse.ops import backend
 from pulse.ops import fla as _fla
 
 
@@ -74,20 +73,12 @@ def linear_attention(
     chunk_size: int = 64,
 ) -> LinearAttentionOutput:
     """`chunk_linear_attention`, run by fla's kernel on CUDA where it is installed and allowed."""
-    op = "linear_attention"
-    if backend.fla_allowed() and _fla.fla_ready(q):
-        try:
-            _fla.probe(q.device, q.dtype, log_decay is not None)
-            out = _with_normaliser(q, k, v, log_decay, state, z, normalize, _fla.simple_gla)
-        except Exception as err:  # noqa: BLE001 — e.g. fla refusing this Triton on this GPU: the reference runs
-            backend.warn_fallback(op, "fla", err)
-        else:
-            backend.record(op, "fla")
-            return out
-    elif q.is_cuda and backend.fla_allowed():
-        backend.record(op, f"eager (fla unavailable: {_fla.unavailable_reason()})")
-    else:
-        backend.record(op, "eager")
+    out = _fla.dispatch(
+        "linear_attention", q, lambda: _fla.probe(q.device, q.dtype, log_decay is not None),
+        lambda: _with_normaliser(q, k, v, log_decay, state, z, normalize, _fla.simple_gla),
+    )
+    if out is not None:
+        return out
     return chunk_linear_attention(q, k, v, log_decay, state, z, normalize=normalize, chunk_size=chunk_size)
 
 
