@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -52,8 +53,22 @@ def test_a_checkpoint_without_an_integrity_key_is_refused_unless_allowed(tmp_pat
         load_weights(pulse.build_model(model_recipe), tmp_path / "ckpt")
     loaded, _ = pulse.load_checkpoint(tmp_path / "ckpt", allow_unverified=True)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
-    shown = run_cli("generate", tmp_path / "ckpt", "--prompt", "hi", "--max-new-tokens", "2")
-    assert shown.exit_code == 2 and key in shown.stderr
+    ckpt = tmp_path / "ckpt"
+    # every command that loads a checkpoint refuses it, and takes the --allow-unverified its error names
+    commands = [("generate", ckpt, "--prompt", "hi", "--max-new-tokens", "2"),
+                ("viz", ckpt, "--prompt", "hi", "--out", tmp_path / "viz", "--only", "attention")]
+    if key == "pulse_recipe_hash":  # these read the stored recipe only, not the weights
+        commands += [("summarize", ckpt, "--json"), ("build", ckpt)]
+    else:
+        assert run_cli("summarize", ckpt, "--json").exit_code == 0
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
+        commands.append(("export", ckpt, "--out", tmp_path / "m.onnx"))
+    for args in commands:
+        shown = run_cli(*args)
+        assert shown.exit_code == 2 and key in shown.stderr and "--allow-unverified" in shown.stderr, args
+        allowed = run_cli(*args, "--allow-unverified")
+        assert allowed.exit_code == 0, (args, allowed.stderr)
+    assert pulse.PulseForCausalLM.from_pretrained(ckpt, allow_unverified=True).vocab_size == 256
 
 
 def test_eval_and_resume_refuse_an_unverified_checkpoint(trained):

@@ -245,3 +245,49 @@ def test_recall_table_runs_sweeps_per_kind_and_width_then_reads_them_back(tmp_pa
     assert tool.main(["--read-only", "--settings", "64/4", "--kinds", "attention", "--out", str(runs),
                       "--docs", str(tmp_path / "none")]) == 2
     assert not (tmp_path / "none").exists()
+
+
+def test_recall_table_curriculum_starts_the_longer_setting_from_the_shorter_settings_best(tmp_path):
+    tool = load_tool("recall_table")
+    assert tool.overrides_for(["a=1", "32/4:b=2", "16/2:c=3", "d=x:y"], 32, 4) == ["a=1", "b=2", "d=x:y"]
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    args = ["--settings", "32/4,16/2", "--kinds", "attention", "--lrs", "1e-3,1e-2", "--curriculum",
+            "--out", str(runs), "--docs", str(docs), *(a for s in TINY for a in ("--set", s)),
+            "--set", "32/4:train.steps=2"]
+    assert tool.main(args) == 0
+    short = json.loads((runs / "mqar-16-2" / "attention" / "sweep.json").read_text())
+    best = max(short["points"], key=lambda p: p["value"])
+    start = runs / "mqar-32-4" / "attention+from-16-2"
+    assert json.loads((start / "curriculum.json").read_text())["dir"] == best["dir"]
+    assert not (runs / "mqar-32-4" / "attention").exists()  # with --curriculum the longer setting only starts warm
+    for point in json.loads((start / "sweep.json").read_text())["points"]:
+        assert point["steps"] == 2  # the per-setting override won over the common one
+        record = json.loads((Path(point["dir"]) / "init_from.json").read_text())
+        assert record["from"] == best["dir"]
+    md = (docs / "recall.md").read_text()
+    assert "| 32/4 | attention (from 16/2) |" in md and "/2 + 3 at 16/2 |" in md and " s at 16/2 |" in md
+    assert tool.main(["--read-only", "--settings", "16/2,32/4", "--kinds", "attention", "--out", str(runs),
+                      "--docs", str(docs)]) == 0
+    again = (docs / "recall.md").read_text()
+    assert "| 32/4 | attention (from 16/2) |" in again and "attention at 32/4: no sweep in" in again
+
+
+def test_text_table_compares_transformer_hybrid_and_pulse_at_the_same_steps(tmp_path):
+    tool = load_tool("text_table")
+    tiny = ["model.dim=32", "train.steps=2", "train.warmup_steps=0", "train.eval_every=0", "train.checkpoint_every=0",
+            "task.eval_windows=2", "train.batch_size=2", "task.seq_len=32", "train.threads=1", "train.device=cpu"]
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    assert tool.main(["--lrs", "1e-3", "--out", str(runs), "--docs", str(docs), "--note", "tiny",
+                      *(a for s in tiny for a in ("--set", s))]) == 0
+    md = (docs / "text.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "bits/byte" not in line and "---" not in line]
+    assert len(rows) == 3 and "Transformer" in rows[0] and "hybrid" in rows[1] and "pure PULSE" in rows[2]
+    for name, row in zip(("transformer", "hybrid", "pulse"), rows):
+        point, = json.loads((runs / name / "sweep.json").read_text())["points"]
+        assert f"| {point['params']:,} | {point['state_elements']:,} | {point['value']:.4f} |" in row
+        assert "| 2/2 |" in row
+    assert rows[1].count(" %") == 1 and "**tiny**" in md
+    assert tool.main(["--read-only", "--models", "transformer,nothing", "--out", str(runs),
+                      "--docs", str(tmp_path / "x")]) == 2
+    assert tool.main(["--read-only", "--models", "pulse", "--out", str(tmp_path / "empty"),
+                      "--docs", str(tmp_path / "y")]) == 2 and not (tmp_path / "y").exists()

@@ -375,3 +375,31 @@ def test_ntm_fused_loop_matches_the_reference_step(heads):
     names = sorted(state)
     assert_grads_close([fast] + [fast_state[k] for k in names], [torch.stack(ys, 1)] + [state[k] for k in names],
                        [x, *block.parameters()], f"ntm fused loop, heads r={r} w={w}")
+
+
+@pytest.mark.parametrize("width, bias", [(2, True), (4, False), (4, True)])
+def test_causal_conv_equals_conv1d_in_values_and_gradients(width, bias):
+    # the shifted-product form (its own backward when a gradient is needed) against torch's conv1d
+    from pulse.ops.causal_conv import causal_depthwise_conv
+
+    torch.manual_seed(0)
+    b, t, c = 2, 9, 5
+    x, w, s = torch.randn(b, t, c, dtype=F64), torch.randn(c, width, dtype=F64), torch.randn(b, width - 1, c, dtype=F64)
+    bb = torch.randn(c, dtype=F64) if bias else None
+    inputs = [z.requires_grad_(True) for z in (x, w, s, *([bb] if bias else []))]
+
+    def ours(x, w, s, *rest):
+        y, state = causal_depthwise_conv(x, w, rest[0] if rest else None, s)
+        return y, state
+
+    def theirs(x, w, s, *rest):
+        xp = torch.cat((s, x), dim=1)
+        y = F.conv1d(xp.transpose(1, 2), w.unsqueeze(1), rest[0] if rest else None, groups=c).transpose(1, 2)
+        return y, xp[:, t:]
+
+    assert_grads_close(ours(*inputs), theirs(*inputs), inputs, f"causal conv w={width} bias={bias}")
+    assert torch.autograd.gradcheck(ours, inputs)
+    with torch.no_grad():  # the plain forward (no autograd function) gives the same values and state
+        y, state = ours(*inputs)
+        torch.testing.assert_close((y, state), theirs(*inputs))
+        assert state.data_ptr() != x.data_ptr() and state.shape == (b, width - 1, c)

@@ -4,6 +4,7 @@
     python tools/recall_table.py --read-only      # tabulate the sweeps already there, train nothing
     python tools/recall_table.py --settings 128/8 --kinds attention,pulse --lrs 1e-3,3e-3 --parallel 2 \\
         --note "2-core CPU shared with other jobs"
+    python tools/recall_table.py --settings 128/8,256/16 --kinds pulse_delta --curriculum  # 256/16 from 128/8's best
 
 For each MQAR setting (seq_len/num_kv_pairs) and each kind, one `pulse sweep` over the
 learning rates (and over model widths with --dims, which gives several state sizes
@@ -55,6 +56,20 @@ def parse_settings(text: str) -> list[tuple[int, int]]:
     return pairs
 
 
+def overrides_for(sets: list[str], seq: int, pairs: int) -> list[str]:
+    """The --set overrides of one setting: plain ones apply everywhere, `SEQ/PAIRS:KEY=VALUE` only there."""
+    chosen = []
+    for item in sets:
+        head, sep, rest = item.partition(":")
+        if sep and "=" not in head:
+            (s, p), = parse_settings(head)
+            if (s, p) == (seq, pairs):
+                chosen.append(rest)
+        else:
+            chosen.append(item)
+    return chosen
+
+
 def kind_recipe(kind: str, sweep_dir: Path) -> Path | None:
     """recipes/mqar-<kind>.toml, else mqar-attention.toml with both layers of this registered mixer kind."""
     shipped = RECIPES / f"mqar-{kind.replace('_', '-')}.toml"
@@ -87,36 +102,70 @@ def machine(doc: dict[str, Any]) -> str:
 
 
 def collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run (or read) every sweep; one entry per (setting, kind, width) with its best point, and the notes."""
+    """Run (or read) every sweep; one entry per (setting, kind, width) with its best point, and the notes.
+
+    With --curriculum, each setting after the shortest starts each kind from that kind's best point at the
+    setting before it (`train.init_from`), in OUT/mqar-<seq>-<pairs>/<kind>+from-<seq>-<pairs>/; --read-only
+    tabulates those sweeps beside the from-scratch ones whenever they exist."""
     entries, notes = [], []
-    for seq, pairs in parse_settings(args.settings):
+    before: dict[str, dict[str, Any]] = {}  # kind → its best entry at the previous setting
+    for seq, pairs in sorted(parse_settings(args.settings)):
+        best_here: dict[str, dict[str, Any]] = {}
         for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
-            sweep_dir = Path(args.out) / f"mqar-{seq}-{pairs}" / kind
+            root = Path(args.out) / f"mqar-{seq}-{pairs}"
+            runs: list[tuple[Path, dict[str, Any] | None]] = []
             if args.read_only:
-                if not (sweep_dir / "sweep.json").is_file():
-                    notes.append(f"{kind} at {seq}/{pairs}: no sweep in {sweep_dir} (run without --read-only).")
-                    continue
-                doc = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+                runs.append((root / kind, None))
+                for start in sorted(root.glob(f"{kind}+from-*")):
+                    source = json.loads((start / "curriculum.json").read_text(encoding="utf-8")) \
+                        if (start / "curriculum.json").is_file() else None
+                    runs.append((start, source))
+            elif args.curriculum and kind in before:
+                prev = before[kind]
+                source = {"setting": prev["setting"], "dir": prev["row"]["dir"], "lr": prev["row"]["values"]["train.lr"],
+                          "step": prev["row"]["step"], "wall_s": prev["row"]["wall_s"], "value": prev["row"]["value"]}
+                start = root / f"{kind}+from-{prev['setting'].replace('/', '-')}"
+                start.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(start / "curriculum.json", json.dumps(source, indent=2) + "\n")
+                runs.append((start, source))
             else:
-                recipe = kind_recipe(kind, sweep_dir)
-                if recipe is None:
-                    notes.append(f"{kind}: not a registered mixer kind in this checkout, skipped "
-                                 f"(registered: {', '.join(registry.kinds('mixer'))}).")
-                    continue
-                grids = [f"train.lr={args.lrs}", *([f"model.dim={args.dims}"] if args.dims else [])]
-                sets = [f"task.seq_len={seq}", f"task.num_kv_pairs={pairs}", *args.set]
-                result = sweep(recipe, grids, overrides=sets, out=sweep_dir, parallel=args.parallel,
-                               say=lambda text, tag=f"[{kind} {seq}/{pairs}]": print(tag, text, flush=True))
-                doc = json.loads(result.json_path.read_text(encoding="utf-8"))
-            best = best_points(doc)
-            if not best:
-                notes.append(f"{kind} at {seq}/{pairs}: no point of the sweep in {sweep_dir} finished.")
-            for row in best:
-                dim = json.loads((Path(row["dir"]) / "recipe.json").read_text(encoding="utf-8"))["model"]["dim"]
-                entries.append({"setting": f"{seq}/{pairs}", "seq_len": seq, "kind": kind, "dim": dim, "row": row,
-                                "load": doc.get("load_at_start"),
-                                "lrs": doc["grids"]["train.lr"], "machine": machine(doc), "sweep": str(sweep_dir)})
+                runs.append((root / kind, None))
+            for sweep_dir, source in runs:
+                label = kind if source is None else f"{kind} (from {source['setting']})"
+                if args.read_only:
+                    if not (sweep_dir / "sweep.json").is_file():
+                        notes.append(f"{label} at {seq}/{pairs}: no sweep in {sweep_dir} (run without --read-only).")
+                        continue
+                    doc = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+                else:
+                    recipe = kind_recipe(kind, sweep_dir)
+                    if recipe is None:
+                        notes.append(f"{kind}: not a registered mixer kind in this checkout, skipped "
+                                     f"(registered: {', '.join(registry.kinds('mixer'))}).")
+                        continue
+                    grids = [f"train.lr={args.lrs}", *([f"model.dim={args.dims}"] if args.dims else [])]
+                    sets = [f"task.seq_len={seq}", f"task.num_kv_pairs={pairs}", *overrides_for(args.set, seq, pairs),
+                            *([f"train.init_from={source['dir']}"] if source else [])]
+                    result = sweep(recipe, grids, overrides=sets, out=sweep_dir, parallel=args.parallel,
+                                   say=lambda text, tag=f"[{label} {seq}/{pairs}]": print(tag, text, flush=True))
+                    doc = json.loads(result.json_path.read_text(encoding="utf-8"))
+                best = best_points(doc)
+                if not best:
+                    notes.append(f"{label} at {seq}/{pairs}: no point of the sweep in {sweep_dir} finished.")
+                for row in best:
+                    dim = json.loads((Path(row["dir"]) / "recipe.json").read_text(encoding="utf-8"))["model"]["dim"]
+                    entry = {"setting": f"{seq}/{pairs}", "seq_len": seq, "kind": label, "dim": dim, "row": row,
+                             "load": doc.get("load_at_start"), "from": source,
+                             "lrs": doc["grids"]["train.lr"], "machine": machine(doc), "sweep": str(sweep_dir)}
+                    entries.append(entry)
+                    if source is None and (kind not in best_here or _better(row, best_here[kind]["row"], doc)):
+                        best_here[kind] = entry
+        before = best_here
     return entries, list(dict.fromkeys(notes))
+
+
+def _better(row: dict[str, Any], other: dict[str, Any], doc: dict[str, Any]) -> bool:
+    return row["value"] > other["value"] if doc["higher_is_better"] else row["value"] < other["value"]
 
 
 def _load_line(entries: list[dict[str, Any]]) -> str:
@@ -136,7 +185,9 @@ def markdown(entries: list[dict[str, Any]], notes: list[str], command: str, note
         f"Each row is the best held-out accuracy of a learning-rate sweep ({', '.join(lrs)}) of one kind at one "
         "MQAR setting (seq_len/num_kv_pairs) and width. State: the recurrent state per sequence in elements at the "
         "task's seq_len (each block's `state_numel`; attention counts its KV cache, 2·t·d per layer). Steps, wall "
-        "time: of the best point. Every point of every sweep is in its sweep.md."
+        "time: of the best point. A kind marked (from S) is a length curriculum (--curriculum): every point of "
+        "its sweep started from that kind's best weights at setting S, so its steps and wall time add S's. Every "
+        "point of every sweep is in its sweep.md."
         + (f" Machine: {machines[0]}." if one else "") + _load_line(entries), "",
         "| setting | kind | d | accuracy | best lr | state (elements) | params | steps | wall time |"
         + ("" if one else " machine |"),
@@ -144,8 +195,11 @@ def markdown(entries: list[dict[str, Any]], notes: list[str], command: str, note
     ]
     for e in sorted(entries, key=lambda e: (e["seq_len"], e["kind"], e["row"]["state_elements"])):
         r = e["row"]
+        src = e.get("from")
+        steps = f"{r['step']}/{r['steps']}" + (f" + {src['step']} at {src['setting']}" if src else "")
+        wall = f"{r['wall_s']:.0f} s" + (f" + {src['wall_s']:.0f} s at {src['setting']}" if src else "")
         lines.append(f"| {e['setting']} | {e['kind']} | {e['dim']} | {r['value']:.4f} | {r['values']['train.lr']} "
-                     f"| {r['state_elements']:,} | {r['params']:,} | {r['step']}/{r['steps']} | {r['wall_s']:.0f} s |"
+                     f"| {r['state_elements']:,} | {r['params']:,} | {steps} | {wall} |"
                      + ("" if one else f" {e['machine']} |"))
     if notes:
         lines += ["", "Not in the table:", "", *(f"- {n}" for n in notes)]
@@ -205,12 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=KINDS, help="attention, pulse, hybrid, or registered mixer kinds")
     parser.add_argument("--lrs", default="3e-4,1e-3,3e-3,1e-2", help="learning rates of each sweep")
     parser.add_argument("--dims", default=None, help="model widths to sweep too, e.g. 64,128 (default: the recipe's)")
-    parser.add_argument("--set", action="append", default=[], help="a recipe override for every sweep (repeatable)")
+    parser.add_argument("--set", action="append", default=[],
+                        help="a recipe override for every sweep, or for one setting as SEQ/PAIRS:KEY=VALUE (repeatable)")
     parser.add_argument("--parallel", type=int, default=1, help="points trained at once per sweep")
     parser.add_argument("--out", default="runs/recall", help="where the sweeps live")
     parser.add_argument("--docs", default="docs", help="where recall.md and recall.png are written")
     parser.add_argument("--note", default=None, help="a line about the machine's load, printed under the title")
     parser.add_argument("--read-only", action="store_true", help="tabulate existing sweeps; train nothing")
+    parser.add_argument("--curriculum", action="store_true",
+                        help="start each longer setting from the kind's best weights at the setting before it")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "tools/recall_table.py", *(sys.argv[1:] if argv is None else argv)])
     try:

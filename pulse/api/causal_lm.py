@@ -75,11 +75,13 @@ class PulseForCausalLM(nn.Module):
         return cls(load_recipe(path, overrides), device=device, dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device=None, dtype=None) -> PulseForCausalLM:
-        """Rebuild from a checkpoint alone (its stored recipe) and load its weights."""
-        recipe = _check_lm(load_recipe_from_checkpoint(directory))
+    def from_pretrained(cls, directory: str | Path, *, device=None, dtype=None,
+                        allow_unverified: bool = False) -> PulseForCausalLM:
+        """Rebuild from a checkpoint alone (its stored recipe) and load its weights. A file without its
+        checksum or recipe hash is refused unless allow_unverified=True."""
+        recipe = _check_lm(load_recipe_from_checkpoint(directory, allow_unverified=allow_unverified))
         model = build_model(recipe, device=device, dtype=dtype)
-        load_weights(model, directory)
+        load_weights(model, directory, allow_unverified=allow_unverified)
         return cls(recipe, model=model)
 
     def save_pretrained(self, directory: str | Path) -> Path:

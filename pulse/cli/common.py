@@ -23,6 +23,9 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe value by dotted path, e.g. --set model.depth=6 (repeatable)."),
 ]
+UnverifiedOption = Annotated[
+    bool, typer.Option("--allow-unverified", help="Load a checkpoint that lacks its checksum or recipe hash."),
+]
 
 
 def complete_recipe(incomplete: str) -> list[str]:
@@ -55,13 +58,14 @@ def is_checkpoint(path: Path) -> bool:
     return (path.is_dir() and (path / WEIGHTS).exists()) or path.suffix == ".safetensors"
 
 
-def load_recipe_or_checkpoint(path: Path, overrides: list[str] | None = None):
-    """A recipe from a .toml/.json file, or the recipe stored in a checkpoint."""
+def load_recipe_or_checkpoint(path: Path, overrides: list[str] | None = None, *, allow_unverified: bool = False):
+    """A recipe from a .toml/.json file, or the recipe stored in a checkpoint (allow_unverified: one that lacks
+    its recipe hash)."""
     from pulse.checkpoint import load_recipe_from_checkpoint
     from pulse.specs.load import load_recipe, recipe_from_dict
 
     if is_checkpoint(path):
-        recipe = load_recipe_from_checkpoint(path)
+        recipe = load_recipe_from_checkpoint(path, allow_unverified=allow_unverified)
         if overrides:
             return recipe_from_dict(recipe.to_dict(), overrides, source=f"{path} (stored recipe)")
         return recipe

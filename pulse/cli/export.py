@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, console, err_console, fmt_bytes, handle_errors, is_checkpoint
+from pulse.cli.common import SetOption, UnverifiedOption, console, err_console, fmt_bytes, handle_errors, is_checkpoint
 from pulse.errors import PulseError
 
 
-def load_lm(source: Path, overrides: list[str] | None, seed: int):
+def load_lm(source: Path, overrides: list[str] | None, seed: int, allow_unverified: bool = False):
     """A PulseForCausalLM from a checkpoint, or fresh weights (seeded) from a recipe; PulseError otherwise."""
     import torch
 
@@ -31,7 +31,7 @@ def load_lm(source: Path, overrides: list[str] | None, seed: int):
     if is_checkpoint(source):
         if overrides:
             raise PulseError("--set applies to recipes; a checkpoint's weights fix its architecture, so drop --set.")
-        return PulseForCausalLM.from_pretrained(source).eval()
+        return PulseForCausalLM.from_pretrained(source, allow_unverified=allow_unverified).eval()
     if source.is_dir():
         weights_path(source)  # not a checkpoint directory: this raises, naming what is missing
     model = PulseForCausalLM.from_recipe(source, overrides or ()).eval()
@@ -41,13 +41,13 @@ def load_lm(source: Path, overrides: list[str] | None, seed: int):
 
 
 def _export(source: Path, out: Path, fmt: str, batch: int, tolerance: float, seed: int,
-            overrides: list[str] | None) -> None:
+            overrides: list[str] | None, allow_unverified: bool = False) -> None:
     from pulse.export import export_onnx, require_onnx
 
     if fmt != "onnx":
         raise PulseError(f"unknown export format `{fmt}`; the one format supported is onnx.")
     require_onnx()
-    model = load_lm(source, overrides, seed)
+    model = load_lm(source, overrides, seed, allow_unverified)
     err_console.print(f"[dim]exporting {source} to ONNX (torch.export, then onnxruntime checks)…[/]", highlight=False)
     start = time.perf_counter()
     report = export_onnx(model, out, batch=batch, tolerance=tolerance, seed=seed)
@@ -78,9 +78,10 @@ def export(
     tolerance: TolOpt = 1e-3,
     seed: SeedOpt = 0,
     set_: SetOption = None,
+    allow_unverified: UnverifiedOption = False,
 ) -> None:
     """Export the full-sequence forward (input_ids → logits) to ONNX with a dynamic length, checked by onnxruntime."""
-    _export(source, out, fmt, batch, tolerance, seed, set_)
+    _export(source, out, fmt, batch, tolerance, seed, set_, allow_unverified)
 
 
 @app.command()
@@ -95,6 +96,7 @@ def convert(
     tolerance: TolOpt = 1e-3,
     seed: SeedOpt = 0,
     set_: SetOption = None,
+    allow_unverified: UnverifiedOption = False,
 ) -> None:
     """The original PULSE name for `pulse export`: convert --input RUN --output model.onnx --format onnx."""
-    _export(input_, output, fmt, batch, tolerance, seed, set_)
+    _export(input_, output, fmt, batch, tolerance, seed, set_, allow_unverified)

@@ -11,7 +11,7 @@ import typer
 
 from pulse.cli.app import app
 from pulse.checkpoint import weights_path
-from pulse.cli.common import SetOption, err_console, handle_errors, is_checkpoint
+from pulse.cli.common import SetOption, UnverifiedOption, err_console, handle_errors, is_checkpoint
 from pulse.errors import PulseError
 
 
@@ -42,6 +42,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Seed for sampling (and for fresh weights from a recipe).")] = 0,
     stream: Annotated[bool, typer.Option("--stream", help="Print each token as soon as it is generated.")] = False,
     set_: SetOption = None,
+    allow_unverified: UnverifiedOption = False,
 ) -> None:
     """Continue a prompt, one `step` per token with every layer's state carried (O(1) per token for PULSE layers).
 
@@ -59,7 +60,7 @@ def generate(
     if is_checkpoint(source):
         if set_:
             raise PulseError("--set applies to recipes; a checkpoint's weights fix its architecture, so drop --set.")
-        model = PulseForCausalLM.from_pretrained(source)
+        model = PulseForCausalLM.from_pretrained(source, allow_unverified=allow_unverified)
     elif source.is_dir():
         weights_path(source)  # not a checkpoint directory: this raises, naming what is missing
     else:

@@ -14,6 +14,7 @@ from rich.tree import Tree
 from pulse.cli.app import app
 from pulse.cli.common import (
     SetOption,
+    UnverifiedOption,
     complete_recipe,
     console,
     err_console,
@@ -91,6 +92,7 @@ def build(
     seed: Annotated[int, typer.Option(help="Seed for the initial weights written with --out.")] = 0,
     depth: Annotated[int, typer.Option(help="Levels of the module tree to print.")] = 2,
     force: Annotated[bool, typer.Option("--force", help="If --out holds a run, move it aside to OUT.replaced-<time>.")] = False,
+    allow_unverified: UnverifiedOption = False,
 ) -> None:
     """Validate a recipe, assemble the model, print its architecture and parameter counts."""
     import torch
@@ -101,7 +103,7 @@ def build(
     from pulse.checkpoint import save_checkpoint
     from pulse.summarize import block_costs
 
-    spec = load_recipe_or_checkpoint(recipe, set_)
+    spec = load_recipe_or_checkpoint(recipe, set_, allow_unverified=allow_unverified)
     if out is not None:
         claim_output_dir(out, force=force, what="pulse build --out")
     torch.manual_seed(seed)
@@ -134,12 +136,13 @@ def summarize(
     batch: Annotated[int, typer.Option(min=1, help="Batch size for state bytes and the torchinfo pass.")] = 1,
     depth: Annotated[int, typer.Option(help="Depth of the torchinfo table.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print the costs as JSON instead of tables.")] = False,
+    allow_unverified: UnverifiedOption = False,
 ) -> None:
     """Parameters, recurrent state size and FLOPs per token of each block (built on the meta device)."""
     from pulse.assemble import build_model
     from pulse.summarize import summarize as run_summary
 
-    spec = load_recipe_or_checkpoint(recipe, set_)
+    spec = load_recipe_or_checkpoint(recipe, set_, allow_unverified=allow_unverified)
     model = build_model(spec, device="meta")
     summary = run_summary(model, seq_len=seq_len, batch=batch, table=not as_json, depth=depth)
     if as_json:

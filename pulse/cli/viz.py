@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, console, err_console, handle_errors
+from pulse.cli.common import SetOption, UnverifiedOption, console, err_console, handle_errors
 from pulse.cli.export import load_lm
 from pulse.errors import PulseError
 
@@ -26,6 +26,7 @@ def viz(
     only: Annotated[str, typer.Option("--only", help="all | states | attention: which figures to draw.")] = "all",
     seed: Annotated[int, typer.Option(help="Seed for fresh weights from a recipe.")] = 0,
     set_: SetOption = None,
+    allow_unverified: UnverifiedOption = False,
 ) -> None:
     """Draw slot dynamics, slot similarity, routing, slot allocation and an attention report (index.html)."""
     from pulse.visualization import AttentionVisualizer, StateVisualizer
@@ -33,7 +34,7 @@ def viz(
 
     if only not in ("all", "states", "attention"):
         raise PulseError(f"--only takes all, states or attention, got `{only}`.")
-    model = load_lm(source, set_, seed)
+    model = load_lm(source, set_, seed, allow_unverified)
     if not prompt:
         raise PulseError("the prompt is empty; pass --prompt TEXT.")
     ids = model.tokenizer.encode(prompt)
