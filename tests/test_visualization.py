@@ -223,3 +223,35 @@ def test_cli_viz_writes_figures_and_rejects_bad_input(tmp_path):
     states = run_cli("viz", ROOT / "recipes/transformer.toml", "--prompt", "x", "--out", out, "--only", "states",
                      "--set", "model.dim=32", "--set", "model.depth=1")
     assert states.exit_code == 2 and "no PULSE slot layers" in states.output and "attention ×1" in states.output
+
+
+def test_delta_slots_are_plotted_from_the_bank_each_chunk_started_from(tmp_path):
+    lm = pulse.PulseForCausalLM.from_recipe(ROOT / "recipes/mqar-pulse-delta.toml", [
+        "model.vocab_size=256", "model.dim=16", "model.mixers.pulse.num_slots=5", "model.mixers.pulse.slot_dim=8",
+        "model.mixers.pulse.chunk_size=4"]).eval()
+    x = ids(10)
+    plain, _ = lm.model(x)
+    with capture(lm.model) as cap:
+        watched, state = lm.model(x)
+    torch.testing.assert_close(watched, plain)  # the chunk-at-a-time forward gives the same outputs
+    _, after4 = lm.model(x[:, :4])
+    for index in range(2):
+        banks = cap.get(f"layers.{index}.mixer", "slots")[0]
+        assert banks.shape == (2, 3, 5, 8)  # 3 chunks of 4 (the last partial), 5 slots of width 8
+        assert not banks[:, 0].any()  # every sequence starts from an empty bank
+        # chunk 1 started from the bank the first 4 tokens left, heads side by side
+        torch.testing.assert_close(banks[:, 1], lm.model.layers[index].mixer.slots(after4["layers"][index]))
+    viz = StateVisualizer(lm)
+    prompt = "Slots written by the delta rule!"
+    fig = viz.plot_state_dynamics(prompt, save_path=tmp_path / "states.png")
+    titles = [a.get_title() for a in fig.axes]
+    assert any("the bank starts empty" in t for t in titles) and any("(pulse)" in t for t in titles)
+    final = viz.states(prompt)
+    assert set(final) == {"layer 0 (pulse)", "layer 1 (pulse)"} and final["layer 0 (pulse)"].shape == (5, 8)
+    viz.plot_state_similarity(final, save_path=tmp_path / "similarity.png")
+    with pytest.raises(pulse.PulseError, match="TokenToStateRouter"):
+        viz.plot_routing(prompt)
+    shown = run_cli("viz", ROOT / "recipes/mqar-pulse-delta.toml", "--prompt", prompt, "--out", tmp_path / "cli",
+                    "--only", "states")
+    assert shown.exit_code == 0, shown.stderr
+    assert (tmp_path / "cli/states.png").read_bytes()[:8] == PNG and "skipped routing.png" in shown.stderr

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.blocks.pulse.chunked import ChunkRecurrentMixer
+from pulse.blocks.pulse.delta_slots import DeltaSlotLayer
 from pulse.errors import PulseError
 from pulse.visualization.common import (
     as_ids,
@@ -65,19 +66,20 @@ class StateVisualizer:
     """Slot dynamics, slot similarity, routing and allocation figures for a model with PULSE layers.
 
     `model` is a PulseForCausalLM or any module whose forward takes token ids (b, t) and
-    contains chunk-recurrent slot layers (pulse, pulse_managed, pulse_adaptive,
-    hierarchical). Every plot returns the matplotlib Figure and writes it when save_path
+    contains PULSE slot layers (pulse with any gate — for gate "delta" the slots are the rows of
+    its delta-rule bank, and there is no routing — pulse_managed, pulse_adaptive, hierarchical).
+    Every plot returns the matplotlib Figure and writes it when save_path
     is given.
     """
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.layers = [(i, p, m) for i, p, m in mixers(model) if isinstance(m, ChunkRecurrentMixer)]
+        self.layers = [(i, p, m) for i, p, m in mixers(model) if isinstance(m, (ChunkRecurrentMixer, DeltaSlotLayer))]
         if not self.layers:
             raise PulseError(
                 f"{type(model).__name__} has no PULSE slot layers (its layers: {describe_kinds(model)}), "
-                "so there are no slot states to plot; use a model with pulse, pulse_managed, pulse_adaptive or "
-                "hierarchical layers, or AttentionVisualizer for attention layers."
+                "so there are no slot states to plot; use a model with pulse (any gate), pulse_managed, "
+                "pulse_adaptive or hierarchical layers, or AttentionVisualizer for attention layers."
             )
 
     def trace(self, input_ids: Any) -> StateTrace:
@@ -123,10 +125,16 @@ class StateVisualizer:
             row[0].set_ylim(0, 1.15 * float(norms.max()) + 1e-6)
             row[0].set(title=f"{layer.title}: slot norms", xlabel=xlabel, ylabel=r"$\|S_{j,i}\|$")
             row[0].legend(fontsize=8, loc="lower right")
-            drift = F.cosine_similarity(slots, slots[:1], dim=-1).T  # (s, n)
-            _heatmap(fig, row[1], drift, "cosine to the initial slot", cmap="RdBu_r", vmin=-1, vmax=1)
-            row[1].set(title=f"{layer.title}: drift from the initial slots", xlabel=xlabel, ylabel="slot")
-            change = (slots[1:] - slots[:-1]).norm(dim=-1) / slots[:-1].norm(dim=-1).clamp_min(1e-12)
+            # a bank that starts empty (gate delta) drifts from the first slots it holds instead
+            ref = next((j for j in range(len(slots)) if bool(norms[j].gt(0).any())), 0)
+            drift = F.cosine_similarity(slots, slots[ref : ref + 1], dim=-1).T  # (s, n)
+            drift[:, :ref] = float("nan")
+            _heatmap(fig, row[1], drift, f"cosine to the slot at chunk {ref}", cmap="RdBu_r", vmin=-1, vmax=1)
+            start = "the initial slots" if ref == 0 else f"the first written slots (chunk {ref}; the bank starts empty)"
+            row[1].set(title=f"{layer.title}: drift from {start}", xlabel=xlabel, ylabel="slot")
+            before = slots[:-1].norm(dim=-1)
+            change = (slots[1:] - slots[:-1]).norm(dim=-1) / before.clamp_min(1e-12)
+            change[before == 0] = float("nan")  # an empty slot was written, not rewritten
             if change.numel():
                 _heatmap(fig, row[2], change.T, r"$\|S_j - S_{j-1}\| \,/\, \|S_{j-1}\|$", cmap="magma", x0=1, vmin=0)
                 row[2].set(title=f"{layer.title}: how much chunk j−1 rewrote each slot", xlabel=xlabel, ylabel="slot")
@@ -237,7 +245,8 @@ def _final_slots(out: Any, index: int) -> Tensor | None:
     if state is None and isinstance(out, tuple) and len(out) == 2:
         state = out[1]
     try:
-        h = state["layers"][index]["slots"]["h"]
+        layer = state["layers"][index]
+        h = DeltaSlotLayer.slots(layer) if "kv" in layer else layer["slots"]["h"]
     except (KeyError, IndexError, TypeError):
         return None
     return h[0].float().cpu() if isinstance(h, Tensor) and h.ndim == 3 else None

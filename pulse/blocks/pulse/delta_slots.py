@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
+
+import torch
+from torch import Tensor
 
 from pulse.blocks.mixers.deltanet import GatedDeltaNet
 from pulse.errors import PulseError
@@ -41,7 +45,14 @@ class DeltaSlotLayer(GatedDeltaNet):
     Cost per token: 2·d·(2·h·s + 2·k + 2·h) + 2·k·d (projections) + 2·w·(2·h·s + k) (conv)
     + c·(5·h·s + 3·k) (the chunk) + 6·s·k (state read, correction, write) + 12·(2·h·s + k).
     Params: d·(2·h·s + 2·k + 2·h) + k·d + w·(2·h·s + k) + e + 2·h.
+
+    `capture_sink`, when set (by pulse.visualization.capture), is called with "slots" (b, n, s, k):
+    the bank each chunk of `chunk_size` tokens started from, slot i being its rows of every head
+    side by side. To report it the forward runs a chunk at a time (the same outputs, by the
+    split property every mixer has); unset (the default) it costs one attribute test.
     """
+
+    capture_sink: Callable[[str, Tensor], None] | None = None
 
     def __init__(
         self,
@@ -72,3 +83,22 @@ class DeltaSlotLayer(GatedDeltaNet):
     @property
     def num_slots(self) -> int:
         return self.max_slots
+
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.capture_sink is None or x.ndim != 3 or x.shape[1] == 0:
+            return super().forward(x, state)
+        if state is None:
+            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        outs, banks = [], []
+        for start in range(0, x.shape[1], self.chunk_size):
+            banks.append(self.slots(state))
+            y, state = super().forward(x[:, start : start + self.chunk_size], state)
+            outs.append(y)
+        self.capture_sink("slots", torch.stack(banks, dim=1).detach())
+        return torch.cat(outs, dim=1), state
+
+    @staticmethod
+    def slots(state: dict[str, Tensor]) -> Tensor:
+        """The bank of a state as slots (b, s, k): slot i is row i of every head, heads side by side."""
+        kv = state["kv"]  # (b, h, s, e)
+        return kv.permute(0, 2, 1, 3).flatten(2)
