@@ -11,7 +11,7 @@ import torch
 from helpers import run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_train import recipe
+from test_train import recipe, recipe_dict, write_recipe
 
 import pulse
 from pulse.checkpoint import WEIGHTS, load_weights, recipe_hash, save_checkpoint
@@ -79,6 +79,17 @@ def test_eval_and_resume_refuse_an_unverified_checkpoint(trained):
     rewrite(step, drop="pulse_sha256")
     with pytest.raises(PulseError, match="none of its"):
         train(recipe(steps=4, eval_every=0), trained, resume=True)
+
+
+def test_fine_tuning_from_an_unverified_run_needs_allow_unverified(trained, tmp_path):
+    rewrite(trained, drop="pulse_sha256")
+    start = write_recipe(tmp_path / "start.toml", recipe_dict(steps=1, eval_every=0, checkpoint_every=0))
+    refused = run_cli("train", start, "--init", trained, "--out", tmp_path / "a", "--quiet")
+    assert refused.exit_code == 2 and "pulse_sha256" in refused.stderr and "--allow-unverified" in refused.stderr
+    assert not (tmp_path / "a" / "model.safetensors").exists()
+    allowed = run_cli("train", start, "--init", trained, "--out", tmp_path / "b", "--quiet", "--allow-unverified")
+    assert allowed.exit_code == 0, allowed.stderr
+    assert json.loads((tmp_path / "b" / "init_from.json").read_text())["from"] == str(trained)
 
 
 @pytest.mark.parametrize("where, value", [

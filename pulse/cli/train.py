@@ -59,6 +59,9 @@ def train(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bar or lines; eval lines and the summary only.")
     ] = False,
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Start --init from weights that lack their checksum or recipe hash."),
+    ] = False,
 ) -> None:
     """Train a recipe on its task table: progress bar, metrics.jsonl, plots, checkpoints, exact resume.
 
@@ -74,7 +77,7 @@ def train(
     overrides = [*(set_ or []), *([f"train.init_from={json.dumps(str(init))}"] if init is not None else [])]
     spec, out_dir = _recipe_and_out(recipe, overrides, out)
     reporter = RichReporter(console, live=None, every=print_every or spec.train.log_every, quiet=quiet)
-    run_training(spec, out_dir, resume=resume, force=force, reporter=reporter)
+    run_training(spec, out_dir, resume=resume, force=force, reporter=reporter, allow_unverified=allow_unverified)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         ddp.exit_worker(0)
 

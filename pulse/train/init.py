@@ -73,7 +73,8 @@ def fit_report(module: nn.Module, path: Path) -> list[str]:
     return problems
 
 
-def init_weights(model: nn.Module, head: nn.Module | None, location: str | Path, *, say=None) -> dict[str, Any]:
+def init_weights(model: nn.Module, head: nn.Module | None, location: str | Path, *, say=None,
+                 allow_unverified: bool = False) -> dict[str, Any]:
     """Load the weights at `location` into `model` (and `head` when the source has one that fits)."""
     path, step = init_source(location)
     problems = fit_report(model, path)
@@ -85,7 +86,7 @@ def init_weights(model: nn.Module, head: nn.Module | None, location: str | Path,
             f"(its recipe is in {path.parent / 'recipe.json'}; `pulse summarize {path.parent}` prints it), "
             "or drop train.init_from to train from scratch."
         )
-    load_weights(model, path)
+    load_weights(model, path, allow_unverified=allow_unverified)
     head_path = path.parent / HEAD
     head_loaded = False
     if head is not None and head_path.is_file():
@@ -93,7 +94,7 @@ def init_weights(model: nn.Module, head: nn.Module | None, location: str | Path,
             if say is not None:
                 say(f"the task head in {head_path} does not fit this task, so the head starts fresh")
         else:
-            load_weights(head, head_path)
+            load_weights(head, head_path, allow_unverified=allow_unverified)
             head_loaded = True
     _, metadata = _read_header(path)
     return {"from": str(location), "weights": str(path), "step": step, "head": head_loaded,

@@ -105,14 +105,15 @@ def _non_finite(what: str, value: float, step: int, run: RunDir) -> PulseError:
 
 
 def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool = False,
-          reporter: Reporter | None = None) -> RunResult:
+          reporter: Reporter | None = None, allow_unverified: bool = False) -> RunResult:
     """Train `recipe` into `out_dir`, continuing exactly from the newest checkpoint found there.
 
     The policy is pulse.train.rundir's: the same recipe continues; resume=True insists on
     a checkpoint and applies changed [train] settings (model and task must match);
     force=True moves a run already in `out_dir` aside first; anything else is refused.
     Only one process writes a run directory at a time.
-    train.init_from starts a fresh run from another run's weights (fine-tuning).
+    train.init_from starts a fresh run from another run's weights (fine-tuning); allow_unverified=True
+    accepts init weights that lack their checksum or recipe hash.
     """
     from pulse.paths import full_disk
 
@@ -122,7 +123,7 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool
     run = RunDir(out_dir, writer=d.main)
     try:
         run.acquire()
-        return _train(recipe, run, resume, force, reporter if d.main else None, d)
+        return _train(recipe, run, resume, force, reporter if d.main else None, d, allow_unverified)
     except OSError as err:
         if full_disk(err):
             raise PulseError(f"no space left on the device while writing {run.root}; every checkpoint already "
@@ -133,7 +134,8 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool
         ddp.teardown(d)
 
 
-def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Reporter | None, d: ddp.Dist) -> RunResult:
+def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Reporter | None, d: ddp.Dist,
+           allow_unverified: bool = False) -> RunResult:
     spec = recipe.train
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -158,7 +160,8 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
     names = param_names(module)
     started = None
     if spec.init_from is not None:  # fine-tuning: a fresh run starts from those weights, a resumed one keeps its own
-        started = read_record(run.root) if resumed else init_weights(model, head, spec.init_from, say=say)
+        started = read_record(run.root) if resumed else init_weights(model, head, spec.init_from, say=say,
+                                                                          allow_unverified=allow_unverified)
         if d.main and not resumed:
             run.root.mkdir(parents=True, exist_ok=True)
             write_record(run.root, started)
