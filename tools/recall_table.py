@@ -253,6 +253,18 @@ def plot(entries: list[dict[str, Any]], path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
+def gather(collect_rows: Any, args: argparse.Namespace) -> tuple[list[Any], list[str]] | None:
+    """collect_rows(args) → (rows, notes); None after printing the error when it fails or finds no row."""
+    try:
+        rows, notes = collect_rows(args)
+        if not rows:
+            raise PulseError("no sweep has a finished point to tabulate: " + " ".join(notes))
+    except PulseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    return rows, notes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", default="128/8,256/16", help="MQAR settings SEQ_LEN/NUM_KV_PAIRS,…")
@@ -270,13 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="start each longer setting from the kind's best weights at the setting before it")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "tools/recall_table.py", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        entries, notes = collect(args)
-        if not entries:
-            raise PulseError("no sweep has a finished point to tabulate: " + " ".join(notes))
-    except PulseError as err:
-        print(f"error: {err}", file=sys.stderr)
+    gathered = gather(collect, args)
+    if gathered is None:
         return 2
+    entries, notes = gathered
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     plot(entries, docs / "recall.png")

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recall_table import machine
+from recall_table import gather, machine
 
 from pulse.checkpoint import atomic_write_text
 from pulse.errors import PulseError
@@ -114,13 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-only", action="store_true", help="tabulate existing sweeps; train nothing")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "tools/text_table.py", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        rows, notes = collect(args)
-        if not rows:
-            raise PulseError("no sweep has a finished point to tabulate: " + " ".join(notes))
-    except PulseError as err:
-        print(f"error: {err}", file=sys.stderr)
+    gathered = gather(collect, args)
+    if gathered is None:
         return 2
+    rows, notes = gathered
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     atomic_write_text(docs / "text.md", markdown(rows, notes, command, args.note))
