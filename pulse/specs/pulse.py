@@ -123,7 +123,7 @@ class HierarchicalSpec(SlotMixerFields):
     """Hierarchical states: token-, chunk- and global-level slots updated every 1, r and r² chunks."""
 
     kind: Literal["hierarchical"] = "hierarchical"
-    chunk_size: int = Field(8, ge=1, description="tokens per chunk: the token level is written once per chunk")
+    chunk_size: int = Field(64, ge=1, description="tokens per chunk: the token level is written once per chunk (64, as pulse)")
     token_slots: int = Field(8, ge=1, description="slots of the token level")
     chunk_slots: int = Field(4, ge=1, description="slots of the chunk level")
     global_slots: int = Field(4, ge=1, description="slots of the global level")

@@ -42,7 +42,7 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         chunk_slots: int = 4,
         global_slots: int = 4,
         slot_dim: int | None = None,
-        chunk_size: int = 8,
+        chunk_size: int = 64,
         ratio: int = 2,
         gate: GateType = "gru",
         num_heads: int = 4,
