@@ -133,10 +133,9 @@ def collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
             for sweep_dir, source in runs:
                 label = kind if source is None else f"{kind} (from {source['setting']})"
                 if args.read_only:
-                    if not (sweep_dir / "sweep.json").is_file():
-                        notes.append(f"{label} at {seq}/{pairs}: no sweep in {sweep_dir} (run without --read-only).")
+                    doc = read_sweep(sweep_dir, f"{label} at {seq}/{pairs}", notes)
+                    if doc is None:
                         continue
-                    doc = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
                 else:
                     recipe = kind_recipe(kind, sweep_dir)
                     if recipe is None:
@@ -253,16 +252,40 @@ def plot(entries: list[dict[str, Any]], path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
-def gather(collect_rows: Any, args: argparse.Namespace) -> tuple[list[Any], list[str]] | None:
-    """collect_rows(args) → (rows, notes); None after printing the error when it fails or finds no row."""
+def read_sweep(sweep_dir: Path, what: str, notes: list[str]) -> dict[str, Any] | None:
+    """The sweep.json in sweep_dir, or None with a note that `what` has no sweep there."""
+    if not (sweep_dir / "sweep.json").is_file():
+        notes.append(f"{what}: no sweep in {sweep_dir} (run without --read-only).")
+        return None
+    return json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, out: str, docs: str) -> None:
+    """The options every table tool shares: where sweeps and docs live, the note, --read-only."""
+    parser.add_argument("--parallel", type=int, default=1, help="points trained at once per sweep")
+    parser.add_argument("--out", default=out, help="where the sweeps live")
+    parser.add_argument("--docs", default="docs", help=f"where {docs} written")
+    parser.add_argument("--note", default=None, help="a line about the machine's load, printed under the title")
+    parser.add_argument("--read-only", action="store_true", help="tabulate existing sweeps; train nothing")
+
+
+def run_tool(parser: argparse.ArgumentParser, argv: list[str] | None, tool: str, collect_rows: Any,
+             write: Any) -> int:
+    """Parse, collect (rows, notes), write them into --docs with write(rows, notes, command, args, docs).
+    Exit 2 with the error when collecting fails or finds no finished point."""
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", f"tools/{tool}.py", *(sys.argv[1:] if argv is None else argv)])
     try:
         rows, notes = collect_rows(args)
         if not rows:
             raise PulseError("no sweep has a finished point to tabulate: " + " ".join(notes))
     except PulseError as err:
         print(f"error: {err}", file=sys.stderr)
-        return None
-    return rows, notes
+        return 2
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    write(rows, notes, command, args, docs)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,25 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dims", default=None, help="model widths to sweep too, e.g. 64,128 (default: the recipe's)")
     parser.add_argument("--set", action="append", default=[],
                         help="a recipe override for every sweep, or for one setting as SEQ/PAIRS:KEY=VALUE (repeatable)")
-    parser.add_argument("--parallel", type=int, default=1, help="points trained at once per sweep")
-    parser.add_argument("--out", default="runs/recall", help="where the sweeps live")
-    parser.add_argument("--docs", default="docs", help="where recall.md and recall.png are written")
-    parser.add_argument("--note", default=None, help="a line about the machine's load, printed under the title")
-    parser.add_argument("--read-only", action="store_true", help="tabulate existing sweeps; train nothing")
+    add_common_arguments(parser, out="runs/recall", docs="recall.md and recall.png are")
     parser.add_argument("--curriculum", action="store_true",
                         help="start each longer setting from the kind's best weights at the setting before it")
-    args = parser.parse_args(argv)
-    command = shlex.join(["python", "tools/recall_table.py", *(sys.argv[1:] if argv is None else argv)])
-    gathered = gather(collect, args)
-    if gathered is None:
-        return 2
-    entries, notes = gathered
-    docs = Path(args.docs)
-    docs.mkdir(parents=True, exist_ok=True)
-    plot(entries, docs / "recall.png")
-    atomic_write_text(docs / "recall.md", markdown(entries, notes, command, args.note))
-    print(f"wrote {docs / 'recall.md'} and {docs / 'recall.png'} ({len(entries)} rows; {len(notes)} notes)")
-    return 0
+
+    def write(entries: list[dict[str, Any]], notes: list[str], command: str, args: argparse.Namespace,
+              docs: Path) -> None:
+        plot(entries, docs / "recall.png")
+        atomic_write_text(docs / "recall.md", markdown(entries, notes, command, args.note))
+        print(f"wrote {docs / 'recall.md'} and {docs / 'recall.png'} ({len(entries)} rows; {len(notes)} notes)")
+
+    return run_tool(parser, argv, "recall_table", collect, write)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python tools/text_table.py                       # run the three sweeps into runs/text/, write docs/text.md
     python tools/text_table.py --read-only           # tabulate the sweeps already there, train nothing
-    python tools/text_table.py --lrs 1e-3,3e-3 --set train.steps=400 --note "…"
+    python tools/text_table.py --lrs 1e-3,3e-3,6e-3 --set train.steps=400 --note "…"
 
 Each model is one `pulse sweep` over the learning rates (a rerun skips finished points and
 resumes unfinished ones) into OUT/<model>/, all with the same task (the `text` task of
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recall_table import gather, machine
+from recall_table import add_common_arguments, machine, read_sweep, run_tool
 
 from pulse.checkpoint import atomic_write_text
 from pulse.errors import PulseError
@@ -53,10 +52,9 @@ def collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
         recipe, sets, description = MODELS[name]
         sweep_dir = Path(args.out) / name
         if args.read_only:
-            if not (sweep_dir / "sweep.json").is_file():
-                notes.append(f"{name}: no sweep in {sweep_dir} (run without --read-only).")
+            doc = read_sweep(sweep_dir, name, notes)
+            if doc is None:
                 continue
-            doc = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
         else:
             result = sweep(RECIPES / recipe, [f"train.lr={args.lrs}"], overrides=[*sets, *args.set], out=sweep_dir,
                            parallel=args.parallel, say=lambda text, tag=f"[{name}]": print(tag, text, flush=True))
@@ -105,24 +103,16 @@ def markdown(rows: list[dict[str, Any]], notes: list[str], command: str, note: s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help=f"models to compare ({', '.join(MODELS)})")
-    parser.add_argument("--lrs", default="1e-3,3e-3", help="learning rates of each sweep")
+    parser.add_argument("--lrs", default="1e-3,3e-3,6e-3", help="learning rates of each sweep")
     parser.add_argument("--set", action="append", default=[], help="a recipe override for every sweep (repeatable)")
-    parser.add_argument("--parallel", type=int, default=1, help="points trained at once per sweep")
-    parser.add_argument("--out", default="runs/text", help="where the sweeps live")
-    parser.add_argument("--docs", default="docs", help="where text.md is written")
-    parser.add_argument("--note", default=None, help="a line about the machine's load, printed under the title")
-    parser.add_argument("--read-only", action="store_true", help="tabulate existing sweeps; train nothing")
-    args = parser.parse_args(argv)
-    command = shlex.join(["python", "tools/text_table.py", *(sys.argv[1:] if argv is None else argv)])
-    gathered = gather(collect, args)
-    if gathered is None:
-        return 2
-    rows, notes = gathered
-    docs = Path(args.docs)
-    docs.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(docs / "text.md", markdown(rows, notes, command, args.note))
-    print(f"wrote {docs / 'text.md'} ({len(rows)} rows; {len(notes)} notes)")
-    return 0
+    add_common_arguments(parser, out="runs/text", docs="text.md is")
+
+    def write(rows: list[dict[str, Any]], notes: list[str], command: str, args: argparse.Namespace,
+              docs: Path) -> None:
+        atomic_write_text(docs / "text.md", markdown(rows, notes, command, args.note))
+        print(f"wrote {docs / 'text.md'} ({len(rows)} rows; {len(notes)} notes)")
+
+    return run_tool(parser, argv, "text_table", collect, write)
 
 
 if __name__ == "__main__":
