@@ -55,13 +55,16 @@ def test_a_failing_compiled_step_falls_back_to_eager_with_a_warning(restore_swit
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                     reason="torch.compile on CPU needs a C compiler (inductor's C++ backend); none on PATH")
-def test_compiled_steps_equal_eager_on_cpu(restore_switch):
-    # one small block: inductor's CPU compile takes minutes on a shared 2-core machine (hierarchical
-    # compiles the same way through backend.step_function; the GPU run exercises it)
-    kind, params = "ntm", {"memory_slots": 4, "memory_width": 3}
+@pytest.mark.parametrize("kind, params", [
+    ("ntm", {"memory_slots": 4, "memory_width": 3}),
+    ("pulse", {"gate": "lstm", "num_slots": 2, "chunk_size": 2, "num_heads": 2}),  # the gru/lstm chunk step
+])
+def test_compiled_steps_equal_eager_on_cpu(kind, params, restore_switch):
+    # small blocks: inductor's CPU compile takes tens of seconds each on a shared 2-core machine
+    # (hierarchical compiles the same way through backend.step_function; the GPU run exercises it)
     torch.manual_seed(0)
     block = pulse.build_mixer(kind, 8, **params)
-    x = torch.randn(2, 3, 8, requires_grad=True)
+    x = torch.randn(2, 7, 8, requires_grad=True)  # pulse: three whole chunks and an open one
     backend.set_compile(False)
     ref, _ = block(x)
     (g_ref,) = torch.autograd.grad(ref.square().sum(), x)

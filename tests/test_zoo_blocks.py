@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_grads_close
 import pulse
 from pulse import contract
 from pulse.blocks.mixers.linear_attention import LinearAttention
@@ -24,17 +25,6 @@ from pulse.summarize import summarize
 
 F64 = torch.float64
 AWKWARD = [(1, 32), (63, 32), (63, 64), (130, 32), (130, 64)]
-
-
-def assert_grads_close(out_a, out_b, inputs, what):
-    """Same values, and same gradients of a random projection of the outputs, for every input."""
-    for a, b in zip(out_a, out_b, strict=True):
-        contract.assert_close(a, b, f"{what}: values")
-    weights = [torch.randn_like(a) for a in out_a]
-    grads_a = torch.autograd.grad(sum((a * w).sum() for a, w in zip(out_a, weights)), inputs, retain_graph=True)
-    grads_b = torch.autograd.grad(sum((b * w).sum() for b, w in zip(out_b, weights)), inputs)
-    for i, (ga, gb) in enumerate(zip(grads_a, grads_b, strict=True)):
-        contract.assert_close(ga, gb, f"{what}: gradient of input {i}")
 
 
 def run_contract(module, lengths=(1, 5, 19)):

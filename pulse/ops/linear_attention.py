@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pulse.ops import fla as _fla
+from pulse.ops import scan
 
 
 class LinearAttentionOutput(NamedTuple):
@@ -157,14 +158,9 @@ def _carry(initial: Tensor, local: Tensor, log_chunk_decay: Tensor | None) -> tu
     """States before each chunk and after the last: x_i = decay_i · x_{i−1} + local_i.
 
     initial: (b, h, …); local: (b, h, n, …); log_chunk_decay: (b, h, n) or None for no decay.
+    A loop of n small adds on the CPU, ⌈log₂ n⌉ whole-tensor steps elsewhere (`pulse.ops.scan`).
     """
-    decay = [None] * local.shape[2]
+    decay = None
     if log_chunk_decay is not None:
-        decay = log_chunk_decay.exp().view(*log_chunk_decay.shape, *(1,) * (local.ndim - 3)).unbind(2)
-    # A loop of n small adds beats a cumsum over the chunk axis on CPU. Unbind, not indexing:
-    # the backward of one unbind is one stack, that of n index ops n full-size scatters.
-    x, starts = initial, []
-    for decay_i, local_i in zip(decay, local.unbind(2)):
-        starts.append(x)
-        x = local_i + (x if decay_i is None else decay_i * x)
-    return torch.stack(starts, dim=2), x
+        decay = log_chunk_decay.exp().view(*log_chunk_decay.shape, *(1,) * (local.ndim - 3))
+    return scan.carry(initial, local, decay, dim=2)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pulse.ops import scan
+
 
 def recurrent_ssd(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None = None
@@ -78,10 +80,6 @@ def chunk_ssd(
 
 
 def _carry(initial: Tensor, local: Tensor, chunk_decay: Tensor) -> tuple[Tensor, Tensor]:
-    """States before each chunk (b, h, n, s, p) and after the last: S_i = a_i S_{i−1} + local_i."""
-    x, starts = initial, []
-    # Unbind, not indexing: the backward of one unbind is one stack, that of n index ops n scatters.
-    for a_i, local_i in zip(chunk_decay[..., None, None].unbind(2), local.unbind(2)):
-        starts.append(x)
-        x = a_i * x + local_i
-    return torch.stack(starts, dim=2), x
+    """States before each chunk (b, h, n, s, p) and after the last: S_i = a_i S_{i−1} + local_i
+    (a loop on the CPU, log depth elsewhere: `pulse.ops.scan`)."""
+    return scan.carry(initial, local, chunk_decay[..., None, None], dim=2)

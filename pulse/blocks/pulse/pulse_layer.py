@@ -19,6 +19,7 @@ from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
 from pulse.blocks.pulse.state_manager import StateManager
 from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
+from pulse.ops import backend
 from pulse.ops.mingru_scan import mingru_coefficients, mingru_scan
 
 
@@ -155,29 +156,42 @@ class PulseLayer(ChunkRecurrentMixer):
         # unbind once: indexing chunk j inside the loop would make backward write a full-size
         # zero gradient per chunk, O(n²) in the number of chunks
         ks, vs = kh.unbind(1), vh.unbind(1)
-        ms = masks.unbind(1) if masks is not None else None
+        ms = masks.unbind(1) if masks is not None else [None] * len(ks)
+        # on CUDA the chunk step runs compiled (PULSE_COMPILE, pulse.ops.backend): a handful of fused
+        # kernels per chunk instead of a launch per op; the loop around it stays eager
+        step = self._chunk_step if self.capture_sink is not None else \
+            backend.step_function(self, "chunk_step", self._chunk_step, h.device)
         views = [h]
         for j in range(len(ks)):
-            q, hs = (h @ w_state).split((self.slot_dim, prop.w_h.out_features), dim=-1)
-            mixed = F.scaled_dot_product_attention(router.heads(q), ks[j], vs[j])  # (b, h, s, e)
             if self.capture_sink is not None:
+                q = h @ w_state[:, : self.slot_dim]
                 self.capture_sink("route", router.weights(router.heads(q), ks[j]).detach())
-            mixed = mixed.transpose(-3, -2).flatten(-2)  # (b, s, k)
-            xs = torch.addmm(prop.w_x.bias, mixed.flatten(0, -2), w_in).view(*mixed.shape[:-1], -1) if fold \
-                else prop.w_x(router.out(mixed))  # (b, s, k_x·k)
-            if self.gate == "lstm":
-                h_new, c_new = prop.combine((h, cell), xs, hs)
-            else:
-                h_new, c_new = prop.combine(h, xs, hs), None
-            h_new = prop.communicate(h_new)
-            if ms is not None:
-                m = ms[j].unsqueeze(-1)
-                h_new = h + m * (h_new - h)
-                c_new = cell + m * (c_new - cell) if c_new is not None else None
-            h, cell = h_new, c_new
+            h, cell = step(h, cell, ks[j], vs[j], ms[j], w_state, w_in)
             if j + 1 < num_read:
                 views.append(h)
         return torch.stack(views, dim=1), h, cell
+
+    def _chunk_step(self, h: Tensor, cell: Tensor | None, k: Tensor, v: Tensor, m: Tensor | None, w_state: Tensor,
+                    w_in: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """One chunk of the gru/lstm loop: route keys/values k, v (b, h, c, e) into slots h (b, s, k), gate,
+        communicate, and keep slots whose mask m (b, s) is 0 unchanged. w_state = [W_q; W_h]ᵀ; w_in is the
+        folded W_x W_outᵀ or None."""
+        router, prop = self.router, self.propagator
+        q, hs = (h @ w_state).split((self.slot_dim, prop.w_h.out_features), dim=-1)
+        mixed = F.scaled_dot_product_attention(router.heads(q), k, v)  # (b, h, s, e)
+        mixed = mixed.transpose(-3, -2).flatten(-2)  # (b, s, k)
+        xs = torch.addmm(prop.w_x.bias, mixed.flatten(0, -2), w_in).view(*mixed.shape[:-1], -1) if w_in is not None \
+            else prop.w_x(router.out(mixed))  # (b, s, k_x·k)
+        if self.gate == "lstm":
+            h_new, c_new = prop.combine((h, cell), xs, hs)
+        else:
+            h_new, c_new = prop.combine(h, xs, hs), None
+        h_new = prop.communicate(h_new)
+        if m is not None:
+            m = m.unsqueeze(-1)
+            h_new = h + m * (h_new - h)
+            c_new = cell + m * (c_new - cell) if c_new is not None else None
+        return h_new, c_new
 
     def _loop_export(self, h: Tensor, cell: Tensor | None, kh: Tensor, vh: Tensor,
                      masks: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
