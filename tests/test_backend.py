@@ -76,3 +76,30 @@ def test_compiled_steps_equal_eager_on_cpu(kind, params, restore_switch):
     assert any(p == "compiled" for p in taken.values()), taken
     contract.assert_close(out, ref, f"{kind} compiled vs eager")
     contract.assert_close(g_out, g_ref, f"{kind} compiled vs eager gradient")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the GPU paths (compiled steps, log-depth carries)")
+@pytest.mark.parametrize("kind, params", [
+    ("ntm", {"memory_slots": 4, "memory_width": 3}),
+    ("pulse", {"gate": "gru", "num_slots": 2, "chunk_size": 2, "num_heads": 2}),
+    ("pulse", {"gate": "lstm", "num_slots": 2, "chunk_size": 2, "num_heads": 2}),
+    ("hierarchical", {"chunk_size": 2, "num_heads": 2}),
+    ("linear_attention", {"chunk_size": 2, "num_heads": 2, "decay": "input"}),
+    ("ssm", {"chunk_size": 2, "d_state": 4}),
+    ("mamba2", {"chunk_size": 2, "num_heads": 2, "d_state": 4}),
+])
+def test_cuda_paths_equal_the_cpu_reference(kind, params, monkeypatch, restore_switch):
+    # on CUDA, PULSE_COMPILE=auto compiles the step functions and the chunk carries run in log depth;
+    # fla is off here: tests/test_backend_fla.py compares it with its own tolerances
+    monkeypatch.delenv("PULSE_COMPILE", raising=False)
+    monkeypatch.setenv("PULSE_FLA", "0")
+    torch.manual_seed(0)
+    block = pulse.build_mixer(kind, 8, **params)
+    x = torch.randn(2, 37, 8, requires_grad=True)
+    ref, _ = block(x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    block_cuda, x_cuda = block.to("cuda"), x.detach().to("cuda").requires_grad_(True)
+    out, _ = block_cuda(x_cuda)
+    (g_out,) = torch.autograd.grad(out.square().sum(), x_cuda)
+    contract.assert_close(out.cpu(), ref, f"{kind} on CUDA vs CPU")
+    contract.assert_close(g_out.cpu(), g_ref, f"{kind} on CUDA vs CPU gradient")

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU table of docs/benchmarks.md (BENCH.md's GPU targets) as one script, for a machine with
+# one CUDA GPU: every linear-time mixer against SDPA attention at dim 1024, 16 heads, bf16, batch 1,
+# forward + backward + step, with the path each took (eager / compiled / fla), then the parity
+# tests that need CUDA (and fla, where `pip install -e ".[gpu]"` installed it).
+#
+#   tools/gpu_bench.sh [OUT_DIR]        # default docs/bench; about 6 minutes on an H200
+#
+# DEVICE, DTYPE, DIM, HEADS, LENS, BUDGET override the defaults, e.g. a dry run on a CPU:
+#   DEVICE=cpu DTYPE=float32 DIM=64 HEADS=4 LENS=256 tools/gpu_bench.sh /tmp/gpu-dry
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-docs/bench}
+mkdir -p "$out"
+device=${DEVICE:-cuda}
+dtype=${DTYPE:-bfloat16}
+dim=${DIM:-1024}
+heads=${HEADS:-16}
+lens=${LENS:-2k,8k,32k}
+budget=${BUDGET:-420}
+python - <<EOF
+import torch
+print("torch", torch.__version__, "· cuda", torch.version.cuda, "·", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device")
+EOF
+# a length that would not finish inside --timeout is skipped with the reason, not waited for
+pulse bench --mixer "attention:num_heads=$heads" --mixer "linear_attention:num_heads=$heads" \
+  --mixer "pulse:gate=mingru,num_heads=$heads" --mixer "pulse:gate=gru,num_heads=$heads" \
+  --mixer "pulse:gate=lstm,num_heads=$heads" --mixer ssm --mixer "mamba2:num_heads=$((2 * dim / 64))" \
+  --mixer "gated_deltanet:num_heads=$heads" \
+  --dim "$dim" --device "$device" --dtype "$dtype" --mode train --seq-lens "$lens" \
+  --repeats 5 --warmup 2 --timeout 90 --max-seconds "$budget" --matmul-size 0 \
+  --json "$out/gpu-train.json" --text "$out/gpu-train.txt"
+# fla against the project's own ops, and compiled steps against eager (skip with the reason where
+# CUDA or fla is missing)
+python -m pytest -q -p no:cacheprovider tests/test_backend_fla.py tests/test_backend.py -rs
