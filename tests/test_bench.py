@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import statistics
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from helpers import run_cli
-from pulse.bench import Settings, fit_scaling, local_exponents, mixer_system, parse_mixer, recipe_system, run_bench
+from pulse.bench import Settings, fit_scaling, local_exponents, mixer_system, parse_mixer, recipe_system, run_bench, with_compile
 from pulse.bench import report
 from pulse.bench.schema import DOCUMENT_SCHEMA
 from pulse.cli.bench import parse_lengths
@@ -287,6 +288,31 @@ def test_cli_prints_plan_eta_legend_and_keeps_versions_without_matmul(tmp_path):
     assert "threads 1 of" in report.machine_line(doc) and "torch 2." in report.machine_line(doc)
     text = (tmp_path / "b.txt").read_text()
     assert "attention:num_heads=2" in text and "pulse bench" in text
+
+
+def test_compile_choices_name_and_mark_each_system():
+    systems = [mixer_system("ntm", 8), mixer_system("attention", 8)]
+    assert with_compile(systems, "auto") == systems
+    assert [s.spec["compile"] for s in with_compile(systems, "off")] == [False, False]
+    both = with_compile(systems, "both")
+    assert [s.name for s in both] == ["ntm · eager", "ntm · compiled", "attention · eager", "attention · compiled"]
+    assert [s.spec["compile"] for s in both] == [False, True, False, True]
+    with pytest.raises(PulseError, match="--compile sometimes: choose one of auto, on, off, both"):
+        with_compile(systems, "sometimes")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile on CPU needs a C compiler (inductor's C++ backend); none on PATH")
+def test_cli_times_eager_and_compiled_side_by_side(tmp_path):
+    result = run_cli("bench", "--mixer", "ntm:memory_slots=4,memory_width=3", "--dim", "8", "--seq-lens", "8",
+                     "--mode", "train", "--repeats", "1", "--warmup", "1", "--threads", "1", "--matmul-size", "0",
+                     "--compile", "both", "--json", tmp_path / "b.json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    paths = {s["name"]: s["path"] for s in doc["systems"]}
+    assert paths == {"ntm:memory_slots=4,memory_width=3 · eager": "eager",
+                     "ntm:memory_slots=4,memory_width=3 · compiled": "compiled"}
+    assert doc["command"].endswith("--compile both")
 
 
 def test_results_that_cannot_be_written_are_saved_to_a_named_fallback(tmp_path):

@@ -5,7 +5,7 @@ and interleaves them, `fit` finds scaling exponents, `report` prints and plots.
 """
 
 from pulse.bench.fit import ScalingFit, fit_scaling, local_exponents
-from pulse.bench.runner import Settings, System, mixer_system, parse_mixer, recipe_system, run_bench
+from pulse.bench.runner import Settings, System, mixer_system, parse_mixer, recipe_system, run_bench, with_compile
 
 __all__ = [
     "ScalingFit",
@@ -17,4 +17,5 @@ __all__ = [
     "parse_mixer",
     "recipe_system",
     "run_bench",
+    "with_compile",
 ]

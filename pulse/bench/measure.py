@@ -178,6 +178,8 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"pid": os.getpid(), "seq_len": seq_len, "threads": torch.get_num_threads()}
     from pulse.ops import backend
 
+    # a system's "compile" (from pulse bench --compile) overrides PULSE_COMPILE in this process
+    backend.set_compile(req["system"].get("compile"))
     backend.reset_paths()
     try:
         start = time.perf_counter()

@@ -114,6 +114,22 @@ def mixer_system(text: str, dim: int) -> System:
     return System(text, {"type": "mixer", "kind": kind, "params": params, "dim": dim, "spec": spec})
 
 
+COMPILE_CHOICES = ("auto", "on", "off", "both")
+
+
+def with_compile(systems: Sequence[System], choice: str) -> list[System]:
+    """The systems under a compile choice: `auto` as they are (PULSE_COMPILE decides), `on`/`off` for all
+    of them, `both` each twice in a row, eager then compiled, so the two paths are timed side by side."""
+    if choice not in COMPILE_CHOICES:
+        raise PulseError(f"--compile {choice}: choose one of {', '.join(COMPILE_CHOICES)}.")
+    if choice == "auto":
+        return list(systems)
+    if choice != "both":
+        return [System(s.name, {**s.spec, "compile": choice == "on"}) for s in systems]
+    return [System(f"{s.name} · {label}", {**s.spec, "compile": flag})
+            for s in systems for label, flag in (("eager", False), ("compiled", True))]
+
+
 def spawn(request: dict[str, Any], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one worker process; its JSON result, or a skipped/failed record saying why."""
     start = time.perf_counter()

@@ -102,7 +102,8 @@ def _plan(systems: list[Any], settings: Any) -> str:
             "lengths projected past --timeout or the memory cap are skipped")
 
 
-def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, sets: list[str], settings: Any) -> str:
+def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, sets: list[str], settings: Any,
+             compile_: str = "auto") -> str:
     """The command line that repeats this run, every setting spelled out."""
     words = ["pulse", "bench"] + ([str(recipe)] if recipe else [])
     words += [w for p in vs for w in ("--vs", p)] + [w for m in mixers for w in ("--mixer", m)]
@@ -115,6 +116,7 @@ def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, se
             flag = {"max_memory_gb": "max-memory"}.get(name, name.replace("_", "-"))
             words += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
     words += [] if settings.guard else ["--no-guard"]
+    words += [] if compile_ == "auto" else ["--compile", compile_]
     words += [w for s in sets for w in ("--set", s)]
     return shlex.join(words)
 
@@ -147,6 +149,8 @@ def bench(
     ] = None,
     matmul_size: Annotated[int, typer.Option("--matmul-size", min=0, help="Side of the square matmul that sets the FLOP/s ceiling (0: skip it).")] = 2048,
     fit_from: Annotated[int | None, typer.Option("--fit-from", min=1, help="Fit the scaling exponent on lengths ≥ this.")] = None,
+    compile_: Annotated[str, typer.Option("--compile", help="Compiled step functions (pulse.ops.backend): auto (PULSE_COMPILE; "
+                                          "CUDA only by default), on, off, or both: every system eager and compiled, side by side.")] = "auto",
     guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Skip lengths projected past --timeout or the memory cap "
                                         "(--max-memory, else half the RAM) before trying them.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full results as JSON here.")] = None,
@@ -155,7 +159,7 @@ def bench(
     set_: SetOption = None,
 ) -> None:
     """Tokens/s, ms per batch or per new token, peak memory and scaling exponent, each length in a fresh process."""
-    from pulse.bench import Settings, mixer_system, recipe_system, run_bench
+    from pulse.bench import Settings, mixer_system, recipe_system, run_bench, with_compile
     from pulse.bench import report
     from pulse.paths import check_output_files
     from pulse.specs.bench import BenchSpec
@@ -177,6 +181,7 @@ def bench(
         if len(set(names)) != len(names):
             systems = [recipe_system(load_recipe_or_checkpoint(p, set_), f"{i}:{p.stem}")
                        for i, p in enumerate([recipe, *others])]
+    systems = with_compile(systems, compile_)
     settings = Settings.from_spec(
         spec,
         seq_lens=parse_lengths(seq_lens) if seq_lens else None,
@@ -184,7 +189,7 @@ def bench(
         dtype=dtype, device=device, threads=threads, max_seconds=max_seconds, timeout=timeout,
         max_memory_gb=max_memory, matmul_size=matmul_size, fit_from=fit_from, guard=guard,
     )
-    command = _command(recipe, [str(p) for p in (vs or [])], mixer or [], dim, set_ or [], settings)
+    command = _command(recipe, [str(p) for p in (vs or [])], mixer or [], dim, set_ or [], settings, compile_)
     console.print(f"[bold]pulse bench[/] {', '.join(s.name for s in systems)} · {settings.mode} · "
                   f"T = {', '.join(map(str, settings.seq_lens))} · one fresh process per measurement", highlight=False)
     console.print(_plan(systems, settings), highlight=False)
