@@ -21,3 +21,7 @@ pulse bench --mixer attention --mixer pulse:gate=lstm --mixer pulse_managed --mi
 # Whole models: per-token generation of a pure PULSE LM vs a Transformer of similar size.
 pulse bench recipes/pulse.toml --vs recipes/transformer.toml --vs recipes/hybrid.toml --threads "$threads" \
   --mode generate --seq-lens 256,2k,8k --json "$out/model-generate.json" --text "$out/model-generate.txt"
+# The step-function mixers eager and compiled side by side (docs/benchmarks.md, "Eager and compiled").
+pulse bench --mixer attention --mixer pulse --mixer pulse:gate=lstm --mixer hierarchical --mixer ntm --dim 256 \
+  --seq-lens 2k,8k --mode train --repeats 2 --warmup 1 --threads "$threads" --timeout 300 --max-seconds 1500 \
+  --compile both --json "$out/layer-compile-cpu.json" --text "$out/layer-compile-cpu.txt"
