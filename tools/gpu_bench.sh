@@ -4,7 +4,7 @@
 # forward + backward + step, with the path each took (eager / compiled / fla), then the parity
 # tests that need CUDA (and fla, where `pip install -e ".[gpu]"` installed it).
 #
-#   tools/gpu_bench.sh [OUT_DIR]        # default docs/bench; about 6 minutes on an H200
+#   tools/gpu_bench.sh [OUT_DIR]        # default docs/bench; the bench stops at --max-seconds 420 (BUDGET), then the tests run
 #
 # DEVICE, DTYPE, DIM, HEADS, LENS, BUDGET override the defaults, e.g. a dry run on a CPU:
 #   DEVICE=cpu DTYPE=float32 DIM=64 HEADS=4 LENS=256 tools/gpu_bench.sh /tmp/gpu-dry
