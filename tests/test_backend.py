@@ -9,7 +9,7 @@ import torch
 
 import pulse
 from pulse import contract
-from pulse.ops import backend
+from pulse.ops import backend, scan
 
 
 @pytest.fixture
@@ -78,7 +78,11 @@ def test_compiled_steps_equal_eager_on_cpu(kind, params, restore_switch):
     contract.assert_close(g_out, g_ref, f"{kind} compiled vs eager gradient")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: the GPU paths (compiled steps, log-depth carries)")
+_ON_CUDA = pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device: compiled steps and log-depth carries as a GPU runs them"))
+
+
+@pytest.mark.parametrize("device", ["cpu", _ON_CUDA])
 @pytest.mark.parametrize("kind, params", [
     ("ntm", {"memory_slots": 4, "memory_width": 3}),
     ("pulse", {"gate": "gru", "num_slots": 2, "chunk_size": 2, "num_heads": 2}),
@@ -88,9 +92,11 @@ def test_compiled_steps_equal_eager_on_cpu(kind, params, restore_switch):
     ("ssm", {"chunk_size": 2, "d_state": 4}),
     ("mamba2", {"chunk_size": 2, "num_heads": 2, "d_state": 4}),
 ])
-def test_cuda_paths_equal_the_cpu_reference(kind, params, monkeypatch, restore_switch):
-    # on CUDA, PULSE_COMPILE=auto compiles the step functions and the chunk carries run in log depth;
-    # fla is off here: tests/test_backend_fla.py compares it with its own tolerances
+def test_gpu_paths_equal_the_cpu_reference(kind, params, device, monkeypatch, restore_switch):
+    """The reference: the CPU, eager, chunk carries as a loop. On CUDA, PULSE_COMPILE=auto compiles the
+    step functions and the carries run in log depth; on the CPU the log-depth carries are forced (the
+    compiled steps have their own CPU test above; compiling all of these on a CPU takes minutes).
+    fla is off: tests/test_backend_fla.py compares it with its own tolerances."""
     monkeypatch.delenv("PULSE_COMPILE", raising=False)
     monkeypatch.setenv("PULSE_FLA", "0")
     torch.manual_seed(0)
@@ -98,8 +104,18 @@ def test_cuda_paths_equal_the_cpu_reference(kind, params, monkeypatch, restore_s
     x = torch.randn(2, 37, 8, requires_grad=True)
     ref, _ = block(x)
     (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
-    block_cuda, x_cuda = block.to("cuda"), x.detach().to("cuda").requires_grad_(True)
-    out, _ = block_cuda(x_cuda)
-    (g_out,) = torch.autograd.grad(out.square().sum(), x_cuda)
-    contract.assert_close(out.cpu(), ref, f"{kind} on CUDA vs CPU")
-    contract.assert_close(g_out.cpu(), g_ref, f"{kind} on CUDA vs CPU gradient")
+    carries: list[str] = []
+    resolve = scan.resolve
+
+    def watched(method, where):
+        carries.append(resolve(method, where) if device == "cuda" else "log")
+        return carries[-1]
+
+    monkeypatch.setattr(scan, "resolve", watched)
+    block_on, x_on = block.to(device), x.detach().to(device).requires_grad_(True)
+    out, _ = block_on(x_on)
+    (g_out,) = torch.autograd.grad(out.square().sum(), x_on)
+    contract.assert_close(out.cpu(), ref, f"{kind} on {device}, GPU paths, vs the CPU reference")
+    contract.assert_close(g_out.cpu(), g_ref, f"{kind} on {device}, GPU paths, vs the CPU reference: gradient")
+    if kind in ("linear_attention", "ssm", "mamba2"):
+        assert carries and set(carries) == {"log"}, carries
