@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_grads_close
+
 from pulse import contract
 from pulse.ops import backend
 from pulse.ops import fla as pulse_fla
@@ -112,5 +114,71 @@ def test_fla_delta_rule_matches_the_chunked_reference(gated):
     ref_out, ref_state = chunk_delta_rule(q, k, v, beta, log_decay, s0)
     rtol, atol = contract.TOLERANCES[torch.bfloat16]
     for a, r in ((out, ref_out), (state, ref_state)):
+        scale = r.abs().max().clamp_min(1)
+        torch.testing.assert_close(a.float() / scale, r / scale, rtol=rtol, atol=atol)
+
+
+# the SSD of mamba2 is simple GLA: it dispatches to the same kernel
+
+
+def _ssd_inputs(t, device="cpu", dtype=torch.float32):
+    torch.manual_seed(t)
+    b, h, p, s = 2, 3, 8, 5
+    x, B, C = torch.randn(b, h, t, p), torch.randn(b, t, s), torch.randn(b, t, s)
+    dt, A = F.softplus(torch.randn(b, h, t)), -torch.rand(h) * 4 - 0.5
+    s0 = torch.randn(b, h, s, p)
+    return [z.to(device=device, dtype=dtype) for z in (x, dt, A, B, C, s0)]
+
+
+def test_ssd_as_gla_equals_the_recurrence_on_cpu():
+    """The mapping fla gets (q = C, k = B, v = Δx, g = ΔA), run here through PULSE's own GLA core."""
+    from pulse.ops.linear_attention import _chunk_core
+    from pulse.ops.ssd import as_gla, recurrent_ssd
+
+    inputs = _ssd_inputs(23, dtype=torch.float64)
+    for z in inputs:
+        z.requires_grad_(True)
+    x, dt, A, B, C, s0 = inputs
+    fast = as_gla(x, dt, A, B, C, s0, lambda q, k, v, g, s: _chunk_core(q, k, v, g, s, 8))
+    assert_grads_close(list(fast), list(recurrent_ssd(x, dt, A, B, C, s0)), inputs, "ssd as simple GLA")
+
+
+def test_ssd_on_cpu_takes_the_eager_path_and_falls_back_when_fla_fails(monkeypatch):
+    from pulse.ops.ssd import chunk_ssd, ssd
+
+    x, dt, A, B, C, s0 = _ssd_inputs(9)
+    backend.reset_paths()
+    torch.testing.assert_close(ssd(x, dt, A, B, C, s0, chunk_size=4)[0], chunk_ssd(x, dt, A, B, C, s0, chunk_size=4)[0])
+    assert backend.paths_taken()["ssd"] == "eager"
+    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
+    monkeypatch.setattr(pulse_fla, "probe", lambda *a: (_ for _ in ()).throw(RuntimeError("Triton < 3.7.1")))
+    backend._failed.discard("ssd")
+    with pytest.warns(UserWarning, match="ssd fell back to the eager path because fla failed"):
+        out, _ = ssd(x, dt, A, B, C, s0, chunk_size=4)
+    torch.testing.assert_close(out, chunk_ssd(x, dt, A, B, C, s0, chunk_size=4)[0])
+    assert backend.paths_taken()["ssd"].startswith("eager (fla failed: RuntimeError")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's kernels need a CUDA device; none here")
+@pytest.mark.skipif(pulse_fla.unavailable_reason() is not None,
+                    reason=f"fla not importable: {pulse_fla.unavailable_reason()} (pip install 'pulse[gpu]')")
+def test_fla_ssd_matches_the_chunked_reference():
+    from pulse.ops.ssd import chunk_ssd, ssd
+
+    ref_in = _ssd_inputs(300, device="cuda")
+    fla_in = [z.bfloat16() if i in (0, 3, 4) else z for i, z in enumerate(ref_in)]  # x, B, C in bf16
+    for z in ref_in + fla_in:
+        z.requires_grad_(True)
+    backend.reset_paths()
+    fast = ssd(*fla_in)
+    taken = backend.paths_taken()["ssd"]
+    if taken != "fla":
+        pytest.skip(f"fla present but refused this GPU/Triton: {taken}")
+    ref = chunk_ssd(*ref_in)
+    weights = [torch.randn_like(r) for r in ref]
+    grads = [torch.autograd.grad(sum((a.float() * w).sum() for a, w in zip(o, weights)), z)
+             for o, z in ((fast, fla_in), (ref, ref_in))]
+    rtol, atol = contract.TOLERANCES[torch.bfloat16]
+    for a, r in zip(list(fast) + list(grads[0]), list(ref) + list(grads[1])):
         scale = r.abs().max().clamp_min(1)
         torch.testing.assert_close(a.float() / scale, r / scale, rtol=rtol, atol=atol)

@@ -1,8 +1,8 @@
 """Optional kernels from fla (flash-linear-attention, Triton) for linear attention on CUDA.
 
-Installed with `pip install "pulse[gpu]"`. `pulse.ops.linear_attention.linear_attention` (and
-`pulse.ops.delta_rule.delta_rule`)
-dispatches here for CUDA tensors when fla imports and PULSE_FLA is not 0; the project's own
+Installed with `pip install "pulse[gpu]"`. `pulse.ops.linear_attention.linear_attention`,
+`pulse.ops.ssd.ssd` (Mamba-2's SSD is simple GLA) and `pulse.ops.delta_rule.delta_rule`
+dispatch here for CUDA tensors when fla imports and PULSE_FLA is not 0; the project's own
 `chunk_linear_attention` stays the reference (tests/test_backend_fla.py compares both where
 CUDA and fla are present). fla's simple-GLA kernel computes o_t = q_t S_t with
 S_t = exp(g_t) S_{t−1} + k_t v_tᵀ — PULSE's recurrence with g = log α — and the normaliser

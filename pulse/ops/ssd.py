@@ -13,7 +13,10 @@ the chunk start:
 `chunk_ssd` computes every chunk's local output and state contribution at once, carries the state
 from chunk to chunk (one scaled add each), then reads all chunk starts in one batched matmul.
 C Bᵀ is formed once for all heads. Only exponents ≤ 0 are formed, so nothing overflows.
-`recurrent_ssd` is the per-token loop it must agree with (values and gradients).
+`recurrent_ssd` is the per-token loop it must agree with (values and gradients). `ssd` dispatches:
+the SSD is simple gated linear attention (q = C, k = B, v = Δ x, log decay Δ A: `as_gla`), so on
+CUDA with fla installed it runs fla's chunked simple-GLA kernel (pulse.ops.fla), else `chunk_ssd`,
+and records the path under "ssd" in `pulse.ops.backend.paths_taken()`.
 
 # b batch · h heads · t time · n chunks · c chunk length · p head width · s state size
 """
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pulse.ops import fla as _fla
 from pulse.ops import scan
 
 
@@ -42,6 +46,30 @@ def recurrent_ssd(
         s = a * s + B[:, None, i, :, None] * (dt[:, :, i, None] * x[:, :, i]).unsqueeze(-2)
         outs.append(torch.einsum("bs,bhsp->bhp", C[:, i], s))
     return torch.stack(outs, dim=2), s
+
+
+def ssd(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None = None, *, chunk_size: int = 64
+) -> tuple[Tensor, Tensor]:
+    """`chunk_ssd`, run by fla's simple-GLA kernel on CUDA where it is installed and allowed."""
+    out = _fla.dispatch(
+        "ssd", x, lambda: _fla.probe(x.device, x.dtype, True), lambda: as_gla(x, dt, A, B, C, state, _fla.simple_gla)
+    )
+    if out is not None:
+        return out
+    return chunk_ssd(x, dt, A, B, C, state, chunk_size=chunk_size)
+
+
+def as_gla(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None, kernel) -> tuple[Tensor, Tensor]:
+    """The SSD through a simple-GLA `kernel(q, k, v, log_decay, s0) → (out, final state)` (PULSE's layout:
+    q, k (b, h, t, s), v (b, h, t, p), log_decay (b, h, t), s0 (b, h, s, p)): every head gets its own view
+    of C as queries and B as keys, the values are Δ x and the log decay is Δ A."""
+    b, h, t, p = x.shape
+    s0 = x.new_zeros(b, h, B.shape[-1], p) if state is None else state
+    q, k = (z.to(x.dtype).unsqueeze(1).expand(b, h, t, z.shape[-1]) for z in (C, B))
+    wide = torch.promote_types(dt.dtype, torch.float32)  # log-decays at least in float32, as chunk_ssd
+    out, s = kernel(q, k, x * dt.unsqueeze(-1).to(x.dtype), dt.to(wide) * A.to(wide)[:, None], s0)
+    return out.to(x.dtype), s.to(s0.dtype)
 
 
 def chunk_ssd(

@@ -16,7 +16,7 @@ from pulse.contract import check_input
 from pulse.blocks.mixers.decay import decay_parameters, init_decay_
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
-from pulse.ops.ssd import chunk_ssd, recurrent_ssd
+from pulse.ops.ssd import recurrent_ssd, ssd
 
 
 class Mamba2(nn.Module):
@@ -26,9 +26,9 @@ class Mamba2(nn.Module):
         S_t = exp(Δ_t A_h) S_{t−1} + B_t (Δ_t x_t)ᵀ,   y_t = S_tᵀ C_t + D_h x_t     (A_h = −e^{A_log})
         out = W_out (rmsnorm(y ⊙ silu(z)))
 
-    The decay is a scalar per head and token, so chunks are matmuls (`chunk_ssd`); `step` is the
-    recurrence. A_h starts uniform in [1, 16], b_Δ so that softplus(b_Δ) is log-uniform in
-    [dt_min, dt_max], D at 1.
+    The decay is a scalar per head and token, so chunks are matmuls (`chunk_ssd`; on CUDA fla's
+    simple-GLA kernel where installed: `pulse.ops.ssd.ssd`); `step` is the recurrence. A_h starts
+    uniform in [1, 16], b_Δ so that softplus(b_Δ) is log-uniform in [dt_min, dt_max], D at 1.
 
     State: conv inputs (w−1)·(e + 2s) and S, e·s numbers, whatever the length.
     Cost per token: 2·d·(2e + 2s + h) + 2·e·d (projections) + 2·w·(e + 2s) (conv) + 2·c·s + 3·c·h
@@ -103,7 +103,7 @@ class Mamba2(nn.Module):
         if state is None:
             state = self.init_state(u.shape[0], device=u.device, dtype=u.dtype)
         x, dt, B, C, z, conv_state = self._inputs(u, state["conv"])
-        y, ssm = chunk_ssd(x, dt, -self.A_log.exp(), B, C, state["ssm"], chunk_size=self.chunk_size)
+        y, ssm = ssd(x, dt, -self.A_log.exp(), B, C, state["ssm"], chunk_size=self.chunk_size)
         return self._output(y, x, z), {"conv": conv_state, "ssm": ssm}
 
     def step(self, u_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
