@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU table of docs/benchmarks.md (BENCH.md's GPU targets) as one script, for a machine with
 # one CUDA GPU: every linear-time mixer against SDPA attention at dim 1024, 16 heads, bf16, batch 1,
-# forward + backward + step, with the path each took (eager / compiled / fla), then the parity
-# tests that need CUDA (and fla, where `pip install -e ".[gpu]"` installed it).
+# forward + backward + step, with the path each took (eager / compiled / fla / mamba-ssm), then the
+# parity tests that need CUDA (and fla or mamba-ssm, where `pip install -e ".[gpu,mamba]"` installed them).
 #
 #   tools/gpu_bench.sh [OUT_DIR]        # default docs/bench; the bench stops at --max-seconds 420 (BUDGET), then the tests run
 #
@@ -30,6 +30,6 @@ pulse bench --mixer "attention:num_heads=$heads" --mixer "linear_attention:num_h
   --dim "$dim" --device "$device" --dtype "$dtype" --mode train --seq-lens "$lens" \
   --repeats 5 --warmup 2 --timeout 90 --max-seconds "$budget" --matmul-size 0 \
   --json "$out/gpu-train.json" --text "$out/gpu-train.txt"
-# fla against the project's own ops, and compiled steps against eager (skip with the reason where
-# CUDA or fla is missing)
-python -m pytest -q -p no:cacheprovider tests/test_backend_fla.py tests/test_backend.py -rs
+# fla and mamba-ssm against the project's own ops, and compiled steps against eager (skip with the
+# reason where CUDA or the library is missing)
+python -m pytest -q -p no:cacheprovider tests/test_backend_fla.py tests/test_backend_mamba.py tests/test_backend.py -rs

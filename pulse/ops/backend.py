@@ -1,9 +1,10 @@
 """Which implementation a sequential step or an op runs, and a record of the path each one took.
 
-Three paths exist: the eager PyTorch code (always there, and the reference every test compares
+Three kinds of path exist: the eager PyTorch code (always there, and the reference every test compares
 against), a `torch.compile`d per-step function (one chunk or one token of a recurrent loop; the
 Python loop around it stays eager, so compilation cost does not grow with the length), and an
-external kernel library (fla, for linear attention, on CUDA; see `pulse.ops.fla`).
+external kernel library on CUDA (fla for linear attention, the SSD and the delta rule:
+`pulse.ops.fla`; mamba-ssm for the selective scan: `pulse.ops.mamba`).
 
 One switch, the environment variable PULSE_COMPILE or `set_compile`:
 
@@ -12,7 +13,7 @@ One switch, the environment variable PULSE_COMPILE or `set_compile`:
 - `1` / `on`: compile on every device (what the CPU parity test uses);
 - `0` / `off`: always eager.
 
-PULSE_FLA=0 turns the fla dispatch off. A path that fails (no compiler, a kernel library that
+PULSE_FLA=0 / PULSE_MAMBA=0 turn the fla / mamba-ssm dispatch off. A path that fails (no compiler, a kernel library that
 refuses the GPU) falls back to eager once, with a warning that names the path and the reason;
 `paths_taken()` tells callers such as `pulse bench` which path each op took.
 """
@@ -59,9 +60,34 @@ def compile_enabled(device: torch.device | str) -> bool:
     return setting
 
 
-def fla_allowed() -> bool:
-    """False when PULSE_FLA=0 turns the fla dispatch off."""
-    return _env_setting("PULSE_FLA") is not False
+def library_allowed(variable: str) -> bool:
+    """False when the environment variable (PULSE_FLA, PULSE_MAMBA) is 0 / off."""
+    return _env_setting(variable) is not False
+
+
+def dispatch(
+    op: str, library: str, variable: str, x: torch.Tensor, ready: bool,
+    unavailable: Callable[[], str | None], probe_call: Callable[[], None], kernel: Callable[[], Any],
+) -> Any | None:
+    """Run `kernel` (from `library`) for `op` where it is `ready` for x (a CUDA tensor and the library
+    imports; else `unavailable()` says why) and `variable` does not turn it off, after `probe_call`
+    has checked it works on this GPU; None where the caller's eager reference should run. The path
+    taken is recorded in `paths_taken()`; a failing probe or kernel warns once and falls back."""
+    allowed = library_allowed(variable)
+    if allowed and ready:
+        try:
+            probe_call()
+            out = kernel()
+        except Exception as err:  # noqa: BLE001 — e.g. a kernel refusing this Triton on this GPU: the reference runs
+            warn_fallback(op, library, err)
+        else:
+            record(op, library)
+            return out
+    elif x.is_cuda and allowed:
+        record(op, f"eager ({library} unavailable: {unavailable()})")
+    else:
+        record(op, "eager")
+    return None
 
 
 def record(op: str, path: str) -> None:

@@ -95,20 +95,5 @@ def probe_delta(device: torch.device, dtype: torch.dtype, gated: bool) -> None:
 
 
 def dispatch(op: str, x: Tensor, probe_call: Callable[[], None], kernel: Callable[[], Any]) -> Any | None:
-    """Run `kernel` (fla) for `op` where fla is installed, allowed and ready for `x`, after `probe_call`
-    has checked it works on this GPU; None where the caller's eager reference should run. The path
-    taken is recorded in `backend.paths_taken()`; a failing probe or kernel warns once and falls back."""
-    if backend.fla_allowed() and fla_ready(x):
-        try:
-            probe_call()
-            out = kernel()
-        except Exception as err:  # noqa: BLE001 — e.g. fla refusing this Triton on this GPU: the reference runs
-            backend.warn_fallback(op, "fla", err)
-        else:
-            backend.record(op, "fla")
-            return out
-    elif x.is_cuda and backend.fla_allowed():
-        backend.record(op, f"eager (fla unavailable: {unavailable_reason()})")
-    else:
-        backend.record(op, "eager")
-    return None
+    """`backend.dispatch` for fla (switch PULSE_FLA): the kernel's result, or None where eager should run."""
+    return backend.dispatch(op, "fla", "PULSE_FLA", x, fla_ready(x), unavailable_reason, probe_call, kernel)

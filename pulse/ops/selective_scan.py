@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from pulse.ops import scan
+from pulse.ops import backend, scan
+from pulse.ops import mamba as _mamba
 
 
 def selective_scan_reference(
@@ -56,10 +57,21 @@ def selective_scan(
 ) -> tuple[Tensor, Tensor]:
     """Chunked form of `selective_scan_reference`; same arguments, same results.
 
+    On CUDA, a scan from a zero state (h0 None) runs mamba-ssm's fused kernel where it is
+    installed (`pulse.ops.mamba`); the path taken is recorded under "selective_scan" in
+    `pulse.ops.backend.paths_taken()`.
+
     `group_elements` bounds b·g·c·d·n, the size of the per-group work tensors. By default 2²⁰ on
     the CPU (the group stays in cache) and 2²⁷ elsewhere: on a GPU every step of the group loop is
     a kernel launch, so fewer, larger groups (their chunks carried in log depth) are faster.
     """
+    if h0 is None:
+        out = _mamba.dispatch(x, dt, A, B, C)
+        if out is not None:
+            return out
+    else:
+        why = " (continues a state: mamba-ssm's kernel starts from zero)" if x.is_cuda else ""
+        backend.record("selective_scan", "eager" + why)
     if group_elements is None:
         group_elements = 1 << 20 if x.device.type == "cpu" else 1 << 27
     if h0 is None:

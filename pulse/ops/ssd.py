@@ -23,6 +23,8 @@ and records the path under "ssd" in `pulse.ops.backend.paths_taken()`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -60,7 +62,9 @@ def ssd(
     return chunk_ssd(x, dt, A, B, C, state, chunk_size=chunk_size)
 
 
-def as_gla(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None, kernel) -> tuple[Tensor, Tensor]:
+def as_gla(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None, kernel: Callable
+) -> tuple[Tensor, Tensor]:
     """The SSD through a simple-GLA `kernel(q, k, v, log_decay, s0) → (out, final state)` (PULSE's layout:
     q, k (b, h, t, s), v (b, h, t, p), log_decay (b, h, t), s0 (b, h, s, p)): every head gets its own view
     of C as queries and B as keys, the values are Δ x and the log decay is Δ A."""

@@ -87,11 +87,12 @@ class SelectiveSSM(nn.Module):
 
     def forward(self, u: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, u)
+        fresh = state is None  # a scan from zero may run mamba-ssm's kernel on CUDA (pulse.ops.mamba)
         if state is None:
             state = self.init_state(u.shape[0], device=u.device, dtype=u.dtype)
         x, z, dt, B, C, conv_state = self._inputs(u, state["conv"])
         A = -torch.exp(self.A_log)  # (e, n)
-        y, h = selective_scan(x, dt, A, B, C, state["ssm"], chunk_size=self.chunk_size)
+        y, h = selective_scan(x, dt, A, B, C, None if fresh else state["ssm"], chunk_size=self.chunk_size)
         y = (y + x * self.D) * F.silu(z)
         return self.out_proj(y), {"conv": conv_state, "ssm": h}
 
