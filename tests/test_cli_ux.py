@@ -124,7 +124,8 @@ def test_every_command_has_dash_h(command):
 def test_version_and_completion_script():
     version = run_cli("--version")
     assert version.exit_code == 0 and version.stdout.strip() == f"pulse {pulse.__version__}"
-    script = run_cli("--show-completion", "bash")
+    # typer otherwise ignores "bash" and asks the parent process which shell it is (none under nohup or an IDE)
+    script = run_cli("--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert script.exit_code == 0 and "_PULSE_COMPLETE" in script.stdout and "complete " in script.stdout
     words = run_cli(env={"_PULSE_COMPLETE": "complete_bash", "COMP_WORDS": "pulse build pulse-", "COMP_CWORD": "2"})
     assert words.stdout.split() == pulse.list_models("pulse-*")
