@@ -332,3 +332,14 @@ def test_results_that_cannot_be_written_are_saved_to_a_named_fallback(tmp_path):
     fallback = re.search(r"saved in (\S+) —", str(info.value)).group(1)
     assert _json.loads(open(fallback).read()) == doc
     assert report.save_results(doc, tmp_path / "ok.json", report.write_json) == tmp_path / "ok.json"
+
+
+def test_the_path_column_names_each_kernel_library_and_spells_out_fallbacks():
+    from pulse.bench.plan import paths_summary
+
+    runs = [{"paths": {"selective_scan": "mamba-ssm", "linear_attention": "fla"}},
+            {"paths": {"selective_scan": "eager (continues a state: mamba-ssm's kernel starts from zero)"}}]
+    assert paths_summary(runs) == (
+        "fla + mamba-ssm + selective_scan: eager (continues a state: mamba-ssm's kernel starts from zero)"
+    )
+    assert paths_summary([{}]) == "eager"

@@ -138,11 +138,11 @@ def spread_warnings(doc: dict[str, Any]) -> list[str]:
 
 
 def paths_summary(runs: list[dict[str, Any]]) -> str:
-    """How a system's ops ran: eager, compiled, fla, or several of them (a fallback shows its reason)."""
+    """How a system's ops ran: eager, compiled, fla, mamba-ssm, or several of them (a fallback shows its reason)."""
     seen: list[str] = []
     for r in runs:
         for op, path in sorted((r.get("paths") or {}).items()):
-            label = path if path in ("eager", "compiled", "fla") else f"{op}: {path}"
+            label = path if path in ("eager", "compiled", "fla", "mamba-ssm") else f"{op}: {path}"
             if label not in seen:
                 seen.append(label)
     return " + ".join(seen) if seen else "eager"
