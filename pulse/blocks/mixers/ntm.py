@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.contract import check_input, no_weight_decay
-from pulse.ops import backend
+from pulse.ops import backend, ntm_step
 
 MemoryInit = Literal["learned", "fixed"]
 
@@ -44,20 +44,6 @@ def address(
     w = g * content_weights(memory, key, beta) + (1 - g) * previous
     w = shift[..., 0:1] * w.roll(-1, dims=-1) + shift[..., 1:2] * w + shift[..., 2:3] * w.roll(1, dims=-1)
     # w^γ / Σ w^γ in log space; the clamp keeps log finite where a weight underflowed to 0
-    return torch.softmax(gamma.unsqueeze(-1) * w.clamp_min(1e-30).log(), dim=-1)
-
-
-def _address(
-    memory: Tensor, key: Tensor, beta: Tensor, gate: Tensor, shift_rev: Tensor, gamma: Tensor, previous: Tensor
-) -> Tensor:
-    """`address` with fewer kernels: shift_rev is the shift distribution in the order +1, 0, −1, so the
-    circular shift is one product of the padded weighting's sliding windows with it."""
-    dots = key @ memory.transpose(1, 2)  # (b, heads, N)
-    norms = (key.square().sum(-1, keepdim=True) + _EPS) * (memory.square().sum(-1).unsqueeze(1) + _EPS)
-    content = torch.softmax(beta.unsqueeze(-1) * dots * norms.rsqrt(), dim=-1)
-    w = torch.lerp(previous, content, gate.unsqueeze(-1))
-    windows = torch.cat((w[..., -1:], w, w[..., :1]), dim=-1).unfold(-1, 3, 1)  # (b, heads, N, 3): w_{i−1}, w_i, w_{i+1}
-    w = (windows @ shift_rev.unsqueeze(-1)).squeeze(-1)
     return torch.softmax(gamma.unsqueeze(-1) * w.clamp_min(1e-30).log(), dim=-1)
 
 
@@ -95,7 +81,8 @@ class NTMMemory(nn.Module):
     """h_t = GRU([x_t, r_{t−1}], h_{t−1}); from h_t each head emits key, β, g, shift, γ (write heads also
     erase e and add a); write M_t = M_{t−1} ⊙ Π(1 − w eᵀ) + Σ w aᵀ, then read r_t = w_rᵀ M_t; y_t = W_o [h_t, r_t].
 
-    Sequential by nature: forward runs the recurrence token by token (a fused loop equal to `step_reference`). State: N·M + r·M + (r + w)·N + H
+    Sequential by nature: forward runs the recurrence token by token (a fused loop equal to
+    `step_reference`, one autograd node per token: pulse.ops.ntm_step). State: N·M + r·M + (r + w)·N + H
     numbers, whatever the length. Cost per token: 6·H·(d + r·M + H) (controller) + 2·H·P (heads)
     + (r + w)·(4·N·M + 20·N) + 4·w·N·M + 2·r·N·M + 2·(H + r·M)·d, O(n·(H² + N·M)) for n tokens.
     Params: 3·H·(d + r·M + H) + 6·H + (H + 1)·P + (H + r·M)·d (+ N·M learned init),
@@ -128,7 +115,8 @@ class NTMMemory(nn.Module):
         self.head_outputs = r * sum(self.read_sizes) + w * sum(self.write_sizes)
         self.heads = nn.Linear(H, self.head_outputs, **factory)
         self.out = nn.Linear(H + r * M, dim, bias=False, **factory)
-        order, self._fused_sizes = self._fused_layout()
+        order, sizes = self._fused_layout()
+        self._fused_sizes = tuple(sizes)
         # not saved with the weights: it follows from the sizes
         self.register_buffer("_head_order", torch.tensor(order, device=device), persistent=False)
         if memory_init == "learned":
@@ -194,9 +182,11 @@ class NTMMemory(nn.Module):
 
         Everything that does not depend on the previous token (the input half of the controller's
         projection, the output projection, the reordering of the head rows) is done once outside
-        the loop; each token then costs about 40 small kernels, which is what bounds this block:
-        content addressing reads the memory as the previous token left it, so tokens cannot be
-        batched, and per-kernel overhead, not arithmetic, sets the time on every device.
+        the loop. Each token is one autograd node (`ntm_step.TokenStep`): about 60 small kernels
+        forward and 90 in its hand-written backward, where autograd over the plain step would record
+        ~150 nodes. That is what bounds this block: content addressing reads the memory as the
+        previous token left it, so tokens cannot be batched, and per-kernel overhead, not
+        arithmetic, sets the time on every device.
         """
         b, t = xs.shape[0], xs.shape[1]
         M, r, w = self.memory_width, self.read_heads, self.write_heads
@@ -212,41 +202,23 @@ class NTMMemory(nn.Module):
         w_read_in, w_hh, w_heads = w_read_in.detach().t(), w_hh.detach().t(), w_heads.detach().t()
         memory, reads, h = state["memory"], state["read"], state["h"]
         w_prev = torch.cat((state["w_write"], state["w_read"]), dim=1)  # (b, w + r, N)
-        step = backend.step_function(self, "token_step", self._token_step, memory.device)
+        # one autograd node per token, its backward written out (pulse.ops.ntm_step); on CUDA both halves
+        # run compiled (PULSE_COMPILE)
+        forward = backend.step_function(self, "token_step", ntm_step.token_forward, memory.device)
+        backward = backend.step_function(self, "token_backward", ntm_step.token_backward, memory.device)
         hs, rs = [], []
         for x_t, gh_t, raw_t in zip(xs, ghs, raws):
             holder["reads"].append(reads.detach().reshape(b, r * M))
             holder["h_prev"].append(h.detach())
-            h, memory, reads, w_prev = step(x_t, gh_t, raw_t, memory, reads, h, w_prev, w_read_in, w_hh, w_heads, sizes)
+            h, memory, reads, w_prev = ntm_step.TokenStep.apply(
+                forward, backward, sizes, x_t, gh_t, raw_t, memory, reads, h, w_prev, w_read_in, w_hh, w_heads
+            )
             holder["h"].append(h.detach())
             hs.append(h)
             rs.append(reads.reshape(b, r * M))
         y = self.out(torch.cat((torch.stack(hs, dim=1), torch.stack(rs, dim=1)), dim=-1))
         new = {"memory": memory, "read": reads, "w_read": w_prev[:, w:], "w_write": w_prev[:, :w], "h": h}
         return y, new
-
-    def _token_step(self, x_t, gh_t, raw_t, memory, reads, h, w_prev, w_read_in, w_hh, w_heads, sizes):
-        """One token of the loop (the function PULSE_COMPILE compiles): controller, heads, write, read."""
-        b = x_t.shape[0]
-        M, r, w, H = self.memory_width, self.read_heads, self.write_heads, self.controller_size
-        # controller: PyTorch's GRUCell, r/z/n rows, with the token's half precomputed
-        gi = torch.addmm(x_t, reads.reshape(b, r * M), w_read_in)
-        gh = torch.addmm(gh_t, h, w_hh)
-        rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
-        cand = torch.tanh(torch.addcmul(gi[:, 2 * H :], rz[:, :H], gh[:, 2 * H :]))
-        h = torch.lerp(cand, h, rz[:, H:])
-        keys, sp, sg, shift, add = torch.addmm(raw_t, h, w_heads).split(sizes, dim=-1)
-        keys = keys.view(b, w + r, M)
-        beta, gamma = F.softplus(sp).view(b, 2, w + r).unbind(1)
-        gamma = gamma + 1
-        sg = torch.sigmoid(sg)
-        gate, erase = sg[:, : w + r], sg[:, w + r :].view(b, w, M)
-        shift = torch.softmax(shift.view(b, w + r, 3), dim=-1)
-        # write heads address the memory the previous token left, read heads the one just written
-        w_write = _address(memory, keys[:, :w], beta[:, :w], gate[:, :w], shift[:, :w], gamma[:, :w], w_prev[:, :w])
-        memory = write(memory, w_write, erase, torch.tanh(add).view(b, w, M))
-        w_read = _address(memory, keys[:, w:], beta[:, w:], gate[:, w:], shift[:, w:], gamma[:, w:], w_prev[:, w:])
-        return h, memory, w_read @ memory, torch.cat((w_write, w_read), dim=1)
 
     def _inputs(self, x: Tensor) -> Tensor:
         """The token half of the controller's input projection for every token at once, (b, t, 3H)."""
