@@ -233,7 +233,10 @@ def test_projection_and_eta_follow_the_measured_exponent():
     assert guess["wall_s"] == pytest.approx(64.0) and guess["exponent"] == pytest.approx(2.0)
     assert guess["memory_bytes"] == pytest.approx(2**23)
     settings = Settings(seq_lens=(8192,), timeout=60.0)
-    assert "over --timeout 60 s" in plan.check({"dim": 16}, history, 8192, settings)
+    reason = plan.check({"dim": 16}, history, 8192, settings)
+    assert "over --timeout 60 s (time ∝ T^2.00, from the lengths measured)" in reason
+    # one length: a quadratic is assumed, and the reason says so
+    assert "T^2.00, assumed: one length measured so far" in plan.check({"dim": 16}, history[1:], 8192, settings)
     assert plan.check({"dim": 16}, history, 4096, settings) is None
     assert plan.eta({"a": history}, [("a", 4096), ("a", 8192)], None, timeout=60.0) == pytest.approx(16.0)
     assert plan.eta({"a": []}, [("a", 4096)], None, timeout=60.0) is None

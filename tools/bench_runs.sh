@@ -25,3 +25,7 @@ pulse bench recipes/pulse.toml --vs recipes/transformer.toml --vs recipes/hybrid
 pulse bench --mixer attention --mixer pulse --mixer pulse:gate=lstm --mixer hierarchical --mixer ntm --dim 256 \
   --seq-lens 2k,8k --mode train --repeats 2 --warmup 1 --threads "$threads" --timeout 300 --max-seconds 1500 \
   --compile both --json "$out/layer-compile-cpu.json" --text "$out/layer-compile-cpu.txt"
+# The NTM with its hand-written token backward, eager and compiled, to 8k (docs/benchmarks.md, "NTM").
+pulse bench --mixer attention --mixer ntm --dim 256 --seq-lens 2k,8k --mode train --repeats 2 --warmup 1 \
+  --threads "$threads" --timeout 600 --max-seconds 1500 --compile both \
+  --json "$out/layer-ntm-cpu.json" --text "$out/layer-ntm-cpu.txt"

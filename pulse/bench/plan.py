@@ -52,7 +52,7 @@ def project(history: list[dict[str, Any]], seq_len: int) -> dict[str, float] | N
     walls = [(r["seq_len"], r["wall_s"]) for r in ok]
     k = _exponent(walls, 1.0)
     scale = seq_len / last["seq_len"]
-    out = {"wall_s": last["wall_s"] * scale**k, "exponent": k}
+    out = {"wall_s": last["wall_s"] * scale**k, "exponent": k, "fitted": len(walls) >= 2}
     mems = [(r["seq_len"], float(r["memory_bytes"])) for r in ok if r.get("memory_bytes", 0) > 0]
     if mems:
         t0, m0 = max(mems)
@@ -77,8 +77,9 @@ def check(system: dict[str, Any], history: list[dict[str, Any]], seq_len: int, s
     guess = project(history, seq_len)
     if guess is not None:
         if guess["wall_s"] > settings.timeout:
+            basis = "from the lengths measured" if guess["fitted"] else "assumed: one length measured so far"
             return (f"projected {guess['wall_s']:.3g} s, over --timeout {settings.timeout:g} s "
-                    f"(time ∝ T^{guess['exponent']:.2f} from the lengths measured)")
+                    f"(time ∝ T^{guess['exponent']:.2f}, {basis})")
         if guess.get("memory_bytes", 0) > cap:
             return f"projected {guess['memory_bytes'] / 2**30:.3g} GiB, over {cap_name}"
         return None
