@@ -291,3 +291,16 @@ def test_text_table_compares_transformer_hybrid_and_pulse_at_the_same_steps(tmp_
                       "--docs", str(tmp_path / "x")]) == 2
     assert tool.main(["--read-only", "--models", "pulse", "--out", str(tmp_path / "empty"),
                       "--docs", str(tmp_path / "y")]) == 2 and not (tmp_path / "y").exists()
+
+
+def test_a_stop_while_a_worker_starts_waits_until_the_worker_is_recorded():
+    # a SIGTERM raised inside Popen would leave a started worker off the list that the sweep stops
+    from pulse.train.sweep_workers import _Interrupts
+
+    handler, recorded = _Interrupts(), []
+    with pytest.raises(KeyboardInterrupt), handler.deferred():
+        handler(signal.SIGTERM, None)  # arrives while the worker starts: noted, not raised
+        recorded.append("worker")
+    assert recorded == ["worker"] and not handler.pending
+    with pytest.raises(KeyboardInterrupt):
+        handler(signal.SIGTERM, None)  # between starts: raised at once

@@ -36,21 +36,46 @@ def _command(recipe_path: Path, point: Any, overrides: Sequence[str]) -> list[st
             *(["--resume"] if resume_point(point) else []), *sets]
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """While workers run, SIGTERM ends the sweep as Ctrl-C does, so the workers are stopped, not orphaned."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Interrupts:
+    """The handler of Ctrl-C and SIGTERM while workers run: both end the sweep with KeyboardInterrupt,
+    so the workers are stopped, not orphaned. While a worker is being started (`deferred`), the
+    signal waits until the worker is on the list of running ones: raised inside Popen, it would
+    leave a started worker that nothing stops."""
 
-    def interrupt(signum: int, frame: Any) -> None:
+    def __init__(self) -> None:
+        self.deferring = self.pending = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.deferring:
+            self.pending = True
+            return
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[_Interrupts]:
+    """Install `_Interrupts` for SIGINT and SIGTERM (in the main thread; elsewhere signals are not ours to set)."""
+    handler = _Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield handler
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield handler
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_parallel(recipe_path: Path, points: Sequence[Any], overrides: Sequence[str], workers: int,
@@ -59,16 +84,16 @@ def run_parallel(recipe_path: Path, points: Sequence[Any], overrides: Sequence[s
     threads = str(max(1, cpus() // workers))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     queue, running = list(points), []
-    with _sigterm_interrupts():
+    with _interrupts() as interrupts:
         try:
             while queue or running:
                 while queue and len(running) < workers:
                     point = queue.pop(0)
                     point.out_dir.mkdir(parents=True, exist_ok=True)
-                    with open(point.out_dir / "train.log", "w", encoding="utf-8") as log:
+                    with interrupts.deferred(), open(point.out_dir / "train.log", "w", encoding="utf-8") as log:
                         proc = subprocess.Popen(_command(recipe_path, point, overrides), stdout=log,
                                                 stderr=subprocess.STDOUT, env=env)
-                    running.append((point, proc))
+                        running.append((point, proc))
                     say(f"{point.name}: training in a worker ({threads} threads), log in {point.out_dir / 'train.log'}")
                 time.sleep(0.2)
                 for point, proc in [r for r in running if r[1].poll() is not None]:
