@@ -234,3 +234,12 @@ def test_build_and_summarize_tables_fit_80_columns(card):
 def test_recipe_names_include_the_shipped_recipes():
     assert {"hybrid", "transformer", "mqar-hybrid"} <= set(recipe_names())
     assert json.loads(run_cli("summarize", "hybrid", "--json").stdout)["total_params"] > 0
+
+
+def test_python_dash_m_pulse_runs_the_command():
+    # what tools/gpu_bench.sh runs on a machine where the source tree is on PYTHONPATH but not installed
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pulse", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"pulse {pulse.__version__}", done.stderr

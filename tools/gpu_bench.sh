@@ -8,8 +8,16 @@
 #
 # DEVICE, DTYPE, DIM, HEADS, LENS, BUDGET override the defaults, e.g. a dry run on a CPU:
 #   DEVICE=cpu DTYPE=float32 DIM=64 HEADS=4 LENS=256 tools/gpu_bench.sh /tmp/gpu-dry
+# PYTHON names the interpreter (default python3). On a machine that cannot reach a package index,
+# WHEELS=DIR (made by tools/gpu_wheels.sh) installs those wheels into a private site directory
+# first, and the source tree runs as `python -m pulse` without being installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+if [ -n "${WHEELS:-}" ]; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pulse-site "$WHEELS"/*.whl
+  export PYTHONPATH="/tmp/pulse-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
 out=${1:-docs/bench}
 mkdir -p "$out"
 device=${DEVICE:-cuda}
@@ -18,12 +26,12 @@ dim=${DIM:-1024}
 heads=${HEADS:-16}
 lens=${LENS:-2k,8k,32k}
 budget=${BUDGET:-420}
-python - <<EOF
+"$python" - <<EOF
 import torch
 print("torch", torch.__version__, "· cuda", torch.version.cuda, "·", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device")
 EOF
 # a length that would not finish inside --timeout is skipped with the reason, not waited for
-pulse bench --mixer "attention:num_heads=$heads" --mixer "linear_attention:num_heads=$heads" \
+"$python" -m pulse bench --mixer "attention:num_heads=$heads" --mixer "linear_attention:num_heads=$heads" \
   --mixer "pulse:gate=mingru,num_heads=$heads" --mixer "pulse:gate=gru,num_heads=$heads" \
   --mixer "pulse:gate=lstm,num_heads=$heads" --mixer ssm --mixer "mamba2:num_heads=$((2 * dim / 64))" \
   --mixer "gated_deltanet:num_heads=$heads" \
@@ -32,4 +40,4 @@ pulse bench --mixer "attention:num_heads=$heads" --mixer "linear_attention:num_h
   --json "$out/gpu-train.json" --text "$out/gpu-train.txt"
 # fla and mamba-ssm against the project's own ops, and compiled steps against eager (skip with the
 # reason where CUDA or the library is missing)
-python -m pytest -q -p no:cacheprovider tests/test_backend_fla.py tests/test_backend_mamba.py tests/test_backend.py -rs
+"$python" -m pytest -q -p no:cacheprovider tests/test_backend_fla.py tests/test_backend_mamba.py tests/test_backend.py -rs
