@@ -141,10 +141,12 @@ def _chunk_core(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, s0: T
         chunk_decay = None
     else:
         causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
-        g = log_decay.reshape(b, h, n, c).cumsum(dim=-1)  # (b, h, n, c): log decay from the chunk start to token i
-        scores = scores * (g.unsqueeze(-1) - g.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()
-        k_end = k * (g[..., -1:] - g).exp().unsqueeze(-1)
-        q_start = q * g.exp().unsqueeze(-1)
+        # log decays summed in at least float32 (a bf16 cumulative sum loses them); factors in q's dtype
+        wide = torch.promote_types(log_decay.dtype, torch.float32)
+        g = log_decay.to(wide).reshape(b, h, n, c).cumsum(dim=-1)  # (b, h, n, c): log decay from the chunk start
+        scores = scores * (g.unsqueeze(-1) - g.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp().to(q.dtype)
+        k_end = k * (g[..., -1:] - g).exp().unsqueeze(-1).to(k.dtype)
+        q_start = q * g.exp().unsqueeze(-1).to(q.dtype)
         chunk_decay = g[..., -1]
     local = k_end.transpose(-1, -2) @ v  # (b, h, n, k, v): each chunk's contribution to the state
     starts, s = _carry(s0, local, chunk_decay)
@@ -162,5 +164,5 @@ def _carry(initial: Tensor, local: Tensor, log_chunk_decay: Tensor | None) -> tu
     """
     decay = None
     if log_chunk_decay is not None:
-        decay = log_chunk_decay.exp().view(*log_chunk_decay.shape, *(1,) * (local.ndim - 3))
+        decay = log_chunk_decay.exp().to(local.dtype).view(*log_chunk_decay.shape, *(1,) * (local.ndim - 3))
     return scan.carry(initial, local, decay, dim=2)
