@@ -41,8 +41,10 @@ def numel(module: torch.nn.Module) -> int:
 
 
 @settings(deadline=None)
-@given(n=st.integers(1, 70), block=st.sampled_from([None, 2, 3, 8]), seed=st.integers(0, 2**16))
-def test_mingru_scan_equals_sequential_values_and_gradients(n, block, seed):
+@given(n=st.integers(1, 70), block=st.sampled_from([None, 2, 3, 8]), seed=st.integers(0, 2**16),
+       method=st.sampled_from(["loop", "log"]))
+def test_mingru_scan_equals_sequential_values_and_gradients(n, block, seed, method):
+    """Both forms: the √n block scan (the CPU's) and the log-depth one (every other device's), run here."""
     gen = torch.Generator().manual_seed(seed)
     g = (torch.randn(2, n, 3, 4, generator=gen, dtype=F64) * 3).requires_grad_()
     cand = torch.randn(2, n, 3, 4, generator=gen, dtype=F64).requires_grad_()
@@ -51,7 +53,7 @@ def test_mingru_scan_equals_sequential_values_and_gradients(n, block, seed):
 
     def run(scan):
         a, b = mingru_coefficients(g, cand)
-        out = scan(a, b, h0) if scan is mingru_scan_reference else scan(a, b, h0, block=block)
+        out = scan(a, b, h0) if scan is mingru_scan_reference else scan(a, b, h0, block=block, method=method)
         return out, torch.autograd.grad((out * weights).sum(), (g, cand, h0))
 
     fast, fast_grads = run(mingru_scan)
@@ -61,11 +63,12 @@ def test_mingru_scan_equals_sequential_values_and_gradients(n, block, seed):
         contract.assert_close(a, b, f"scan gradient wrt {name}")
 
 
-def test_mingru_scan_is_safe_with_saturated_gates():
+@pytest.mark.parametrize("method", ["loop", "log"])
+def test_mingru_scan_is_safe_with_saturated_gates(method):
     g = torch.tensor([-60.0, 60.0, 0.0, 80.0, -80.0]).repeat(40).view(1, 200, 1).requires_grad_()
     cand = torch.linspace(-3, 3, 200).view(1, 200, 1)
     a, b = mingru_coefficients(g, cand)
-    fast = mingru_scan(a, b, torch.ones(1, 1))
+    fast = mingru_scan(a, b, torch.ones(1, 1), method=method)
     fast.sum().backward()
     assert torch.isfinite(fast).all() and torch.isfinite(g.grad).all()
     contract.assert_close(fast, mingru_scan_reference(a, b, torch.ones(1, 1)), "saturated scan")

@@ -4,7 +4,9 @@
 run their recurrence from zero side by side (√n vectorised steps over every block at
 once), the block ends are chained by the same recurrence one level up (√n more steps),
 and each block then adds its carried-in state times its cumulative decay. That is
-O(√n) sequential steps instead of n, with O(n) work and memory. Decays lie in (0, 1], so
+O(√n) sequential steps instead of n, with O(n) work and memory. That is the CPU's form; on any
+other device every step is a kernel launch, so the scan runs in ⌈log₂ n⌉ whole-tensor steps
+instead (`pulse.ops.scan.inclusive`, O(n log n) work): 7 steps for the 128 chunks of 8k tokens. Decays lie in (0, 1], so
 their running products can only shrink towards 0 — no exponential of a sum that could
 overflow. `mingru_scan_reference` is the plain loop the fast path must agree with.
 
@@ -17,6 +19,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from pulse.ops import scan
 
 
 def mingru_coefficients(gate_logits: Tensor, candidate: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -40,12 +44,16 @@ def mingru_scan_reference(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Ten
     return torch.stack(states, dim=1)
 
 
-def mingru_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, *, block: int | None = None) -> Tensor:
-    """All states h_1..h_n of h_k = a_k ⊙ h_{k−1} + b_k in O(√n) sequential steps. a, b: (b, n, …); h0: (b, …)."""
+def mingru_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, *, block: int | None = None,
+                method: scan.Method = "auto") -> Tensor:
+    """All states h_1..h_n of h_k = a_k ⊙ h_{k−1} + b_k in O(√n) sequential steps ("loop", the CPU's
+    default) or ⌈log₂ n⌉ ("log", every other device's). a, b: (b, n, …); h0: (b, …)."""
     batch, n = b.shape[:2]
     feature_shape = b.shape[2:]
     a, b = a.reshape(batch, n, -1), b.reshape(batch, n, -1)  # (b, n, f)
     h0 = torch.zeros_like(b[:, 0]) if h0 is None else h0.reshape(batch, -1)
+    if scan.resolve(method, b.device) == "log":
+        return scan.inclusive(h0, b, a.expand_as(b), dim=1).reshape(batch, n, *feature_shape)
     if block is None:
         block = math.isqrt(max(n - 1, 0)) + 1  # ⌈√n⌉
     if n <= max(block, 2):

@@ -52,6 +52,13 @@ def carry(initial: Tensor, local: Tensor, decay: Tensor | None, *, dim: int = 2,
     return starts, states[-1]
 
 
+def inclusive(initial: Tensor, local: Tensor, decay: Tensor, *, dim: int = 1) -> Tensor:
+    """All states x_0..x_{n−1} (after each step, n at `dim`) of x_i = decay_i ⊙ x_{i−1} + local_i, in log depth."""
+    if local.shape[dim] == 0:
+        return local
+    return _log_depth(initial, local.movedim(dim, 0), decay.movedim(dim, 0)).movedim(0, dim)
+
+
 def _loop(initial: Tensor, local: Tensor, decay: Tensor | None, dim: int) -> tuple[Tensor, Tensor]:
     # Unbind, not indexing: the backward of one unbind is one stack, that of n index ops n full-size scatters.
     decays = [None] * local.shape[dim] if decay is None else decay.unbind(dim)
