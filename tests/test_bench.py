@@ -348,3 +348,16 @@ def test_the_path_column_names_each_kernel_library_and_spells_out_fallbacks():
         "fla + mamba-ssm + selective_scan: eager (continues a state: mamba-ssm's kernel starts from zero)"
     )
     assert paths_summary([{}]) == "eager"
+
+
+def test_matmul_floor_records_every_projection_product_of_forward_and_backward():
+    # tools/matmul_floor.py bounds the speed-up of any form of a mixer by its projections alone
+    # (docs/benchmarks.md, "What bounds them"); it must find exactly the layer's 2-D products
+    from helpers import load_tool
+
+    floor = load_tool("matmul_floor")
+    d, t = 16, 64
+    result = floor.measure("linear_attention", d, t, repeats=1)
+    # q/k/v and out projections: 8·t·d² forward, twice that backward (input and weight gradients)
+    assert result["calls"] == 6 and result["gflop"] == pytest.approx(24 * t * d * d / 1e9)
+    assert result["layer"] > 0 and result["products"] > 0

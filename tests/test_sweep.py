@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import load_tool, run_cli
 from test_train import Interrupt, recipe_dict, write_recipe
 
 from pulse.errors import PulseError
@@ -198,14 +197,6 @@ def test_stopping_a_parallel_sweep_stops_its_workers(tmp_path, tiny):
             with contextlib.suppress(OSError):
                 if str(out) in Path(f"/proc/{pid}/cmdline").read_text():
                     os.kill(pid, signal.SIGKILL)
-
-
-def load_tool(name: str):
-    path = Path(__file__).resolve().parent.parent / "tools" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 TINY = ["model.vocab_size=64", "task.vocab_size=64", "train.steps=3", "task.num_train=64", "task.num_test=32",
