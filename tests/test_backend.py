@@ -91,6 +91,8 @@ _ON_CUDA = pytest.param("cuda", marks=pytest.mark.skipif(
     ("linear_attention", {"chunk_size": 2, "num_heads": 2, "decay": "input"}),
     ("ssm", {"chunk_size": 2, "d_state": 4}),
     ("mamba2", {"chunk_size": 2, "num_heads": 2, "d_state": 4}),
+    ("gated_deltanet", {"chunk_size": 2, "num_heads": 2, "head_dim": 4}),
+    ("deltanet", {"chunk_size": 2, "num_heads": 2, "head_dim": 4}),
 ])
 def test_gpu_paths_equal_the_cpu_reference(kind, params, device, monkeypatch, restore_switch):
     """The reference: the CPU, eager, chunk carries as a loop. On CUDA, PULSE_COMPILE=auto compiles the
@@ -117,5 +119,5 @@ def test_gpu_paths_equal_the_cpu_reference(kind, params, device, monkeypatch, re
     (g_out,) = torch.autograd.grad(out.square().sum(), x_on)
     contract.assert_close(out.cpu(), ref, f"{kind} on {device}, GPU paths, vs the CPU reference")
     contract.assert_close(g_out.cpu(), g_ref, f"{kind} on {device}, GPU paths, vs the CPU reference: gradient")
-    if kind in ("linear_attention", "ssm", "mamba2"):
+    if kind in ("linear_attention", "ssm", "mamba2", "gated_deltanet", "deltanet"):
         assert carries and set(carries) == {"log"}, carries

@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import assert_grads_close
 from pulse.ops import scan
+from pulse.ops.delta_rule import chunk_delta_rule, recurrent_delta_rule
 from pulse.ops.linear_attention import chunk_linear_attention, recurrent_linear_attention
 from pulse.ops.selective_scan import selective_scan, selective_scan_reference
 from pulse.ops.ssd import chunk_ssd, recurrent_ssd
@@ -44,6 +45,35 @@ def test_log_depth_carry_equals_the_loop(n, decay):
     log = scan.carry(initial, local, a, dim=2, method="log")
     assert loop[0].shape == local.shape and loop[1].shape == initial.shape
     assert_grads_close(list(log), list(loop), inputs, f"carry n={n} decay={decay}")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 64])
+@pytest.mark.parametrize("method", ["loop", "log"])
+def test_affine_carry_equals_step_by_step_matrix_products(n, method):
+    torch.manual_seed(n)
+    initial = torch.randn(2, 3, 4, 5, dtype=F64)
+    transition = torch.randn(2, 3, n, 4, 4, dtype=F64) / 2
+    local = torch.randn(2, 3, n, 4, 5, dtype=F64)
+    inputs = [z.requires_grad_(True) for z in (initial, transition, local)]
+    x, expected = initial, []
+    for i in range(n):
+        expected.append(x)
+        x = transition[:, :, i] @ x + local[:, :, i]
+    got = scan.affine_carry(initial, transition, local, dim=2, method=method)
+    assert got[0].shape == local.shape and got[1].shape == initial.shape
+    assert_grads_close(list(got), [torch.stack(expected, dim=2), x], inputs, f"affine carry n={n} {method}")
+
+
+def test_affine_carry_op_count_grows_with_log_n_not_n():
+    def ops(n: int, method: str) -> int:
+        initial, m, local = torch.randn(1, 4, 2), torch.randn(1, n, 4, 4), torch.randn(1, n, 4, 2)
+        with _CountOps() as counter:
+            scan.affine_carry(initial, m, local, dim=1, method=method)
+        return counter.count
+
+    # five more doublings, each two batched products (with their views), a sum and two cats
+    assert ops(512, "log") <= ops(16, "log") + 24 * 5
+    assert ops(512, "log") * 2 < 512 <= ops(512, "loop")
 
 
 def test_auto_loops_on_the_cpu_and_takes_log_depth_elsewhere():
@@ -110,3 +140,17 @@ def test_selective_scan_in_log_depth(log_depth, group_elements):
     fast = selective_scan(x, dt, A, B, C, h0, chunk_size=4, group_elements=group_elements)
     slow = selective_scan_reference(x, dt, A, B, C, h0)
     assert_grads_close(list(fast), list(slow), inputs, f"selective scan, log-depth carry, groups of {group_elements}")
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_delta_rule_in_log_depth(log_depth, gated):
+    torch.manual_seed(0)
+    b, h, t, k, v = 2, 2, 37, 4, 3
+    q, key = torch.randn(b, h, t, k, dtype=F64), F.normalize(torch.randn(b, h, t, k, dtype=F64), dim=-1)
+    val, s0 = torch.randn(b, h, t, v, dtype=F64), torch.randn(b, h, k, v, dtype=F64)
+    beta = torch.rand(b, h, t, dtype=F64)
+    log_decay = F.logsigmoid(torch.randn(b, h, t, dtype=F64) * 2) if gated else None
+    inputs = [z.requires_grad_(True) for z in (q, key, val, beta, s0)]
+    fast = chunk_delta_rule(q, key, val, beta, log_decay, s0, chunk_size=4)
+    slow = recurrent_delta_rule(q, key, val, beta, log_decay, s0)
+    assert_grads_close(list(fast), list(slow), inputs, f"delta rule, log-depth carry, gated={gated}")

@@ -12,12 +12,16 @@ its start and g_i the cumulative log-decay from the chunk start (γ_i = e^{g_i})
     (I + A) U = diag(β) V − diag(β γ) K S₀,    A_ij = β_i e^{g_i − g_j} k_i·k_j  for j < i (else 0)
 
 so U = W₁ − W₂ S₀ with W₁ = T diag(β) V, W₂ = T diag(βγ) K and T = (I + A)⁻¹ — one unit lower
-triangular solve per chunk, for every chunk at once, independent of S₀. Then one pass over the
-chunks, four matmuls each:
+triangular solve per chunk, for every chunk at once, independent of S₀. With P = Q Kᵀ ⊙ D
+(D_ij = e^{g_i − g_j} for j ≤ i, 0 above the diagonal) and K' = K ⊙ γ_c/γ,
 
-    U = W₁ − W₂ S₀,   O = (Q ⊙ γ) S₀ + (Q Kᵀ ⊙ D) U,   S_c = γ_c S₀ + (K ⊙ γ_c/γ)ᵀ U
+    O = (Q ⊙ γ) S₀ + P U = (Q ⊙ γ − P W₂) S₀ + P W₁
+    S_c = γ_c S₀ + K'ᵀ U = (γ_c I − K'ᵀ W₂) S₀ + K'ᵀ W₁
 
-with D_ij = e^{g_i − g_j} for j ≤ i (0 above the diagonal). Only exponents ≤ 0 are formed.
+so the state passes from chunk to chunk by an affine map S ← M S + B whose M (k × k) and B are
+known for every chunk up front: the carry is one batched multiply-add per chunk (a loop on the
+CPU) or ⌈log₂ n⌉ steps composing the maps (elsewhere; `pulse.ops.scan.affine_carry`), and the
+outputs are one batched product after it. Only exponents ≤ 0 are formed.
 `recurrent_delta_rule` is the per-token loop it must agree with (values and gradients).
 
 # b batch · h heads · t time · n chunks · c chunk length · k key dim · v value dim
@@ -28,6 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from pulse.ops import scan
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -97,18 +103,17 @@ def chunk_delta_rule(
     a = ((beta * k) @ k.transpose(-1, -2) * decay).tril(-1)  # (b, h, n, c, c): A, strictly lower
     # (I + A) W = [diag(β) V, diag(βγ) K]; unitriangular=True supplies the unit diagonal of I + A
     w = torch.linalg.solve_triangular(a, torch.cat((beta * v, rhs_k), dim=-1), upper=False, unitriangular=True)
-    w1, w2 = w.split((dv, dk), dim=-1)  # (b, h, n, c, v), (b, h, n, c, k)
     scores = q @ k.transpose(-1, -2) * decay  # (b, h, n, c, c): Q Kᵀ ⊙ D
-    chunk_decay = [None] * n if log_decay is None else g[..., -1].exp()[..., None, None].unbind(2)
-    outs = []
-    # Unbind, not indexing: the backward of one unbind is one stack, that of n index ops n scatters.
-    for w1_i, w2_i, q_i, k_i, p_i, a_i in zip(
-        w1.unbind(2), w2.unbind(2), q_start.unbind(2), k_end.unbind(2), scores.unbind(2), chunk_decay
-    ):
-        u = w1_i - w2_i @ s  # (b, h, c, v)
-        outs.append(q_i @ s + p_i @ u)
-        s = (s if a_i is None else a_i * s) + k_i.transpose(-1, -2) @ u
-    out = torch.stack(outs, dim=2).reshape(b, h, n * c, dv)[:, :, :t]
+    # everything that does not need S₀, for every chunk at once (W = [W₁, W₂] in each product);
+    # the carry is then one multiply-add a chunk
+    o_local, p_w2 = (scores @ w).split((dv, dk), dim=-1)  # P W₁ (b, h, n, c, v), P W₂ (b, h, n, c, k)
+    local, k_w2 = (k_end.transpose(-1, -2) @ w).split((dv, dk), dim=-1)  # K'ᵀ W₁ (…, k, v), K'ᵀ W₂ (…, k, k)
+    eye = torch.eye(dk, dtype=q.dtype, device=q.device)
+    transition = (eye if log_decay is None else eye * g[..., -1:, None].exp()) - k_w2  # (b, h, n, k, k)
+    starts, s = scan.affine_carry(s, transition, local, dim=2)  # (b, h, n, k, v), (b, h, k, v)
+    q_eff = q_start - p_w2  # (b, h, n, c, k)
+    out = torch.baddbmm(o_local.reshape(-1, c, dv), q_eff.reshape(-1, c, dk), starts.reshape(-1, dk, dv))
+    out = out.reshape(b, h, n * c, dv)[:, :, :t]
     return out.to(dtype), s.to(dtype)
 
 

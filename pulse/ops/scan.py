@@ -1,4 +1,5 @@
-"""The carry between chunks: x_i = a_i ⊙ x_{i−1} + b_i over the chunk axis, by a loop or in log depth.
+"""The carry between chunks: x_i = a_i ⊙ x_{i−1} + b_i over the chunk axis, by a loop or in log depth
+(`affine_carry`: the same with a matrix M_i in place of a_i, for the delta rule).
 
 Every chunked form (linear attention, SSD, the selective scan) ends each chunk with a local
 state b_i and a decay a_i across the chunk, and needs the state before every chunk. Two ways:
@@ -57,6 +58,35 @@ def inclusive(initial: Tensor, local: Tensor, decay: Tensor, *, dim: int = 1) ->
     if local.shape[dim] == 0:
         return local
     return _log_depth(initial, local.movedim(dim, 0), decay.movedim(dim, 0)).movedim(0, dim)
+
+
+def affine_carry(initial: Tensor, transition: Tensor, local: Tensor, *, dim: int = 2,
+                 method: Method = "auto") -> tuple[Tensor, Tensor]:
+    """States before each step and after the last of x_i = M_i x_{i−1} + b_i along `dim`, M_i a matrix.
+
+    initial: (…, k, v); transition: (…, n, k, k) and local: (…, n, k, v) with n at `dim`. The
+    loop is one batched multiply-add per step; the log form composes the steps' affine maps
+    pairwise (M_i M_{i−o}, M_i b_{i−o} + b_i) in ⌈log₂ n⌉ steps, forming products of the M_i and
+    never their inverses. Returns (starts, last) as `carry` does.
+    """
+    if local.shape[dim] == 0:
+        return local, initial
+    if resolve(method, local.device) == "loop":
+        x, starts = initial, []
+        for m_i, b_i in zip(transition.unbind(dim), local.unbind(dim)):
+            starts.append(x)
+            x = torch.baddbmm(b_i.flatten(0, -3), m_i.flatten(0, -3), x.flatten(0, -3)).view_as(b_i)
+        return torch.stack(starts, dim=dim), x
+    m, x = transition.movedim(dim, 0), local.movedim(dim, 0)
+    x = torch.cat(((m[0] @ initial + x[0]).unsqueeze(0), x[1:]), dim=0)
+    n, o = x.shape[0], 1
+    while o < n:
+        x = torch.cat((x[:o], m[o:] @ x[:-o] + x[o:]), dim=0)
+        if 2 * o < n:
+            m = torch.cat((m[:o], m[o:] @ m[:-o]), dim=0)
+        o *= 2
+    starts = torch.cat((initial.unsqueeze(0), x[:-1]), dim=0).movedim(0, dim)
+    return starts, x[-1]
 
 
 def _loop(initial: Tensor, local: Tensor, decay: Tensor | None, dim: int) -> tuple[Tensor, Tensor]:
