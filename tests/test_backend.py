@@ -58,6 +58,7 @@ def test_a_failing_compiled_step_falls_back_to_eager_with_a_warning(restore_swit
 @pytest.mark.parametrize("kind, params", [
     ("ntm", {"memory_slots": 4, "memory_width": 3}),
     ("pulse", {"gate": "lstm", "num_slots": 2, "chunk_size": 2, "num_heads": 2}),  # the gru/lstm chunk step
+    ("sparse_state_attention", {"num_slots": 4, "top_k": 2, "num_heads": 2, "chunk_size": 2}),
 ])
 def test_compiled_steps_equal_eager_on_cpu(kind, params, restore_switch):
     # small blocks: inductor's CPU compile takes tens of seconds each on a shared 2-core machine
@@ -93,6 +94,7 @@ _ON_CUDA = pytest.param("cuda", marks=pytest.mark.skipif(
     ("mamba2", {"chunk_size": 2, "num_heads": 2, "d_state": 4}),
     ("gated_deltanet", {"chunk_size": 2, "num_heads": 2, "head_dim": 4}),
     ("deltanet", {"chunk_size": 2, "num_heads": 2, "head_dim": 4}),
+    ("sparse_state_attention", {"num_slots": 4, "top_k": 2, "num_heads": 2, "chunk_size": 2}),
 ])
 def test_gpu_paths_equal_the_cpu_reference(kind, params, device, monkeypatch, restore_switch):
     """The reference: the CPU, eager, chunk carries as a loop. On CUDA, PULSE_COMPILE=auto compiles the

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from pulse.errors import PulseError
 from pulse.contract import check_input
+from pulse.ops import backend
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.topk_read import topk_read
 
@@ -103,25 +104,13 @@ class SparseStateAttention(nn.Module):
 
         slots, acc, den, ref = state["slots"], state["acc"], state["den"], state["ref"]
         all_scores, all_slots = [], []
+        # on CUDA the chunk step runs compiled (PULSE_COMPILE, pulse.ops.backend); the loop stays eager
+        step = backend.step_function(self, "chunk_step", self._chunk_step, x.device)
         # unbind, not indexing: the backward of one unbind is one stack, of n index ops n full-size scatters
         for i, (q_i, gv_i, g_i) in enumerate(zip(q.unbind(2), gv.unbind(2), g.unbind(2))):
             all_slots.append(slots)
-            heads = slots.view(b, s, h, e).transpose(1, 2)  # (b, h, s, e)
-            keys = self.k(slots).view(b, s, h, e).transpose(1, 2)
-            scores = q_i @ keys.transpose(-1, -2)  # (b, h, c, s)
+            scores, slots, acc, den, ref = step(slots, acc, den, ref, q_i, gv_i, g_i, valid[i], (i + 1) * c <= total)
             all_scores.append(scores)
-            # slot → token attention over the chunk's tokens, merged into the running sums
-            masked = scores.masked_fill(~valid[i], float("-inf"))
-            top = masked.amax(dim=2)  # (b, h, s)
-            new_ref = torch.where(den > 0, torch.maximum(ref, top), top).detach()
-            rescale = (ref - new_ref).clamp(max=0).exp()
-            w = (masked - new_ref.unsqueeze(2)).exp().transpose(-1, -2)  # (b, h, s, c)
-            den = den * rescale + w.sum(-1)
-            acc = acc * rescale.unsqueeze(-1) + w @ gv_i - (w @ g_i) * heads
-            ref = new_ref
-            if (i + 1) * c <= total:
-                slots = slots + (acc / den.unsqueeze(-1)).transpose(1, 2).reshape(b, s, d)
-                acc, den, ref = torch.zeros_like(acc), torch.zeros_like(den), torch.zeros_like(ref)
 
         # every token reads its top-k slots of the bank as it stood before the token's chunk
         scores = torch.stack(all_scores, dim=2)  # (b, h, n, c, s)
@@ -134,6 +123,28 @@ class SparseStateAttention(nn.Module):
         read = read.view(b, h, n * c, e).transpose(1, 2).reshape(b, n * c, d)[:, filled:total]
         new_state = {"slots": slots, "acc": acc, "den": den, "ref": ref, "conv": conv_state, "filled": total % c}
         return self.out(read + local), new_state
+
+    def _chunk_step(self, slots: Tensor, acc: Tensor, den: Tensor, ref: Tensor, q: Tensor, gv: Tensor, g: Tensor,
+                    valid: Tensor, complete: bool) -> tuple[Tensor, ...]:
+        """One chunk: its tokens' scores on the slots (b, h, c, s), then the slot → token attention over the
+        chunk's valid tokens merged into the running sums (acc, den, ref: an online softmax per slot), and,
+        when the chunk is complete, the slots written and the sums reset. Returns (scores, slots, acc, den, ref)."""
+        b, s, d = slots.shape
+        h, e = self.num_heads, self.head_dim
+        heads = slots.view(b, s, h, e).transpose(1, 2)  # (b, h, s, e)
+        keys = self.k(slots).view(b, s, h, e).transpose(1, 2)
+        scores = q @ keys.transpose(-1, -2)  # (b, h, c, s)
+        masked = scores.masked_fill(~valid, float("-inf"))
+        top = masked.amax(dim=2)  # (b, h, s)
+        new_ref = torch.where(den > 0, torch.maximum(ref, top), top).detach()
+        rescale = (ref - new_ref).clamp(max=0).exp()
+        w = (masked - new_ref.unsqueeze(2)).exp().transpose(-1, -2)  # (b, h, s, c)
+        den = den * rescale + w.sum(-1)
+        acc = acc * rescale.unsqueeze(-1) + w @ gv - (w @ g) * heads
+        if not complete:
+            return scores, slots, acc, den, new_ref
+        slots = slots + (acc / den.unsqueeze(-1)).transpose(1, 2).reshape(b, s, d)
+        return scores, slots, torch.zeros_like(acc), torch.zeros_like(den), torch.zeros_like(new_ref)
 
     def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         check_input(self, x_t, ndim=2)
