@@ -59,10 +59,11 @@ def test_a_failing_compiled_step_falls_back_to_eager_with_a_warning(restore_swit
     ("ntm", {"memory_slots": 4, "memory_width": 3}),
     ("pulse", {"gate": "lstm", "num_slots": 2, "chunk_size": 2, "num_heads": 2}),  # the gru/lstm chunk step
     ("sparse_state_attention", {"num_slots": 4, "top_k": 2, "num_heads": 2, "chunk_size": 2}),
+    ("hierarchical", {"gate": "lstm", "chunk_size": 2, "num_heads": 2, "token_slots": 2, "chunk_slots": 2,
+                      "global_slots": 2}),  # the level update, one graph per level
 ])
 def test_compiled_steps_equal_eager_on_cpu(kind, params, restore_switch):
     # small blocks: inductor's CPU compile takes tens of seconds each on a shared 2-core machine
-    # (hierarchical compiles the same way through backend.step_function; the GPU run exercises it)
     torch.manual_seed(0)
     block = pulse.build_mixer(kind, 8, **params)
     x = torch.randn(2, 7, 8, requires_grad=True)  # pulse: three whole chunks and an open one

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
 from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
 from pulse.blocks.pulse.router import TokenToStateRouter
+from pulse.blocks.pulse.routed_update import FusedWeights, fuse, routed_update
 from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
 from pulse.ops import backend
@@ -100,35 +101,35 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
                 f"HierarchicalStateManager got a state that does not fit a batch of {batch}; pass the state it returned."
             )
 
-    def _update(self, level: int, state, inputs: Tensor) -> Any:
-        """Route `inputs` (b, n, width) into level `level` and gate it; state is h or (h, c)."""
+    def _update(self, level: int, h: Tensor, cell: Tensor | None, inputs: Tensor | tuple[Tensor, Tensor],
+                weights: FusedWeights) -> tuple[Tensor, Tensor | None]:
+        """Route `inputs` into level `level`'s slots h (and lstm cell), gate and communicate: the chunk's
+        token keys/values (b, c, k) each for level 0, the slots of the level below (b, s, k) above it."""
         router = self.routers[level]
-        h = state[0] if isinstance(state, tuple) else state
         k, v = router.project_tokens(inputs) if level else inputs
-        u = router.route(router.queries(h), router.heads(k), router.heads(v))
-        return self.propagators[level](state, u)
+        return routed_update(router, self.propagators[level], weights, h, cell, router.heads(k), router.heads(v))
 
     def _advance(self, slots: dict[str, Any], chunks: dict[str, Tensor], num_read: int) -> tuple[Tensor, None, dict[str, Any]]:
         lstm = self.gate == "lstm"
         levels = list(slots["levels"])
-        cells = list(slots["cells"]) if lstm else None
+        cells = list(slots["cells"]) if lstm else [None] * 3
         g = slots["chunks"]
         k, v = chunks["k"], chunks["v"]  # (b, n, c, k)
+        n = k.shape[1]
+        # level ℓ is written after chunk g when r^ℓ divides g
+        weights = [fuse(self.routers[level], self.propagators[level],
+                        sum((g + j) % self.ratio**level == 0 for j in range(n)), h.shape[0] * h.shape[1])
+                   for level, h in enumerate(levels)]
         # what each chunk reads, per level; one stack per level and one cat at the end, not a cat per chunk
         seen = [[h] for h in levels]
         ks, vs = k.unbind(1), v.unbind(1)  # once, not k[:, j] per chunk (O(n²) backward)
         update = backend.step_function(self, "level_update", self._update, k.device)
-        for j in range(len(ks)):
+        for j in range(n):
             for level in range(3):
                 if g % self.ratio**level:
                     break
-                state = (levels[level], cells[level]) if lstm else levels[level]
                 inputs = (ks[j], vs[j]) if level == 0 else levels[level - 1]
-                state = update(level, state, inputs)
-                if lstm:
-                    levels[level], cells[level] = state
-                else:
-                    levels[level] = state
+                levels[level], cells[level] = update(level, levels[level], cells[level], inputs, weights[level])
             g += 1
             if j + 1 < num_read:
                 for level in range(3):

@@ -15,6 +15,7 @@ from torch._higher_order_ops.scan import scan
 from pulse.blocks.pulse.allocator import AdaptiveStateAllocator
 from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
 from pulse.blocks.pulse.router import TokenToStateRouter
+from pulse.blocks.pulse.routed_update import FusedWeights, fuse, routed_update
 from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
 from pulse.blocks.pulse.state_manager import StateManager
 from pulse.contract import no_weight_decay
@@ -142,17 +143,10 @@ class PulseLayer(ChunkRecurrentMixer):
         """gru/lstm: the chunks one after another, with as few (and as large) matmuls per chunk as the math allows."""
         if torch.compiler.is_exporting():
             return self._loop_export(h, cell, kh, vh, masks)
-        router, prop = self.router, self.propagator
         n = kh.shape[1]
         if n == 0:
             return h.unsqueeze(1), h, cell
-        # Router queries and the gate's state projection both read h: one matmul. The router's
-        # output projection is linear and feeds only the gate's input projection: fold the two
-        # when the fold (k_x·k·k² MACs) costs less than the matmuls it saves (n·b·s·k² MACs).
-        # Weights are laid out (in, out) once here: small-row matmuls run faster that way round.
-        w_state = torch.cat((router.q.weight, prop.w_h.weight)).t().contiguous()  # (k, k + k_h·k)
-        fold = n * h.shape[0] * h.shape[1] >= prop.w_x.out_features
-        w_in = (prop.w_x.weight @ router.out.weight).t().contiguous() if fold else None  # (k, k_x·k)
+        weights = fuse(self.router, self.propagator, n, h.shape[0] * h.shape[1])
         # unbind once: indexing chunk j inside the loop would make backward write a full-size
         # zero gradient per chunk, O(n²) in the number of chunks
         ks, vs = kh.unbind(1), vh.unbind(1)
@@ -164,29 +158,18 @@ class PulseLayer(ChunkRecurrentMixer):
         views = [h]
         for j in range(len(ks)):
             if self.capture_sink is not None:
-                q = h @ w_state[:, : self.slot_dim]
-                self.capture_sink("route", router.weights(router.heads(q), ks[j]).detach())
-            h, cell = step(h, cell, ks[j], vs[j], ms[j], w_state, w_in)
+                q = h @ weights.state[:, : self.slot_dim]
+                self.capture_sink("route", self.router.weights(self.router.heads(q), ks[j]).detach())
+            h, cell = step(h, cell, ks[j], vs[j], ms[j], weights)
             if j + 1 < num_read:
                 views.append(h)
         return torch.stack(views, dim=1), h, cell
 
-    def _chunk_step(self, h: Tensor, cell: Tensor | None, k: Tensor, v: Tensor, m: Tensor | None, w_state: Tensor,
-                    w_in: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def _chunk_step(self, h: Tensor, cell: Tensor | None, k: Tensor, v: Tensor, m: Tensor | None,
+                    weights: FusedWeights) -> tuple[Tensor, Tensor | None]:
         """One chunk of the gru/lstm loop: route keys/values k, v (b, h, c, e) into slots h (b, s, k), gate,
-        communicate, and keep slots whose mask m (b, s) is 0 unchanged. w_state = [W_q; W_h]ᵀ; w_in is the
-        folded W_x W_outᵀ or None."""
-        router, prop = self.router, self.propagator
-        q, hs = (h @ w_state).split((self.slot_dim, prop.w_h.out_features), dim=-1)
-        mixed = F.scaled_dot_product_attention(router.heads(q), k, v)  # (b, h, s, e)
-        mixed = mixed.transpose(-3, -2).flatten(-2)  # (b, s, k)
-        xs = torch.addmm(prop.w_x.bias, mixed.flatten(0, -2), w_in).view(*mixed.shape[:-1], -1) if w_in is not None \
-            else prop.w_x(router.out(mixed))  # (b, s, k_x·k)
-        if self.gate == "lstm":
-            h_new, c_new = prop.combine((h, cell), xs, hs)
-        else:
-            h_new, c_new = prop.combine(h, xs, hs), None
-        h_new = prop.communicate(h_new)
+        communicate (`routed_update`), and keep slots whose mask m (b, s) is 0 unchanged."""
+        h_new, c_new = routed_update(self.router, self.propagator, weights, h, cell, k, v)
         if m is not None:
             m = m.unsqueeze(-1)
             h_new = h + m * (h_new - h)
