@@ -29,3 +29,16 @@ pulse bench --mixer attention --mixer pulse --mixer pulse:gate=lstm --mixer hier
 pulse bench --mixer attention --mixer ntm --dim 256 --seq-lens 2k,8k --mode train --repeats 2 --warmup 1 \
   --threads "$threads" --timeout 600 --max-seconds 1500 --compile both \
   --json "$out/layer-ntm-cpu.json" --text "$out/layer-ntm-cpu.txt"
+# Every CPU target at 8k in one run, two rounds (docs/benchmarks.md, "Every CPU target at 8k").
+pulse bench --mixer attention --mixer linear_attention --mixer ssm --mixer mamba2 --mixer gated_deltanet \
+  --mixer deltanet --mixer pulse:gate=mingru --mixer pulse --mixer pulse:gate=lstm --mixer pulse_managed \
+  --mixer pulse_adaptive --mixer hierarchical --mixer sparse_state_attention --dim 256 --seq-lens 8k --mode train \
+  --repeats 3 --warmup 2 --rounds 2 --threads "$threads" --timeout 300 --max-seconds 1200 \
+  --json "$out/layer-8k-quiet.json" --text "$out/layer-8k-quiet.txt"
+pulse bench --mixer attention --mixer gated_deltanet --mixer deltanet --mixer hierarchical \
+  --mixer sparse_state_attention --dim 256 --seq-lens 2k,4k,8k,16k --mode train --repeats 3 --warmup 2 --rounds 2 \
+  --threads "$threads" --timeout 300 --max-seconds 1400 --fit-from 2048 \
+  --json "$out/layer-scaling-quiet.json" --text "$out/layer-scaling-quiet.txt"
+# The projection ceilings ("What the projections allow"): profiling, one process.
+python tools/matmul_floor.py --mixer linear_attention --mixer ssm --mixer mamba2 --mixer gated_deltanet \
+  --threads "$threads" | tee "$out/matmul-floor-8k.txt"
