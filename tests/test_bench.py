@@ -243,6 +243,45 @@ def test_projection_and_eta_follow_the_measured_exponent():
     assert plan.eta({"a": []}, [("a", 4096)], 3.0, timeout=60.0) == 3.0
 
 
+def test_projection_scales_only_the_work_that_grows_with_the_length():
+    # a short length is mostly process start-up (and, on a GPU, the CUDA context and compiling the
+    # step functions): 30 s of it, scaled as T², would skip 8k for a process that takes 31 s
+    from pulse.bench import plan
+
+    short = {"status": "ok", "seq_len": 2048, "wall_s": 30.1, "scaling_s": 0.1}
+    guess = plan.project([short], 8192)
+    assert guess["exponent"] == 2.0 and guess["wall_s"] == pytest.approx(30.0 + 0.1 * 16)
+    assert plan.check({"dim": 16}, [short], 8192, Settings(seq_lens=(8192,), timeout=90.0)) is None
+    # with two lengths the exponent comes from the scaling parts alone, not from start-up that stays flat
+    longer = {"status": "ok", "seq_len": 4096, "wall_s": 30.4, "scaling_s": 0.4}
+    guess = plan.project([short, longer], 16384)
+    assert guess["exponent"] == pytest.approx(2.0) and guess["wall_s"] == pytest.approx(30.0 + 0.4 * 16)
+    # a run from an older document, without scaling_s, is projected whole, as before
+    assert plan.project([{"status": "ok", "seq_len": 2048, "wall_s": 30.1}], 8192)["wall_s"] == pytest.approx(481.6)
+    # memory likewise: 80 MiB of first-call set-up and 1 MiB of activations at 256 tokens is not 80 GiB at 8k
+    mib = 2**20
+    small = {"status": "ok", "seq_len": 256, "wall_s": 2.0, "memory_bytes": 81 * mib, "memory_fixed_bytes": 80 * mib}
+    assert plan.project([small], 8192)["memory_bytes"] == pytest.approx(80 * mib + 1 * mib * 32**2)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="the inherited peak is a Linux execve detail")
+def test_a_worker_does_not_report_the_runners_memory_as_its_own():
+    # execve folds the parent's high-water mark into the child's ru_maxrss: a runner holding 400 MiB
+    # made every tiny worker report ~400 MiB minus its own resident set as "peak growth"
+    ballast = b"x" * (400 * 2**20)
+    out = run_bench([mixer_system("linear_attention", 16)], Settings(seq_lens=(64,), **NO_CEILING))
+    (run,) = out["runs"]
+    assert len(ballast) and run["status"] == "ok" and run["memory_bytes"] < 64 * 2**20, run["memory_bytes"]
+
+
+def test_the_worker_reports_the_part_of_its_time_that_scales():
+    out = run_bench([mixer_system("linear_attention", 16)], Settings(seq_lens=(64,), mode="generate", **NO_CEILING))
+    (run,) = out["runs"]
+    assert 0 < run["scaling_s"] < run["wall_s"]
+    assert 0 <= run["memory_fixed_bytes"] <= run["memory_bytes"] or run["memory_bytes"] == 0
+    jsonschema.validate(out, DOCUMENT_SCHEMA)
+
+
 def test_busy_machine_and_wide_spread_warn(monkeypatch, doc):
     from pulse.bench import plan
 

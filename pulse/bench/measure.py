@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import statistics
 import sys
 import time
 import traceback
@@ -74,9 +75,37 @@ def _proc_status() -> dict[str, int]:
     return out
 
 
+def _first_call_growth(model: nn.Module, batch: int, seq_len: int, device: str, dtype: torch.dtype, base: int) -> int:
+    """RSS growth of one short forward (16 tokens): the thread pools, library scratch and allocator arenas a
+    process sets up on its first call, which do not grow with T. The peak the measurement reports still
+    counts from `base`, before this call; `pulse.bench.plan` scales only the rest when it projects a length."""
+    with torch.inference_mode():
+        model(example(model, batch, min(seq_len, 16), device, dtype))
+    return max(0, _proc_status().get("VmRSS", base) - base)
+
+
 def _peak_rss() -> int:
+    """This process's peak resident set: VmHWM where /proc has it, else ru_maxrss.
+
+    Not ru_maxrss on Linux: execve folds the parent's high-water mark into it, so every worker the
+    runner spawns would report at least the runner's own resident set as its peak.
+    """
+    hwm = _proc_status().get("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _reset_peak_rss() -> None:
+    """Restart the peak from the current resident set (Linux: 5 written to /proc/self/clear_refs), so the
+    peak read after the measurement is the measurement's, not that of importing and building. Where the
+    kernel does not offer it, the peak keeps counting from the process start (an overestimate)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def build_system(system: dict[str, Any], device: str, dtype: torch.dtype) -> nn.Module:
@@ -192,7 +221,9 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
             torch.cuda.reset_peak_memory_stats(torch.device(device))
             base = torch.cuda.memory_allocated(torch.device(device))
         else:
+            _reset_peak_rss()
             base = _proc_status().get("VmRSS", _peak_rss())
+            out["memory_fixed_bytes"] = _first_call_growth(model, batch, seq_len, device, dtype, base)
         if mode == "forward":
             times, unit, flops = run_forward(model, x, req), "batch", batch * seq_len * fpt
         elif mode == "train":
@@ -221,6 +252,9 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     except Exception as err:  # a bug in a block: report it with the run, do not lose the other measurements
         return {**out, "status": "failed", "reason": f"{type(err).__name__}: {_first_line(err)}",
                 "traceback": traceback.format_exc(limit=-8)}
+    # the part of this process's time that grows with T, for projecting longer lengths (pulse.bench.plan)
+    per_call = statistics.median(times) * (req["generate_tokens"] if mode == "generate" else 1)
+    out["scaling_s"] = (req["warmup"] + req["repeats"]) * per_call + out.get("prefill_s", 0.0)
     return {
         **out,
         "status": "ok",

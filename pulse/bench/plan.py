@@ -43,20 +43,39 @@ def _exponent(points: list[tuple[int, float]], floor: float) -> float:
     return max(floor, fit.exponent) if fit else 2.0
 
 
+def _split(run: dict[str, Any]) -> tuple[float, float]:
+    """A process's wall seconds as (fixed, scaling): what does not grow with T (starting Python, importing
+    torch, a CUDA context, building the model, compiling step functions) and the measured work that does.
+
+    `scaling_s` comes from the worker (the timed calls, their warm-ups and the prefill, at steady speed);
+    a run without it (an older document) counts as all scaling, which is the cautious reading.
+    """
+    wall = run["wall_s"]
+    scaling = min(wall, run.get("scaling_s", wall))
+    return wall - scaling, scaling
+
+
 def project(history: list[dict[str, Any]], seq_len: int) -> dict[str, float] | None:
-    """Projected wall seconds and peak memory bytes of one process at seq_len from this system's ok runs."""
+    """Projected wall seconds and peak memory bytes of one process at seq_len from this system's ok runs.
+
+    Only the part of a process's time that grows with T is scaled: at a short length a process is mostly
+    start-up, and scaling that by (T/T₀)^k would skip lengths that finish in seconds.
+    """
     ok = [r for r in history if r.get("status") == "ok" and r.get("wall_s")]
     if not ok:
         return None
     last = max(ok, key=lambda r: r["seq_len"])
-    walls = [(r["seq_len"], r["wall_s"]) for r in ok]
-    k = _exponent(walls, 1.0)
-    scale = seq_len / last["seq_len"]
-    out = {"wall_s": last["wall_s"] * scale**k, "exponent": k, "fitted": len(walls) >= 2}
-    mems = [(r["seq_len"], float(r["memory_bytes"])) for r in ok if r.get("memory_bytes", 0) > 0]
+    points = [(r["seq_len"], _split(r)[1]) for r in ok]
+    k = _exponent([(t, v) for t, v in points if v > 0], 1.0)
+    fixed, scaling = _split(last)
+    out = {"wall_s": fixed + scaling * (seq_len / last["seq_len"]) ** k, "exponent": k, "fitted": len(points) >= 2}
+    # memory the same way: what a process's first call sets up (memory_fixed_bytes, from the worker) stays
+    mems = [(r["seq_len"], float(r["memory_bytes"]), min(float(r.get("memory_fixed_bytes", 0)), r["memory_bytes"]))
+            for r in ok if r.get("memory_bytes", 0) > 0]
     if mems:
-        t0, m0 = max(mems)
-        out["memory_bytes"] = m0 * (seq_len / t0) ** _exponent(mems, 1.0)
+        t0, m0, f0 = max(mems)
+        k_mem = _exponent([(t, m - f) for t, m, f in mems if m > f], 1.0)
+        out["memory_bytes"] = f0 + (m0 - f0) * (seq_len / t0) ** k_mem
     return out
 
 

@@ -71,6 +71,8 @@ _RUN = {
         "reason": {"type": "string"},
         "times_s": {"type": "array", "items": {"type": "number"}},
         "wall_s": {"type": "number"},
+        "scaling_s": {"type": "number", "minimum": 0},
+        "memory_fixed_bytes": {"type": "integer", "minimum": 0},
     },
 }
 
