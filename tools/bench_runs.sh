@@ -46,4 +46,4 @@ python tools/matmul_floor.py --mixer linear_attention --mixer ssm --mixer mamba2
 pulse bench --mixer attention --mixer gated_deltanet --mixer deltanet --mixer mamba2 --mixer hierarchical \
   --mixer sparse_state_attention --mixer pulse:gate=lstm --mixer pulse_managed --mixer pulse_adaptive --mixer ntm \
   --dim 256 --seq-lens 256,8k --mode generate --repeats 3 --warmup 1 --threads "$threads" --timeout 300 \
-  --max-seconds 1200 --json "$out/layer-generate-others.json" --text "$out/layer-generate-others.txt"
+  --max-seconds 1200 --rounds 2 --json "$out/layer-generate-others.json" --text "$out/layer-generate-others.txt"

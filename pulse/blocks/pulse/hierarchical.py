@@ -116,10 +116,10 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         g = slots["chunks"]
         k, v = chunks["k"], chunks["v"]  # (b, n, c, k)
         n = k.shape[1]
-        # level ℓ is written after chunk g when r^ℓ divides g
-        weights = [fuse(self.routers[level], self.propagators[level],
-                        sum((g + j) % self.ratio**level == 0 for j in range(n)), h.shape[0] * h.shape[1])
-                   for level, h in enumerate(levels)]
+        # level ℓ is written after chunk g when r^ℓ divides g; a level with no write here needs no weights
+        writes = [sum((g + j) % self.ratio**level == 0 for j in range(n)) for level in range(3)]
+        weights = [fuse(self.routers[level], self.propagators[level], w, h.shape[0] * h.shape[1]) if w else None
+                   for level, (w, h) in enumerate(zip(writes, levels))]
         # what each chunk reads, per level; one stack per level and one cat at the end, not a cat per chunk
         seen = [[h] for h in levels]
         ks, vs = k.unbind(1), v.unbind(1)  # once, not k[:, j] per chunk (O(n²) backward)
