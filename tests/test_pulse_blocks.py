@@ -376,3 +376,18 @@ def test_bad_pulse_settings_are_recipe_errors():
         pulse.build_mixer("pulse_adaptive", 16, min_slots=9, max_slots=4)
     with pytest.raises(pulse.PulseError, match="init_slots"):
         pulse.build_mixer("pulse_managed", 16, max_slots=4, init_slots=5)
+
+
+def test_hierarchy_forms_fused_weights_only_for_levels_it_writes(monkeypatch):
+    # a generated token completes no chunk: forming the three levels' fused weights for it cost ~8x per token
+    from pulse.blocks.pulse import hierarchical
+
+    calls = []
+    real = hierarchical.fuse
+    monkeypatch.setattr(hierarchical, "fuse", lambda *a: calls.append(a[2]) or real(*a))
+    block = pulse.build_mixer("hierarchical", 16, chunk_size=4, num_heads=2)
+    _, state = block(torch.randn(1, 1, 16))
+    block.step(torch.randn(1, 16), state)  # two tokens of a four-token chunk: nothing to write
+    assert calls == []
+    block(torch.randn(1, 16, 16))  # chunks 0-3: the token level 4 writes, the chunk level 2, the global level 1
+    assert calls == [4, 2, 1]
