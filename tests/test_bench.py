@@ -264,21 +264,25 @@ def test_projection_scales_only_the_work_that_grows_with_the_length():
     assert plan.project([small], 8192)["memory_bytes"] == pytest.approx(80 * mib + 1 * mib * 32**2)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="the inherited peak is a Linux execve detail")
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
+                    reason="needs Linux /proc (VmHWM and clear_refs): elsewhere the worker's peak is ru_maxrss, "
+                           "which counts from the process start and is not what this test checks")
 def test_a_worker_does_not_report_the_runners_memory_as_its_own():
     # execve folds the parent's high-water mark into the child's ru_maxrss: a runner holding 400 MiB
     # made every tiny worker report ~400 MiB minus its own resident set as "peak growth"
     ballast = b"x" * (400 * 2**20)
     out = run_bench([mixer_system("linear_attention", 16)], Settings(seq_lens=(64,), **NO_CEILING))
     (run,) = out["runs"]
-    assert len(ballast) and run["status"] == "ok" and run["memory_bytes"] < 64 * 2**20, run["memory_bytes"]
+    assert run["status"] == "ok", run
+    assert run["memory_bytes"] < 64 * 2**20, run["memory_bytes"]
+    del ballast  # held until the worker has finished
 
 
 def test_the_worker_reports_the_part_of_its_time_that_scales():
     out = run_bench([mixer_system("linear_attention", 16)], Settings(seq_lens=(64,), mode="generate", **NO_CEILING))
     (run,) = out["runs"]
     assert 0 < run["scaling_s"] < run["wall_s"]
-    assert 0 <= run["memory_fixed_bytes"] <= run["memory_bytes"] or run["memory_bytes"] == 0
+    assert 0 <= run["memory_fixed_bytes"] <= run["memory_bytes"]  # the peak is at least the RSS after the short call
     jsonschema.validate(out, DOCUMENT_SCHEMA)
 
 
