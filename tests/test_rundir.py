@@ -20,6 +20,7 @@ from pulse.specs.run import TrainSpec
 from pulse.train import loop as loop_module
 from pulse.train import train
 from pulse.train.optim import lr_factor
+from pulse.train.faults import VARIABLE as INJECT
 from pulse.train.rundir import RunDir
 from pulse.train.state import STATE, load_state, read_metrics, rng_state, save_state
 
@@ -73,26 +74,41 @@ def test_changed_train_settings_without_resume_are_refused_with_the_ways_on(tmp_
         train(recipe(steps=4, lr=1e-2), tmp_path / "run")
 
 
-def test_nan_stop_then_resume_with_a_lower_lr_uses_it(tmp_path):
+def test_nan_stop_then_resume_with_a_lower_lr_uses_it(tmp_path, monkeypatch):
     data = recipe_dict(lr=30.0, checkpoint_every=1, eval_every=0, log_every=1, steps=20)
     path = write_recipe(tmp_path / "r.toml", data)
+    monkeypatch.setenv(INJECT, "3")  # the loss of step 3 is NaN, on every machine (a real divergence is not)
     first = run_cli("train", path, "--out", tmp_path / "nan30", "-q")
-    assert first.exit_code == 2 and "rerun with --resume" in first.stderr
+    assert first.exit_code == 2 and "became nan at step 3" in first.stderr and "rerun with --resume" in first.stderr
+    monkeypatch.delenv(INJECT)
     again = run_cli("train", tmp_path / "nan30", "--resume", "--set", "train.lr=0.001", "-q")
+    assert again.exit_code == 0, again.output
     assert "train.lr 30.0 → 0.001" in again.stdout
     assert json.loads((tmp_path / "nan30/run.json").read_text())["recipe"]["train"]["lr"] == 0.001
-    # lr=30 poisons the weights within two steps, so the honest outcome is either a clean run or a clean stop
-    assert again.exit_code in (0, 2) and "Traceback" not in again.output
+    assert json.loads((tmp_path / "nan30/summary.json").read_text())["resumed_from"] == 2
 
 
-def test_resumed_run_continues_from_rolled_back_healthy_weights_with_the_new_lr(tmp_path):
+def test_a_nan_stop_before_any_checkpoint_names_the_way_out_and_it_works(tmp_path, monkeypatch):
+    path = write_recipe(tmp_path / "r.toml", recipe_dict(checkpoint_every=4, eval_every=0, steps=8))
+    monkeypatch.setenv(INJECT, "2")
+    first = run_cli("train", path, "--out", tmp_path / "run", "-q")
+    assert first.exit_code == 2 and "nothing to resume" in first.stderr and "--force" in first.stderr, first.stderr
+    assert "--resume" not in first.stderr
+    monkeypatch.delenv(INJECT)
+    again = run_cli("train", path, "--out", tmp_path / "run", "--force", "-q")
+    assert again.exit_code == 0, again.output
+
+
+def test_resumed_run_continues_from_rolled_back_healthy_weights_with_the_new_lr(tmp_path, monkeypatch):
     """The NaN advice works: from a checkpoint whose weights are healthy, a lower lr trains on to the end."""
-    with pytest.raises(PulseError, match="became"):
+    monkeypatch.setenv(INJECT, "5")
+    with pytest.raises(PulseError, match="became nan at step 5"):
         train(recipe(lr=30.0, grad_clip=0.0, checkpoint_every=1, eval_every=0, steps=20, keep_last=20), tmp_path / "run")
+    monkeypatch.delenv(INJECT)
     run = RunDir(tmp_path / "run")
+    assert [s for s, _ in run.complete()] == [1, 2, 3, 4]
     for _, path in run.complete()[1:]:  # keep only the step-1 checkpoint
         shutil.rmtree(path)
-    # step 1 was a single lr=30 update from the initial weights; the loss there is still finite
     result = train(recipe(lr=1e-3, grad_clip=0.0, checkpoint_every=1, eval_every=0, steps=20, keep_last=20),
                    tmp_path / "run", resume=True)
     assert result.resumed_from == 1 and result.step == 20

@@ -17,6 +17,7 @@ from helpers import load_tool, run_cli
 from test_train import Interrupt, recipe_dict, write_recipe
 
 from pulse.errors import PulseError
+from pulse.train.faults import VARIABLE as INJECT
 from pulse.train.state import read_metrics
 from pulse.train.sweep import parse_grid, point_name, split_values, sweep
 from pulse.train.sweep_report import best_row
@@ -144,7 +145,8 @@ def test_sweep_needs_a_grid_a_task_and_one_metric(tmp_path, tiny):
 
 def test_a_sweep_where_every_point_fails_exits_1(tmp_path, tiny):
     out = tmp_path / "sweep"
-    result = run_cli("sweep", tiny, "--grid", "train.lr=1e3", "--set", "train.grad_clip=0", "--out", out, "-q")
+    result = run_cli("sweep", tiny, "--grid", "train.lr=1e3", "--set", "train.grad_clip=0", "--out", out, "-q",
+                     env={INJECT: "2"})  # the loss of step 2 is NaN on every machine
     assert result.exit_code == 1, result.output
     doc, md = read_doc(out)
     assert doc["best"] is None and doc["points"][0]["status"] == "failed"
@@ -157,8 +159,9 @@ def test_parallel_workers_train_every_point_resume_and_record_a_diverged_one(tmp
     with pytest.raises(KeyboardInterrupt):  # lr=1e-2 stops at step 6, after its checkpoint at step 4
         sweep(tiny, ["train.lr=1e-2,1e3"], overrides=["train.grad_clip=0"], out=out,
               reporter=lambda point: Interrupt(at=6), say=lambda text: None)
+    # the point lr=1e3 diverges at step 2, on every machine (its worker inherits the variable)
     result = run_cli("sweep", tiny, "--grid", "train.lr=1e-2,1e3", "--set", "train.grad_clip=0", "--parallel", "2",
-                     "--out", out)
+                     "--out", out, env={INJECT: "2@lr=1e3"})
     assert result.exit_code == 0, result.output
     doc, md = read_doc(out)
     ok, bad = doc["points"]

@@ -19,7 +19,7 @@ import pulse
 from helpers import run_cli
 from pulse.errors import PulseError
 from pulse.specs.run import TrainSpec
-from pulse.train import evaluate_checkpoint, train
+from pulse.train import evaluate_checkpoint, faults, train
 from pulse.train.optim import lr_factor, make_optimizer, param_categories
 from pulse.train.state import RunDir, read_metrics
 
@@ -200,13 +200,24 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
 
 
-def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path):
-    with pytest.raises(PulseError, match=r"became (nan|inf|-inf) at step (\d+); training stopped") as err:
-        train(recipe(lr=1e30, grad_clip=0.0, checkpoint_every=1, eval_every=0), tmp_path / "run")
-    failed = int(str(err.value).split(" at step ")[1].split(";")[0])
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv(faults.VARIABLE, "3")
+    with pytest.raises(PulseError, match=r"became nan at step 3; training stopped") as err:
+        train(recipe(checkpoint_every=1, eval_every=0), tmp_path / "run")
     complete = RunDir(tmp_path / "run").complete()
-    assert complete and complete[-1][0] == failed - 1 and str(complete[-1][1]) in str(err.value)
+    assert [s for s, _ in complete] == [1, 2] and str(complete[-1][1]) in str(err.value)
     assert all(torch.isfinite(t).all() for t in load_file(str(complete[-1][1] / "model.safetensors")).values())
+
+
+def test_the_injected_non_finite_loss_is_scoped_by_run_name_and_a_bad_value_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(faults.VARIABLE, "4@lr=1e3*")
+    assert faults.injected_step(tmp_path / "lr=1e3") == 4 and faults.injected_step(tmp_path / "lr=1e-2") is None
+    monkeypatch.setenv(faults.VARIABLE, "")
+    assert faults.injected_step(tmp_path) is None
+    for bad in ("0", "x", "-1@*"):
+        monkeypatch.setenv(faults.VARIABLE, bad)
+        with pytest.raises(PulseError, match="STEP or STEP@GLOB"):
+            faults.injected_step(tmp_path)
 
 
 def test_a_different_recipe_in_the_same_directory_is_refused(tmp_path):

@@ -23,7 +23,7 @@ from pulse.assemble import build_model
 from pulse.errors import PulseError
 from pulse.tasks import build_task
 from pulse.tasks.base import Batch, Sums, Task
-from pulse.train import ddp
+from pulse.train import ddp, faults
 from pulse.train.evaluate import autocast, evaluate, reduce_sums, to_device
 from pulse.train.init import init_weights, read_record, write_record
 from pulse.train.optim import make_optimizer, make_scheduler
@@ -94,13 +94,18 @@ def count_params(module: nn.Module) -> int:
 
 def _non_finite(what: str, value: float, step: int, run: RunDir) -> PulseError:
     complete = run.complete()
-    kept = (f"the newest checkpoint, {complete[-1][1]} (step {complete[-1][0]}), is intact"
-            if complete else "no checkpoint had been written yet")
+    fixes = "Lower train.lr, add train.warmup_steps or set train.grad_clip"
+    if not complete:
+        return PulseError(
+            f"the {what} became {value} at step {step}; training stopped before applying that step, and no "
+            f"checkpoint had been written yet, so there is nothing to resume. {fixes}, then start afresh with "
+            f"--force (it moves {run.root} aside) or give another --out."
+        )
     return PulseError(
-        f"the {what} became {value} at step {step}; training stopped before applying that step, and {kept}. "
-        "Lower train.lr, add train.warmup_steps or set train.grad_clip, then rerun with --resume: it continues "
-        "from that checkpoint with the new settings applied. If its weights had already diverged (the train loss "
-        "rose steeply before the stop), the run stops again; then start afresh with --force."
+        f"the {what} became {value} at step {step}; training stopped before applying that step, and the newest "
+        f"checkpoint, {complete[-1][1]} (step {complete[-1][0]}), is intact. {fixes}, then rerun with --resume: "
+        "it continues from that checkpoint with the new settings applied. If its weights had already diverged "
+        "(the train loss rose steeply before the stop), the run stops again; then start afresh with --force."
     )
 
 
@@ -211,10 +216,11 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
     stopped = "already complete" if step >= spec.steps or time_spent else "done"
     window: dict[str, float] = {}
     window_time, window_tokens, last_train, last_eval = 0.0, 0, {}, {}
+    injected = faults.injected_step(run.root)
     while step < spec.steps and not time_spent:
         t0 = time.perf_counter()
         sums, step_tokens = _step(task, wrapped, recipe, step, d)
-        loss = sums["loss_sum"] / max(sums["count"], 1.0)
+        loss = faults.loss_at(sums["loss_sum"] / max(sums["count"], 1.0), step + 1, injected)
         if not math.isfinite(loss):
             raise _non_finite("training loss", loss, step + 1, run)
         norm = torch.nn.utils.clip_grad_norm_(params, spec.grad_clip if spec.grad_clip > 0 else math.inf)
