@@ -31,6 +31,7 @@ from pulse.api import (
     create_model,
     list_models,
     load_checkpoint,
+    open_source,
     sequence_pulse,
 )
 from pulse.models.sequence import SequenceModel, SimplePulse
@@ -79,6 +80,7 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "load_recipe",
+    "open_source",
     "make_spec",
     "recipe_from_dict",
     "registry",

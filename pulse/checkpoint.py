@@ -28,8 +28,6 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
-from pulse.specs.limits import check_stored_paths
-from pulse.specs.load import validate
 from pulse.version import __version__
 
 WEIGHTS = "model.safetensors"
@@ -198,13 +196,17 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     return header, metadata
 
 
+class Unverified(PulseError):
+    """A checkpoint that lacks its checksum or recipe hash, read without allow_unverified."""
+
+
 def require_integrity(path: Path, metadata: dict[str, str], key: str, allow_unverified: bool) -> bool:
     """True when `key` is present; a PulseError when it is missing and unverified files are not allowed."""
     if metadata.get(key) is not None:
         return True
     if allow_unverified:
         return False
-    raise PulseError(
+    raise Unverified(
         f"{path}: no `{key}` in its metadata ({INTEGRITY[key]}), so the file cannot be verified and may have "
         "been altered. If you trust it, load it with allow_unverified=True (CLI: --allow-unverified)."
     )
@@ -228,14 +230,6 @@ def read_stored_recipe(location: str | Path, *, allow_unverified: bool = False) 
     if not isinstance(data, dict) or (stored is not None and recipe_hash(data) != stored):
         raise PulseError(f"{path}: corrupt metadata — the stored recipe does not match its hash; the file was altered.")
     return data
-
-
-def load_recipe_from_checkpoint(location: str | Path, *, allow_unverified: bool = False):
-    """The validated recipe stored in a checkpoint; paths inside it (task.path, bench.vs, model.from) are refused."""
-    path = weights_path(location)
-    data = read_stored_recipe(path, allow_unverified=allow_unverified)
-    check_stored_paths(data, source=str(path))
-    return validate(data, source=f"{path} (stored recipe)")
 
 
 def _read_tensors(path: Path, metadata: dict[str, str], allow_unverified: bool = False) -> dict[str, Tensor]:

@@ -26,6 +26,7 @@ FORBIDDEN = {
     "models": {"specs", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
     "specs": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
     "checkpoint": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli"},
+    "runfiles": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli"},
     "registry": {"specs", "blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
     "assemble": {"api", "tasks", "train", "bench", "cli"},
     "tasks": {"assemble", "api", "train", "bench", "cli"},

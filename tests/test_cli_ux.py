@@ -75,7 +75,7 @@ def test_create_model_from_a_checkpoint_has_its_weights(tmp_path):
     again = pulse.create_model(tmp_path / "ck")
     for (name, a), (_, b) in zip(small.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name
-    with pytest.raises(PulseError, match="drop the overrides"):
+    with pytest.raises(PulseError, match=r"--set model.depth=2 cannot apply here: the stored weights fix"):
         pulse.create_model(tmp_path / "ck", depth=2)
 
 

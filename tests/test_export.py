@@ -95,7 +95,7 @@ def test_cli_export_hybrid_and_convert_errors(tmp_path):
     assert "max |logits onnx − torch|" in result.stdout and out.is_file()
     check_runs_at_other_lengths(out, model(ROOT / "recipes/hybrid.toml", SMALL + ["model.depth=3"]), lengths=(5, 30))
     pickle = run_cli("convert", "--input", tmp_path / "model.pt", "--output", tmp_path / "x.onnx", "--format", "onnx")
-    assert pickle.exit_code == 2 and "does not exist" in pickle.output
+    assert pickle.exit_code == 2 and "is a pickle file" in pickle.output
     (tmp_path / "model.pt").write_bytes(b"\x80\x04")
     pickle = run_cli("convert", "--input", tmp_path / "model.pt", "--output", tmp_path / "x.onnx", "--format", "onnx")
     assert pickle.exit_code == 2 and "safetensors" in pickle.output

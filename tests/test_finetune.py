@@ -85,7 +85,7 @@ def test_a_mismatched_recipe_names_every_tensor(base_run):
                                                                                   "tie_embeddings": False}}))
     assert "head.weight: missing from the checkpoint" in str(pytest.raises(PulseError, init_weights, shallow, None,
                                                                            base_run).value)
-    with pytest.raises(PulseError, match="no such run directory"):
+    with pytest.raises(PulseError, match="init_from.*no such file or directory"):
         init_weights(wider, None, base_run.parent / "nope")
 
 

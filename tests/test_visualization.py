@@ -219,7 +219,7 @@ def test_cli_viz_writes_figures_and_rejects_bad_input(tmp_path):
     for name in ("states.png", "similarity.png", "routing.png", "attention/index.html", "attention/layer2_head0.png"):
         assert (out / name).is_file(), name
     missing = run_cli("viz", tmp_path / "no-such-run", "--prompt", "x", "--out", out)
-    assert missing.exit_code == 2 and "does not exist" in missing.output
+    assert missing.exit_code == 2 and "no such file or directory" in missing.output
     states = run_cli("viz", ROOT / "recipes/transformer.toml", "--prompt", "x", "--out", out, "--only", "states",
                      "--set", "model.dim=32", "--set", "model.depth=1")
     assert states.exit_code == 2 and "no PULSE slot layers" in states.output and "attention ×1" in states.output

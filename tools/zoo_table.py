@@ -18,7 +18,7 @@ import torch
 
 from pulse.bench.machine import cpu_model
 from pulse.assemble import build_model
-from pulse.checkpoint import load_recipe_from_checkpoint
+from pulse.api import open_source
 from pulse.summarize import summarize
 
 
@@ -33,7 +33,7 @@ def row(run: Path) -> str | None:
     if not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
-    recipe = load_recipe_from_checkpoint(summary["checkpoint"])
+    recipe = open_source(summary["checkpoint"]).recipe
     task = recipe.task
     seq_len = getattr(task, "seq_len", None) or 256
     model = build_model(recipe, device="meta")

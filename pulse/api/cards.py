@@ -8,6 +8,7 @@ A card is an architecture-only TOML file in zoo/ (pulse/_zoo in a wheel) with a
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from pulse.api.source import open_source
 from pulse.errors import PulseError, did_you_mean
-from pulse.specs.load import (
-    card_names,
-    card_path,
-    deep_merge,
-    find_recipe,
-    named_recipe,
-    read_table,
-    recipe_names,
-    resolve,
-    validate,
-)
+from pulse.specs.load import card_names, card_path, named_recipe, read_table, recipe_names, resolve, validate
 
 
 @dataclass(frozen=True)
@@ -65,28 +57,24 @@ def list_cards(pattern: str = "*") -> list[Card]:
     return out
 
 
-def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
-    """{"mixers.pulse.chunk_size": 16, "depth": 2} → nested tables under [model]."""
-    out: dict[str, Any] = {}
-    for key, value in overrides.items():
-        node = out
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
+def _toml(value: Any) -> str:
+    """A Python value as the TOML literal `--set` reads back to the same value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
-def load_model_recipe(name_or_path: str | Path, **overrides: Any):
-    """The recipe of a card name, shipped recipe name or file, with `overrides` applied to its [model] table."""
-    path = find_recipe(name_or_path)
-    data = read_table(path)
-    if overrides:
-        if not isinstance(data.get("model"), dict):
-            raise PulseError(f"{path}: the recipe has no [model] table to apply {sorted(overrides)} to.")
-        data = {**data, "model": deep_merge(data["model"], _nest(overrides))}
-    where = f" (with {', '.join(f'{k}={v!r}' for k, v in overrides.items())})" if overrides else ""
-    return validate(resolve(data), source=f"{path}{where}")
+def model_overrides(overrides: dict[str, Any]) -> list[str]:
+    """Keyword overrides of the [model] table ({"mixers.pulse.chunk_size": 16}) as --set strings."""
+    return [f"model.{key}={_toml(value)}" for key, value in overrides.items()]
 
 
 def create_model(
@@ -97,22 +85,10 @@ def create_model(
 
     Keyword overrides set keys of the [model] table (dotted keys reach nested tables:
     `**{"mixers.pulse.chunk_size": 16}`) and go through the same validation as a recipe.
-    A checkpoint directory (or .safetensors file) gives its trained weights; its
+    A checkpoint or run directory (or .safetensors file) gives its trained weights; its
     architecture is fixed, so overrides are refused there. device="meta" allocates nothing.
     """
-    from pulse.api.checkpoints import load_checkpoint
-    from pulse.assemble import build_model
-    from pulse.checkpoint import WEIGHTS
-
-    path = Path(name_or_path)
-    if (path.is_dir() and (path / WEIGHTS).is_file()) or (path.suffix == ".safetensors" and path.is_file()):
-        if overrides:
-            raise PulseError(
-                f"{path} is a checkpoint, whose weights fix the architecture; drop the overrides "
-                f"({', '.join(sorted(overrides))}) or start from the card or recipe it was trained from."
-            )
-        return load_checkpoint(path, device=device)[0]
-    return build_model(load_model_recipe(name_or_path, **overrides), device=device, dtype=dtype)
+    return open_source(name_or_path, model_overrides(overrides)).build(device=device, dtype=dtype)
 
 
 def copy_recipe(name: str, dest: str | Path, *, force: bool = False) -> tuple[Path, Path]:

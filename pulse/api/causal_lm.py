@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from pulse.api.config import PulseConfig
 from pulse.assemble import build_model
-from pulse.checkpoint import load_recipe_from_checkpoint, load_weights, save_checkpoint
+from pulse.api.source import Source, open_source
+from pulse.checkpoint import save_checkpoint
 from pulse.errors import PulseError
 from pulse.generation import GenerationStep, resolve_decoding, stream
 from pulse.models.output import ModelOutput
@@ -77,12 +78,18 @@ class PulseForCausalLM(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device=None, dtype=None,
                         allow_unverified: bool = False) -> PulseForCausalLM:
-        """Rebuild from a checkpoint alone (its stored recipe) and load its weights. A file without its
-        checksum or recipe hash is refused unless allow_unverified=True."""
-        recipe = _check_lm(load_recipe_from_checkpoint(directory, allow_unverified=allow_unverified))
-        model = build_model(recipe, device=device, dtype=dtype)
-        load_weights(model, directory, allow_unverified=allow_unverified)
-        return cls(recipe, model=model)
+        """Rebuild from a checkpoint or run directory alone (its stored recipe) and load its weights; a run
+        gives its newest weights. A file without its checksum or recipe hash is refused unless
+        allow_unverified=True."""
+        source = open_source(directory, allow_unverified=allow_unverified)
+        source.require_weights("from_pretrained")
+        return cls.from_source(source, device=device, dtype=dtype)
+
+    @classmethod
+    def from_source(cls, source: Source, *, device=None, dtype=None) -> PulseForCausalLM:
+        """The model of an opened source (pulse.api.source): its weights, or fresh ones for a recipe."""
+        recipe = _check_lm(source.recipe)
+        return cls(recipe, model=source.build(device=device, dtype=dtype))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write model.safetensors (weights + recipe metadata) and recipe.json atomically; returns the weights path."""

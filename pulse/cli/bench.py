@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, console, err_console, handle_errors, load_recipe_or_checkpoint
+from pulse.cli.common import SetOption, console, err_console, handle_errors, open_cli_source
 from pulse.errors import PulseError
 
 
@@ -173,14 +173,17 @@ def bench(
         spec = BenchSpec()
         systems = [mixer_system(text, dim) for text in mixer]
     else:
-        base = load_recipe_or_checkpoint(recipe, set_)
+        source = open_cli_source(recipe, set_)
+        base = source.recipe
         spec = base.bench
+        if not vs:
+            source.check_paths("bench")  # bench.vs of a stored recipe is followed only if it stays inside
         others = vs if vs else _vs_paths(base, recipe)
-        systems = [recipe_system(base)] + [recipe_system(load_recipe_or_checkpoint(p, set_)) for p in others]
+        recipes = [base] + [open_cli_source(p, set_).recipe for p in others]
+        systems = [recipe_system(r) for r in recipes]
         names = [s.name for s in systems]
         if len(set(names)) != len(names):
-            systems = [recipe_system(load_recipe_or_checkpoint(p, set_), f"{i}:{p.stem}")
-                       for i, p in enumerate([recipe, *others])]
+            systems = [recipe_system(r, f"{i}:{p.stem}") for i, (r, p) in enumerate(zip(recipes, [recipe, *others]))]
     systems = with_compile(systems, compile_)
     settings = Settings.from_spec(
         spec,

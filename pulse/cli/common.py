@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: the consoles, the error handler, recipe-or-checkpoint loading."""
+"""Shared CLI plumbing: the consoles, the error handler, opening a source (pulse.api.source) for a command."""
 
 from __future__ import annotations
 
@@ -52,26 +52,31 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def is_checkpoint(path: Path) -> bool:
-    from pulse.checkpoint import WEIGHTS
+def open_cli_source(path: Path | str, overrides: list[str] | None = None, *, allow_unverified: bool = False,
+                    tables: dict | None = None):
+    """pulse.api.open_source for a command: the same Source, with its notes (a skipped damaged checkpoint) said."""
+    from pulse.api.source import open_source
 
-    return (path.is_dir() and (path / WEIGHTS).exists()) or path.suffix == ".safetensors"
+    source = open_source(path, overrides or (), tables=tables, allow_unverified=allow_unverified)
+    for note in source.notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    return source
 
 
-def load_recipe_or_checkpoint(path: Path, overrides: list[str] | None = None, *, allow_unverified: bool = False):
-    """A recipe from a .toml/.json file, or the recipe stored in a checkpoint (allow_unverified: one that lacks
-    its recipe hash)."""
-    from pulse.checkpoint import load_recipe_from_checkpoint
-    from pulse.specs.load import load_recipe, recipe_from_dict
+def open_lm(path: Path | str, overrides: list[str] | None, seed: int, allow_unverified: bool = False):
+    """A PulseForCausalLM in eval mode: a checkpoint's or run's weights, or fresh ones (seeded) for a recipe."""
+    import torch
 
-    if is_checkpoint(path):
-        recipe = load_recipe_from_checkpoint(path, allow_unverified=allow_unverified)
-        if overrides:
-            return recipe_from_dict(recipe.to_dict(), overrides, source=f"{path} (stored recipe)")
-        return recipe
-    if path.is_dir():
-        raise PulseError(f"{path} is a directory without a checkpoint (model.safetensors); give a recipe file or a checkpoint.")
-    return load_recipe(path, overrides or ())
+    from pulse.api import PulseForCausalLM
+
+    source = open_cli_source(path, overrides, allow_unverified=allow_unverified)
+    torch.manual_seed(seed)
+    model = PulseForCausalLM.from_source(source).eval()
+    if not source.trained:
+        err_console.print(f"[yellow]note:[/] {escape(str(source.location))} is a recipe: freshly initialized weights "
+                          f"(seed {seed}), not trained; expect noise. Give a run directory for trained weights.",
+                          highlight=False)
+    return model
 
 
 def make_table(*columns: str, title: str | None = None, **kwargs: Any) -> Table:

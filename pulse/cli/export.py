@@ -9,35 +9,8 @@ from typing import Annotated
 import typer
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, UnverifiedOption, console, err_console, fmt_bytes, handle_errors, is_checkpoint
+from pulse.cli.common import SetOption, UnverifiedOption, console, err_console, fmt_bytes, handle_errors, open_lm
 from pulse.errors import PulseError
-
-
-def load_lm(source: Path, overrides: list[str] | None, seed: int, allow_unverified: bool = False):
-    """A PulseForCausalLM from a checkpoint, or fresh weights (seeded) from a recipe; PulseError otherwise."""
-    import torch
-
-    from pulse.checkpoint import weights_path
-    from pulse.specs.load import named_recipe
-    from pulse.api import PulseForCausalLM
-
-    if not source.exists() and named_recipe(str(source)) is None:
-        raise PulseError(f"{source} does not exist; give a checkpoint directory (from pulse train / pulse build --out), "
-                         "a recipe file, or a card or recipe name (pulse list shows them).")
-    if source.suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        raise PulseError(f"{source} is a pickle file; PULSE checkpoints are safetensors directories (never pickle). "
-                         "Give the directory `pulse train` or `pulse build --out` wrote.")
-    torch.manual_seed(seed)
-    if is_checkpoint(source):
-        if overrides:
-            raise PulseError("--set applies to recipes; a checkpoint's weights fix its architecture, so drop --set.")
-        return PulseForCausalLM.from_pretrained(source, allow_unverified=allow_unverified).eval()
-    if source.is_dir():
-        weights_path(source)  # not a checkpoint directory: this raises, naming what is missing
-    model = PulseForCausalLM.from_recipe(source, overrides or ()).eval()
-    err_console.print(f"[yellow]note:[/] {source} is a recipe: freshly initialized weights (seed {seed}), not trained.",
-                      highlight=False)
-    return model
 
 
 def _export(source: Path, out: Path, fmt: str, batch: int, tolerance: float, seed: int,
@@ -47,7 +20,7 @@ def _export(source: Path, out: Path, fmt: str, batch: int, tolerance: float, see
     if fmt != "onnx":
         raise PulseError(f"unknown export format `{fmt}`; the one format supported is onnx.")
     require_onnx()
-    model = load_lm(source, overrides, seed, allow_unverified)
+    model = open_lm(source, overrides, seed, allow_unverified)
     err_console.print(f"[dim]exporting {source} to ONNX (torch.export, then onnxruntime checks)…[/]", highlight=False)
     start = time.perf_counter()
     report = export_onnx(model, out, batch=batch, tolerance=tolerance, seed=seed)
@@ -71,7 +44,7 @@ SeedOpt = Annotated[int, typer.Option(help="Seed for fresh weights from a recipe
 @app.command()
 @handle_errors
 def export(
-    source: Annotated[Path, typer.Argument(help="A checkpoint directory (or .safetensors file), or a recipe (.toml).")],
+    source: Annotated[Path, typer.Argument(help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")],
     fmt: FormatOpt = "onnx",
     batch: BatchOpt = 1,

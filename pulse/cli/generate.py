@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 
 from pulse.cli.app import app
-from pulse.checkpoint import weights_path
-from pulse.cli.common import SetOption, UnverifiedOption, err_console, handle_errors, is_checkpoint
+from pulse.cli.common import SetOption, UnverifiedOption, err_console, handle_errors, open_lm
 from pulse.errors import PulseError
 
 
@@ -19,7 +18,7 @@ from pulse.errors import PulseError
 @handle_errors
 def generate(
     source: Annotated[
-        Path, typer.Argument(help="A checkpoint directory (or .safetensors file), or a recipe (.toml) for fresh weights.")
+        Path, typer.Argument(help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml) for fresh weights.")
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, help="Tokens to generate at most.")] = 64,
@@ -51,26 +50,10 @@ def generate(
     """
     import torch
 
-    from pulse.api import PulseForCausalLM
-
     if temperature is not None and not temperature > 0:
         raise PulseError(f"--temperature {temperature:g}: a temperature samples and must be > 0; "
                          "drop --temperature (and --sample, --top-k, --top-p) for greedy decoding.")
-    torch.manual_seed(seed)
-    if is_checkpoint(source):
-        if set_:
-            raise PulseError("--set applies to recipes; a checkpoint's weights fix its architecture, so drop --set.")
-        model = PulseForCausalLM.from_pretrained(source, allow_unverified=allow_unverified)
-    elif source.is_dir():
-        weights_path(source)  # not a checkpoint directory: this raises, naming what is missing
-    else:
-        model = PulseForCausalLM.from_recipe(source, set_ or ())
-        err_console.print(
-            f"[yellow]note:[/] {source} is a recipe, so the weights are freshly initialized (seed {seed}), not trained; "
-            "expect noise. Pass a checkpoint from `pulse train` for real text.",
-            highlight=False,
-        )
-    model.eval()
+    model = open_lm(source, set_, seed, allow_unverified)
     tok = model.tokenizer
     ids = tok.encode(prompt) or ([tok.bos_id] if tok.bos_id is not None else [])
     if not ids:

@@ -21,14 +21,14 @@ from pulse.cli.common import (
     fmt_bytes,
     fmt_count,
     handle_errors,
-    load_recipe_or_checkpoint,
+    open_cli_source,
     make_table,
 )
 from pulse.errors import PulseError
 
 RecipeArg = Annotated[
     Path,
-    typer.Argument(help="A recipe (.toml), a zoo card or shipped recipe name, or a checkpoint directory.",
+    typer.Argument(help="A recipe (.toml), a zoo card or shipped recipe name, or a run or checkpoint directory.",
                    autocompletion=complete_recipe),
 ]
 
@@ -103,7 +103,7 @@ def build(
     from pulse.checkpoint import save_checkpoint
     from pulse.summarize import block_costs
 
-    spec = load_recipe_or_checkpoint(recipe, set_, allow_unverified=allow_unverified)
+    spec = open_cli_source(recipe, set_, allow_unverified=allow_unverified).recipe
     if out is not None:
         claim_output_dir(out, force=force, what="pulse build --out")
     torch.manual_seed(seed)
@@ -142,7 +142,7 @@ def summarize(
     from pulse.assemble import build_model
     from pulse.summarize import summarize as run_summary
 
-    spec = load_recipe_or_checkpoint(recipe, set_, allow_unverified=allow_unverified)
+    spec = open_cli_source(recipe, set_, allow_unverified=allow_unverified).recipe
     model = build_model(spec, device="meta")
     summary = run_summary(model, seq_len=seq_len, batch=batch, table=not as_json, depth=depth)
     if as_json:
@@ -172,7 +172,7 @@ def validate(
     failed = 0
     for path in recipes:
         try:
-            spec = load_recipe_or_checkpoint(path, set_)
+            spec = open_cli_source(path, set_).recipe
         except PulseError as err:
             failed += 1
             err_console.print(f"[red]✗[/] {escape(str(err))}", highlight=False, soft_wrap=True)

@@ -10,23 +10,8 @@ from typing import Annotated
 import typer
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, complete_recipe, console, handle_errors, make_table
+from pulse.cli.common import SetOption, complete_recipe, console, handle_errors, make_table, open_cli_source
 from pulse.errors import PulseError
-
-
-def _recipe_and_out(path: Path, overrides: list[str], out: Path | None):
-    """A recipe file (run directory defaults to runs/<name>), or a run directory to continue."""
-    from pulse.specs.limits import check_stored_paths
-    from pulse.specs.load import find_recipe, load_recipe, recipe_from_dict
-    from pulse.train.rundir import RunDir
-
-    if not path.exists():
-        path = find_recipe(path)  # a zoo card or shipped recipe name; runs/<name> keeps the bare name
-    if path.is_dir():
-        stored = RunDir(path, writer=False).verified_recipe()
-        check_stored_paths(stored, overrides, source=str(path))
-        return recipe_from_dict(stored, overrides, source=f"{path} (stored recipe)"), out or path
-    return load_recipe(path, overrides), out or Path("runs") / path.stem
 
 
 @app.command()
@@ -75,7 +60,12 @@ def train(
     from pulse.train.progress import RichReporter
 
     overrides = [*(set_ or []), *([f"train.init_from={json.dumps(str(init))}"] if init is not None else [])]
-    spec, out_dir = _recipe_and_out(recipe, overrides, out)
+    source = open_cli_source(recipe, overrides)
+    source.check_paths("task")  # training reads the task's data
+    spec = source.recipe
+    # a recipe trains into runs/<its name>; a run (or checkpoint directory) continues where it is
+    where = source.location if source.location.is_dir() else source.location.parent
+    out_dir = out or (Path("runs") / source.location.stem if source.origin == "recipe" else where)
     reporter = RichReporter(console, live=None, every=print_every or spec.train.log_every, quiet=quiet)
     run_training(spec, out_dir, resume=resume, force=force, reporter=reporter, allow_unverified=allow_unverified)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, UnverifiedOption, console, err_console, handle_errors
-from pulse.cli.export import load_lm
+from pulse.cli.common import SetOption, UnverifiedOption, console, err_console, handle_errors, open_lm
 from pulse.errors import PulseError
 
 What = Literal["all", "states", "attention"]
@@ -19,7 +18,7 @@ What = Literal["all", "states", "attention"]
 @handle_errors
 def viz(
     source: Annotated[
-        Path, typer.Argument(help="A checkpoint directory (or .safetensors file), or a recipe (.toml): fresh weights.")
+        Path, typer.Argument(help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml): fresh weights.")
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to run through the model.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the PNGs and the attention report.")],
@@ -34,7 +33,7 @@ def viz(
 
     if only not in ("all", "states", "attention"):
         raise PulseError(f"--only takes all, states or attention, got `{only}`.")
-    model = load_lm(source, set_, seed, allow_unverified)
+    model = open_lm(source, set_, seed, allow_unverified)
     if not prompt:
         raise PulseError("the prompt is empty; pass --prompt TEXT.")
     ids = model.tokenizer.encode(prompt)

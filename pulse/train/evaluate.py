@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pulse.assemble import build_model
-from pulse.checkpoint import WEIGHTS, load_weights, read_stored_recipe, weights_path
+from pulse.api.source import open_source
+from pulse.checkpoint import load_weights
 from pulse.errors import PulseError
-from pulse.specs.limits import check_stored_paths
-from pulse.specs.load import recipe_from_dict
 from pulse.tasks import build_task
 from pulse.tasks.base import Batch, Task
 from pulse.train import ddp
-from pulse.train.rundir import HEAD, RunDir
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -67,48 +64,34 @@ class EvalResult:
     recipe: Any
     task: Task
     metrics: dict[str, float]
-
-
-def checkpoint_location(location: str | Path) -> Path:
-    """A checkpoint directory: the path itself, or a run's newest step checkpoint if training never finished."""
-
-    location = Path(location)
-    if location.is_dir() and not (location / WEIGHTS).exists():
-        complete = RunDir(location, writer=False).complete()
-        if complete:
-            return complete[-1][1]
-    return location
+    notes: list[str] = field(default_factory=list)  # e.g. a damaged newest checkpoint that was skipped
 
 
 def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = None, overrides: list[str] = (),
                         batch_size: int | None = None, device: str = "auto",
                         allow_unverified: bool = False) -> EvalResult:
-    """Rebuild a checkpoint's model (and task head) and score it on its task, or on `task` (a [task] table)."""
-
-    location = checkpoint_location(location)
-    path = weights_path(location)
-    data = read_stored_recipe(path, allow_unverified=allow_unverified)
-    trained_task = (data.get("task") or {}).get("kind")
-    if task is not None:
-        data["task"] = task
-    check_stored_paths(data, overrides, source=str(path), typed=("task",) if task is not None else ())
-    recipe = recipe_from_dict(data, overrides, source=f"{path} (stored recipe)")
+    """Rebuild a checkpoint's model (a run's newest) with its task head, and score it on its task, or on `task`
+    (a [task] table)."""
+    source = open_source(location, overrides, tables={"task": task} if task is not None else None,
+                         allow_unverified=allow_unverified)
+    path = source.require_weights("evaluation")
+    source.check_paths("task")
+    recipe = source.recipe
     if recipe.task is None:
         raise PulseError(f"{path}: the stored recipe has no [task]; pass --task KIND (or a TOML file with a [task] table).")
+    trained_task = (source.stored.get("task") or {}).get("kind")
     dev = ddp.pick_device(device)
-    model = build_model(recipe, device=dev)
-    load_weights(model, path, allow_unverified=allow_unverified)
+    model = source.build(device=dev)
     task_obj = build_task(recipe.task)
     task_obj.check_model(model)
     head = task_obj.make_head(model, device=dev)
     if head is not None:
-        head_path = path.parent / HEAD
-        if not head_path.is_file() or recipe.task.kind != trained_task:
+        if source.head is None or recipe.task.kind != trained_task:
             raise PulseError(
                 f"task `{recipe.task.kind}` reads the model through a trained task head, but {path.parent} has none "
                 f"for it (the model was trained on `{trained_task}`); train on `{recipe.task.kind}` first."
             )
-        load_weights(head, head_path, allow_unverified=allow_unverified)
+        load_weights(head, source.head, allow_unverified=allow_unverified)
     size = batch_size or recipe.train.eval_batch_size or recipe.train.batch_size
     metrics = evaluate(task_obj, model, head, batch_size=size, device=dev, precision=recipe.train.precision)
-    return EvalResult(location=location, recipe=recipe, task=task_obj, metrics=metrics)
+    return EvalResult(location=path.parent, recipe=recipe, task=task_obj, metrics=metrics, notes=source.notes)

@@ -17,39 +17,22 @@ from typing import Any
 
 from torch import nn
 
-from pulse.checkpoint import WEIGHTS, _read_header, atomic_write_text, load_weights, weights_path
+from pulse.api.source import open_source
+from pulse.checkpoint import _read_header, atomic_write_text, load_weights
 from pulse.errors import PulseError
+from pulse.runfiles import HEAD
 
 INIT_RECORD = "init_from.json"
-HEAD = "head.safetensors"
 
 
-def init_source(location: str | Path) -> tuple[Path, int | None]:
-    """The weights file to start from and its step: a run's final weights, else its newest step
-    checkpoint; or a checkpoint directory or .safetensors file given directly."""
-    from pulse.train.state import SUMMARY, RunDir
-
-    root = Path(location)
-    if root.is_dir() and not (root / WEIGHTS).is_file():
-        complete = RunDir(root, writer=False).complete()
-        if not complete:
-            raise PulseError(
-                f"train.init_from = {str(location)!r}: {root} has neither final weights ({WEIGHTS}) nor a step "
-                "checkpoint; give a run directory written by `pulse train`, or a checkpoint directory."
-            )
-        step, path = complete[-1]
-        return path / WEIGHTS, step
-    if not root.exists():
-        raise PulseError(f"train.init_from = {str(location)!r}: no such run directory or checkpoint; check the path.")
-    path = weights_path(root)
-    step = None
-    summary = path.parent / SUMMARY
-    if summary.is_file():
-        try:
-            step = int(json.loads(summary.read_text(encoding="utf-8")).get("step"))
-        except (OSError, ValueError, TypeError, json.JSONDecodeError):
-            step = None
-    return path, step
+def init_source(location: str | Path, *, allow_unverified: bool = False) -> tuple[Path, int | None]:
+    """The weights file to start from and its step: a run's newest weights (final, or a step checkpoint
+    when the run stopped early), or a checkpoint directory or .safetensors file given directly."""
+    try:
+        source = open_source(location, allow_unverified=allow_unverified)
+        return source.require_weights("fine-tuning"), source.step
+    except PulseError as err:
+        raise PulseError(f"train.init_from = {str(location)!r}: {err}") from None
 
 
 def fit_report(module: nn.Module, path: Path) -> list[str]:
@@ -76,7 +59,7 @@ def fit_report(module: nn.Module, path: Path) -> list[str]:
 def init_weights(model: nn.Module, head: nn.Module | None, location: str | Path, *, say=None,
                  allow_unverified: bool = False) -> dict[str, Any]:
     """Load the weights at `location` into `model` (and `head` when the source has one that fits)."""
-    path, step = init_source(location)
+    path, step = init_source(location, allow_unverified=allow_unverified)
     problems = fit_report(model, path)
     if problems:
         lines = "\n".join(f"  {p}" for p in problems)

@@ -36,7 +36,6 @@ from typing import Any
 from torch import nn
 
 from pulse.checkpoint import (
-    RECIPE,
     WEIGHTS,
     atomic_write_text,
     read_metadata,
@@ -46,12 +45,9 @@ from pulse.checkpoint import (
 )
 from pulse.errors import PulseError
 from pulse.paths import LOCK, DirLock, DiskFull, check_output_dir, full_disk, move_aside
-from pulse.train.state import HEAD, LEGACY_STATE, STATE, ResumePoint, read_point, save_state
+from pulse.runfiles import CHECKPOINTS, HEAD, METRICS, RUN, STATE, SUMMARY, marked_recipe, step_checkpoints
+from pulse.train.state import ResumePoint, read_point, save_state
 
-METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
-RUN = "run.json"
-CHECKPOINTS = "checkpoints"
 RUN_FILES = (WEIGHTS, HEAD, METRICS, SUMMARY, RUN, CHECKPOINTS)
 RESUMABLE_TABLES = {"train", "bench"}
 WAYS_ON = "pass --force to move the old run aside and start afresh, or train into another --out directory"
@@ -75,14 +71,7 @@ class RunDir:
 
     def complete(self) -> list[tuple[int, Path]]:
         """Whole step checkpoints (renamed into place), oldest first."""
-        if not self.checkpoints.is_dir():
-            return []
-        found = []
-        for p in self.checkpoints.iterdir():
-            state = (p / STATE).is_file() or (p / LEGACY_STATE).is_file()
-            if p.name.startswith("step-") and p.name[5:].isdigit() and state and (p / WEIGHTS).is_file():
-                found.append((int(p.name[5:]), p))
-        return sorted(found)
+        return step_checkpoints(self.root)
 
     def holds_run(self) -> list[str]:
         """The run files present here (weights, checkpoints, metrics, …); empty for a fresh directory."""
@@ -127,35 +116,7 @@ class RunDir:
         return self._marked_recipe()
 
     def _marked_recipe(self) -> dict[str, Any] | None:
-        try:
-            mark = json.loads((self.root / RUN).read_text(encoding="utf-8"))
-            data = mark["recipe"]
-            if recipe_hash(data) == mark["recipe_hash"]:
-                return data
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        return None
-
-    def verified_recipe(self) -> dict[str, Any]:
-        """The recipe to continue this run with (`pulse train RUN_DIR`); recipe.json must match it."""
-        stored = self.stored_recipe()
-        if stored is None:
-            what = "files of a run whose recipe cannot be verified" if self.holds_run() else "no training run"
-            raise PulseError(f"{self.root} holds {what}; give a recipe file (.toml) instead.")
-        readable = self.root / RECIPE
-        if readable.is_file():
-            try:
-                shown = json.loads(readable.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                shown = None
-            # recipe.json sits beside the final weights and describes them (a resumed run may have moved on since)
-            beside = read_stored_recipe(self.root) if (self.root / WEIGHTS).is_file() else stored
-            if shown != beside:
-                raise PulseError(
-                    f"{readable} does not match the recipe stored (with its hash) in this run's weights; it was edited "
-                    "or damaged. Restore it, or train a recipe file and change settings with --set."
-                )
-        return stored
+        return marked_recipe(self.root)
 
     def prepare(self, recipe: Any, *, resume: bool, say: Callable[[str], None]) -> ResumePoint | None:
         """The resume policy: where to continue from (None: a fresh start), or a PulseError saying why not."""

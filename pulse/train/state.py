@@ -45,10 +45,8 @@ from pulse.checkpoint import (
     tensors_digest,
 )
 from pulse.errors import PulseError
+from pulse.runfiles import HEAD, LEGACY_STATE, METRICS, STATE, SUMMARY  # noqa: F401 (their old import path)
 
-STATE = "train_state.safetensors"
-HEAD = "head.safetensors"
-LEGACY_STATE = "train_state.pt"
 FORMAT = "pulse-train-state"
 VERSION = "2"
 
@@ -285,7 +283,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 def __getattr__(name: str) -> Any:
     # RunDir moved to pulse.train.rundir; keep the old import path working
-    if name in ("RunDir", "METRICS", "SUMMARY"):
+    if name == "RunDir":
         from pulse.train import rundir
 
         return getattr(rundir, name)
