@@ -115,8 +115,13 @@ def tensors_digest(tensors: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(model: nn.Module, recipe: Any, directory: str | Path, *, name: str = WEIGHTS) -> Path:
-    """Save weights (+ recipe metadata) into `directory` atomically; returns the weights path."""
+def save_checkpoint(model: nn.Module, recipe: Any, directory: str | Path, *, name: str = WEIGHTS,
+                    tokenizer: Any = None) -> Path:
+    """Save weights (+ recipe metadata) into `directory` atomically; returns the weights path.
+
+    With a `tokenizer`, its digest goes into the metadata and its files (a tokenizer.json;
+    the byte tokenizer has none) beside the weights, so the checkpoint decodes on its own.
+    """
 
     directory = Path(directory)
     recipe_dict = recipe.to_dict()
@@ -128,6 +133,9 @@ def save_checkpoint(model: nn.Module, recipe: Any, directory: str | Path, *, nam
         "pulse_version": __version__,
         "pulse_sha256": tensors_digest(tensors),
     }
+    if tokenizer is not None:
+        metadata["pulse_tokenizer"] = tokenizer.digest()
+        tokenizer.save(directory)
     path = directory / name
     data = safetensors_bytes(tensors, metadata=metadata)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))

@@ -1,15 +1,27 @@
-"""The built-in byte-level tokenizer: any text, no download, no vocabulary file.
+"""Tokenizers: the built-in byte tokenizer, and any Hugging Face `tokenizers` file.
 
-Ids 0..255 are the UTF-8 bytes of the text; bos, eos and pad follow at 256, 257,
-258. A model whose vocabulary stops at 256 still reads and writes any text, but
-without those three special tokens (so generation then runs to its length limit).
+`ByteTokenizer`: ids 0..255 are the UTF-8 bytes of the text; bos, eos and pad follow at
+256, 257, 258. A model whose vocabulary stops at 256 still reads and writes any text,
+but without those three special tokens (so generation then runs to its length limit).
+
+`HFTokenizer`: a `tokenizer.json` (or a folder holding one, as every hub model ships),
+loaded with the `tokenizers` library; bos/eos/pad come from the folder's
+tokenizer_config.json when there is one, else from the special tokens' usual names.
+
+Both give `byte_lengths()`, the UTF-8 bytes each id stands for (0 for special tokens),
+from which evaluation turns summed nats into bits per byte whatever the tokenizer, and
+`digest()`, which a run stores beside its weights to tell one tokenizer from another.
 """
 
 from __future__ import annotations
 
 import codecs
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -17,6 +29,7 @@ from pulse.errors import PulseError
 
 NUM_BYTES = 256
 NAMES = ("bytes",)
+FILE = "tokenizer.json"
 
 
 class ByteTokenizer:
@@ -69,6 +82,23 @@ class ByteTokenizer:
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder()
 
+    def encode_documents(self, docs: Sequence[bytes | str]) -> list[np.ndarray]:
+        """Each document's ids (no specials), as arrays: the bytes themselves."""
+        return [np.frombuffer(d if isinstance(d, bytes) else d.encode("utf-8"), dtype=np.uint8) for d in docs]
+
+    def byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes per id: 1 for the 256 bytes, 0 for bos/eos/pad."""
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        out[:NUM_BYTES] = 1
+        return out
+
+    def digest(self) -> str:
+        return f"bytes-{self.vocab_size}"
+
+    def save(self, directory: str | Path) -> Path | None:
+        """Nothing to store: the byte tokenizer is built in (the model's vocab_size says which)."""
+        return None
+
     def __repr__(self) -> str:
         return f"ByteTokenizer(vocab_size={self.vocab_size}, specials={self.specials})"
 
@@ -88,8 +118,221 @@ class StreamDecoder:
         return self._decoder.decode(b"", final=True)
 
 
-def tokenizer_for(name: str, vocab_size: int) -> ByteTokenizer:
-    """The tokenizer a recipe names (`model.tokenizer`), checked against its vocabulary."""
-    if name != "bytes":
-        raise PulseError(f"unknown tokenizer `{name}`; built-in tokenizers: {', '.join(NAMES)}.")
-    return ByteTokenizer.for_vocab(vocab_size)
+def _require_tokenizers():
+    try:
+        import tokenizers
+    except ImportError as err:  # a core dependency; only a broken install lacks it
+        raise PulseError(f"the `tokenizers` library is missing ({err}); reinstall PULSE: pip install -e .") from None
+    return tokenizers
+
+
+BOS_NAMES = ("<|bos|>", "<|startoftext|>", "<s>", "<bos>", "[CLS]")
+EOS_NAMES = ("<|endoftext|>", "<|eos|>", "</s>", "<eos>", "[SEP]")
+PAD_NAMES = ("<|pad|>", "<pad>", "[PAD]")
+
+
+class HFTokenizer:
+    """A Hugging Face `tokenizers` tokenizer: encode, decode, stream-decode, byte lengths, a digest."""
+
+    name = "hf"
+
+    def __init__(self, tokenizer, *, source: str = "<tokenizer>", specials: dict[str, str | None] | None = None):
+        self.tokenizer = tokenizer
+        self.source = source
+        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        names = specials or {}
+
+        def find(kind: str, candidates: tuple[str, ...]) -> int | None:
+            for token in ([names[kind]] if names.get(kind) else list(candidates)):
+                i = tokenizer.token_to_id(token)
+                if i is not None:
+                    return i
+            return None
+
+        self.bos_id = find("bos", BOS_NAMES)
+        self.eos_id = find("eos", EOS_NAMES)
+        self.pad_id = find("pad", PAD_NAMES)
+        self.specials = self.eos_id is not None
+
+    @classmethod
+    def load(cls, path: str | Path) -> HFTokenizer:
+        """A tokenizer.json file, or a folder with one (and optionally tokenizer_config.json)."""
+        lib = _require_tokenizers()
+        path = Path(path).expanduser()
+        file = path / FILE if path.is_dir() else path
+        if not file.is_file():
+            what = f"{path} has no {FILE}" if path.is_dir() else f"{path}: no such file"
+            raise PulseError(f"tokenizer {what}; give task.tokenizer = \"bytes\", a tokenizer.json, or a folder "
+                             "holding one (`pulse tokenizer train` writes one).")
+        try:
+            tokenizer = lib.Tokenizer.from_file(str(file))
+        except Exception as err:  # noqa: BLE001 (the library raises its own exception types)
+            raise PulseError(f"{file} is not a tokenizer the `tokenizers` library can read ({str(err)[:200]}); give "
+                             "a Hugging Face tokenizer.json, or task.tokenizer = \"bytes\".") from None
+        return cls(tokenizer, source=str(file), specials=_config_specials(file.parent))
+
+    def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        for flag, token, what in ((add_bos, self.bos_id, "bos"), (add_eos, self.eos_id, "eos")):
+            if flag and token is None:
+                raise PulseError(f"the tokenizer {self.source} has no {what} token.")
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
+
+    def encode_documents(self, docs: Sequence[bytes | str]) -> list[np.ndarray]:
+        """Each document's ids (no specials), encoded as one batch on all cores by the library."""
+        texts = [d.decode("utf-8") if isinstance(d, bytes) else d for d in docs]
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encode(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int] | Tensor) -> str:
+        if isinstance(ids, Tensor):
+            ids = ids.flatten().tolist()
+        return self.tokenizer.decode([i for i in ids if 0 <= i < self.vocab_size], skip_special_tokens=True)
+
+    def batch(self, texts: Sequence[str], *, add_bos: bool = False) -> tuple[Tensor, Tensor]:
+        """Right-padded ids (b, t) and a mask (b, t), true at real tokens."""
+        if self.pad_id is None:
+            raise PulseError(f"padding a batch needs a pad token, and the tokenizer {self.source} has none.")
+        rows = [self.encode(t, add_bos=add_bos) for t in texts]
+        width = max([1, *map(len, rows)])
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = True
+        return ids, mask
+
+    def stream_decoder(self) -> HFStreamDecoder:
+        return HFStreamDecoder(self)
+
+    def special_ids(self) -> set[int]:
+        return {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
+
+    def byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes each id stands for: exact for byte-level BPE (one alphabet character per byte), else the
+        bytes of the id decoded alone; 0 for special tokens."""
+        alphabet = set(byte_level_alphabet())
+        byte_level = "ByteLevel" in json.dumps(json.loads(self.tokenizer.to_str()).get("decoder") or {})
+        special = self.special_ids()
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        for i in range(self.vocab_size):
+            if i in special:
+                continue
+            token = self.tokenizer.id_to_token(i) or ""
+            if byte_level and token and set(token) <= alphabet:
+                out[i] = len(token)
+            else:
+                out[i] = len(self.tokenizer.decode([i]).encode("utf-8"))
+        return out
+
+    def digest(self) -> str:
+        return "sha256-" + hashlib.sha256(self.tokenizer.to_str().encode("utf-8")).hexdigest()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write tokenizer.json (and the special tokens it uses) into `directory`, atomically."""
+        from pulse.checkpoint import atomic_write_text
+
+        directory = Path(directory)
+        atomic_write_text(directory / FILE, self.tokenizer.to_str(pretty=True))
+        names = {k: self.tokenizer.id_to_token(i) if i is not None else None
+                 for k, i in (("bos_token", self.bos_id), ("eos_token", self.eos_id), ("pad_token", self.pad_id))}
+        atomic_write_text(directory / CONFIG, json.dumps(names, indent=2, sort_keys=True) + "\n")
+        return directory / FILE
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({self.source}, vocab_size={self.vocab_size})"
+
+
+CONFIG = "tokenizer_config.json"
+
+
+def _config_specials(folder: Path) -> dict[str, str | None]:
+    """bos/eos/pad token names from a tokenizer_config.json beside the tokenizer, if any."""
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for kind in ("bos", "eos", "pad"):
+        value = config.get(f"{kind}_token") if isinstance(config, dict) else None
+        if isinstance(value, dict):  # the hub's AddedToken form
+            value = value.get("content")
+        out[kind] = value if isinstance(value, str) else None
+    return out
+
+
+class HFStreamDecoder:
+    """Text one id at a time, holding back a character until its bytes are complete."""
+
+    def __init__(self, tok: HFTokenizer):
+        self.tok = tok
+        self.ids: list[int] = []
+        self.shown = ""
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tok.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return ""
+        piece, self.shown = text[len(self.shown):], text
+        return piece
+
+    def flush(self) -> str:
+        text = self.tok.decode(self.ids)
+        piece, self.shown = text[len(self.shown):], text
+        return piece
+
+
+def byte_level_alphabet() -> list[str]:
+    """GPT-2's printable stand-ins for the 256 bytes, in byte order (what byte-level BPE tokens are spelt in)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+Tokenizer = ByteTokenizer | HFTokenizer
+
+
+def load_tokenizer(name: str, *, base: str | Path | None = None) -> Tokenizer | None:
+    """The tokenizer a recipe names: None for "bytes" (sized by the model), else the file (relative to `base`)."""
+    if name == "bytes":
+        return None
+    path = Path(name).expanduser()
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
+    return HFTokenizer.load(path)
+
+
+def tokenizer_for(name: str, vocab_size: int, *, stored: HFTokenizer | None = None) -> Tokenizer:
+    """The tokenizer of a model: the one stored beside its weights, else the one its recipe names (`bytes`
+    sized by the vocabulary, or a tokenizer file), checked against the model's vocabulary."""
+    if stored is None and name == "bytes":
+        return ByteTokenizer.for_vocab(vocab_size)
+    tok = stored if stored is not None else HFTokenizer.load(name)
+    if tok.vocab_size > vocab_size:
+        raise PulseError(f"the tokenizer {tok.source} has {tok.vocab_size} ids but the model's vocab_size is "
+                         f"{vocab_size}; set model.vocab_size = {tok.vocab_size} (or more).")
+    return tok
+
+
+def stored_tokenizer(folder: str | Path, metadata: dict[str, str]) -> HFTokenizer | None:
+    """The tokenizer.json saved beside a checkpoint's weights (None if there is none), checked against the
+    digest its weights recorded."""
+    file = Path(folder) / FILE
+    if not file.is_file():
+        if metadata.get("pulse_tokenizer", "bytes").startswith("sha256-"):
+            raise PulseError(f"{folder}: its weights were saved with a tokenizer file ({FILE}), which is missing; "
+                             "restore it from the run that wrote them.")
+        return None
+    tok = HFTokenizer.load(file)
+    recorded = metadata.get("pulse_tokenizer")
+    if recorded is not None and recorded != tok.digest():
+        raise PulseError(f"{file} is not the tokenizer these weights were saved with (its digest differs from the "
+                         "one in their metadata); restore the original file.")
+    return tok

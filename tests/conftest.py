@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -13,3 +14,15 @@ settings.register_profile("dev", max_examples=25, deadline=None, suppress_health
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _corpus_cache(tmp_path_factory):
+    """Tokenized corpora go to a folder of this test session, never the user's ~/.cache (subprocesses inherit it)."""
+    old = os.environ.get("PULSE_CACHE")
+    os.environ["PULSE_CACHE"] = str(tmp_path_factory.mktemp("pulse-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PULSE_CACHE", None)
+    else:
+        os.environ["PULSE_CACHE"] = old

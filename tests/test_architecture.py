@@ -27,6 +27,7 @@ FORBIDDEN = {
     "specs": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
     "checkpoint": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli"},
     "runfiles": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli"},
+    "data": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli"},
     "registry": {"specs", "blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
     "assemble": {"api", "tasks", "train", "bench", "cli"},
     "tasks": {"assemble", "api", "train", "bench", "cli"},

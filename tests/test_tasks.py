@@ -22,7 +22,6 @@ from pulse.tasks.base import eval_indices, rng_for, train_indices
 from pulse.tasks.listops import TOKEN_ID, VOCAB, evaluate, expression
 from pulse.tasks.mqar import generate as generate_mqar
 from pulse.tasks.selective_copy import generate as generate_selective_copy
-from pulse.tasks.text import corpus_files, load_corpus
 
 
 def tiny_lm(vocab: int, dim: int = 16):
@@ -278,46 +277,22 @@ def test_listops_drives_a_sequence_model_with_a_mask():
 
 # ---- text ----------------------------------------------------------------------------------------------
 
-def corpus(tmp_path: Path, files: int = 12) -> Path:
-    root = tmp_path / "corpus"
-    for i in range(files):
-        (root / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
-        (root / f"d{i % 3}/f{i}.txt").write_bytes(bytes([65 + i]) * 300)
-    return root
-
-
-def test_text_splits_by_file_with_no_overlap(tmp_path):
-    spec = TextSpec(path=str(corpus(tmp_path)), seq_len=16, val_fraction=0.3)
-    train, val = load_corpus(spec)
-    assert len(train) + len(val) == 12 * 300 and len(val) > 0
-    assert not set(train.tolist()) & set(val.tolist())
-    glob_spec = TextSpec(path=str(tmp_path / "corpus/d1/*.txt"), seq_len=16, val_fraction=0.3)
-    train, val = load_corpus(glob_spec)
-    assert len(train) + len(val) == 4 * 300
-
-
-def test_text_batches_are_next_byte_windows_and_bpb_is_nats_over_ln2(tmp_path):
-    (tmp_path / "one.txt").write_bytes(bytes(range(256)) * 4)
-    task = Text(TextSpec(path=str(tmp_path / "one.txt"), seq_len=32, val_fraction=0.25, eval_windows=4))
+def test_text_batches_are_next_token_windows_and_bpb_is_nats_over_ln2(tmp_path):
+    (tmp_path / "one.txt").write_bytes(bytes(range(128)) * 8)  # one document: split by position
+    task = Text(TextSpec(path=str(tmp_path / "one.txt"), seq_len=32, val_fraction=0.25, eval_windows=4,
+                         cache_dir=str(tmp_path / "cache")), vocab_size=256)
     batch = task.train_batch(0, batch_size=2, seed=0)
     assert torch.equal(batch["ids"][:, 1:], batch["labels"][:, :-1])
     assert task.size("test") == 4 and len(list(task.eval_batches(3))) == 2
+    assert task.prepare().manifest["split"] == "position"
     model = tiny_lm(256)
     sums = {k: float(v.detach()) for k, v in task.forward(model, None, batch).items()}
     metrics = task.metrics(sums)
     assert math.isclose(metrics["bpb"], metrics["loss"] / math.log(2)) and sums["count"] == 64
 
 
-def test_text_default_corpus_is_the_standard_library():
-    root, files = corpus_files(TextSpec())
-    assert files and all(p.suffix == ".py" for p in files[:50])
-    assert not any("site-packages" in p.parts for p in files)
-    assert any(p.name == "os.py" for p in files) and root.is_dir()
-
-
-def test_text_missing_path_and_tiny_corpus_are_clear(tmp_path):
+def test_text_missing_path_is_clear(tmp_path):
     with pytest.raises(PulseError, match="does not exist"):
-        load_corpus(TextSpec(path=str(tmp_path / "nope")))
-    (tmp_path / "small.txt").write_bytes(b"abc")
-    with pytest.raises(PulseError, match="fewer than seq_len"):
-        load_corpus(TextSpec(path=str(tmp_path / "small.txt"), seq_len=8))
+        Text(TextSpec(path=str(tmp_path / "nope"), cache_dir=str(tmp_path))).prepare()
+
+

@@ -27,7 +27,7 @@ from pulse.generation import GenerationStep, resolve_decoding, stream
 from pulse.models.output import ModelOutput
 from pulse.specs.load import load_recipe
 from pulse.specs.recipe import RecipeBase
-from pulse.tokenizer import ByteTokenizer, tokenizer_for
+from pulse.tokenizer import Tokenizer, tokenizer_for
 
 IGNORE_INDEX = -100
 
@@ -52,16 +52,19 @@ class PulseForCausalLM(nn.Module):
     """
 
     def __init__(
-        self, config: PulseConfig | RecipeBase, *, model: nn.Module | None = None, device=None, dtype=None
+        self, config: PulseConfig | RecipeBase, *, model: nn.Module | None = None, device=None, dtype=None,
+        tokenizer: Tokenizer | None = None,
     ):
         """Fresh weights for the model of `config` (a PulseConfig or a language-model recipe), or wrap
-        `model`, an already built LanguageModel of that recipe (what from_pretrained passes)."""
+        `model`, an already built LanguageModel of that recipe (what from_pretrained passes); `tokenizer`
+        is the one stored with the weights (default: the one the recipe names)."""
         super().__init__()
         recipe = config.to_recipe() if isinstance(config, PulseConfig) else config
         _check_lm(recipe)
         self.recipe = recipe
         self.config = config if isinstance(config, PulseConfig) else None
         self.model = model if model is not None else build_model(recipe, device=device, dtype=dtype)
+        self._tokenizer = tokenizer
 
     @classmethod
     def from_config(cls, config: PulseConfig | None = None, *, device=None, dtype=None, **names: Any) -> PulseForCausalLM:
@@ -89,19 +92,24 @@ class PulseForCausalLM(nn.Module):
     def from_source(cls, source: Source, *, device=None, dtype=None) -> PulseForCausalLM:
         """The model of an opened source (pulse.api.source): its weights, or fresh ones for a recipe."""
         recipe = _check_lm(source.recipe)
-        return cls(recipe, model=source.build(device=device, dtype=dtype))
+        return cls(recipe, model=source.build(device=device, dtype=dtype), tokenizer=source.tokenizer)
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write model.safetensors (weights + recipe metadata) and recipe.json atomically; returns the weights path."""
-        return save_checkpoint(self.model, self.recipe, directory)
+        """Write model.safetensors (weights + recipe metadata), recipe.json and the tokenizer's files atomically;
+        returns the weights path."""
+        return save_checkpoint(self.model, self.recipe, directory, tokenizer=self.tokenizer)
 
     @property
     def vocab_size(self) -> int:
         return self.model.vocab_size
 
     @property
-    def tokenizer(self) -> ByteTokenizer:
-        return tokenizer_for(self.recipe.model.tokenizer, self.vocab_size)
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer stored with the weights, else the one the recipe names (task.tokenizer, else bytes)."""
+        if self._tokenizer is None:
+            name = getattr(self.recipe.task, "tokenizer", None) or self.recipe.model.tokenizer
+            self._tokenizer = tokenizer_for(name, self.vocab_size)
+        return self._tokenizer
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         return self.model.init_state(batch, device=device, dtype=dtype)
@@ -196,7 +204,7 @@ class PulseForCausalLM(nn.Module):
         return torch.cat(columns, dim=1)
 
     def generate_text(self, prompt: str, max_new_tokens: int | None = None, **kwargs: Any) -> str:
-        """The text generated after `prompt` (byte tokenizer; stops at eos when the vocabulary has one);
+        """The text generated after `prompt` (the model's tokenizer; stops at eos when it has one);
         64 new tokens unless max_new_tokens or max_length says otherwise."""
         if max_new_tokens is None and kwargs.get("max_length") is None:
             max_new_tokens = 64

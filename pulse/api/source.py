@@ -74,14 +74,25 @@ class Source:
 
     @property
     def tokenizer(self):
-        """The tokenizer of a language model's recipe, checked against its vocabulary."""
+        """A language model's tokenizer: the one stored beside its weights, else the one its recipe names."""
         from pulse.tokenizer import tokenizer_for
 
         model = self.recipe.model
         if getattr(model, "kind", None) != "lm":
             raise PulseError(f"{self.location}: a `{getattr(model, 'kind', None)}` model reads no text, so it has no "
                              "tokenizer; give a language model ([model] kind = \"lm\").")
-        return tokenizer_for(model.tokenizer, model.vocab_size)
+        task = self.recipe.task
+        name = getattr(task, "tokenizer", None) or model.tokenizer
+        return tokenizer_for(name, model.vocab_size, stored=self.stored_tokenizer())
+
+    def stored_tokenizer(self):
+        """The tokenizer file saved with the weights (checked against their metadata), or None."""
+        from pulse.checkpoint import read_metadata
+        from pulse.tokenizer import stored_tokenizer
+
+        if self.weights is None:
+            return None
+        return stored_tokenizer(self.weights.parent, read_metadata(self.weights))
 
     def describe(self) -> str:
         if self.weights is None:
@@ -114,13 +125,14 @@ class Source:
             load_weights(model, self.weights, allow_unverified=self.allow_unverified)
         return model
 
-    def check_paths(self, *tables: str) -> None:
+    def check_paths(self, *tables: str, unused: tuple[str, ...] = ()) -> None:
         """Before following a path the stored recipe holds in `tables` ("task", "bench"): refuse one that could
-        point anywhere (absolute, `~`, `..`) unless the user typed it (--set, or a whole table)."""
+        point anywhere (absolute, `~`, `..`) unless the user typed it (--set, or a whole table). `unused` names
+        dotted paths the command will not follow (task.tokenizer, when the weights' own tokenizer is used)."""
         if self.stored is None:
             return
         check_stored_paths({t: self.stored.get(t) for t in tables if t in self.stored}, self.overrides,
-                           source=str(self.weights or self.location), typed=self.typed)
+                           source=str(self.weights or self.location), typed=(*self.typed, *unused))
 
 
 def open_source(source: str | Path, overrides: Iterable[str] = (), *, tables: Mapping[str, Any] | None = None,

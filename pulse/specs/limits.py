@@ -84,7 +84,7 @@ def check_card_reference(name: str) -> None:
                          "not a path; card names are short and have no `/`, `\\`, `..` or leading dot.")
 
 
-RISKY_PATHS = ("model.from", "task.path", "task.pattern", "bench.vs")
+RISKY_PATHS = ("model.from", "task.path", "task.pattern", "task.tokenizer", "task.cache_dir", "bench.vs")
 
 
 def check_stored_paths(data: dict[str, Any], overrides: Iterable[str] = (), *, source: str,

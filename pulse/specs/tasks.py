@@ -118,15 +118,31 @@ class ListOpsSpec(Spec):
 
 
 class TextSpec(Spec):
-    """Byte-level language modelling over local files; reports bits per byte."""
+    """Language modelling over a local corpus (text files, JSON Lines, Parquet, a saved dataset), tokenized once
+    into a cached token file; reports loss per token, perplexity and bits per byte."""
 
     kind: Literal["text"] = "text"
     path: str | None = Field(
-        None, description="a file, a directory, or a glob; omit for the Python standard library's own sources"
+        None, description="a file, a directory, a glob, or a saved dataset folder; omit for the Python standard "
+                          "library's own sources"
     )
+    format: Literal["auto", "text", "jsonl", "parquet", "dataset"] = Field(
+        "auto", description="how to read `path`: auto (by suffix; a folder with dataset_info.json is a dataset), "
+                            "text (one file = one document), jsonl, parquet (one line / row = one document), dataset"
+    )
+    text_field: str = Field("text", min_length=1, description="the JSON field, Parquet column or dataset column")
     pattern: str = Field("**/*", description="files to read under a directory `path`")
-    seq_len: int = Field(256, ge=1, description="bytes of context per example")
-    val_fraction: float = Field(0.05, gt=0, lt=1, description="share of files held out for validation (by file)")
-    eval_windows: int = Field(256, ge=1, description="validation windows of seq_len bytes used by evaluation")
-    max_bytes: int | None = Field(None, ge=1, description="cap on the training bytes read (files in sorted order)")
+    tokenizer: str = Field("bytes", min_length=1,
+                           description="\"bytes\", or a Hugging Face tokenizer.json (or a folder holding one)")
+    invalid_utf8: Literal["skip", "refuse"] = Field(
+        "skip", description="a document that is not UTF-8: skip it (and count it), or refuse the corpus"
+    )
+    seq_len: int = Field(256, ge=1, description="tokens of context per example")
+    val_fraction: float = Field(0.05, gt=0, lt=1,
+                                description="share of the documents held out for validation (seeded, by document)")
+    eval_windows: int = Field(256, ge=1, description="validation windows of seq_len tokens used by evaluation")
+    max_bytes: int | None = Field(None, ge=1, description="cap on the training text read, in bytes (whole documents)")
+    max_tokens: int | None = Field(None, ge=2, description="cap on the training tokens (the packed stream's prefix)")
+    cache_dir: str | None = Field(None, description="where tokenized corpora are kept (default: $PULSE_CACHE, else "
+                                                    "~/.cache/pulse/corpora)")
     seed: int = Field(0, description="seed of the train/validation split")

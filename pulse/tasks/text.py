@@ -1,156 +1,127 @@
-"""Byte-level language modelling over local text, reported in bits per byte.
+"""Language modelling over a local corpus, reported per token and in bits per byte.
 
-The corpus is a file, every file under a directory (matching `pattern`), or a glob;
-with no path it is the Python standard library's own source tree on this machine
-(`sysconfig.get_paths()["stdlib"]`, its .py files, no site-packages), so it needs no
-download. Files go to train or validation by a seeded hash of their path — no file
-is in both. A single file is split by position instead (its tail is validation).
-Examples are consecutive windows of seq_len + 1 bytes; the model predicts each next
-byte, and the loss in nats divided by ln 2 is bits per byte.
+The corpus (pulse.data.readers: text files, JSON Lines, Parquet, a saved dataset; with no
+path, the Python standard library's own sources, so nothing is downloaded) is tokenized
+once into a cached token file (pulse.data.corpus), documents split between training and
+validation by document. Documents are packed: each followed by the tokenizer's eos (the
+byte tokenizer has one when model.vocab_size ≥ 259), cut into windows of seq_len + 1
+tokens with no padding; `max_tokens` caps the training stream.
 
-# b batch · t time (bytes) · v vocabulary (256)
+Metrics: `loss` (nats per token), `perplexity`, and `bpb`, bits per byte: the summed nats
+over the UTF-8 bytes the predicted tokens stand for, / ln 2. A byte model and a BPE model
+compare on it. With the byte tokenizer and no eos (vocab 256) it equals loss / ln 2.
+
+# b batch · t time (tokens) · v vocabulary
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import math
-import sysconfig
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pulse.data.corpus import Corpus, Progress, open_corpus
+from pulse.data.readers import describe
 from pulse.errors import PulseError
 from pulse.specs.tasks import TextSpec
-from pulse.tasks.base import Batch, IndexedTask, Sums, bits_per_byte
+from pulse.tasks.base import Batch, IndexedTask, Sums
 from pulse.tasks.io import require_token_model
-
-SKIP_PARTS = {"site-packages", "dist-packages", "__pycache__"}
-
-
-def stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def corpus_files(spec: TextSpec) -> tuple[Path, list[Path]]:
-    """(root, files) of the corpus, files sorted so the corpus is the same on every run."""
-    if spec.path is None:
-        root = stdlib_root()
-        files = [p for p in root.rglob("*.py") if not SKIP_PARTS & set(p.relative_to(root).parts)]
-    else:
-        root = Path(spec.path).expanduser()
-        if root.is_file():
-            return root.parent, [root]
-        if root.is_dir():
-            files = [p for p in root.glob(spec.pattern) if p.is_file()]
-        elif glob.has_magic(spec.path):
-            files = [Path(p) for p in glob.glob(str(root), recursive=True) if Path(p).is_file()]
-            parts = root.parts
-            fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-            root = Path(*parts[:fixed]) if fixed else Path(".")
-        else:
-            raise PulseError(f"task.path `{spec.path}` does not exist; give a file, a directory or a glob of text files.")
-    files = sorted(files)
-    if not files:
-        raise PulseError(f"task.path `{spec.path or root}` (pattern `{spec.pattern}`) matches no files; check the path and pattern.")
-    return root, files
-
-
-def _is_validation(name: str, seed: int, fraction: float) -> bool:
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
-def load_corpus(spec: TextSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(train bytes, validation bytes) as uint8 arrays."""
-    root, files = corpus_files(spec)
-
-    def read(paths: list[Path], cap: int | None = None) -> np.ndarray:
-        chunks, total = [], 0
-        for p in paths:
-            try:
-                data = p.read_bytes()
-            except OSError as err:
-                raise PulseError(f"cannot read corpus file {p}: {err}.") from None
-            chunks.append(data)
-            total += len(data)
-            if cap is not None and total >= cap:
-                break
-        out = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-        return out[:cap] if cap is not None else out
-
-    if len(files) == 1:
-        data = read(files)
-        cut = int(len(data) * (1 - spec.val_fraction))
-        train, val = data[:cut], data[cut:]
-        if spec.max_bytes is not None:
-            train = train[: spec.max_bytes]
-    else:
-        names = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in files]
-        held = [_is_validation(n, spec.seed, spec.val_fraction) for n in names]
-        if all(held) or not any(held):
-            # too few files for the fraction: hold out the last one so both splits exist
-            held = [i == len(files) - 1 for i in range(len(files))]
-        train = read([p for p, h in zip(files, held) if not h], spec.max_bytes)
-        val = read([p for p, h in zip(files, held) if h])
-    for name, part in (("training", train), ("validation", val)):
-        if len(part) < spec.seq_len + 1:
-            raise PulseError(
-                f"the {name} split of the corpus has {len(part)} bytes, fewer than seq_len + 1 = {spec.seq_len + 1}; "
-                "use more text, a smaller task.seq_len, or a different task.val_fraction."
-            )
-    return train, val
+from pulse.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 
 
 class Text(IndexedTask):
-    """Next-byte prediction; bits per byte on held-out files."""
+    """Next-token prediction on packed documents; bits per byte on held-out documents."""
 
     kind = "text"
     metric = "bpb"
     higher_is_better = False
 
-    def __init__(self, spec: TextSpec):
+    def __init__(self, spec: TextSpec, *, vocab_size: int | None = None):
         self.spec = spec
-        self._data: tuple[np.ndarray, np.ndarray] | None = None
+        self._tokenizer: ByteTokenizer | HFTokenizer | None = None  # loaded on first use
+        self._corpus: Corpus | None = None
+        self._byte_lengths: torch.Tensor | None = None
+        if vocab_size is not None:
+            self.bind(vocab_size)
+
+    @property
+    def tokenizer(self) -> ByteTokenizer | HFTokenizer:
+        """task.tokenizer (the byte tokenizer without specials until a model's vocabulary is bound)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.spec.tokenizer) or ByteTokenizer(specials=False)
+        return self._tokenizer
+
+    def use_tokenizer(self, tokenizer: ByteTokenizer | HFTokenizer) -> None:
+        """Read the corpus with this tokenizer (a run's stored one) instead of the one task.tokenizer names."""
+        self._tokenizer, self._corpus, self._byte_lengths = tokenizer, None, None
+
+    def bind(self, vocab_size: int) -> None:
+        """Fit the tokenizer to a model's vocabulary (the byte tokenizer has eos only from 259 ids on)."""
+        tok = self.tokenizer
+        if isinstance(tok, ByteTokenizer):
+            self.use_tokenizer(ByteTokenizer.for_vocab(vocab_size))
+        elif tok.vocab_size > vocab_size:
+            raise PulseError(f"model.vocab_size = {vocab_size} cannot hold the ids of the tokenizer {tok.source} "
+                             f"({tok.vocab_size} ids); set model.vocab_size = {tok.vocab_size}.")
+
+    def prepare(self, *, progress: Progress | None = None, say: Callable[[str], None] | None = None) -> Corpus:
+        """The tokenized corpus: reused from the cache, or prepared now (with progress)."""
+        if self._corpus is None:
+            self._corpus = open_corpus(self.spec, self.tokenizer, progress=progress, say=say)
+        return self._corpus
 
     def _split(self, split: str) -> np.ndarray:
-        if self._data is None:
-            self._data = load_corpus(self.spec)
-        return self._data[0] if split == "train" else self._data[1]
+        corpus = self.prepare()
+        if split == "train":
+            return corpus.train[: self.spec.max_tokens] if self.spec.max_tokens else corpus.train
+        return corpus.val
 
     def _windows(self, split: str) -> int:
         return (len(self._split(split)) - 1) // self.spec.seq_len
 
     def size(self, split: str) -> int:
         n = self._windows(split)
+        if n < 1:
+            raise PulseError(f"the {'training' if split == 'train' else 'validation'} split of {describe(self.spec)} "
+                             f"has fewer than seq_len + 1 = {self.spec.seq_len + 1} tokens (task.max_tokens = "
+                             f"{self.spec.max_tokens}); raise task.max_tokens or lower task.seq_len.")
         return n if split == "train" else min(n, self.spec.eval_windows)
 
     def batch(self, split: str, indices: np.ndarray) -> Batch:
         data, t = self._split(split), self.spec.seq_len
         if split == "test":
-            # evaluation windows are spread evenly over the whole validation text
+            # evaluation windows are spread evenly over the whole validation stream
             indices = indices * self._windows(split) // self.size(split)
-        starts = indices * t
-        windows = torch.from_numpy(np.stack([data[s : s + t + 1] for s in starts]).astype(np.int64))  # (b, t+1)
-        return {"ids": windows[:, :-1], "labels": windows[:, 1:]}
+        windows = torch.from_numpy(np.stack([data[s * t : s * t + t + 1] for s in indices]).astype(np.int64))
+        return {"ids": windows[:, :-1], "labels": windows[:, 1:]}  # (b, t) each
 
     def targets(self, batch: Batch) -> int:
         return batch["labels"].numel()
 
     def check_model(self, model: nn.Module) -> None:
-        require_token_model(model, self.kind, 256)
+        require_token_model(model, self.kind, 1)
+        self.bind(model.vocab_size)
+
+    def byte_lengths(self, device: torch.device) -> torch.Tensor:
+        if self._byte_lengths is None or self._byte_lengths.device != device:
+            self._byte_lengths = torch.from_numpy(self.tokenizer.byte_lengths()).to(device)
+        return self._byte_lengths
 
     def forward(self, model: nn.Module, head: nn.Module | None, batch: Batch) -> Sums:
         h, _ = model.features(batch["ids"])
         logits = model.head(h).float()  # (b, t, v)
         labels = batch["labels"]
         count = torch.tensor(float(labels.numel()), device=labels.device)
-        return {"loss_sum": F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum"), "count": count}
+        nbytes = self.byte_lengths(labels.device)[labels].sum().to(torch.float64)
+        return {"loss_sum": F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum"), "count": count,
+                "bytes": nbytes}
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         loss = sums["loss_sum"] / max(sums["count"], 1.0)
-        return {"loss": loss, "bpb": bits_per_byte(loss), "perplexity": math.exp(min(loss, 50.0))}
+        nbytes = sums.get("bytes", sums["count"])
+        return {"loss": loss, "bpb": sums["loss_sum"] / max(nbytes, 1.0) / math.log(2),
+                "perplexity": math.exp(min(loss, 50.0))}

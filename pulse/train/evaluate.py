@@ -75,7 +75,8 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
     source = open_source(location, overrides, tables={"task": task} if task is not None else None,
                          allow_unverified=allow_unverified)
     path = source.require_weights("evaluation")
-    source.check_paths("task")
+    stored = source.stored_tokenizer()
+    source.check_paths("task", unused=("task.tokenizer",) if stored is not None else ())
     recipe = source.recipe
     if recipe.task is None:
         raise PulseError(f"{path}: the stored recipe has no [task]; pass --task KIND (or a TOML file with a [task] table).")
@@ -83,6 +84,8 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
     dev = ddp.pick_device(device)
     model = source.build(device=dev)
     task_obj = build_task(recipe.task)
+    if stored is not None and hasattr(task_obj, "use_tokenizer"):  # read the text with the run's own tokenizer
+        task_obj.use_tokenizer(stored)
     task_obj.check_model(model)
     head = task_obj.make_head(model, device=dev)
     if head is not None:

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from pulse.api.source import open_source
-from pulse.checkpoint import _read_header, atomic_write_text, load_weights
+from pulse.checkpoint import WEIGHTS, _read_header, atomic_write_text, load_weights, read_metadata
 from pulse.errors import PulseError
 from pulse.runfiles import HEAD
 
@@ -33,6 +33,15 @@ def init_source(location: str | Path, *, allow_unverified: bool = False) -> tupl
         return source.require_weights("fine-tuning"), source.step
     except PulseError as err:
         raise PulseError(f"train.init_from = {str(location)!r}: {err}") from None
+
+
+def check_tokenizer(folder: Path, tokenizer: Any) -> None:
+    """Refuse to continue weights saved with another tokenizer than the task's (their ids mean other things)."""
+    recorded = read_metadata(folder / WEIGHTS).get("pulse_tokenizer")
+    if recorded is not None and tokenizer is not None and recorded != tokenizer.digest():
+        raise PulseError(f"{folder}: its weights were trained with another tokenizer ({recorded[:20]}…) than "
+                         f"task.tokenizer gives ({tokenizer.digest()[:20]}…); their ids mean other things. Point "
+                         "task.tokenizer at the run's own tokenizer.json, or train into a new --out.")
 
 
 def fit_report(module: nn.Module, path: Path) -> list[str]:
@@ -57,9 +66,11 @@ def fit_report(module: nn.Module, path: Path) -> list[str]:
 
 
 def init_weights(model: nn.Module, head: nn.Module | None, location: str | Path, *, say=None,
-                 allow_unverified: bool = False) -> dict[str, Any]:
-    """Load the weights at `location` into `model` (and `head` when the source has one that fits)."""
+                 allow_unverified: bool = False, tokenizer: Any = None) -> dict[str, Any]:
+    """Load the weights at `location` into `model` (and `head` when the source has one that fits); weights
+    trained with another tokenizer than `tokenizer` are refused."""
     path, step = init_source(location, allow_unverified=allow_unverified)
+    check_tokenizer(path.parent, tokenizer)
     problems = fit_report(model, path)
     if problems:
         lines = "\n".join(f"  {p}" for p in problems)

@@ -25,7 +25,7 @@ from pulse.tasks import build_task
 from pulse.tasks.base import Batch, Sums, Task
 from pulse.train import ddp, faults
 from pulse.train.evaluate import autocast, evaluate, reduce_sums, to_device
-from pulse.train.init import init_weights, read_record, write_record
+from pulse.train.init import check_tokenizer, init_weights, read_record, write_record
 from pulse.train.optim import make_optimizer, make_scheduler
 from pulse.train.plots import plot_run
 from pulse.train.rundir import RunDir
@@ -155,6 +155,14 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
     seed_everything(spec.seed)
     model = build_model(recipe, device=d.device)
     task.check_model(model)
+    tokenizer = getattr(task, "tokenizer", None)
+    if point is not None:
+        check_tokenizer(point.path, tokenizer)
+    if hasattr(task, "prepare"):  # a corpus is tokenized once (rank 0 first; the others then find it whole)
+        if d.main:
+            task.prepare(say=say)
+        ddp.barrier(d)
+        task.prepare()
     head = task.make_head(model, device=d.device)
     module = TaskModule(task, model, head)
     optimizer = make_optimizer(module, spec)
@@ -165,7 +173,7 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
     names = param_names(module)
     started = None
     if spec.init_from is not None:  # fine-tuning: a fresh run starts from those weights, a resumed one keeps its own
-        started = read_record(run.root) if resumed else init_weights(model, head, spec.init_from, say=say,
+        started = read_record(run.root) if resumed else init_weights(model, head, spec.init_from, say=say, tokenizer=tokenizer,
                                                                           allow_unverified=allow_unverified)
         if d.main and not resumed:
             run.root.mkdir(parents=True, exist_ok=True)
@@ -208,7 +216,8 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
         # batches are a function of the step, so the data position is the number of global batches drawn
         state = {"step": at, "data_position": at, "tokens": tokens, "elapsed": elapsed(),
                  "optimizer": optimizer_state(optimizer, names), "rng": rng_state(), "world": d.world}
-        path = run.save(at, model=model, head=head, recipe=recipe, state=state, keep_last=spec.keep_last)
+        path = run.save(at, model=model, head=head, recipe=recipe, state=state, keep_last=spec.keep_last,
+                        tokenizer=tokenizer)
         ddp.barrier(d)
         return path
 
@@ -264,7 +273,7 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
         checkpoint = run.complete()[-1][1]
         last_eval = _last_record(run, "eval") or do_eval(step)
         last_train = _last_record(run, "train")
-    run.save_final(model=model, head=head, recipe=recipe)
+    run.save_final(model=model, head=head, recipe=recipe, tokenizer=tokenizer)
     plots = plot_run(run.root, task.metric) if d.main else []
     result = RunResult(
         out_dir=run.root, step=step, steps=spec.steps, elapsed=elapsed(), tokens=tokens, params=count_params(module),

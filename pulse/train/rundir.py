@@ -178,7 +178,7 @@ class RunDir:
                     shutil.rmtree(p, ignore_errors=True)
 
     def save(self, step: int, *, model: nn.Module, head: nn.Module | None, recipe: Any, state: dict[str, Any],
-             keep_last: int) -> Path:
+             keep_last: int, tokenizer: Any = None) -> Path:
         """Write a whole step checkpoint atomically, then drop all but the newest `keep_last`."""
         final = self.step_dir(step)
         if not self.writer:
@@ -187,7 +187,7 @@ class RunDir:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             tmp.mkdir(parents=True)
-            save_checkpoint(model, recipe, tmp)
+            save_checkpoint(model, recipe, tmp, tokenizer=tokenizer)
             if head is not None:
                 save_checkpoint(head, recipe, tmp, name=HEAD)
             # tie the state to these exact weights: a state beside other weights is not a whole checkpoint
@@ -212,9 +212,9 @@ class RunDir:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def save_final(self, *, model: nn.Module, head: nn.Module | None, recipe: Any) -> Path:
+    def save_final(self, *, model: nn.Module, head: nn.Module | None, recipe: Any, tokenizer: Any = None) -> Path:
         if self.writer:
-            save_checkpoint(model, recipe, self.root)
+            save_checkpoint(model, recipe, self.root, tokenizer=tokenizer)
             if head is not None:
                 save_checkpoint(head, recipe, self.root, name=HEAD)
         return self.root / WEIGHTS

@@ -1,0 +1,77 @@
+"""`pulse tokenizer train`: a byte-level BPE (GPT-2's scheme) learned from local files by `tokenizers`.
+
+The documents come from the same readers as a text task's corpus (text files, JSON Lines,
+Parquet, saved datasets); a document that is not UTF-8 is skipped and counted. The
+special tokens are <|bos|>, <|endoftext|> (eos) and <|pad|>, ids 0, 1, 2; every byte is
+in the initial alphabet, so any text encodes. The result is one tokenizer.json that
+`task.tokenizer` names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pulse.data.readers import corpus_files, documents
+from pulse.errors import PulseError
+from pulse.specs.tasks import TextSpec
+from pulse.tokenizer import FILE, HFTokenizer, _require_tokenizers
+
+SPECIALS = ["<|bos|>", "<|endoftext|>", "<|pad|>"]
+
+
+def _documents(paths: list[str], fmt: str, field: str, seen: dict[str, int]) -> Iterator[str]:
+    for path in paths:
+        spec = TextSpec(path=path, format=fmt, text_field=field)
+        for file in corpus_files(spec):
+            for doc in documents(file, spec):
+                if isinstance(doc, bytes):
+                    try:
+                        doc = doc.decode("utf-8")
+                    except UnicodeDecodeError:
+                        seen["skipped"] += 1
+                        continue
+                seen["documents"] += 1
+                seen["bytes"] += len(doc.encode("utf-8"))
+                yield doc
+
+
+def train_bpe(paths: list[str], *, vocab_size: int, fmt: str = "auto", text_field: str = "text",
+              min_frequency: int = 2, progress: Callable[[dict[str, Any]], None] | None = None) -> HFTokenizer:
+    """A byte-level BPE of `vocab_size` ids (specials included) learned from the documents under `paths`."""
+    lib = _require_tokenizers()
+    if vocab_size < 256 + len(SPECIALS):
+        raise PulseError(f"--vocab-size {vocab_size}: a byte-level BPE needs at least {256 + len(SPECIALS)} ids "
+                         f"(256 bytes and {len(SPECIALS)} special tokens).")
+    seen = {"documents": 0, "bytes": 0, "skipped": 0}
+
+    def reported() -> Iterator[str]:
+        for i, doc in enumerate(_documents(paths, fmt, text_field, seen)):
+            if progress is not None and i % 256 == 0:
+                progress(dict(seen))
+            yield doc
+        if progress is not None:
+            progress(dict(seen))
+
+    tok = lib.Tokenizer(lib.models.BPE())
+    tok.pre_tokenizer = lib.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = lib.decoders.ByteLevel()
+    trainer = lib.trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS,
+                                      initial_alphabet=lib.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(reported(), trainer=trainer)
+    if seen["documents"] == 0:
+        raise PulseError(f"no UTF-8 documents under {', '.join(paths)} ({seen['skipped']} skipped as not UTF-8); "
+                         "give files with text in them.")
+    return HFTokenizer(tok, source="<trained>")
+
+
+def write_tokenizer(tok: HFTokenizer, out: str | Path) -> Path:
+    """`out` a .json file: the tokenizer alone; a folder: tokenizer.json and tokenizer_config.json in it."""
+    from pulse.checkpoint import atomic_write_text
+
+    out = Path(out)
+    if out.suffix == ".json":
+        atomic_write_text(out, tok.tokenizer.to_str(pretty=True))
+        return out
+    return tok.save(out) if out.name else out / FILE
