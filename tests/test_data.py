@@ -299,6 +299,23 @@ def test_tokenizer_train_cli_writes_a_tokenizer_and_keeps_an_existing_file(tmp_p
     assert folder.exit_code == 0 and HFTokenizer.load(tmp_path / "tokdir").eos_id == 1
 
 
+def test_a_tokenizer_learned_from_a_recipe_reads_only_its_training_documents(tmp_path):
+    text_corpus(tmp_path / "c", 40)
+    s = spec(tmp_path / "c", tmp_path, val_fraction=0.25)
+    seen = []
+    train_bpe([], vocab_size=280, spec=s, min_frequency=1, progress=seen.append)
+    corpus = open_corpus(s, ByteTokenizer(specials=True))
+    assert seen[-1]["documents"] == corpus.manifest["files"]["train"]["documents"] == 30
+    data = {"model": {"kind": "lm", "vocab_size": 259, "dim": 16, "depth": 1, "layout": ["attn"],
+                      "mixers": {"attn": {"kind": "attention", "num_heads": 2}}},
+            "task": {"kind": "text", "path": str(tmp_path / "c"), "seq_len": 16, "cache_dir": str(tmp_path / "cache"),
+                     "tokenizer": str(tmp_path / "not-yet.json")}}
+    recipe = write_recipe(tmp_path / "r.toml", data)  # it names the tokenizer about to be learned
+    result = run_cli("tokenizer", "train", "--recipe", recipe, "--vocab-size", "280", "--out", tmp_path / "not-yet.json")
+    assert result.exit_code == 0, result.output
+    assert run_cli("data", "prepare", recipe, "--set", "model.vocab_size=280").exit_code == 0
+
+
 def test_inspect_says_whether_the_cache_is_fresh(tmp_path):
     text_corpus(tmp_path / "c", 20)
     data = {"model": {"kind": "lm", "vocab_size": 256, "dim": 16, "depth": 1, "layout": ["attn"],

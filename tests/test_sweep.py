@@ -152,6 +152,7 @@ def test_a_sweep_where_every_point_fails_exits_1(tmp_path, tiny):
     assert doc["best"] is None and doc["points"][0]["status"] == "failed"
     assert "none (no point finished)" in result.stdout
     assert "(best)" not in md and "| lr=1e3 | 1e3 | — | —/12 |" in md
+    assert "Every point ran with `--set train.grad_clip=0`, then its grid values." in md
 
 
 def test_parallel_workers_train_every_point_resume_and_record_a_diverged_one(tmp_path, tiny):
@@ -266,21 +267,29 @@ def test_recall_table_curriculum_starts_the_longer_setting_from_the_shorter_sett
     assert "| 32/4 | attention (from 16/2) |" in again and "attention at 32/4: no sweep in" in again
 
 
-def test_text_table_compares_transformer_hybrid_and_pulse_at_the_same_steps(tmp_path):
+def test_text_table_compares_transformer_hybrid_and_pulse_at_the_same_steps_for_bytes_and_bpe(tmp_path):
     tool = load_tool("text_table")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(30):
+        (corpus / f"{i}.txt").write_text(f"document {i}: " + " ".join(f"word{(i * j) % 17}" for j in range(60)))
     tiny = ["model.dim=32", "train.steps=2", "train.warmup_steps=0", "train.eval_every=0", "train.checkpoint_every=0",
-            "task.eval_windows=2", "train.batch_size=2", "task.seq_len=32", "train.threads=1", "train.device=cpu"]
+            "task.eval_windows=2", "train.batch_size=2", "task.seq_len=32", "train.threads=1", "train.device=cpu",
+            f"task.path={json.dumps(str(corpus))}"]
     runs, docs = tmp_path / "runs", tmp_path / "docs"
-    assert tool.main(["--lrs", "1e-3", "--out", str(runs), "--docs", str(docs), "--note", "tiny",
-                      *(a for s in tiny for a in ("--set", s))]) == 0
+    assert tool.main(["--lrs", "1e-3", "--tokenizers", "bytes,bpe-300", "--out", str(runs), "--docs", str(docs),
+                      "--note", "tiny", *(a for s in tiny for a in ("--set", s))]) == 0
     md = (docs / "text.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and "bits/byte" not in line and "---" not in line]
-    assert len(rows) == 3 and "Transformer" in rows[0] and "hybrid" in rows[1] and "pure PULSE" in rows[2]
-    for name, row in zip(("transformer", "hybrid", "pulse"), rows):
+    assert len(rows) == 6 and [r.split(" | ")[1] for r in rows] == ["bytes"] * 3 + ["bpe-300"] * 3
+    assert "Transformer" in rows[0] and "hybrid" in rows[1] and "pure PULSE" in rows[2]
+    for name, row in zip(("transformer", "hybrid", "pulse", "transformer-bpe-300"), rows):
         point, = json.loads((runs / name / "sweep.json").read_text())["points"]
         assert f"| {point['params']:,} | {point['state_elements']:,} | {point['value']:.4f} |" in row
         assert "| 2/2 |" in row
-    assert rows[1].count(" %") == 1 and "**tiny**" in md
+    assert rows[1].count(" %") == 1 and rows[4].count(" %") == 1 and "**tiny**" in md
+    assert f"of {corpus}:" in md and "standard library" not in md  # the corpus the sweeps actually read
+    assert (runs / "bpe-300.json").is_file() and "task.tokenizer" in (runs / "hybrid-bpe-300" / "sweep.md").read_text()
     assert tool.main(["--read-only", "--models", "transformer,nothing", "--out", str(runs),
                       "--docs", str(tmp_path / "x")]) == 2
     assert tool.main(["--read-only", "--models", "pulse", "--out", str(tmp_path / "empty"),

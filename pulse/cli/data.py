@@ -24,16 +24,22 @@ RecipeArg = Annotated[Path, typer.Argument(help="A recipe (or run) whose [task] 
                                            autocompletion=complete_recipe)]
 
 
-def _text_task(recipe: Path, overrides: list[str] | None):
-    from pulse.tasks import build_task
-
+def _text_source(recipe: Path, overrides: list[str] | None):
     source = open_cli_source(recipe, overrides)
     source.check_paths("task")
     spec = source.recipe
     if spec.task is None or spec.task.kind != "text":
         kind = spec.task.kind if spec.task is not None else "none"
-        raise PulseError(f"{source.location}: its [task] is `{kind}`, not `text`; `pulse data` prepares the corpus "
-                         "of a text task (see recipes/text-hybrid.toml).")
+        raise PulseError(f"{source.location}: its [task] is `{kind}`, not `text`; this reads the corpus of a text "
+                         "task (see recipes/text-hybrid.toml).")
+    return source
+
+
+def _text_task(recipe: Path, overrides: list[str] | None):
+    from pulse.tasks import build_task
+
+    source = _text_source(recipe, overrides)
+    spec = source.recipe
     task = build_task(spec.task)
     stored = source.stored_tokenizer()
     if stored is not None:
@@ -126,9 +132,12 @@ def inspect_(recipe: RecipeArg, set_: SetOption = None,
 @tokenizer_app.command(name="train")
 @handle_errors
 def train_tokenizer(
-    paths: Annotated[list[str], typer.Argument(help="Files, folders, globs or saved datasets to learn from.")],
     vocab_size: Annotated[int, typer.Option("--vocab-size", min=259, help="Ids in the tokenizer, specials included.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="A tokenizer .json file, or a folder for tokenizer.json.")],
+    paths: Annotated[list[str] | None, typer.Argument(help="Files, folders, globs or saved datasets to learn from.")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="Learn from this text recipe's training split (its "
+                                                "held-out documents stay unseen).", autocompletion=complete_recipe)] = None,
+    set_: SetOption = None,
     fmt: Annotated[str, typer.Option("--format", help="auto | text | jsonl | parquet | dataset")] = "auto",
     text_field: Annotated[str, typer.Option("--text-field", help="JSON field or column holding the text.")] = "text",
     min_frequency: Annotated[int, typer.Option("--min-frequency", min=1, help="Merges seen fewer times are dropped.")] = 2,
@@ -138,6 +147,9 @@ def train_tokenizer(
     from pulse.data.bpe import train_bpe, write_tokenizer
     from pulse.paths import check_output_dir, check_output_file
 
+    if not paths and recipe is None:
+        raise PulseError("give the files to learn from (PATH…), or --recipe RECIPE to learn from its training split.")
+    spec = _text_source(recipe, set_).recipe.task if recipe is not None else None
     if fmt not in ("auto", "text", "jsonl", "parquet", "dataset"):
         raise PulseError(f"--format takes auto, text, jsonl, parquet or dataset, got `{fmt}`.")
     (check_output_file if out.suffix == ".json" else check_output_dir)(out)
@@ -146,8 +158,8 @@ def train_tokenizer(
         raise PulseError(f"{target} already exists; pass --force to overwrite it, or give another --out.")
     bar = _Bar("reading")
     try:
-        tok = train_bpe(paths, vocab_size=vocab_size, fmt=fmt, text_field=text_field, min_frequency=min_frequency,
-                        progress=bar)
+        tok = train_bpe(paths or [], vocab_size=vocab_size, fmt=fmt, text_field=text_field,
+                        min_frequency=min_frequency, progress=bar, spec=spec)
     finally:
         elapsed = bar.stop()
     written = write_tokenizer(tok, out)

@@ -25,7 +25,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,8 @@ from pulse.errors import PulseError
 VERSION = 1
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
-BATCH_DOCS = 512
-BATCH_BYTES = 4 << 20
+BATCH_DOCS = 256  # documents per call to the tokenizer (its own threads share them out) ...
+BATCH_BYTES = 1 << 20  # ... or fewer: ~1 MB of text holds ~150 MB of encodings at most
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -171,6 +172,22 @@ def _held_out(total: int, spec: Any) -> np.ndarray | None:
     return mask
 
 
+def training_documents(spec: Any) -> Iterator[bytes | str]:
+    """The documents of the training split, as a prepare would split them (for a tokenizer learned on them alone);
+    a one-document corpus gives its first (1 − val_fraction) of bytes."""
+    files = corpus_files(spec)
+    total = sum(count_documents(f, spec) for f in files)
+    mask = _held_out(total, spec)
+    index = 0
+    for file in files:
+        for doc in documents(file, spec):
+            if mask is None:
+                yield doc[: int(len(doc) * (1 - spec.val_fraction))]
+            elif not mask[index]:
+                yield doc
+            index += 1
+
+
 def build(spec: Any, tokenizer: Any, files: list[CorpusFile], key: str, settings: dict[str, Any], root: Path,
           progress: Progress | None = None) -> None:
     """Tokenize the corpus into a temporary folder beside `root`, then rename it into place."""
@@ -194,34 +211,11 @@ def build(spec: Any, tokenizer: Any, files: list[CorpusFile], key: str, settings
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _tokenize(spec: Any, tokenizer: Any, files: list[CorpusFile], out: Path, progress: Progress | None) -> dict:
-    counts = [count_documents(f, spec) for f in files]
-    total = sum(counts)
-    if total == 0:
-        raise PulseError(f"the corpus {describe(spec)} holds no documents; give files with text in them.")
-    mask = _held_out(total, spec)
-    dtype = dtype_for(tokenizer.vocab_size)
-    writers = {s: _Writer(out / f"{s}.bin", dtype) for s in SPLITS}
-    eos = np.asarray([tokenizer.eos_id] if tokenizer.eos_id is not None else [], dtype=np.int64)
-    state = {"documents": 0, "text_bytes": 0, "skipped": 0, "total": total, "started": time.perf_counter()}
-    pending: list[tuple[bytes | str, str, int]] = []
-    held = {"bytes": 0}
-
-    def flush() -> None:
-        encoded = tokenizer.encode_documents([doc for doc, _, _ in pending])
-        for ids, (_, split, size) in zip(encoded, pending, strict=True):
-            writer = writers[split]
-            writer.write(ids)
-            writer.write(eos)
-            writer.documents += 1
-            writer.text_bytes += size
-        pending.clear()
-        held["bytes"] = 0
-        if progress is not None:
-            progress(dict(state))
-
-    index = 0
-    train_bytes = 0
+def _batches(files: list[CorpusFile], spec: Any, tokenizer: Any, mask: np.ndarray | None,
+             state: dict[str, Any]) -> Iterator[list[tuple[bytes | str, str, int]]]:
+    """The documents as (document, split, UTF-8 size), in batches of BATCH_DOCS or BATCH_BYTES."""
+    batch: list[tuple[bytes | str, str, int]] = []
+    index, held, train_bytes = 0, 0, 0
     for file in files:
         for doc in documents(file, spec):
             split = "val" if mask is not None and mask[index] else "train"
@@ -235,11 +229,45 @@ def _tokenize(spec: Any, tokenizer: Any, files: list[CorpusFile], out: Path, pro
                 continue
             train_bytes += size if split == "train" else 0
             state["text_bytes"] += size
-            pending.append((doc, split, size))
-            held["bytes"] += size
-            if len(pending) >= BATCH_DOCS or held["bytes"] >= BATCH_BYTES:
-                flush()
-    flush()
+            batch.append((doc, split, size))
+            held += size
+            if len(batch) >= BATCH_DOCS or held >= BATCH_BYTES:
+                yield batch
+                batch, held = [], 0
+    if batch:
+        yield batch
+
+
+def _tokenize(spec: Any, tokenizer: Any, files: list[CorpusFile], out: Path, progress: Progress | None) -> dict:
+    total = sum(count_documents(f, spec) for f in files)
+    if total == 0:
+        raise PulseError(f"the corpus {describe(spec)} holds no documents; give files with text in them.")
+    mask = _held_out(total, spec)
+    dtype = dtype_for(tokenizer.vocab_size)
+    writers = {s: _Writer(out / f"{s}.bin", dtype) for s in SPLITS}
+    eos = np.asarray([tokenizer.eos_id] if tokenizer.eos_id is not None else [], dtype=np.int64)
+    state = {"documents": 0, "text_bytes": 0, "skipped": 0, "total": total}
+
+    def write(encoded: Future, batch: list[tuple[bytes | str, str, int]]) -> None:
+        for ids, (_, split, size) in zip(encoded.result(), batch, strict=True):
+            writer = writers[split]
+            writer.write(ids)
+            writer.write(eos)
+            writer.documents += 1
+            writer.text_bytes += size
+        if progress is not None:
+            progress(dict(state))
+
+    # one batch is encoded (the tokenizer's own threads, without the GIL) while the one before is written
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        previous = None
+        for batch in _batches(files, spec, tokenizer, mask, state):
+            encoded = pool.submit(tokenizer.encode_documents, [doc for doc, _, _ in batch])
+            if previous is not None:
+                write(*previous)
+            previous = (encoded, batch)
+        if previous is not None:
+            write(*previous)
     stats = {s: w.close() for s, w in writers.items()}
     if mask is None:
         stats = _split_by_position(out, stats, spec, dtype)
@@ -325,3 +353,21 @@ def inspect_corpus(spec: Any, tokenizer: Any) -> dict[str, Any]:
         out["text_bytes"] = sum(text)
         out["bytes_per_token"] = sum(text) / tokens
     return out
+
+
+def progress_lines(say: Callable[[str], None], every: float = 10.0) -> Progress:
+    """A Progress that says a line (documents, MB/s, ETA) at most every `every` seconds: for `pulse train`."""
+    started = time.perf_counter()
+    last = [started]
+
+    def report(state: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if now - last[0] < every:
+            return
+        last[0] = now
+        rate = state["documents"] / max(now - started, 1e-9)
+        eta = (state["total"] - state["documents"]) / max(rate, 1e-9)
+        say(f"tokenizing the corpus: {state['documents']:,}/{state['total']:,} documents, "
+            f"{state['text_bytes'] / 1e6 / (now - started):.1f} MB/s, ETA {eta:.0f} s")
+
+    return report

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,9 +74,11 @@ def _is_dataset(path: Path) -> bool:
 def corpus_files(spec: Any) -> list[CorpusFile]:
     """The corpus's files, sorted, each with its format; a PulseError when there are none."""
     if spec.path is None:
-        root = stdlib_root()
-        files = sorted(p for p in root.rglob("*.py") if not SKIP_PARTS & set(p.relative_to(root).parts))
-        return [CorpusFile(p, "text") for p in files]
+        files = []
+        for folder, subdirs, names in os.walk(stdlib_root()):
+            subdirs[:] = [d for d in subdirs if d not in SKIP_PARTS]
+            files += [Path(folder) / n for n in names if n.endswith(".py")]
+        return [CorpusFile(p, "text") for p in sorted(files)]
     root = Path(spec.path).expanduser()
     if spec.format == "dataset" or (spec.format == "auto" and _is_dataset(root)):
         if not root.is_dir():

@@ -160,7 +160,11 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
         check_tokenizer(point.path, tokenizer)
     if hasattr(task, "prepare"):  # a corpus is tokenized once (rank 0 first; the others then find it whole)
         if d.main:
-            task.prepare(say=say)
+            from pulse.data.corpus import progress_lines
+
+            corpus = task.prepare(say=say, progress=progress_lines(say))
+            if not corpus.reused:
+                say(f"tokenized the corpus once into {corpus.root} (reused by later runs)")
         ddp.barrier(d)
         task.prepare()
     head = task.make_head(model, device=d.device)

@@ -82,6 +82,8 @@ def markdown(doc: dict[str, Any]) -> str:
          f"{m['logical_cpus']} logical CPUs, {doc['workers']} worker(s) × {doc['threads']} threads, torch {m['torch']}"
          + (f"; load average {doc['load_at_start']:.1f} when the sweep started." if doc.get("load_at_start") is not None
             else ".")),
+        "", "Every point ran with " + (" ".join(f"`--set {o}`" for o in doc.get("overrides", []))
+                                        or "the recipe as it is") + ", then its grid values.",
         "", "| " + " | ".join(head) + " |",
         "| " + " | ".join(["---"] * (1 + len(keys)) + ["---:"] * 5 + ["---"]) + " |",
     ]
