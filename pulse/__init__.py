@@ -39,6 +39,11 @@ from pulse.models.output import ModelOutput
 from pulse.tokenizer import ByteTokenizer
 
 
+from pulse.hf import register_when_imported as _register_hf
+
+_register_hf()  # AutoModelForCausalLM knows "pulse" once transformers is imported (without importing it here)
+
+
 def list_blocks(pattern: str = "*", role: str | None = None) -> list[registry.Entry]:
     """Registered kinds whose name matches the glob `pattern`, optionally of one role."""
     return registry.entries(pattern, role)

@@ -99,6 +99,18 @@ class ByteTokenizer:
         """Nothing to store: the byte tokenizer is built in (the model's vocab_size says which)."""
         return None
 
+    def to_hf(self) -> HFTokenizer:
+        """The same tokenizer as a `tokenizers` one (byte-level BPE with no merges: id = byte value, then
+        <|bos|> <|endoftext|> <|pad|> at 256-258), for tools that read tokenizer.json (a Hugging Face export)."""
+        lib = _require_tokenizers()
+        vocab = {ch: i for i, ch in enumerate(byte_level_alphabet())}
+        tok = lib.Tokenizer(lib.models.BPE(vocab=vocab, merges=[]))
+        tok.pre_tokenizer = lib.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        tok.decoder = lib.decoders.ByteLevel()
+        if self.specials:
+            tok.add_special_tokens(["<|bos|>", "<|endoftext|>", "<|pad|>"])
+        return HFTokenizer(tok, source="<bytes>")
+
     def __repr__(self) -> str:
         return f"ByteTokenizer(vocab_size={self.vocab_size}, specials={self.specials})"
 

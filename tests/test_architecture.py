@@ -28,10 +28,11 @@ FORBIDDEN = {
     "checkpoint": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli"},
     "runfiles": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli"},
     "data": {"blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli"},
+    "hf": {"train", "bench", "cli"},
     "registry": {"specs", "blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint"},
     "assemble": {"api", "tasks", "train", "bench", "cli"},
     "tasks": {"assemble", "api", "train", "bench", "cli"},
-    "api": {"train", "bench", "cli"},
+    "api": {"train", "bench", "cli", "hf"},
     "train": {"cli"},
     "bench": {"cli"},
 }

@@ -59,6 +59,7 @@ class Source:
     typed: tuple[str, ...] = ()  # tables the user gave whole (eval --task), whose paths are theirs
     allow_unverified: bool = False
     notes: list[str] = field(default_factory=list)  # what the user should be told (a skipped damaged checkpoint)
+    hf_config: dict[str, Any] | None = None  # config.json of a Hugging Face export (origin "hf")
 
     @property
     def trained(self) -> bool:
@@ -92,6 +93,10 @@ class Source:
 
         if self.weights is None:
             return None
+        if self.origin == "hf":  # an export's tokenizer.json (the byte tokenizer too, as an equivalent file)
+            from pulse.tokenizer import FILE, HFTokenizer
+
+            return HFTokenizer.load(self.weights.parent / FILE) if (self.weights.parent / FILE).is_file() else None
         return stored_tokenizer(self.weights.parent, read_metadata(self.weights))
 
     def describe(self) -> str:
@@ -122,7 +127,10 @@ class Source:
             self.require_weights("loading it")
         model = build_model(self.recipe, device=device, dtype=dtype)
         if load and self.weights is not None:
-            load_weights(model, self.weights, allow_unverified=self.allow_unverified)
+            if self.origin == "hf":
+                _load_hf_weights(model, self.weights, self.hf_config, self.allow_unverified)
+            else:
+                load_weights(model, self.weights, allow_unverified=self.allow_unverified)
         return model
 
     def check_paths(self, *tables: str, unused: tuple[str, ...] = ()) -> None:
@@ -170,6 +178,9 @@ def _open_recipe(path: Path, overrides: tuple[str, ...]) -> Source:
 
 def _open_directory(path: Path, overrides: tuple[str, ...], tables: Mapping[str, Any] | None,
                     allow_unverified: bool) -> Source:
+    hf = _hf_config(path)
+    if hf is not None:
+        return _open_hf(path, hf, overrides, tables, allow_unverified)
     run = is_run(path)
     candidates = newest_weights(path) if run else ([(None, path)] if (path / WEIGHTS).is_file() else [])
     if not candidates:
@@ -239,3 +250,55 @@ def _check_readable_copy(folder: Path, stored: dict[str, Any]) -> None:
         raise PulseError(f"{readable} does not match the recipe stored (with its hash) in {folder / WEIGHTS}; it was "
                          "edited or damaged. Restore it (the stored recipe is the truth: `pulse summarize` reads it), "
                          "or train a recipe file and change settings with --set.")
+
+
+HF_FORMAT = 1  # the pulse_format of config.json this version reads (pulse.hf.export.FORMAT)
+
+
+def _hf_config(path: Path) -> dict[str, Any] | None:
+    """config.json of a Hugging Face export of a PULSE model (model_type "pulse"), else None."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) and config.get("model_type") == "pulse" else None
+
+
+def _open_hf(path: Path, config: dict[str, Any], overrides: tuple[str, ...], tables: Mapping[str, Any] | None,
+             allow_unverified: bool) -> Source:
+    """A `pulse export --format hf` directory: the recipe from config.json, the weights from model.safetensors."""
+    if config.get("pulse_format") != HF_FORMAT:
+        raise PulseError(f"{path}: a Hugging Face export of format {config.get('pulse_format')!r} (PULSE "
+                         f"{config.get('pulse_version')}); this PULSE reads format {HF_FORMAT}. Export it again with "
+                         "this version (`pulse export RUN --format hf`), or load it with the PULSE that wrote it.")
+    stored = config.get("recipe")
+    weights = path / WEIGHTS
+    if not isinstance(stored, dict) or not weights.is_file():
+        raise PulseError(f"{path}: config.json has no PULSE recipe or the directory has no {WEIGHTS}; it is not a "
+                         f"whole export. {WHAT_TO_GIVE}.")
+    source = _from_stored(stored, path, weights, "hf", overrides, tables, allow_unverified, None, [])
+    source.hf_config = config
+    return source
+
+
+def _load_hf_weights(model: nn.Module, path: Path, config: dict[str, Any] | None, allow_unverified: bool) -> None:
+    """The export's tensors (Transformers' `model.` prefix dropped) into `model`, checked against the checksum
+    config.json recorded."""
+    from safetensors import SafetensorError, safe_open
+
+    from pulse.checkpoint import Unverified, fit_tensors, tensors_digest
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {name.removeprefix("model."): f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise PulseError(f"{path}: cannot read the tensors (corrupt file?): {err}.") from None
+    recorded = (config or {}).get("weights_sha256")
+    if recorded is None and not allow_unverified:
+        raise Unverified(f"{path}: config.json records no weights_sha256, so the weights cannot be verified. If you "
+                         "trust them, load with allow_unverified=True (CLI: --allow-unverified).")
+    if recorded is not None and tensors_digest(tensors) != recorded:
+        raise PulseError(f"{path}: corrupt — the tensors do not match the checksum in config.json; export again.")
+    fit_tensors(model, tensors, path)

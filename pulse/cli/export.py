@@ -14,11 +14,14 @@ from pulse.errors import PulseError
 
 
 def _export(source: Path, out: Path, fmt: str, batch: int, tolerance: float, seed: int,
-            overrides: list[str] | None, allow_unverified: bool = False) -> None:
+            overrides: list[str] | None, allow_unverified: bool = False, force: bool = False) -> None:
     from pulse.export import export_onnx, require_onnx
 
-    if fmt != "onnx":
-        raise PulseError(f"unknown export format `{fmt}`; the one format supported is onnx.")
+    if fmt not in ("onnx", "hf"):
+        raise PulseError(f"unknown export format `{fmt}`; the formats are onnx (a graph for onnxruntime) and hf (a "
+                         "Hugging Face Transformers directory).")
+    if fmt == "hf":
+        return _export_hf(source, out, seed, overrides, allow_unverified, force)
     require_onnx()
     model = open_lm(source, overrides, seed, allow_unverified)
     err_console.print(f"[dim]exporting {source} to ONNX (torch.export, then onnxruntime checks)…[/]", highlight=False)
@@ -33,7 +36,26 @@ def _export(source: Path, out: Path, fmt: str, batch: int, tolerance: float, see
     )
 
 
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Export format (onnx).")]
+def _export_hf(source: Path, out: Path, seed: int, overrides: list[str] | None, allow_unverified: bool,
+               force: bool) -> None:
+    from pulse.hf import require_transformers
+
+    require_transformers()
+    from transformers.utils import logging as hf_logging
+
+    from pulse.hf.export import export_hf
+
+    model = open_lm(source, overrides, seed, allow_unverified)
+    hf_logging.disable_progress_bar()
+    written = export_hf(model, out, force=force)
+    console.print(f"wrote {written}: AutoModelForCausalLM.from_pretrained({str(written)!r}) loads it after `import "
+                  "pulse` (or with trust_remote_code=True), AutoTokenizer its tokenizer; `pulse generate` and "
+                  "`pulse eval` take the directory too", highlight=False)
+
+
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Export format: onnx (a .onnx file) or hf (a "
+                                                                  "Transformers directory).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="hf: if --out holds files, move them aside first.")]
 BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, help="Batch size fixed in the exported graph (length stays dynamic).")
 ]
@@ -45,16 +67,18 @@ SeedOpt = Annotated[int, typer.Option(help="Seed for fresh weights from a recipe
 @handle_errors
 def export(
     source: Annotated[Path, typer.Argument(help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file, or the directory for --format hf.")],
     fmt: FormatOpt = "onnx",
     batch: BatchOpt = 1,
     tolerance: TolOpt = 1e-3,
     seed: SeedOpt = 0,
     set_: SetOption = None,
     allow_unverified: UnverifiedOption = False,
+    force: ForceOpt = False,
 ) -> None:
-    """Export the full-sequence forward (input_ids → logits) to ONNX with a dynamic length, checked by onnxruntime."""
-    _export(source, out, fmt, batch, tolerance, seed, set_, allow_unverified)
+    """Export to ONNX (the full-sequence forward, dynamic length, checked by onnxruntime) or to a Hugging Face
+    Transformers directory (--format hf: AutoModelForCausalLM, AutoTokenizer, lm-evaluation-harness)."""
+    _export(source, out, fmt, batch, tolerance, seed, set_, allow_unverified, force)
 
 
 @app.command()
@@ -63,13 +87,14 @@ def convert(
     input_: Annotated[
         Path, typer.Option("--input", "-i", help="A checkpoint directory (or .safetensors file), or a recipe.")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file, or the directory for --format hf.")],
     fmt: FormatOpt = "onnx",
     batch: BatchOpt = 1,
     tolerance: TolOpt = 1e-3,
     seed: SeedOpt = 0,
     set_: SetOption = None,
     allow_unverified: UnverifiedOption = False,
+    force: ForceOpt = False,
 ) -> None:
     """The original PULSE name for `pulse export`: convert --input RUN --output model.onnx --format onnx."""
-    _export(input_, output, fmt, batch, tolerance, seed, set_, allow_unverified)
+    _export(input_, output, fmt, batch, tolerance, seed, set_, allow_unverified, force)

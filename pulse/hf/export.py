@@ -1,0 +1,79 @@
+"""`pulse export RUN --format hf --out DIR`: a directory every Transformers tool loads.
+
+    DIR/
+      config.json               PulseHFConfig: the resolved recipe, special ids, auto_map, the weights' checksum
+      model.safetensors         the weights (Transformers' names, `model.` + PULSE's)
+      tokenizer.json            the run's tokenizer (the byte tokenizer as an equivalent tokenizers file)
+      tokenizer_config.json     PreTrainedTokenizerFast and the special tokens, for AutoTokenizer
+      configuration_pulse.py    re-exports of pulse.hf's classes, for trust_remote_code=True where PULSE is
+      modeling_pulse.py         installed (after `import pulse` no remote code is needed at all)
+
+The directory is written beside its destination and renamed into place whole.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pulse.api.source import HF_FORMAT as FORMAT  # config.json's pulse_format: what open_source reads back
+from pulse.errors import PulseError
+
+CONFIG_FILE = "configuration_pulse.py"
+MODELING_FILE = "modeling_pulse.py"
+AUTO_MAP = {"AutoConfig": "configuration_pulse.PulseHFConfig", "AutoModelForCausalLM": "modeling_pulse.PulseHFForCausalLM"}
+STUBS = {
+    CONFIG_FILE: '"""PULSE\'s Transformers config (pip install pulse[hf]); the code lives in pulse.hf."""\n\n'
+                 "from pulse.hf.modeling import PulseHFConfig  # noqa: F401\n",
+    MODELING_FILE: '"""PULSE\'s Transformers model (pip install pulse[hf]); the code lives in pulse.hf."""\n\n'
+                   "from pulse.hf.modeling import PulseHFConfig, PulseHFForCausalLM  # noqa: F401\n",
+}
+
+
+def export_hf(lm: Any, out: str | Path, *, force: bool = False) -> Path:
+    """Write PulseForCausalLM `lm` (its weights, recipe and tokenizer) as a Transformers directory at `out`."""
+    from pulse.checkpoint import _unique_tensors, tensors_digest
+    from pulse.hf.modeling import PulseHFConfig, PulseHFForCausalLM
+    from pulse.paths import check_output_dir, move_aside
+    from pulse.tokenizer import ByteTokenizer
+    from pulse.version import __version__
+
+    out = Path(out)
+    check_output_dir(out)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise PulseError(f"--out {out} is not empty; pass --force to move it aside to {out.name}.replaced-<time>, "
+                             "or give a new directory.")
+    tok = lm.tokenizer
+    hf_tok = tok.to_hf() if isinstance(tok, ByteTokenizer) else tok
+    config = PulseHFConfig(recipe=lm.recipe.to_dict(), pulse_version=__version__, pulse_format=FORMAT,
+                           weights_sha256=tensors_digest(_unique_tensors(lm.model)), bos_token_id=hf_tok.bos_id,
+                           eos_token_id=hf_tok.eos_id, pad_token_id=hf_tok.pad_id, auto_map=AUTO_MAP,
+                           architectures=["PulseHFForCausalLM"])
+    model = PulseHFForCausalLM(config)
+    model.model.load_state_dict(lm.model.state_dict())
+    tmp = out.parent / f".{out.name}.export-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        _write_tokenizer(hf_tok, tmp)
+        for name, text in STUBS.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out) if not any(out.iterdir()) else move_aside(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_tokenizer(tok: Any, folder: Path) -> None:
+    """tokenizer.json plus what AutoTokenizer needs to build a PreTrainedTokenizerFast from it."""
+    tok.save(folder)
+    names = {k: tok.tokenizer.id_to_token(i) for k, i in
+             (("bos_token", tok.bos_id), ("eos_token", tok.eos_id), ("pad_token", tok.pad_id)) if i is not None}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **names}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / "special_tokens_map.json").write_text(json.dumps(names, indent=2, sort_keys=True) + "\n")
