@@ -99,10 +99,22 @@ def eval_(
     allow_unverified: Annotated[
         bool, typer.Option("--allow-unverified", help="Load a checkpoint that lacks its checksum or recipe hash."),
     ] = False,
+    harness: Annotated[
+        str | None, typer.Option("--harness", help="lm-evaluation-harness tasks, comma-separated (pulse_arith_mc, "
+                                                   "pulse_continuation ship with PULSE); needs pulse[eval]."),
+    ] = None,
+    include_path: Annotated[Path | None, typer.Option("--include-path", help="--harness: a folder of task YAMLs.")] = None,
+    limit: Annotated[float | None, typer.Option("--limit", min=0, help="--harness: documents per task (or a share, < 1).")] = None,
+    num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", min=0, help="--harness: examples in each prompt.")] = None,
+    online: Annotated[bool, typer.Option("--online", help="--harness: let tasks download their data from the Hub.")] = False,
 ) -> None:
-    """Evaluate a checkpoint on its task's held-out set (or on another task with --task / --set task.…)."""
+    """Evaluate a checkpoint on its task's held-out set (or on another task with --task / --set task.…), or on
+    lm-evaluation-harness tasks with --harness."""
     from pulse.train import evaluate_checkpoint
 
+    if harness is not None:
+        return _harness(checkpoint, harness, set_, include_path, limit, num_fewshot, batch_size or 1, online,
+                        allow_unverified, as_json)
     result = evaluate_checkpoint(checkpoint, task=_task_table(task) if task else None, overrides=set_ or [],
                                  batch_size=batch_size, allow_unverified=allow_unverified)
     if as_json:
@@ -116,3 +128,31 @@ def eval_(
         style = "bold green" if name == result.task.metric else ""
         table.add_row(name, f"[{style}]{value:.4f}[/]" if style else f"{value:.4f}")
     console.print(table)
+
+
+def _harness(checkpoint: Path, tasks: str, overrides: list[str] | None, include_path: Path | None,
+             limit: float | None, num_fewshot: int | None, batch_size: int, online: bool, allow_unverified: bool,
+             as_json: bool) -> None:
+    """`pulse eval RUN --harness …`: the harness table, and its JSON written into the run directory."""
+    from pulse.api import PulseForCausalLM
+    from pulse.checkpoint import atomic_write_text
+    from pulse.hf.harness import local_tasks_dir, run_harness, table
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise PulseError("--harness takes task names, e.g. --harness pulse_arith_mc,pulse_continuation.")
+    source = open_cli_source(checkpoint, overrides, allow_unverified=allow_unverified)
+    source.require_weights("--harness")
+    lm = PulseForCausalLM.from_source(source).eval()
+    results = run_harness(lm, names, include_path=include_path, limit=limit, num_fewshot=num_fewshot,
+                          batch_size=batch_size, online=online)
+    folder = source.location if source.location.is_dir() else source.location.parent
+    out = folder / "harness" / f"{'+'.join(names)}.json"
+    keep = {k: results[k] for k in ("results", "versions", "n-shot", "configs", "config") if k in results}
+    atomic_write_text(out, json.dumps(keep, indent=2, sort_keys=True, default=str) + "\n")
+    if as_json:
+        console.print_json(json.dumps({"checkpoint": str(source.describe()), "results": results["results"],
+                                       "written": str(out)}, default=str))
+        return
+    console.print(table(results), highlight=False, markup=False, soft_wrap=True)
+    console.print(f"wrote {out} · local tasks: {local_tasks_dir()} (for lm_eval --include_path)", highlight=False)

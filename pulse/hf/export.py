@@ -32,33 +32,45 @@ STUBS = {
 }
 
 
-def export_hf(lm: Any, out: str | Path, *, force: bool = False) -> Path:
-    """Write PulseForCausalLM `lm` (its weights, recipe and tokenizer) as a Transformers directory at `out`."""
+def hf_tokenizer(lm: Any):
+    """The run's tokenizer as a `tokenizers` one (the byte tokenizer as its equivalent file)."""
+    from pulse.tokenizer import ByteTokenizer
+
+    tok = lm.tokenizer
+    return tok.to_hf() if isinstance(tok, ByteTokenizer) else tok
+
+
+def hf_model(lm: Any):
+    """PulseForCausalLM `lm` as a PulseHFForCausalLM holding the same weights (config with auto_map, checksum)."""
     from pulse.checkpoint import _unique_tensors, tensors_digest
     from pulse.hf.modeling import PulseHFConfig, PulseHFForCausalLM
-    from pulse.paths import check_output_dir, move_aside
-    from pulse.tokenizer import ByteTokenizer
     from pulse.version import __version__
 
-    out = Path(out)
-    check_output_dir(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise PulseError(f"--out {out} is not empty; pass --force to move it aside to {out.name}.replaced-<time>, "
-                             "or give a new directory.")
-    tok = lm.tokenizer
-    hf_tok = tok.to_hf() if isinstance(tok, ByteTokenizer) else tok
+    tok = hf_tokenizer(lm)
     config = PulseHFConfig(recipe=lm.recipe.to_dict(), pulse_version=__version__, pulse_format=FORMAT,
-                           weights_sha256=tensors_digest(_unique_tensors(lm.model)), bos_token_id=hf_tok.bos_id,
-                           eos_token_id=hf_tok.eos_id, pad_token_id=hf_tok.pad_id, auto_map=AUTO_MAP,
+                           weights_sha256=tensors_digest(_unique_tensors(lm.model)), bos_token_id=tok.bos_id,
+                           eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, auto_map=AUTO_MAP,
                            architectures=["PulseHFForCausalLM"])
     model = PulseHFForCausalLM(config)
     model.model.load_state_dict(lm.model.state_dict())
+    return model.to(next(lm.parameters()).device)
+
+
+def export_hf(lm: Any, out: str | Path, *, force: bool = False) -> Path:
+    """Write PulseForCausalLM `lm` (its weights, recipe and tokenizer) as a Transformers directory at `out`."""
+    from pulse.paths import check_output_dir, move_aside
+
+    out = Path(out)
+    check_output_dir(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise PulseError(f"--out {out} is not empty; pass --force to move it aside to {out.name}.replaced-<time>, "
+                         "or give a new directory.")
+    model = hf_model(lm)
     tmp = out.parent / f".{out.name}.export-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.save_pretrained(tmp)
-        _write_tokenizer(hf_tok, tmp)
+        _write_tokenizer(hf_tokenizer(lm), tmp)
         for name, text in STUBS.items():
             (tmp / name).write_text(text, encoding="utf-8")
         if out.exists():

@@ -1,0 +1,144 @@
+"""`pulse eval RUN --harness TASKS`: lm-evaluation-harness on a PULSE model (`pip install "pulse[eval]"`).
+
+The model goes to the harness as what `pulse export --format hf` writes, built in memory
+(PulseHFForCausalLM and a PreTrainedTokenizerFast of the run's tokenizer), through the
+harness's own `HFLM`, so the numbers are the ones `lm_eval --model hf` gives on the export.
+
+PULSE ships two small local tasks, built from files in the package, that run offline:
+
+- `pulse_arith_mc` (multiple choice: the sum of two digits among four answers; metric acc);
+- `pulse_continuation` (loglikelihood: the usual end of 30 common phrases and code lines;
+  metrics perplexity and acc, whether the continuation is the greedy one).
+
+They are written, with absolute paths to their data, into a folder the harness includes
+(`local_tasks_dir()`; `pulse eval --harness` prints it, for `lm_eval --include_path`).
+Hugging Face Hub access is off unless --online: a task whose data would be downloaded
+fails at once with one line saying so, instead of waiting on a network that is not there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pulse.errors import PulseError
+
+EXTRA = 'pip install "pulse[eval]"'
+NEWLINE = 10
+TASKS = Path(__file__).resolve().parent / "tasks"
+LOCAL = {
+    "pulse_arith_mc": ("arith_mc.jsonl", """output_type: multiple_choice
+doc_to_text: "{{question}}"
+doc_to_choice: "{{choices}}"
+doc_to_target: "{{answer}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""),
+    "pulse_continuation": ("continuation.jsonl", """output_type: loglikelihood
+doc_to_text: "{{context}}"
+doc_to_target: "{{continuation}}"
+metric_list:
+  - metric: perplexity
+    aggregation: perplexity
+    higher_is_better: false
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""),
+}
+
+
+def local_tasks_dir() -> Path:
+    """A folder of the shipped tasks' YAML files, pointing at their data by absolute path (rewritten each call)."""
+    from pulse.checkpoint import atomic_write_text
+
+    root = Path(os.environ.get("PULSE_CACHE") or Path.home() / ".cache" / "pulse").expanduser() / "harness-tasks"
+    for name, (data, body) in LOCAL.items():
+        head = (f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: "
+                f"{json.dumps(str(TASKS / data))}\ntest_split: test\n")
+        atomic_write_text(root / f"{name}.yaml", head + body + "metadata:\n  version: 1.0\n")
+    return root
+
+
+def _require() -> None:
+    try:
+        import accelerate  # noqa: F401 (the harness's HF model imports it)
+        import lm_eval  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise PulseError(f"--harness needs lm-evaluation-harness and Transformers, the `eval` extra ({EXTRA}); "
+                         f"{err}.") from None
+
+
+def run_harness(lm: Any, tasks: list[str], *, include_path: Path | None = None, limit: float | None = None,
+                num_fewshot: int | None = None, batch_size: int = 1, online: bool = False) -> dict[str, Any]:
+    """Evaluate PulseForCausalLM `lm` on harness `tasks`; returns the harness's results dict."""
+    if not online:  # before the harness imports datasets / huggingface_hub, which read these once
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    _require()
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    paths = [str(local_tasks_dir())]
+    if include_path is not None:
+        if not include_path.is_dir() or not any(include_path.rglob("*.yaml")):
+            raise PulseError(f"--include-path {include_path}: no task files (*.yaml) in it; give the folder that "
+                             "holds your lm-eval task YAMLs.")
+        paths.append(str(include_path))
+    manager = TaskManager(include_path=paths)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=3)
+        hint = f" (did you mean {', '.join(f'`{c}`' for c in close)}?)" if close else ""
+        raise PulseError(f"--harness: no task named `{unknown[0]}`{hint}; the local tasks are "
+                         f"{', '.join(LOCAL)}, and `lm_eval ls tasks` lists the harness's own.")
+    model, tokenizer = hf_pair(lm)
+    # a vocabulary without bos/eos (the byte tokenizer at 256 ids) starts empty contexts from a newline byte
+    prefix = None if (tokenizer.bos_token_id is not None or tokenizer.eos_token_id is not None) else NEWLINE
+    wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device),
+                   prefix_token_id=prefix)
+    try:
+        return lm_eval.simple_evaluate(model=wrapped, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
+                                       task_manager=manager, log_samples=False, bootstrap_iters=0,
+                                       verbosity="ERROR")
+    except Exception as err:  # noqa: BLE001 (the harness and datasets raise many types; offline ones are named)
+        if _offline(err):
+            raise PulseError(f"--harness {','.join(tasks)}: the task's data would be downloaded from the Hugging Face "
+                             "Hub, and this run is offline. Download it where there is a network (datasets' "
+                             "save_to_disk), point a task YAML's dataset_path at the local copy and give its folder "
+                             "with --include-path DIR; or pass --online.") from None
+        raise
+
+
+def _offline(err: BaseException) -> bool:
+    while err is not None:
+        text = f"{type(err).__name__} {err}".lower()
+        if any(k in text for k in ("offline", "connection", "couldn't reach", "name resolution", "max retries")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def hf_pair(lm: Any):
+    """PulseForCausalLM → (PulseHFForCausalLM with its weights, PreTrainedTokenizerFast of its tokenizer)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from pulse.hf.export import hf_model, hf_tokenizer
+
+    tok = hf_tokenizer(lm)
+    names = {k: tok.tokenizer.id_to_token(i) for k, i in
+             (("bos_token", tok.bos_id), ("eos_token", tok.eos_id), ("pad_token", tok.pad_id)) if i is not None}
+    return hf_model(lm).eval(), PreTrainedTokenizerFast(tokenizer_object=tok.tokenizer, **names)
+
+
+def table(results: dict[str, Any]) -> str:
+    from lm_eval.utils import make_table
+
+    return make_table(results)
