@@ -354,3 +354,35 @@ def test_the_default_corpus_is_the_standard_library():
     assert not any("site-packages" in f.path.parts for f in files)
     assert any(f.path.name == "os.py" for f in files)
     assert os.path.isdir(files[0].path.parent)
+
+
+def test_the_context_curve_bins_positions_past_the_training_length_and_skips_with_a_reason(tmp_path):
+    text_corpus(tmp_path / "c", 200)
+    data = {"model": {"kind": "lm", "vocab_size": 259, "dim": 16, "depth": 2, "layout": ["pulse", "attn"],
+                      "mixers": {"attn": {"kind": "attention", "num_heads": 2},
+                                 "pulse": {"kind": "pulse", "num_slots": 4, "chunk_size": 8}},
+                      "positions": {"kind": "rotary"}},
+            "task": {"kind": "text", "path": str(tmp_path / "c"), "seq_len": 16, "val_fraction": 0.3,
+                     "cache_dir": str(tmp_path / "cache")},
+            "train": {"steps": 2, "batch_size": 2, "eval_every": 0, "threads": 1, "device": "cpu"}}
+    run = tmp_path / "run"
+    assert run_cli("train", write_recipe(tmp_path / "r.toml", data), "--out", run, "-q").exit_code == 0
+    shown = run_cli("eval", run, "--context-curve", "16,128,100k", "--windows", "2", "--json",
+                    "--set", f"task.path={json.dumps(str(tmp_path / 'c'))}",
+                    "--set", f"task.cache_dir={json.dumps(str(tmp_path / 'cache'))}")
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.stdout)
+    ok = [p for p in doc["points"] if p["status"] == "ok"]
+    assert [p["length"] for p in ok] == [16, 128] and doc["train_seq_len"] == 16 and doc["attention"]
+    assert [(b["start"], b["end"]) for b in ok[1]["bins"]] == [(0, 64), (64, 128)]
+    assert ok[1]["state_bytes"] > ok[0]["state_bytes"]  # the attention layer's cache grows with the window
+    skipped = doc["points"][-1]
+    assert skipped["status"] == "skipped" and "held-out text has" in skipped["reason"]
+    assert (run / "context-curve.json").is_file() and (run / "context-curve.png").stat().st_size > 1000
+    assert all(math.isfinite(b["bpb"]) and b["bpb"] > 0 for p in ok for b in p["bins"])
+    budget = run_cli("eval", run, "--context-curve", "16,128", "--windows", "2", "--max-seconds", "1e-9",
+                     "--set", f"task.path={json.dumps(str(tmp_path / 'c'))}",
+                     "--set", f"task.cache_dir={json.dumps(str(tmp_path / 'cache'))}")
+    assert budget.exit_code == 0 and "projected" in budget.stdout and "quadratic" in budget.stdout, budget.output
+    mqar = run_cli("eval", run, "--context-curve", "16", "--task", "mqar")
+    assert mqar.exit_code == 2 and "reads held-out text" in mqar.stderr

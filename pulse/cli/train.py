@@ -107,11 +107,20 @@ def eval_(
     limit: Annotated[float | None, typer.Option("--limit", min=0, help="--harness: documents per task (or a share, < 1).")] = None,
     num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", min=0, help="--harness: examples in each prompt.")] = None,
     online: Annotated[bool, typer.Option("--online", help="--harness: let tasks download their data from the Hub.")] = False,
+    context_curve: Annotated[
+        str | None, typer.Option("--context-curve", help="Loss and bits per byte by position in windows of these "
+                                                         "lengths (e.g. 256,1k,4k,16k): context past training."),
+    ] = None,
+    windows: Annotated[int, typer.Option("--windows", min=1, help="--context-curve: windows per length.")] = 16,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", min=0, help="--context-curve: skip a length "
+                                                                            "projected to take longer.")] = 600,
 ) -> None:
     """Evaluate a checkpoint on its task's held-out set (or on another task with --task / --set task.…), or on
     lm-evaluation-harness tasks with --harness."""
     from pulse.train import evaluate_checkpoint
 
+    if context_curve is not None:
+        return _context_curve(checkpoint, context_curve, task, set_, windows, max_seconds, allow_unverified, as_json)
     if harness is not None:
         return _harness(checkpoint, harness, set_, include_path, limit, num_fewshot, batch_size or 1, online,
                         allow_unverified, as_json)
@@ -156,3 +165,38 @@ def _harness(checkpoint: Path, tasks: str, overrides: list[str] | None, include_
         return
     console.print(table(results), highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {out} · local tasks: {local_tasks_dir()} (for lm_eval --include_path)", highlight=False)
+
+
+def _context_curve(checkpoint: Path, lengths: str, task: str | None, overrides: list[str] | None, windows: int,
+                   max_seconds: float, allow_unverified: bool, as_json: bool) -> None:
+    """`pulse eval RUN --context-curve …`: the table, and context-curve.json / .png in the run directory."""
+    from pulse.cli.bench import parse_lengths
+    from pulse.train.context import context_curve, write_curve
+
+    source = open_cli_source(checkpoint, overrides, allow_unverified=allow_unverified,
+                             tables={"task": _task_table(task)} if task else None)
+    doc = context_curve(source, parse_lengths(lengths), windows=windows,
+                        max_seconds=max_seconds, say=lambda text: None if as_json else console.print(text))
+    folder = source.location if source.location.is_dir() else source.location.parent
+    data, png = write_curve(doc, folder)
+    if as_json:
+        console.print_json(json.dumps(doc))
+        return
+    table = make_table(title=f"context curve · {doc['checkpoint']} (trained at {doc['train_seq_len']:,})")
+    for col in ("window", "bits/byte", "first bin", "last bin (from)", "state", "time"):
+        table.add_column(col, justify="right", no_wrap=True)
+    from pulse.cli.common import fmt_bytes
+
+    skipped = []
+    for p in doc["points"]:
+        if p["status"] != "ok":
+            skipped.append(f"T={p['length']:,} skipped: {p['reason']}")
+            table.add_row(f"{p['length']:,}", "skipped", "", "", fmt_bytes(p["state_bytes"]), "")
+            continue
+        first, last = p["bins"][0], p["bins"][-1]
+        table.add_row(f"{p['length']:,}", f"{p['bpb']:.4f}", f"{first['bpb']:.4f}",
+                      f"{last['bpb']:.4f} ({last['start']:,})", fmt_bytes(p["state_bytes"]), f"{p['seconds']:.0f} s")
+    console.print(table)
+    for line in skipped:
+        console.print(line, highlight=False)
+    console.print(f"wrote {data} and {png}", highlight=False)
