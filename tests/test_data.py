@@ -386,3 +386,22 @@ def test_the_context_curve_bins_positions_past_the_training_length_and_skips_wit
     assert budget.exit_code == 0 and "projected" in budget.stdout and "quadratic" in budget.stdout, budget.output
     mqar = run_cli("eval", run, "--context-curve", "16", "--task", "mqar")
     assert mqar.exit_code == 2 and "reads held-out text" in mqar.stderr
+
+
+def test_a_passkey_run_trains_and_its_grid_is_a_heatmap_and_any_lm_run_can_be_graded(tmp_path):
+    data = {"model": {"kind": "lm", "vocab_size": 259, "dim": 16, "depth": 1, "layout": ["pulse"],
+                      "mixers": {"pulse": {"kind": "pulse", "gate": "delta", "num_slots": 4, "chunk_size": 16}}},
+            "task": {"kind": "passkey", "seq_len": 128, "num_test": 4},
+            "train": {"steps": 2, "batch_size": 2, "eval_every": 0, "threads": 1, "device": "cpu"}}
+    run = tmp_path / "run"
+    trained = run_cli("train", write_recipe(tmp_path / "r.toml", data), "--out", run, "-q")
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metric"] == "accuracy" and "digit_accuracy" in summary["eval"]
+    shown = run_cli("eval", run, "--passkey", "128,256", "--depths", "0,1", "--trials", "2", "--json")
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.stdout)
+    assert [(c["length"], c["depth"]) for c in doc["cells"]] == [(128, 0.0), (128, 1.0), (256, 0.0), (256, 1.0)]
+    assert (run / "passkey.png").stat().st_size > 1000 and doc["train_seq_len"] == 128
+    bad = run_cli("eval", run, "--passkey", "128", "--depths", "0,2")
+    assert bad.exit_code == 2 and "between 0 and 1" in bad.stderr

@@ -296,3 +296,27 @@ def test_text_missing_path_is_clear(tmp_path):
         Text(TextSpec(path=str(tmp_path / "nope"), cache_dir=str(tmp_path))).prepare()
 
 
+
+
+def test_passkey_examples_are_exact_length_with_the_answer_labelled_and_train_and_grid():
+    from pulse.specs.tasks import PasskeySpec
+    from pulse.tasks.passkey import KEY, Passkey, passkey_grid
+
+    task = Passkey(PasskeySpec(seq_len=128, num_test=5, depth_min=0.0, depth_max=1.0))
+    task.check_model(tiny_lm(259))
+    batch = task.batch("train", np.arange(3))
+    assert batch["ids"].shape == (3, 128) and ((batch["labels"] != IGNORE).sum(1) == 5).all()
+    text = task.tokenizer.decode(torch.cat([batch["ids"][0], batch["labels"][0, -1:]]))
+    key = text[-5:]
+    assert key.isdigit() and KEY.format(key=key) in text and text.endswith("The pass key is " + key)
+    test = task.batch("test", np.arange(5))  # depths spread evenly: the key moves from the start to the end
+    places = [task.tokenizer.decode(r).find("The pass key is") for r in test["ids"]]
+    assert places == sorted(places) and places[0] == 0
+    model = tiny_lm(259)
+    sums = {k: float(v.detach()) for k, v in task.forward(model, None, batch).items()}
+    metrics = task.metrics(sums)
+    assert 0 <= metrics["accuracy"] <= metrics["digit_accuracy"] <= 1 and sums["examples"] == 3
+    cells = passkey_grid(model, task, [128, 192], [0.0, 1.0], trials=2)
+    assert [(c["length"], c["depth"]) for c in cells] == [(128, 0.0), (128, 1.0), (192, 0.0), (192, 1.0)]
+    with pytest.raises(PulseError, match="raise task.seq_len"):
+        task.example("12345", 0.5, 20)

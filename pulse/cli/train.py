@@ -112,13 +112,21 @@ def eval_(
                                                          "lengths (e.g. 256,1k,4k,16k): context past training."),
     ] = None,
     windows: Annotated[int, typer.Option("--windows", min=1, help="--context-curve: windows per length.")] = 16,
-    max_seconds: Annotated[float, typer.Option("--max-seconds", min=0, help="--context-curve: skip a length "
+    passkey: Annotated[
+        str | None, typer.Option("--passkey", help="Passkey retrieval accuracy at these lengths (e.g. 1k,4k) × "
+                                                   "--depths: a heatmap."),
+    ] = None,
+    depths: Annotated[str, typer.Option("--depths", help="--passkey: depths of the key, 0 (start) … 1 (end).")] = "0,0.25,0.5,0.75,1",
+    trials: Annotated[int, typer.Option("--trials", min=1, help="--passkey: keys per cell.")] = 5,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", min=0, help="--context-curve, --passkey: skip a length "
                                                                             "projected to take longer.")] = 600,
 ) -> None:
     """Evaluate a checkpoint on its task's held-out set (or on another task with --task / --set task.…), or on
     lm-evaluation-harness tasks with --harness."""
     from pulse.train import evaluate_checkpoint
 
+    if passkey is not None:
+        return _passkey(checkpoint, passkey, depths, trials, set_, max_seconds, allow_unverified, as_json)
     if context_curve is not None:
         return _context_curve(checkpoint, context_curve, task, set_, windows, max_seconds, allow_unverified, as_json)
     if harness is not None:
@@ -199,4 +207,38 @@ def _context_curve(checkpoint: Path, lengths: str, task: str | None, overrides: 
     console.print(table)
     for line in skipped:
         console.print(line, highlight=False)
+    console.print(f"wrote {data} and {png}", highlight=False)
+
+
+def _passkey(checkpoint: Path, lengths: str, depths: str, trials: int, overrides: list[str] | None,
+             max_seconds: float, allow_unverified: bool, as_json: bool) -> None:
+    """`pulse eval RUN --passkey …`: the grid as a table, and passkey.json / .png in the run directory."""
+    from pulse.cli.bench import parse_lengths
+    from pulse.train.context import passkey_eval, write_passkey
+
+    try:
+        at = [float(d) for d in depths.split(",") if d.strip()]
+    except ValueError:
+        raise PulseError(f"--depths `{depths}`: write depths between 0 and 1, e.g. 0,0.5,1.") from None
+    if not at or not all(0 <= d <= 1 for d in at):
+        raise PulseError(f"--depths `{depths}`: write depths between 0 and 1, e.g. 0,0.5,1.")
+    source = open_cli_source(checkpoint, overrides, allow_unverified=allow_unverified)
+    doc = passkey_eval(source, parse_lengths(lengths), at, trials=trials, max_seconds=max_seconds,
+                       say=lambda text: None if as_json else console.print(text, highlight=False))
+    folder = source.location if source.location.is_dir() else source.location.parent
+    data, png = write_passkey(doc, folder)
+    if as_json:
+        console.print_json(json.dumps(doc))
+        return
+    table = make_table(title=f"passkey, exact match of {trials} keys per cell")
+    table.add_column("depth", no_wrap=True)
+    lengths_done = sorted({c["length"] for c in doc["cells"]})
+    for n in lengths_done:
+        table.add_column(f"{n:,}", justify="right", no_wrap=True)
+    for d in at:
+        table.add_row(f"{d:g}", *(f"{c['accuracy']:.2f}" for n in lengths_done for c in doc["cells"]
+                                  if c["length"] == n and c["depth"] == d))
+    console.print(table)
+    for s in doc["skipped"]:
+        console.print(f"T={s['length']:,} skipped: {s['reason']}", highlight=False)
     console.print(f"wrote {data} and {png}", highlight=False)

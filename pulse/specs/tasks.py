@@ -146,3 +146,24 @@ class TextSpec(Spec):
     cache_dir: str | None = Field(None, description="where tokenized corpora are kept (default: $PULSE_CACHE, else "
                                                     "~/.cache/pulse/corpora)")
     seed: int = Field(0, description="seed of the train/validation split")
+
+
+class PasskeySpec(Spec):
+    """Passkey retrieval: a number hidden at a depth of filler text, asked for at the end (exact match)."""
+
+    kind: Literal["passkey"] = "passkey"
+    seq_len: int = Field(1024, ge=128, description="tokens per example, the answer included")
+    digits: int = Field(5, ge=1, le=12, description="digits of the pass key")
+    depth_min: float = Field(0.0, ge=0, le=1, description="shallowest depth of the key (0: right at the start)")
+    depth_max: float = Field(1.0, ge=0, le=1, description="deepest depth of the key (1: just before the question)")
+    tokenizer: str = Field("bytes", min_length=1,
+                           description="\"bytes\", or a Hugging Face tokenizer.json (or a folder holding one)")
+    num_train: int = Field(100_000, ge=1, description="training examples (each generated from its index)")
+    num_test: int = Field(200, ge=1, description="held-out examples (depths spread evenly)")
+    seed: int = Field(0, description="seed of the keys and depths")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PasskeySpec":
+        if self.depth_min > self.depth_max:
+            raise ValueError(f"depth_min ({self.depth_min}) exceeds depth_max ({self.depth_max})")
+        return self

@@ -8,6 +8,7 @@ from pulse.tasks.base import IGNORE, IndexedTask, Task
 from pulse.tasks.copy import Copy
 from pulse.tasks.listops import ListOps
 from pulse.tasks.mqar import Mqar
+from pulse.tasks.passkey import Passkey
 from pulse.tasks.selective_copy import SelectiveCopy
 from pulse.tasks.text import Text
 
@@ -16,6 +17,7 @@ registry.register("selective_copy", role="task", spec=s.SelectiveCopySpec, modul
 registry.register("copy", role="task", spec=s.CopySpec, module=Copy)
 registry.register("listops", role="task", spec=s.ListOpsSpec, module=ListOps)
 registry.register("text", role="task", spec=s.TextSpec, module=Text)
+registry.register("passkey", role="task", spec=s.PasskeySpec, module=Passkey)
 
 
 def build_task(spec: Spec) -> Task:
@@ -23,4 +25,5 @@ def build_task(spec: Spec) -> Task:
     return registry.get(spec.kind, "task").module(spec)
 
 
-__all__ = ["IGNORE", "Copy", "IndexedTask", "ListOps", "Mqar", "SelectiveCopy", "Task", "Text", "build_task"]
+__all__ = ["IGNORE", "Copy", "IndexedTask", "ListOps", "Mqar", "Passkey", "SelectiveCopy", "Task", "Text",
+           "build_task"]

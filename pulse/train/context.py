@@ -151,3 +151,73 @@ def write_curve(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     png = folder / "context-curve.png"
     atomic_write(png, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
     return data, png
+
+
+def passkey_eval(source: Any, lengths: list[int], depths: list[float], *, trials: int = 5, max_seconds: float = 600.0,
+                 device: str = "cpu", say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
+    """Passkey accuracy over lengths × depths for any language model (its own tokenizer; a passkey run's digits)."""
+    from pulse.specs.tasks import PasskeySpec
+    from pulse.tasks.passkey import Passkey, passkey_grid
+
+    source.require_weights("the passkey grid")
+    model = source.build(device=device).eval()
+    spec = source.recipe.task if getattr(source.recipe.task, "kind", None) == "passkey" else PasskeySpec()
+    task = Passkey(spec)
+    stored = source.stored_tokenizer()
+    if stored is not None:
+        task.use_tokenizer(stored)
+    elif source.recipe.task is not None and getattr(source.recipe.task, "tokenizer", "bytes") != "bytes":
+        task.use_tokenizer(source.tokenizer)
+    task.check_model(model)
+    attention = any(getattr(m, "kind", "") == "attention" for m in source.recipe.model.mixers.values())
+    cells, skipped, previous = [], [], None
+    for length in sorted(set(lengths)):
+        if previous is not None:
+            projected = previous[1] * (length / previous[0]) ** (2 if attention else 1)
+            if projected > max_seconds:
+                skipped.append({"length": length, "reason": f"projected {projected:.0f} s > --max-seconds "
+                                                            f"{max_seconds:g}"})
+                say(f"T={length:,}: skipped — {skipped[-1]['reason']}")
+                continue
+        began = time.perf_counter()
+        row = passkey_grid(model, task, [length], depths, trials=trials)
+        previous = (length, time.perf_counter() - began)
+        cells += row
+        say(f"T={length:,}: " + " ".join(f"d={c['depth']:g} {c['accuracy']:.2f}" for c in row))
+    return {"checkpoint": source.describe(), "train_seq_len": getattr(source.recipe.task, "seq_len", None),
+            "trials": trials, "depths": depths, "cells": cells, "skipped": skipped}
+
+
+def write_passkey(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
+    """passkey.json and passkey.png (a heatmap: length × depth → accuracy) in `folder`."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from pulse.checkpoint import atomic_write, atomic_write_text
+
+    data = folder / "passkey.json"
+    atomic_write_text(data, json.dumps(doc, indent=2) + "\n")
+    lengths = sorted({c["length"] for c in doc["cells"]})
+    grid = np.full((len(doc["depths"]), len(lengths)), np.nan)
+    for c in doc["cells"]:
+        grid[doc["depths"].index(c["depth"]), lengths.index(c["length"])] = c["accuracy"]
+    fig = Figure(figsize=(1.2 + 0.9 * max(len(lengths), 1), 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(len(lengths)), [f"{n:,}" for n in lengths], fontsize=8)
+    ax.set_yticks(range(len(doc["depths"])), [f"{d:g}" for d in doc["depths"]], fontsize=8)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("depth of the key")
+    for (i, j), value in np.ndenumerate(grid):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="exact-match accuracy")
+    ax.set_title(f"passkey · {doc['checkpoint']}", fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    png = folder / "passkey.png"
+    atomic_write(png, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+    return data, png
