@@ -164,19 +164,80 @@ def summarize(model: nn.Module, *, seq_len: int, batch: int = 1, table: bool = T
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
     )
     if table and callable(getattr(model, "example_input", None)):
-        device = param.device if param is not None else None
+        summary.layers, summary.mult_adds = layer_table(model, seq_len=seq_len, batch=batch, depth=depth)
+    return summary
+
+
+def _signature(layer: nn.Module) -> tuple:
+    """What makes two layers walk identically: every submodule's type, scalar settings and parameter shapes."""
+    out = []
+    for name, m in layer.named_modules():
+        settings = tuple(sorted((k, v) for k, v in vars(m).items()
+                                if not k.startswith("_") and isinstance(v, (bool, int, float, str, tuple))))
+        shapes = tuple((n, tuple(p.shape)) for n, p in m.named_parameters(recurse=False))
+        out.append((name, type(m).__name__, settings, shapes))
+    return tuple(out)
+
+
+def layer_table(model: nn.Module, *, seq_len: int, batch: int, depth: int) -> tuple[list[LayerRow], int]:
+    """torchinfo's rows and mult-adds for the whole model, walking each distinct layer once.
+
+    Layers with the same signature walk the same way (a layout cycles a few kinds over the
+    depth), so torchinfo runs a forward pass over the first layer of each kind only, and its
+    rows are repeated, renamed, for the others: the work grows with the kinds of layer, not
+    the depth, while the table and the mult-adds still cover every layer.
+    """
+    param = next(iter({id(p): p for p in model.parameters()}.values()), None)
+    device = param.device if param is not None else None
+    layers = getattr(model, "layers", None)
+    kind_of: list[int] = []  # layer index → position of its kind's representative in the probe
+    probe: list[int] = []
+    if isinstance(layers, nn.ModuleList):
+        first: dict[tuple, int] = {}
+        for i, layer in enumerate(layers):
+            sig = _signature(layer)
+            if sig not in first:
+                first[sig] = len(probe)
+                probe.append(i)
+            kind_of.append(first[sig])
+        model.layers = nn.ModuleList([layers[i] for i in probe])
+    try:
         example = model.example_input(batch, seq_len, device=device)
         info = torchinfo.summary(model, input_data=[example], depth=depth, verbose=0, device=device)
-        counts = module_params(model)
-        paths = {}
-        for prefix, module in model.named_modules(remove_duplicate=False):
-            paths.setdefault(id(module), prefix)
-        for layer in info.summary_list:
+    finally:
+        if isinstance(layers, nn.ModuleList):
+            model.layers = layers
+    counts = module_params(model)
+    paths = {}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        paths.setdefault(id(module), prefix)
+    owner = {}  # module id → representative position, for every module inside a probed layer
+    for k, i in enumerate(probe):
+        for m in layers[i].modules():
+            owner.setdefault(id(m), k)
+    before, blocks, after = [], [[] for _ in probe], []
+    for row in info.summary_list:
+        k = owner.get(id(row.module))
+        (blocks[k] if k is not None else after if any(blocks) else before).append(row)
+    macs = [sum(r.macs for r in block if r.is_leaf_layer) for block in blocks]
+    extra = sum(macs[k] for i, k in enumerate(kind_of) if probe[k] != i)
+
+    def rows(infos: list, index: int | None = None) -> list[LayerRow]:
+        out = []
+        for layer in infos:
             if layer.depth > depth:
                 continue
-            own = counts.get(paths.get(id(layer.module), ""), ModuleParams(layer.num_params, layer.num_params, []))
+            path = paths.get(id(layer.module), "")
             name = layer.var_name if layer.depth else "(model)"
-            summary.layers.append(LayerRow(layer.depth, name, layer.class_name, list(layer.output_size or []),
-                                           own.params, own.new_params, own.tied_to))
-        summary.mult_adds = int(info.total_mult_adds)
-    return summary
+            if index is not None and layers is not None:
+                rep = f"layers.{probe[kind_of[index]]}"
+                path = f"layers.{index}" + path[len(rep):] if path.startswith(rep) else path
+                if layer.module is layers[probe[kind_of[index]]]:
+                    name = str(index)
+            own = counts.get(path, ModuleParams(layer.num_params, layer.num_params, []))
+            out.append(LayerRow(layer.depth, name, layer.class_name, list(layer.output_size or []), own.params,
+                                own.new_params, own.tied_to))
+        return out
+
+    table = rows(before) + [r for i, k in enumerate(kind_of) for r in rows(blocks[k], i)] + rows(after)
+    return table, int(info.total_mult_adds + extra)

@@ -276,3 +276,31 @@ def test_model_kind_spec_errors_name_the_path():
         )
     with pytest.raises(pulse.PulseError, match="model.output_mode"):
         pulse.recipe_from_dict({"model": {"kind": "sequence_pulse", "input_dim": 4, "output_dim": 2, "output_mode": "max"}})
+
+
+def test_the_layer_table_walks_each_kind_of_layer_once_and_still_covers_every_layer(monkeypatch):
+    import torchinfo
+
+    from pulse.models.stack import Residual
+    from pulse.summarize import summarize
+
+    def build(depth: int):
+        recipe = pulse.load_recipe(ROOT / "recipes/hybrid.toml", [f"model.depth={depth}", "model.dim=32"])
+        return pulse.build_model(recipe, device="meta")
+
+    model = build(6)  # the layout cycles pulse, pulse, attn: two kinds of layer
+    full = torchinfo.summary(model, input_data=[model.example_input(1, 64, device="meta")], depth=4, verbose=0,
+                             device="meta")
+    expected = [(r.depth, r.var_name if r.depth else "(model)", r.class_name, list(r.output_size or []))
+                for r in full.summary_list if r.depth <= 4]
+    calls = []
+    real = Residual.forward
+    monkeypatch.setattr(Residual, "forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    summary = summarize(model, seq_len=64, depth=4)
+    assert [(r.depth, r.name, r.type, r.output_shape) for r in summary.layers] == expected
+    assert summary.mult_adds == full.total_mult_adds
+    walked = len(calls)
+    calls.clear()
+    deep = summarize(build(60), seq_len=64, depth=4)
+    assert len(calls) == walked == 2  # the work is per kind of layer, not per layer
+    assert sum(1 for r in deep.layers if r.depth == 2 and r.type == "Residual") == 60
