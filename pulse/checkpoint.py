@@ -52,7 +52,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except OSError as err:
         if full_disk(err):
             raise DiskFull(f"no space left on the device to write {path}; nothing was changed. "
-                             "Free some space and run the command again (training continues with --resume).") from None
+                           "Free some space and run the command again.") from None
         raise
     os.close(fd)
     try:
@@ -67,9 +67,9 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if full_disk(err):
-            raise DiskFull(f"no space left on the device to write {path}; the previous file (if any) is intact and "
-                             "no partial file was left. Free some space and run the command again "
-                             "(training continues with --resume).") from None
+            raise DiskFull(f"no space left on the device to write {path}; " + (
+                f"the previous {path.name} is intact" if path.exists() else "nothing was written there") +
+                " and no partial file was left. Free some space and run the command again.") from None
         raise
 
 

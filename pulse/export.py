@@ -15,9 +15,7 @@ stay under a tolerance. A failure names the blocks that cannot be exported.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pulse.checkpoint import atomic_write
 from pulse.errors import PulseError
 
 INSTALL = 'install the optional extra pulse[onnx] (onnx, onnxruntime, onnxscript): pip install -e ".[onnx]"'
@@ -127,10 +126,7 @@ def export_onnx(
     example = torch.randint(0, lm.vocab_size, (batch, traced_len), generator=gen).to(device)
     program = _onnx_program(wrapper, example)
     report = ExportReport(path=path, batch=batch, traced_len=traced_len, tolerance=tolerance)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         program.save(tmp, external_data=False)
         report.errors = _verify(wrapper, tmp, lm.vocab_size, batch, check_lens, gen, device)
         if report.max_error > tolerance or report.max_error != report.max_error:
@@ -140,9 +136,8 @@ def export_onnx(
                 f"{_culprits(lm)} Nothing was written to {path}."
             )
         report.size_bytes = Path(tmp).stat().st_size
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    atomic_write(path, write)  # the one writer: temporary file, checked, renamed; a full disk is one clear error
     return report
 
 

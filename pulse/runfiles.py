@@ -26,6 +26,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 RUN = "run.json"
 CHECKPOINTS = "checkpoints"
+INIT_RECORD = "init_from.json"
 
 
 def step_checkpoints(root: str | Path) -> list[tuple[int, Path]]:

@@ -12,6 +12,7 @@ Bounded for CI: seeded, ≥ 40 recipe mutations per recipe and card, one small m
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli
 from test_rundir import Messages
 from test_train import PULSE, recipe_dict, weights, write_recipe
 
@@ -396,3 +398,32 @@ def test_a_full_disk_is_a_clean_error_that_leaves_no_partial_files(tmp_path):
     newest = done.stdout.split("newest")[1].split()
     assert newest[0] != "None" and newest[1] == "0", done.stdout  # the newest whole checkpoint reads back
     report("full disk (tmpfs 100 KiB)", Counter(inputs=1, clean=1))
+
+
+def test_a_full_disk_in_viz_export_and_build_force_is_one_clear_error(tmp_path, monkeypatch):
+    """Every command that writes goes through the one atomic writer: a full disk is exit 2, no traceback, no partial
+    file, and build --out --force puts the directory it moved aside back."""
+    import errno
+
+    import pulse.checkpoint as checkpoint
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    recipe = ROOT / "recipes/hybrid.toml"
+    small = [a for s in ("model.dim=32", "model.depth=3", "model.mixers.pulse.chunk_size=8") for a in ("--set", s)]
+    (tmp_path / "old").mkdir()
+    assert run_cli("build", recipe, *small, "--out", tmp_path / "old").exit_code == 0
+    before = sorted(p.name for p in (tmp_path / "old").iterdir())
+    monkeypatch.setattr(checkpoint.os, "fsync", full)  # every atomic write fails at its flush, as on a full disk
+    commands = [("viz", recipe, *small, "--prompt", "hello", "--out", tmp_path / "viz", "--only", "attention"),
+                ("build", recipe, *small, "--out", tmp_path / "old", "--force")]
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
+        commands.append(("export", recipe, *small, "--out", tmp_path / "m.onnx"))
+    for args in commands:
+        result = run_cli(*args)
+        assert result.exit_code == 2 and "no space left on the device" in result.stderr, (args, result.output)
+        assert "Traceback" not in result.output and "--resume" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == before  # put back, not left empty
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert not (tmp_path / "m.onnx").exists()

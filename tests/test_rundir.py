@@ -221,3 +221,19 @@ def test_a_run_resumed_with_new_settings_continues_from_its_directory(tmp_path):
     result = run_cli("train", run, "-q")  # the newest checkpoint's recipe (steps = 12) is the run's now
     assert result.exit_code == 0, result.output
     assert json.loads((run / "summary.json").read_text())["step"] == 12
+
+
+@pytest.mark.parametrize("name", ["recipe.json", "loss.png", "accuracy.png", "tokenizer.json"])
+def test_out_never_overwrites_a_users_file_that_a_run_would_write(tmp_path, name):
+    path = write_recipe(tmp_path / "r.toml", recipe_dict(steps=2, eval_every=0))
+    for command in (["build", path, "--out"], ["train", path, "-q", "--out"]):
+        out = tmp_path / command[0]
+        out.mkdir()
+        (out / name).write_text("mine")
+        refused = run_cli(*command, out)
+        assert refused.exit_code == 2 and "no run of PULSE wrote them" in refused.stderr, refused.output
+        assert (out / name).read_text() == "mine" and sorted(p.name for p in out.iterdir()) == [name]
+        forced = run_cli(*command, out, "--force")
+        assert forced.exit_code == 0, forced.output
+        aside = [p for p in tmp_path.iterdir() if p.name.startswith(f"{command[0]}.replaced-")]
+        assert len(aside) == 1 and (aside[0] / name).read_text() == "mine"

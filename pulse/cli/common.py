@@ -48,6 +48,16 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as err:
+            from pulse.paths import full_disk
+
+            if not full_disk(err):
+                raise
+            where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+            err_console.print(f"[bold red]error:[/] no space left on the device{where}; files this command writes "
+                              "are written whole or not at all. Free some space and run it again.",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 

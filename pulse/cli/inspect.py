@@ -97,15 +97,15 @@ def build(
     """Validate a recipe, assemble the model, print its architecture and parameter counts."""
     import torch
 
-    from pulse.train.rundir import claim_output_dir
+    from pulse.train.rundir import claim_output_dir, restore_output_dir
 
     from pulse.assemble import build_model
     from pulse.checkpoint import save_checkpoint
     from pulse.summarize import block_costs
 
-    spec = open_cli_source(recipe, set_, allow_unverified=allow_unverified).recipe
-    if out is not None:
-        claim_output_dir(out, force=force, what="pulse build --out")
+    source = open_cli_source(recipe, set_, allow_unverified=allow_unverified)
+    spec = source.recipe
+    aside = claim_output_dir(out, force=force, what="pulse build --out") if out is not None else None
     torch.manual_seed(seed)
     model = build_model(spec, device=None if out else "meta")
     console.print(_tree(model, depth))
@@ -122,7 +122,18 @@ def build(
     console.print(table)
     console.print(f"recipe hash {spec.hash()[:16]} · {spec.source}")
     if out is not None:
-        path = save_checkpoint(model, spec, out)
+        try:
+            # a text task's tokenizer travels with the weights (a tokenizer.json, or the byte tokenizer's digest)
+            tokenizer = source.tokenizer if getattr(spec.task, "tokenizer", None) else None
+            path = save_checkpoint(model, spec, out, tokenizer=tokenizer)
+        except BaseException as err:
+            from pulse.paths import DiskFull, full_disk
+
+            if isinstance(err, DiskFull) or full_disk(err):
+                raise PulseError(f"no space left on the device to write {out}; nothing was written there and "
+                                 f"{restore_output_dir(out, aside)}. Free some space and run the command again.") from None
+            restore_output_dir(out, aside)
+            raise
         console.print(f"wrote initialized weights (seed {seed}) to [bold]{path}[/] and the resolved recipe beside it")
 
 

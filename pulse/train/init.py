@@ -20,9 +20,7 @@ from torch import nn
 from pulse.api.source import open_source
 from pulse.checkpoint import WEIGHTS, _read_header, atomic_write_text, load_weights, read_metadata
 from pulse.errors import PulseError
-from pulse.runfiles import HEAD
-
-INIT_RECORD = "init_from.json"
+from pulse.runfiles import HEAD, INIT_RECORD
 
 
 def init_source(location: str | Path, *, allow_unverified: bool = False) -> tuple[Path, int | None]:

@@ -36,6 +36,7 @@ from typing import Any
 from torch import nn
 
 from pulse.checkpoint import (
+    RECIPE,
     WEIGHTS,
     atomic_write_text,
     read_metadata,
@@ -45,7 +46,17 @@ from pulse.checkpoint import (
 )
 from pulse.errors import PulseError
 from pulse.paths import LOCK, DirLock, DiskFull, check_output_dir, full_disk, move_aside
-from pulse.runfiles import CHECKPOINTS, HEAD, METRICS, RUN, STATE, SUMMARY, marked_recipe, step_checkpoints
+from pulse.runfiles import (
+    CHECKPOINTS,
+    HEAD,
+    INIT_RECORD,
+    METRICS,
+    RUN,
+    STATE,
+    SUMMARY,
+    marked_recipe,
+    step_checkpoints,
+)
 from pulse.train.state import ResumePoint, read_point, save_state
 
 RUN_FILES = (WEIGHTS, HEAD, METRICS, SUMMARY, RUN, CHECKPOINTS)
@@ -74,10 +85,11 @@ class RunDir:
         return step_checkpoints(self.root)
 
     def holds_run(self) -> list[str]:
-        """The run files present here (weights, checkpoints, metrics, …); empty for a fresh directory."""
+        """The files here that a run writes (weights, checkpoints, metrics, recipe.json, plots, …); empty for a
+        fresh directory. Any of them present means writing here would replace something."""
         if not self.root.is_dir():
             return []
-        present = [n for n in RUN_FILES if (self.root / n).exists()]
+        present = [n for n in written_files() if (self.root / n).exists()]
         if CHECKPOINTS in present and not any(self.checkpoints.iterdir()):
             present.remove(CHECKPOINTS)
         return present
@@ -128,6 +140,9 @@ class RunDir:
         current = recipe.to_dict()
         present = self.holds_run()
         if stored is None:
+            if present and not set(present) & set(RUN_FILES):
+                raise PulseError(_foreign(self.root, present, "pass --force to move the directory aside to "
+                                          f"{self.root.name}.replaced-<time> first, or train into another --out"))
             if present:
                 raise PulseError(f"{self.root} holds {', '.join(present)} from a run whose recipe cannot be verified; "
                                  f"nothing was changed. To use this directory, {WAYS_ON}.")
@@ -224,18 +239,22 @@ class RunDir:
             atomic_write_text(self.root / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 
-def claim_output_dir(out: str | Path, *, force: bool, what: str) -> Path:
+def claim_output_dir(out: str | Path, *, force: bool, what: str) -> Path | None:
     """For commands that write a whole directory (`pulse build --out`): refuse to overwrite a run unless --force.
 
-    With force the old directory is moved aside (renamed, never deleted); a directory
-    another process is writing into is refused either way.
+    With force the old directory is moved aside (renamed, never deleted) and its new place is
+    returned (None when nothing was there), so a command that then fails can put it back
+    (`restore_output_dir`); a directory another process is writing into is refused either way.
     """
     out = Path(out)
     check_output_dir(out)
     run = RunDir(out)
     present = run.holds_run()
     if not present:
-        return out
+        return None
+    if not force and not set(present) & set(RUN_FILES):
+        raise PulseError(_foreign(out, present, f"pass --force to move the directory aside to "
+                                                f"{out.name}.replaced-<time> first, or pick a new --out"))
     if not force:
         raise PulseError(f"{what} {out}: the directory holds a run ({', '.join(present)}); writing here would destroy "
                          f"it. Pass --force to move it aside to {out.name}.replaced-<time>, or pick a new --out.")
@@ -243,7 +262,35 @@ def claim_output_dir(out: str | Path, *, force: bool, what: str) -> Path:
         aside = move_aside(out)
         lock.release()
         (aside / LOCK).unlink(missing_ok=True)
-    return out
+    return aside
+
+
+def restore_output_dir(out: str | Path, aside: Path | None) -> str:
+    """Undo claim_output_dir after a failed write: the partial `out` goes, the old directory comes back.
+    Returns a sentence saying what became of the old directory."""
+    if aside is None:
+        shutil.rmtree(out, ignore_errors=True)
+        return "nothing was there before"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        Path(aside).rename(out)
+    except OSError:
+        return f"the previous contents are in {aside}"
+    return f"the previous contents of {out} are back in place"
+
+
+def written_files() -> tuple[str, ...]:
+    """Every file a run or `pulse build --out` writes at the top of its directory (plots: one per task metric)."""
+    from pulse import registry
+    from pulse.tokenizer import CONFIG, FILE
+
+    metrics = sorted({getattr(e.module, "metric", "") for e in registry.entries(role="task")} - {""})
+    return (*RUN_FILES, RECIPE, INIT_RECORD, FILE, CONFIG, "loss.png", *(f"{m}.png" for m in metrics))
+
+
+def _foreign(root: Path, present: list[str], ways: str) -> str:
+    return (f"{root} holds {', '.join(present)}, which this command would overwrite, and no run of PULSE wrote "
+            f"them (there is no run.json, checkpoint or weights); nothing was changed. Move them away, or {ways}.")
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -101,15 +99,11 @@ def save_figure(fig: plt.Figure, path: str | Path | None) -> None:
     """Write fig to path atomically (temporary file, then rename); nothing when path is None."""
     if path is None:
         return
+    from pulse.checkpoint import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=(path.suffix.lstrip(".") or "png"))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight",
+                                               format=(path.suffix.lstrip(".") or "png")))
 
 
 def tick_tokens(ax: plt.Axes, labels: list[str] | None, axis: str, limit: int = 64) -> None:
