@@ -90,3 +90,15 @@ def test_every_shipped_recipe_and_card_is_within_the_limits():
         load_recipe(path)
     for name in card_names():
         pulse.recipe_from_dict({"model": {"from": name}})
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.lr=1e21", "train.lr: input should be less than or equal to 10"),
+    ("train.weight_decay=1e308", "train.weight_decay: input should be less than or equal to 10"),
+    ("train.betas=[0.9, 1.5]", "train.betas.1: input should be less than 1"),
+    ("train.eps=5", "train.eps: input should be less than or equal to 1"),
+    ("train.grad_clip=1e300", "train.grad_clip: input should be less than or equal to 1000000"),
+])
+def test_optimiser_numbers_that_cannot_be_meant_are_refused(setting, message):
+    with pytest.raises(PulseError, match=message.replace(".", r"\.")):
+        pulse.load_recipe("recipes/hybrid.toml", [setting])

@@ -75,17 +75,17 @@ def test_changed_train_settings_without_resume_are_refused_with_the_ways_on(tmp_
 
 
 def test_nan_stop_then_resume_with_a_lower_lr_uses_it(tmp_path, monkeypatch):
-    data = recipe_dict(lr=30.0, checkpoint_every=1, eval_every=0, log_every=1, steps=20)
+    data = recipe_dict(lr=3.0, checkpoint_every=1, eval_every=0, log_every=1, steps=20)
     path = write_recipe(tmp_path / "r.toml", data)
     monkeypatch.setenv(INJECT, "3")  # the loss of step 3 is NaN, on every machine (a real divergence is not)
-    first = run_cli("train", path, "--out", tmp_path / "nan30", "-q")
+    first = run_cli("train", path, "--out", tmp_path / "nan3", "-q")
     assert first.exit_code == 2 and "became nan at step 3" in first.stderr and "rerun with --resume" in first.stderr
     monkeypatch.delenv(INJECT)
-    again = run_cli("train", tmp_path / "nan30", "--resume", "--set", "train.lr=0.001", "-q")
+    again = run_cli("train", tmp_path / "nan3", "--resume", "--set", "train.lr=0.001", "-q")
     assert again.exit_code == 0, again.output
-    assert "train.lr 30.0 → 0.001" in again.stdout
-    assert json.loads((tmp_path / "nan30/run.json").read_text())["recipe"]["train"]["lr"] == 0.001
-    assert json.loads((tmp_path / "nan30/summary.json").read_text())["resumed_from"] == 2
+    assert "train.lr 3.0 → 0.001" in again.stdout
+    assert json.loads((tmp_path / "nan3/run.json").read_text())["recipe"]["train"]["lr"] == 0.001
+    assert json.loads((tmp_path / "nan3/summary.json").read_text())["resumed_from"] == 2
 
 
 def test_a_nan_stop_before_any_checkpoint_names_the_way_out_and_it_works(tmp_path, monkeypatch):
@@ -103,7 +103,7 @@ def test_resumed_run_continues_from_rolled_back_healthy_weights_with_the_new_lr(
     """The NaN advice works: from a checkpoint whose weights are healthy, a lower lr trains on to the end."""
     monkeypatch.setenv(INJECT, "5")
     with pytest.raises(PulseError, match="became nan at step 5"):
-        train(recipe(lr=30.0, grad_clip=0.0, checkpoint_every=1, eval_every=0, steps=20, keep_last=20), tmp_path / "run")
+        train(recipe(lr=3.0, grad_clip=0.0, checkpoint_every=1, eval_every=0, steps=20, keep_last=20), tmp_path / "run")
     monkeypatch.delenv(INJECT)
     run = RunDir(tmp_path / "run")
     assert [s for s, _ in run.complete()] == [1, 2, 3, 4]

@@ -145,24 +145,24 @@ def test_sweep_needs_a_grid_a_task_and_one_metric(tmp_path, tiny):
 
 def test_a_sweep_where_every_point_fails_exits_1(tmp_path, tiny):
     out = tmp_path / "sweep"
-    result = run_cli("sweep", tiny, "--grid", "train.lr=1e3", "--set", "train.grad_clip=0", "--out", out, "-q",
+    result = run_cli("sweep", tiny, "--grid", "train.lr=9", "--set", "train.grad_clip=0", "--out", out, "-q",
                      env={INJECT: "2"})  # the loss of step 2 is NaN on every machine
     assert result.exit_code == 1, result.output
     doc, md = read_doc(out)
     assert doc["best"] is None and doc["points"][0]["status"] == "failed"
     assert "none (no point finished)" in result.stdout
-    assert "(best)" not in md and "| lr=1e3 | 1e3 | — | —/12 |" in md
+    assert "(best)" not in md and "| lr=9 | 9 | — | —/12 |" in md
     assert "Every point ran with `--set train.grad_clip=0`, then its grid values." in md
 
 
 def test_parallel_workers_train_every_point_resume_and_record_a_diverged_one(tmp_path, tiny):
     out = tmp_path / "sweep"
     with pytest.raises(KeyboardInterrupt):  # lr=1e-2 stops at step 6, after its checkpoint at step 4
-        sweep(tiny, ["train.lr=1e-2,1e3"], overrides=["train.grad_clip=0"], out=out,
+        sweep(tiny, ["train.lr=1e-2,9"], overrides=["train.grad_clip=0"], out=out,
               reporter=lambda point: Interrupt(at=6), say=lambda text: None)
-    # the point lr=1e3 diverges at step 2, on every machine (its worker inherits the variable)
-    result = run_cli("sweep", tiny, "--grid", "train.lr=1e-2,1e3", "--set", "train.grad_clip=0", "--parallel", "2",
-                     "--out", out, env={INJECT: "2@lr=1e3"})
+    # the point lr=9 diverges at step 2, on every machine (its worker inherits the variable)
+    result = run_cli("sweep", tiny, "--grid", "train.lr=1e-2,9", "--set", "train.grad_clip=0", "--parallel", "2",
+                     "--out", out, env={INJECT: "2@lr=9"})
     assert result.exit_code == 0, result.output
     doc, md = read_doc(out)
     ok, bad = doc["points"]
@@ -171,8 +171,8 @@ def test_parallel_workers_train_every_point_resume_and_record_a_diverged_one(tmp
     summary = json.loads((out / "lr=1e-2" / "summary.json").read_text())
     assert summary["eval"]["accuracy"] == ok["value"] and summary["resumed_from"] == 4
     assert bad["status"] == "failed" and bad["value"] is None and "became" in bad["error"]
-    assert "(train.log)" not in bad["error"] and (out / "lr=1e3" / "train.log").is_file()
-    assert "| lr=1e3 |" in md and "failed" in md and "| lr=1e-2 **(best)** |" in md
+    assert "(train.log)" not in bad["error"] and (out / "lr=9" / "train.log").is_file()
+    assert "| lr=9 |" in md and "failed" in md and "| lr=1e-2 **(best)** |" in md
 
 
 @pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task").is_dir(), reason="reads worker pids from /proc (Linux)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -17,21 +17,24 @@ class TrainSpec(Spec):
     grad_accum: int = Field(
         1, ge=1, description="micro-batches per step; batch_size must divide by grad_accum × processes"
     )
-    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    lr: float = Field(1e-3, gt=0, le=10, description="peak learning rate (at most 10: AdamW moves each weight by "
+                                                      "about lr per step, and more cannot be meant)")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate as a fraction of lr (cosine, linear)")
     schedule: Literal["cosine", "linear", "constant"] = Field(
         "cosine", description="learning-rate decay after warm-up"
     )
     warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up to lr (a run shorter than this never reaches the peak)")
-    weight_decay: float = Field(0.1, ge=0, description="decoupled (AdamW) weight decay on matrices")
+    weight_decay: float = Field(0.1, ge=0, le=10, description="decoupled (AdamW) weight decay on matrices (each step "
+                                                               "shrinks them by lr × weight_decay; at most 10)")
     no_decay: list[Literal["norms", "biases", "embeddings"]] = Field(
         default_factory=lambda: ["norms", "biases", "embeddings"],
         description="parameters exempt from weight decay: norm weights, biases (and every other vector or "
         "scalar parameter), embedding tables",
     )
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW β₁, β₂")
-    eps: float = Field(1e-8, gt=0, description="AdamW ε")
-    grad_clip: float = Field(1.0, ge=0, description="clip the global gradient norm to this (0 = no clipping)")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.95), description="AdamW β₁, β₂, each in [0, 1)")
+    eps: float = Field(1e-8, gt=0, le=1, description="AdamW ε (at most 1)")
+    grad_clip: float = Field(1.0, ge=0, le=1e6, description="clip the global gradient norm to this (0 = no clipping)")
     precision: Literal["float32", "bf16"] = Field(
         "float32", description="bf16 runs the forward pass under bfloat16 autocast; weights stay float32"
     )
