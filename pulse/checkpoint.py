@@ -263,14 +263,28 @@ def read_tensors(location: str | Path, *, allow_unverified: bool = False) -> dic
 def load_weights(model: nn.Module, location: str | Path, *, allow_unverified: bool = False) -> None:
     """Load weights into `model`, strictly: a missing, extra or misshapen tensor is a PulseError.
 
-    A file without its checksum or recipe hash is refused unless allow_unverified=True.
+    A file without its checksum or recipe hash, or holding NaN or inf, is refused unless allow_unverified=True.
     """
     path = weights_path(location)
-    fit_tensors(model, read_tensors(path, allow_unverified=allow_unverified), path)
+    tensors = read_tensors(path, allow_unverified=allow_unverified)
+    check_values(tensors, path, allow_unverified)
+    fit_tensors(model, tensors, path)
+
+
+def check_values(tensors: dict[str, Tensor], path: Path, allow_unverified: bool = False) -> None:
+    """Refuse weights holding NaN or inf (a diverged run's, or an altered file) unless allow_unverified."""
+    bad = [(n, int((~torch.isfinite(t)).sum())) for n, t in tensors.items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad and not allow_unverified:
+        shown = ", ".join(f"{n} ({k:,} values)" for n, k in bad[:4])
+        raise PulseError(f"{path}: {len(bad)} tensor(s) hold NaN or inf: {shown}; the run had diverged when they were "
+                         "saved, or the file was altered. Use an earlier checkpoint (a run directory's "
+                         "checkpoints/), or pass --allow-unverified (allow_unverified=True) to load them anyway.")
 
 
 def fit_tensors(model: nn.Module, tensors: dict[str, Tensor], path: Path) -> None:
-    """Load already-read `tensors` into `model` strictly (names, tied groups, shapes)."""
+    """Load already-read `tensors` into `model` strictly (names, tied groups, shapes); a dtype that differs from
+    the model's is converted, and said (a PulseWarning)."""
     groups: dict[int, list[str]] = {}
     expected = model.state_dict(keep_vars=True)
     for name, tensor in expected.items():
@@ -296,5 +310,14 @@ def fit_tensors(model: nn.Module, tensors: dict[str, Tensor], path: Path) -> Non
             f"{path}: weights do not fit this model — {', '.join(p for p in parts if p)}; "
             "the checkpoint comes from a different recipe, so build the model from the checkpoint's own recipe."
         )
+    converted = sorted({f"{state[n].dtype} → {expected[n].dtype}" for n in state
+                        if state[n].is_floating_point() and state[n].dtype != expected[n].dtype})
+    if converted:
+        import warnings
+
+        from pulse.errors import PulseWarning
+
+        warnings.warn(f"{path}: the weights are stored as {', '.join(converted)}; converted to the model's dtype.",
+                      PulseWarning, stacklevel=2)
     with torch.no_grad():
         model.load_state_dict(state, strict=True)

@@ -15,6 +15,10 @@ class PulseError(Exception):
     """
 
 
+class PulseWarning(UserWarning):
+    """Something a user should know that is not an error (a converted dtype); the CLI prints it as a note."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean `x`?)' suffix naming the closest choice, or ''."""
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)

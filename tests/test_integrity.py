@@ -127,3 +127,28 @@ def test_a_card_reference_is_a_name_never_a_path():
     for bad in ["../recipes/hybrid", "/etc/passwd", "zoo/pulse-small", "x" * 300, ".hidden"]:
         with pytest.raises(PulseError, match="zoo card"):
             pulse.recipe_from_dict({"model": {"from": bad}})
+
+
+def test_non_finite_weights_are_refused_and_a_converted_dtype_is_said(tmp_path):
+    from pulse.checkpoint import tensors_digest
+    from pulse.errors import PulseWarning
+
+    model_recipe = pulse.recipe_from_dict({"model": {"from": "transformer-small", "dim": 32, "depth": 1,
+                                                     "mixers": {"attn": {"num_heads": 2}}}})
+    save_checkpoint(pulse.build_model(model_recipe), model_recipe, tmp_path / "ckpt")
+    file = tmp_path / "ckpt" / WEIGHTS
+    with safe_open(str(file), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(file))
+    name = sorted(tensors)[0]
+    poisoned = {**tensors, name: torch.full_like(tensors[name], float("nan"))}
+    save_file(poisoned, str(file), metadata={**meta, "pulse_sha256": tensors_digest(poisoned)})  # a valid checksum
+    with pytest.raises(PulseError, match=rf"1 tensor\(s\) hold NaN or inf: {name}.*--allow-unverified"):
+        pulse.load_checkpoint(tmp_path / "ckpt")
+    shown = run_cli("eval", tmp_path / "ckpt", "--task", "mqar")
+    assert shown.exit_code == 2 and "hold NaN or inf" in shown.stderr
+    pulse.load_checkpoint(tmp_path / "ckpt", allow_unverified=True)  # the escape
+    half = {k: v.half() for k, v in tensors.items()}
+    save_file(half, str(file), metadata={**meta, "pulse_sha256": tensors_digest(half)})
+    with pytest.warns(PulseWarning, match=r"stored as torch.float16 → torch.float32; converted"):
+        pulse.load_checkpoint(tmp_path / "ckpt")

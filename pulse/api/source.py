@@ -288,7 +288,7 @@ def _load_hf_weights(model: nn.Module, path: Path, config: dict[str, Any] | None
     config.json recorded."""
     from safetensors import SafetensorError, safe_open
 
-    from pulse.checkpoint import Unverified, fit_tensors, tensors_digest
+    from pulse.checkpoint import Unverified, check_values, fit_tensors, tensors_digest
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -301,4 +301,5 @@ def _load_hf_weights(model: nn.Module, path: Path, config: dict[str, Any] | None
                          "trust them, load with allow_unverified=True (CLI: --allow-unverified).")
     if recorded is not None and tensors_digest(tensors) != recorded:
         raise PulseError(f"{path}: corrupt — the tensors do not match the checksum in config.json; export again.")
+    check_values(tensors, path, allow_unverified)
     fit_tensors(model, tensors, path)

@@ -9,8 +9,26 @@ from pulse.cli import sweep  # noqa: F401
 from pulse.cli import export  # noqa: F401  (registers export, convert)
 from pulse.cli import viz  # noqa: F401
 from pulse.cli import data  # noqa: F401  (registers data prepare|inspect, tokenizer train)
+import warnings
+
 from pulse.cli.app import app
+
+_default = warnings.showwarning
+
+
+def _notes(message, category, filename, lineno, file=None, line=None) -> None:
+    """PulseWarnings print as one `note:` line (no file and line number); other warnings as Python prints them."""
+    from pulse.cli.common import err_console
+    from pulse.errors import PulseWarning
+
+    if issubclass(category, PulseWarning):
+        from rich.markup import escape
+
+        err_console.print(f"[yellow]note:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
 
 
 def main() -> None:
+    warnings.showwarning = _notes
     app()
