@@ -143,8 +143,11 @@ def export_onnx(
 
 def _onnx_program(wrapper: Logits, example: Tensor) -> Any:
     """torch.export (dynamic length) then torch.onnx; a PulseError names the blocks that failed."""
+    import logging
     import warnings
 
+    # the exporter logs one line per torchvision op it cannot register; PULSE models use none of them
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     seq = torch.export.Dim.AUTO
     try:
         with torch.no_grad(), warnings.catch_warnings():

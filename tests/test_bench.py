@@ -404,3 +404,10 @@ def test_matmul_floor_records_every_projection_product_of_forward_and_backward()
     # q/k/v and out projections: 8·t·d² forward, twice that backward (input and weight gradients)
     assert result["calls"] == 6 and result["gflop"] == pytest.approx(24 * t * d * d / 1e9)
     assert result["layer"] > 0 and result["products"] > 0
+
+
+def test_the_guard_counts_a_recipes_logits_so_a_tiny_model_at_ten_million_tokens_is_refused(tmp_path):
+    result = run_cli("bench", ROOT / "recipes/hybrid.toml", "--set", "model.dim=32", "--set", "model.depth=3",
+                     "--seq-lens", "10000000", "--rounds", "1", "--matmul-size", "0")
+    assert result.exit_code == 0, result.output
+    assert "needs at least" in result.stdout and "default memory guard" in result.stdout, result.stdout

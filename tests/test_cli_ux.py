@@ -243,3 +243,12 @@ def test_python_dash_m_pulse_runs_the_command():
 
     done = subprocess.run([sys.executable, "-m", "pulse", "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == f"pulse {pulse.__version__}", done.stderr
+
+
+def test_cp_into_a_missing_folder_is_refused_not_created(tmp_path):
+    for dest, message in ((tmp_path / "nodir" / "x.toml", "does not exist; create it first"),
+                          (tmp_path / "nodir", "neither a recipe file to write nor a folder")):
+        result = run_cli("cp", "pulse-small", dest)
+        assert result.exit_code == 2 and message in " ".join(result.stderr.split()), result.output
+    assert not (tmp_path / "nodir").exists()
+    assert run_cli("cp", "pulse-small", tmp_path).exit_code == 0 and (tmp_path / "pulse-small.toml").is_file()

@@ -143,3 +143,24 @@ def test_live_bar_never_cuts_its_numbers(width):
     last = out.getvalue().split("\r")[-1]
     assert "4/1000" in last and "bit_accuracy 0.5000" in last and "12.35k tok/s" in last and "ETA" in last
     assert "…" not in last
+
+
+def test_the_eta_counts_the_time_budget():
+    reporter = RichReporter(Console(file=io.StringIO(), width=80), live=None, every=1)
+    reporter.start({"metric": "accuracy", "steps": 1000, "resumed_from": None, "recipe": "r", "model": "lm",
+                    "params": 10, "task": "mqar", "batch_size": 8, "device": "cpu", "world": 1, "out_dir": "o",
+                    "max_time": 100.0, "elapsed": 30.0})
+    # 10 steps in 20 s: 990 steps left would take 1980 s, but max_time leaves 100 − 30 − 20 = 50 s
+    assert reporter.eta(10, 20.0) == pytest.approx(50.0)
+    reporter.max_time = None
+    assert reporter.eta(10, 20.0) == pytest.approx(1980.0)
+
+
+def test_steps_much_slower_than_at_the_start_are_said_once_naming_train_threads():
+    from pulse.train.progress import SlowSteps
+
+    watch = SlowSteps(2)
+    said = [watch(t) for t in [5.0, 3.0] + [1.0] * 8 + [1.1] * 10 + [9.0] * 10 + [9.0] * 10]
+    messages = [m for m in said if m]
+    assert len(messages) == 1 and "train.threads = 2" in messages[0] and "9×" in messages[0]
+    assert said.index(messages[0]) == 29  # the first whole window of slow steps, not the slow warm-up steps

@@ -225,3 +225,14 @@ def test_every_lm_recipe_builds_a_checkpoint_that_generates(tmp_path, path):
     result = run_cli("generate", tmp_path / "run", "--prompt", "Hello", "--max-new-tokens", "4")
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("Hello")
+
+
+def test_long_generation_says_how_far_it_is_and_absurd_lengths_are_refused(tmp_path, monkeypatch):
+    from pulse.cli import generate as generate_cli
+
+    monkeypatch.setattr(generate_cli, "PROGRESS_EVERY", 0.0)
+    shown = run_cli("generate", ROOT / "recipes/hybrid.toml", "--set", "model.dim=32", "--set", "model.depth=3",
+                    "--prompt", "a", "-n", "3")
+    assert shown.exit_code == 0 and "1/3 tokens" in shown.stderr and "--stream" in shown.stderr, shown.output
+    refused = run_cli("generate", ROOT / "recipes/hybrid.toml", "-n", str(10**12))
+    assert refused.exit_code == 2 and "1000000" in refused.output

@@ -80,11 +80,15 @@ def project(history: list[dict[str, Any]], seq_len: int) -> dict[str, float] | N
 
 
 def lower_bound_memory(system: dict[str, Any], seq_len: int, batch: int, mode: str, dtype: str) -> float | None:
-    """Bytes a first measurement needs at least: a few (batch × T × dim) activations; None when dim is unknown."""
-    dim = system.get("dim") or ((system.get("recipe") or {}).get("model") or {}).get("dim")
+    """Bytes a first measurement needs at least: a few (batch × T × dim) activations, and a language model's
+    (batch × T × vocab) logits once; None when dim is unknown."""
+    model = (system.get("recipe") or {}).get("model") or {}
+    dim = system.get("dim") or model.get("dim")
     if not isinstance(dim, int):
         return None
-    return float(_ACTIVATIONS_LOWER_BOUND.get(mode, 4) * batch * seq_len * dim * _BYTES.get(dtype, 4))
+    vocab = model.get("vocab_size") if mode != "generate" else 0
+    width = _ACTIVATIONS_LOWER_BOUND.get(mode, 4) * dim + (vocab if isinstance(vocab, int) else 0)
+    return float(width * batch * seq_len * _BYTES.get(dtype, 4))
 
 
 def check(system: dict[str, Any], history: list[dict[str, Any]], seq_len: int, settings: Any) -> str | None:

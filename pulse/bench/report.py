@@ -123,7 +123,7 @@ def scaling_table(doc: dict[str, Any], compact: bool = False) -> Table:
             name,
             f"{system['params']:,}" if system["params"] is not None else "—",
             f"{fit['exponent']:.2f}" if fit else "—",
-            f"{fit['r2']:.3f}" if fit else "—",
+            f"{fit['r2']:.3f}" if fit and len(fit["seq_lens"]) > 2 else "—",  # two points: a line fits exactly
             f"{fit['seq_lens'][0]}…{fit['seq_lens'][-1]}" if fit else "fewer than 2 lengths measured",
             " ".join(f"{k:.2f}" for k in system["local_exponents"]) or "—",
             f"{mem['exponent']:.2f}" if mem else "—",

@@ -118,5 +118,11 @@ def cp(
     """Copy a zoo card or shipped recipe to a file you can edit (comments kept), like torchtune's `tune cp`."""
     from pulse.api.cards import copy_recipe
 
+    if not dest.exists() and dest.suffix != ".toml":
+        raise PulseError(f"{dest} does not exist, and without a .toml suffix it is neither a recipe file to write nor "
+                         f"a folder to write into; give e.g. {dest.with_suffix('.toml')}, or create the folder first.")
+    if not dest.is_dir() and not dest.parent.exists():
+        raise PulseError(f"{dest.parent} does not exist; create it first (mkdir -p {dest.parent}), or give a path in "
+                         "a folder that exists.")
     source, written = copy_recipe(name, dest, force=force)
     console.print(f"copied {source.name} to [bold]{written}[/]; edit it, then `pulse build {written}`", highlight=False)

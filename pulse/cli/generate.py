@@ -13,6 +13,9 @@ from pulse.cli.app import app
 from pulse.cli.common import SetOption, UnverifiedOption, err_console, handle_errors, open_lm
 from pulse.errors import PulseError
 
+MAX_NEW_TOKENS = 1_000_000
+PROGRESS_EVERY = 5.0  # seconds between progress lines when the text is printed at the end
+
 
 @app.command()
 @handle_errors
@@ -21,7 +24,9 @@ def generate(
         Path, typer.Argument(help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml) for fresh weights.")
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, help="Tokens to generate at most.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, max=MAX_NEW_TOKENS,
+                                                help="Tokens to generate at most (up to 1,000,000: longer output "
+                                                     "belongs in a script calling generate()).")] = 64,
     sample: Annotated[
         bool,
         typer.Option("--sample", help="Sample instead of greedy decoding (implied by --temperature, --top-k, --top-p)."),
@@ -69,11 +74,16 @@ def generate(
     start = time.perf_counter()
     sys.stdout.write(prompt)
     sys.stdout.flush()
+    said = start
     for s in steps:
         token = int(s.tokens[0])
         if token == tok.eos_id:
             break
         count += 1
+        if not stream and time.perf_counter() - said > PROGRESS_EVERY:  # long output: say how far it is
+            said = time.perf_counter()
+            err_console.print(f"[dim]{count:,}/{max_new_tokens:,} tokens, {count / (said - start):.0f} tokens/s; "
+                              "--stream prints them as they come[/]", highlight=False)
         piece = decoder.push(token)
         if stream:
             sys.stdout.write(piece)

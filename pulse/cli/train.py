@@ -138,7 +138,8 @@ def eval_(
         console.print_json(json.dumps({"checkpoint": str(result.location), "task": result.recipe.task.model_dump(mode="json"),
                                        "metric": result.task.metric, "metrics": result.metrics}))
         return
-    table = make_table(title=f"{result.location} on {result.task.kind}")
+    console.print(f"[dim]{result.location}[/]", highlight=False, soft_wrap=True)
+    table = make_table(title=f"held-out {result.task.kind}")
     table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right")
     for name, value in result.metrics.items():

@@ -205,7 +205,7 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
             "recipe": recipe.source, "model": recipe.model.kind, "params": count_params(module), "task": task.kind,
             "metric": task.metric, "steps": spec.steps, "batch_size": spec.batch_size, "device": str(d.device),
             "world": d.world, "out_dir": str(run.root), "resumed_from": resumed.step if resumed else None,
-            "init_from": started,
+            "init_from": started, "max_time": spec.max_time, "elapsed": elapsed0,
         })
 
     def do_eval(at: int) -> dict[str, float]:
@@ -230,6 +230,9 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
     window: dict[str, float] = {}
     window_time, window_tokens, last_train, last_eval = 0.0, 0, {}, {}
     injected = faults.injected_step(run.root)
+    from pulse.train.progress import SlowSteps  # progress imports this module's RunResult
+
+    slow = SlowSteps(spec.threads)
     while step < spec.steps and not time_spent:
         t0 = time.perf_counter()
         sums, step_tokens = _step(task, wrapped, recipe, step, d)
@@ -246,6 +249,9 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
         step += 1
         tokens += step_tokens
         window_time += time.perf_counter() - t0
+        noticed = slow(time.perf_counter() - t0)
+        if noticed:
+            say(noticed)
         window_tokens += step_tokens
         for k, v in sums.items():
             window[k] = window.get(k, 0.0) + v

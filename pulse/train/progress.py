@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pulse.train.loop import RunResult
@@ -40,7 +40,8 @@ class RichReporter:
     live=None picks by the console: a bar on a terminal, else (output redirected to a file
     or a pipe) a plain line every `every` steps and at the last step:
     `step 200/1000 · loss 1.2345 · accuracy 0.5000 · 12.3k tok/s · elapsed 1m05s · ETA 4m20s`.
-    The ETA is the steps left times the mean time per step since this process started.
+    The ETA is the steps left times the mean time per step since this process started, or the time
+    train.max_time leaves, whichever is sooner.
     """
 
     def __init__(self, console: Console | None = None, *, live: bool | None = True, every: int = 10,
@@ -55,12 +56,15 @@ class RichReporter:
         self.steps = 0
         self.first_step = 0
         self.clock = time.perf_counter()
+        self.max_time: float | None = None
+        self.elapsed0 = 0.0
 
     def start(self, info: dict[str, Any]) -> None:
         self.metric = info["metric"]
         self.steps = info["steps"]
         self.first_step = info["resumed_from"] or 0
         self.clock = time.perf_counter()
+        self.max_time, self.elapsed0 = info.get("max_time"), info.get("elapsed", 0.0)
         resumed = f" · resumed from step {info['resumed_from']}" if info["resumed_from"] is not None else ""
         started = info.get("init_from")
         if started is not None and info["resumed_from"] is None:
@@ -85,13 +89,12 @@ class RichReporter:
             TextColumn("{task.fields[metric_name]} {task.fields[metric]}"),
             TextColumn("{task.fields[tps]} tok/s"),
             *([TimeElapsedColumn()] if wide else []),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
             console=self.console,
         )
         start = info["resumed_from"] or 0
         self.bar = self.progress.add_task("train", total=info["steps"], completed=start, loss="—",
-                                          metric_name=self.metric, metric="—", tps="—")
+                                          metric_name=self.metric, metric="—", tps="—", eta="?")
         self.progress.start()
 
     def step(self, step: int, values: dict[str, float]) -> None:
@@ -100,12 +103,22 @@ class RichReporter:
                                markup=False, soft_wrap=True)
             self.console.file.flush()
         if self.progress is not None:
+            eta = self.eta(step, time.perf_counter() - self.clock)
             self.progress.update(self.bar, completed=step, loss=f"{values['loss']:.4f}",
-                                 metric=f"{values[self.metric]:.4f}", tps=_fmt_count(values["tokens_per_s"]))
+                                 metric=f"{values[self.metric]:.4f}", tps=_fmt_count(values["tokens_per_s"]),
+                                 eta="?" if eta is None else fmt_duration(eta))
 
-    def plain_line(self, step: int, values: dict[str, float], elapsed: float) -> str:
+    def eta(self, step: int, elapsed: float) -> float | None:
+        """Seconds left: the steps left at the mean pace so far, or what train.max_time leaves, if sooner."""
         done = step - self.first_step
         eta = elapsed / done * (self.steps - step) if done > 0 else None
+        if self.max_time is not None:
+            left = max(self.max_time - self.elapsed0 - elapsed, 0.0)
+            eta = left if eta is None else min(eta, left)
+        return eta
+
+    def plain_line(self, step: int, values: dict[str, float], elapsed: float) -> str:
+        eta = self.eta(step, elapsed)
         return (f"step {step}/{self.steps} · loss {values['loss']:.4f} · {self.metric} {values[self.metric]:.4f} · "
                 f"{_fmt_count(values['tokens_per_s'])} tok/s · elapsed {fmt_duration(elapsed)} · "
                 f"ETA {'?' if eta is None else fmt_duration(eta)}")
@@ -143,3 +156,36 @@ class RichReporter:
         table.add_row("checkpoint", str(result.checkpoint))
         table.add_row("files", " · ".join([*(p.name for p in result.plots), "metrics.jsonl", "summary.json"]))
         self.console.print(table)
+
+
+class SlowSteps:
+    """Notices, once, when steps take far longer than they did at the start: other work competing for the cores.
+
+    The baseline is the median of steps warmup+1 … warmup+baseline; afterwards the mean of each
+    `window` steps is compared with it. Returns the message to say (once), else None.
+    """
+
+    def __init__(self, threads: int, *, factor: float = 4.0, warmup: int = 2, baseline: int = 8, window: int = 10):
+        self.threads, self.factor, self.warmup, self.baseline, self.window = threads, factor, warmup, baseline, window
+        self.times: list[float] = []
+        self.base: float | None = None
+        self.said = False
+
+    def __call__(self, seconds: float) -> str | None:
+        self.times.append(seconds)
+        n = len(self.times)
+        if self.base is None:
+            if n == self.warmup + self.baseline:
+                ordered = sorted(self.times[self.warmup:])
+                self.base = ordered[len(ordered) // 2]
+            return None
+        if self.said or n % self.window:
+            return None
+        recent = sum(self.times[-self.window:]) / self.window
+        if recent <= self.factor * self.base:
+            return None
+        self.said = True
+        threads = f"train.threads = {self.threads}" if self.threads else "train.threads (0: torch's default)"
+        return (f"steps now take {recent:.3g} s, {recent / self.base:.0f}× the {self.base:.3g} s of the first steps: "
+                f"other work is probably competing for the CPU cores. {threads} sets how many threads torch uses; "
+                "fewer than the free cores avoids the contention.")
