@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from pulse import registry, tasks  # noqa: F401  (tasks register their kinds)
-from pulse.version import __version__
+from pulse.api import (
+    CausalLMOutput,
+    PulseConfig,
+    PulseForCausalLM,
+    SequencePulse,
+    create_model,
+    list_models,
+    load_checkpoint,
+    open_source,
+    sequence_pulse,
+)
 from pulse.assemble import build_mixer, build_model, make_spec
 from pulse.blocks.layers.attention import CausalSelfAttention
 from pulse.blocks.mixers.deltanet import DeltaNet, GatedDeltaNet
@@ -18,28 +28,16 @@ from pulse.blocks.pulse.propagator import StatePropagator
 from pulse.blocks.pulse.pulse_layer import PulseLayer
 from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.blocks.pulse.state_manager import StateManager
+from pulse.checkpoint import save_checkpoint
 from pulse.contract import Mixer
 from pulse.errors import PulseError
+from pulse.hf import register_when_imported as _register_hf
+from pulse.models.output import ModelOutput
+from pulse.models.sequence import SequenceModel, SimplePulse
 from pulse.specs import RecipeBase as Recipe
 from pulse.specs import json_schema, load_recipe, recipe_from_dict
-from pulse.checkpoint import save_checkpoint
-from pulse.api import (
-    CausalLMOutput,
-    PulseConfig,
-    PulseForCausalLM,
-    SequencePulse,
-    create_model,
-    list_models,
-    load_checkpoint,
-    open_source,
-    sequence_pulse,
-)
-from pulse.models.sequence import SequenceModel, SimplePulse
-from pulse.models.output import ModelOutput
 from pulse.tokenizer import ByteTokenizer
-
-
-from pulse.hf import register_when_imported as _register_hf
+from pulse.version import __version__
 
 _register_hf()  # AutoModelForCausalLM knows "pulse" once transformers is imported (without importing it here)
 

@@ -94,7 +94,8 @@ def _unique_tensors(model: nn.Module) -> dict[str, Tensor]:
         seen.add(id(tensor))
         if tensor.device.type == "meta":
             raise PulseError(
-                f"cannot save `{name}`: the model lives on the meta device and has no values; build it on a real device."
+                f"cannot save `{name}`: the model lives on the meta device and has no values; "
+                "build it on a real device."
             )
         t = tensor.detach().to("cpu").contiguous()
         # safetensors refuses distinct tensors that share memory (views of one another): give those their own copy
@@ -179,7 +180,9 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         header = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PulseError(f"{path}: corrupt header (not valid JSON: {err}); the file is damaged, use another copy.") from None
+        raise PulseError(
+            f"{path}: corrupt header (not valid JSON: {err}); the file is damaged, use another copy."
+        ) from None
     if not isinstance(header, dict):
         raise PulseError(f"{path}: corrupt header (expected a JSON object); the file is damaged, use another copy.")
     metadata = header.pop("__metadata__", None) or {}
@@ -196,7 +199,9 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             "the write was cut short, so use an earlier checkpoint."
         )
     if have > need:
-        raise PulseError(f"{path}: corrupt — {have - need:,} unexplained bytes after the tensor data; the file is damaged.")
+        raise PulseError(
+            f"{path}: corrupt — {have - need:,} unexplained bytes after the tensor data; the file is damaged."
+        )
     if not isinstance(metadata, dict) or "pulse_recipe" not in metadata:
         raise PulseError(
             f"{path}: a safetensors file, but not a PULSE checkpoint (no recipe in its metadata); {ADVICE}."
@@ -248,7 +253,9 @@ def _read_tensors(path: Path, metadata: dict[str, str], allow_unverified: bool =
         raise PulseError(f"{path}: cannot read the tensors (corrupt file?): {err}.") from None
     digest = metadata.get("pulse_sha256")
     if require_integrity(path, metadata, "pulse_sha256", allow_unverified) and tensors_digest(tensors) != digest:
-        raise PulseError(f"{path}: corrupt — the tensor data does not match its checksum; use another copy of the checkpoint.")
+        raise PulseError(
+            f"{path}: corrupt — the tensor data does not match its checksum; use another copy of the checkpoint."
+        )
     return tensors
 
 

@@ -59,7 +59,9 @@ def check_input(module: nn.Module, x: Tensor, ndim: int = 3) -> None:
             f"got {tuple(x.shape)}; reshape the input or build the block with dim={x.shape[-1] if x.ndim else '?'}."
         )
     if not x.is_floating_point():
-        raise PulseError(f"{type(module).__name__} expects floating-point features, got {x.dtype}; embed token ids first.")
+        raise PulseError(
+            f"{type(module).__name__} expects floating-point features, got {x.dtype}; embed token ids first."
+        )
     param = next(module.parameters(), None)
     if param is None:
         return

@@ -236,7 +236,8 @@ def _culprits(lm: nn.Module, err: BaseException | None = None) -> str:
     if named:
         return (f"the block{'s' if len(named) > 1 else ''} {', '.join(named)} cannot be exported with a dynamic "
                 f"sequence axis; blocks known to export: {', '.join(EXPORTED)} (gates gru, lstm and "
-                f"mingru, with a StateManager or allocator). Change those layers' kinds (or gates) in the recipe to export.")
+                f"mingru, with a StateManager or allocator). "
+                "Change those layers' kinds (or gates) in the recipe to export.")
     return "this is a bug in the export path of blocks that normally export; please report it with the recipe."
 
 

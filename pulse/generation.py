@@ -36,7 +36,9 @@ def check_sampling(
     if max_new_tokens < 0:
         raise PulseError(f"max_new_tokens must be ≥ 0, got {max_new_tokens}.")
     if do_sample and not temperature > 0:
-        raise PulseError(f"temperature must be > 0 when sampling, got {temperature}; use greedy decoding for temperature 0.")
+        raise PulseError(
+            f"temperature must be > 0 when sampling, got {temperature}; use greedy decoding for temperature 0."
+        )
     if top_k is not None and top_k < 1:
         raise PulseError(f"top_k must be ≥ 1, got {top_k}; omit it to sample from the whole vocabulary.")
     if top_p is not None and not 0 < top_p <= 1:
@@ -95,7 +97,9 @@ def stream(
     rest of the batch but its ids are `pad_token_id` (default: eos) from then on. The
     stream ends early once every row is finished.
     """
-    check_sampling(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    check_sampling(
+        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p
+    )
     vocab = getattr(lm, "vocab_size", None)
     for name, value in (("eos_token_id", eos_token_id), ("pad_token_id", pad_token_id)):
         if value is not None and vocab is not None and not 0 <= value < vocab:

@@ -30,7 +30,9 @@ def _check_parents(path: Path, option: str) -> None:
         raise PulseError(f"{option} {path}: {probe} is a file, so nothing can be created under it; "
                          "pick another path or move the file.")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise PulseError(f"{option} {path}: cannot create files in {probe} (permission denied); pick a writable location.")
+        raise PulseError(
+            f"{option} {path}: cannot create files in {probe} (permission denied); pick a writable location."
+        )
 
 
 def check_output_file(path: str | Path | None, option: str = "--out") -> None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pulse.errors import PulseError, did_you_mean

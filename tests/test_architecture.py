@@ -261,7 +261,9 @@ def test_a_misspelt_mixer_table_is_not_an_unused_extra_mixer():
 @pytest.mark.parametrize("kind", registry.kinds("mixer"))
 def test_every_mixer_names_wrong_dtypes_and_devices(kind):
     """Wrong shapes are covered by the property tests; wrong dtypes and devices are PulseErrors too."""
-    mixer = pulse.build_mixer(kind, 16, **({"num_heads": 2} if "num_heads" in type(pulse.make_spec(kind)).model_fields else {}))
+    mixer = pulse.build_mixer(
+        kind, 16, **({"num_heads": 2} if "num_heads" in type(pulse.make_spec(kind)).model_fields else {})
+    )
     x = torch.randn(2, 5, 16)
     with pytest.raises(pulse.PulseError, match="floating-point"):
         mixer(torch.zeros(2, 5, 16, dtype=torch.long))

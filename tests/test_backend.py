@@ -81,7 +81,9 @@ def test_compiled_steps_equal_eager_on_cpu(kind, params, restore_switch):
 
 
 _ON_CUDA = pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device: compiled steps and log-depth carries as a GPU runs them"))
+    not torch.cuda.is_available(),
+    reason="needs a CUDA device: compiled steps and log-depth carries as a GPU runs them",
+))
 
 
 @pytest.mark.parametrize("device", ["cpu", _ON_CUDA])

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from helpers import assert_grads_close
-
 from pulse import contract
 from pulse.ops import backend
 from pulse.ops import fla as pulse_fla

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from helpers import assert_grads_close
-
 from pulse import contract
 from pulse.blocks.mixers.ssm import SelectiveSSM
 from pulse.ops import backend

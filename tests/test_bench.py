@@ -19,8 +19,17 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from helpers import run_cli
-from pulse.bench import Settings, fit_scaling, local_exponents, mixer_system, parse_mixer, recipe_system, run_bench, with_compile
-from pulse.bench import report
+from pulse.bench import (
+    Settings,
+    fit_scaling,
+    local_exponents,
+    mixer_system,
+    parse_mixer,
+    recipe_system,
+    report,
+    run_bench,
+    with_compile,
+)
 from pulse.bench.schema import DOCUMENT_SCHEMA
 from pulse.cli.bench import parse_lengths
 from pulse.errors import PulseError
@@ -67,7 +76,9 @@ def test_every_measurement_ran_in_its_own_fresh_process(doc):
 
 def test_systems_are_interleaved_and_ratios_taken_pair_by_pair(doc):
     order = [(r["seq_len"], r["system"]) for r in doc["runs"]]
-    assert order[:4] == [(8, "attention"), (8, "attention:num_heads=2"), (16, "attention"), (16, "attention:num_heads=2")]
+    assert order[:4] == [
+        (8, "attention"), (8, "attention:num_heads=2"), (16, "attention"), (16, "attention:num_heads=2")
+    ]
     base, other = doc["systems"]
     for seq_len, i in ((8, 0), (16, 1)):
         a, b = doc["runs"][2 * i], doc["runs"][2 * i + 1]
@@ -119,7 +130,8 @@ def test_cli_generates_from_a_recipe_and_writes_json_and_plot(tmp_path):
     recipe = ROOT / "recipes/transformer.toml"
     result = run_cli("bench", recipe, "--set", "model.dim=16", "--set", "model.depth=1", "--seq-lens", "8",
                      "--mode", "generate", "--generate-tokens", "2", "--repeats", "1", "--warmup", "0",
-                     "--threads", "1", "--matmul-size", "0", "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png")
+                     "--threads", "1", "--matmul-size", "0", "--json", tmp_path / "b.json",
+                     "--plot", tmp_path / "b.png")
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "b.json").read_text())
     jsonschema.validate(doc, DOCUMENT_SCHEMA)

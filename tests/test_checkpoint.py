@@ -49,7 +49,9 @@ def test_round_trip_bit_exact_in_bfloat16_and_float64(tmp_path):
         save_checkpoint(model, recipe, tmp_path / str(dtype))
         again = pulse.build_model(recipe, dtype=dtype)
         load_weights(again, tmp_path / str(dtype))
-        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True))
+        assert all(
+            torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+        )
 
 
 def test_saving_again_replaces_atomically_and_leaves_no_temporary_files(checkpoint):
@@ -157,4 +159,6 @@ def test_weights_from_a_different_recipe_name_the_misshapen_tensors(checkpoint):
 def test_summarize_and_build_accept_a_checkpoint(checkpoint):
     result = run_cli("summarize", checkpoint, "--seq-len", "64", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["total_params"] == sum(p.numel() for p in pulse.load_checkpoint(checkpoint)[0].parameters())
+    assert json.loads(result.stdout)["total_params"] == sum(
+        p.numel() for p in pulse.load_checkpoint(checkpoint)[0].parameters()
+    )

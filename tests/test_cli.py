@@ -74,7 +74,9 @@ def test_schema_accepts_shipped_recipes_resolved():
 
 
 BAD = {
-    "unknown key": ("[model]\nfrom = 'transformer-small'\ndpeth = 3\n", "model.dpeth: unknown key `dpeth` (did you mean `depth`?)"),
+    "unknown key": (
+        "[model]\nfrom = 'transformer-small'\ndpeth = 3\n", "model.dpeth: unknown key `dpeth` (did you mean `depth`?)"
+    ),
     "unknown nested key": (
         "[model]\nfrom = 'transformer-small'\n[model.mixers.attn]\nnum_heds = 2\n",
         "model.mixers.attn.num_heds: unknown key `num_heds` (did you mean `num_heads`?)",
@@ -83,14 +85,19 @@ BAD = {
         "[model]\nfrom = 'transformer-small'\n[model.mixers.attn]\nkind = 'atention'\n",
         "unknown mixer kind `atention` (did you mean `attention`?)",
     ),
-    "wrong type": ("[model]\nfrom = 'transformer-small'\ndepth = 'four'\n", "model.depth: must be a whole number, not 'four'"),
+    "wrong type": (
+        "[model]\nfrom = 'transformer-small'\ndepth = 'four'\n", "model.depth: must be a whole number, not 'four'"
+    ),
     "cross-field": (
         "[model]\nfrom = 'transformer-small'\n[model.mixers.attn]\nnum_heads = 3\n",
         "model.mixers.attn: num_heads (3) must divide dim (256)",
     ),
     "layout name": ("[model]\nfrom = 'transformer-small'\nlayout = ['atn']\n", "model.layout: names mixer `atn`"),
     "empty layout": ("[model]\nfrom = 'transformer-small'\nlayout = []\n", "layout is empty"),
-    "missing card": ("[model]\nfrom = 'transformer-smal'\n", "no zoo card named `transformer-smal` (did you mean `transformer-small`?)"),
+    "missing card": (
+        "[model]\nfrom = 'transformer-smal'\n",
+        "no zoo card named `transformer-smal` (did you mean `transformer-small`?)",
+    ),
     "no model": ("[train]\nsteps = 3\n", "no [model] table"),
     "bad toml": ("[model\nfrom = 1\n", "not valid TOML"),
     "unknown section": ("[model]\nfrom = 'transformer-small'\n[trian]\nsteps = 1\n", "`trian` (did you mean `train`?)"),

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import typer.completion
-from helpers import run_cli
 
 import pulse
+from helpers import run_cli
 from pulse.cli import app
 from pulse.errors import PulseError
 from pulse.specs.load import card_names, recipe_names

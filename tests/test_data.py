@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
-from test_train import write_recipe
 
 import pulse
+from helpers import run_cli
 from pulse.data.bpe import train_bpe, write_tokenizer
 from pulse.data.corpus import open_corpus
 from pulse.data.readers import corpus_files, documents
@@ -23,6 +22,7 @@ from pulse.errors import PulseError
 from pulse.specs.tasks import TextSpec
 from pulse.tasks.text import Text
 from pulse.tokenizer import ByteTokenizer, HFTokenizer
+from test_train import write_recipe
 
 PULSE = Path(sys.executable).parent / "pulse"
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
@@ -311,7 +311,9 @@ def test_a_tokenizer_learned_from_a_recipe_reads_only_its_training_documents(tmp
             "task": {"kind": "text", "path": str(tmp_path / "c"), "seq_len": 16, "cache_dir": str(tmp_path / "cache"),
                      "tokenizer": str(tmp_path / "not-yet.json")}}
     recipe = write_recipe(tmp_path / "r.toml", data)  # it names the tokenizer about to be learned
-    result = run_cli("tokenizer", "train", "--recipe", recipe, "--vocab-size", "280", "--out", tmp_path / "not-yet.json")
+    result = run_cli(
+        "tokenizer", "train", "--recipe", recipe, "--vocab-size", "280", "--out", tmp_path / "not-yet.json"
+    )
     assert result.exit_code == 0, result.output
     assert run_cli("data", "prepare", recipe, "--set", "model.vocab_size=280").exit_code == 0
 

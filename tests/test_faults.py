@@ -28,11 +28,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
-from test_rundir import Messages
-from test_train import PULSE, recipe_dict, weights, write_recipe
 
 import pulse
+from helpers import run_cli
 from pulse.checkpoint import WEIGHTS, load_weights
 from pulse.errors import PulseError
 from pulse.specs.load import card_names, card_path, read_table, resolve
@@ -40,6 +38,8 @@ from pulse.train import train
 from pulse.train.faults import VARIABLE as INJECT
 from pulse.train.rundir import RunDir
 from pulse.train.state import STATE
+from test_rundir import Messages
+from test_train import PULSE, recipe_dict, weights, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTATIONS = 40

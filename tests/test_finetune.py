@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
 from rich.console import Console
 from safetensors.torch import load_file
-from test_train import write_recipe
 
 import pulse
+from helpers import run_cli
 from pulse.errors import PulseError
 from pulse.train import train
 from pulse.train.init import fit_report, init_weights
 from pulse.train.progress import RichReporter, fmt_duration
+from test_train import write_recipe
 
 
 def recipe_dict(dim: int = 16, **train_settings) -> dict:

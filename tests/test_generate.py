@@ -22,7 +22,9 @@ CASES = {
     "pure-pulse": dict(layout=["pulse"], num_states=4, chunk_size=3),
     "hybrid": dict(layout=["pulse", "attention"], num_states=4, chunk_size=3),
     "transformer": dict(layout=["attention"]),
-    "transformer-learned-positions": dict(layout=["attention"], position_embedding="learned", max_position_embeddings=32),
+    "transformer-learned-positions": dict(
+        layout=["attention"], position_embedding="learned", max_position_embeddings=32
+    ),
 }
 
 
@@ -40,7 +42,9 @@ def prompt(batch: int = 2, length: int = 5, seed: int = 1) -> torch.Tensor:
 
 def every_mixer_lm(kind: str) -> pulse.PulseForCausalLM:
     torch.manual_seed(0)
-    config = pulse.PulseConfig(vocab_size=VOCAB, hidden_size=32, num_layers=2, layout=[kind], mlp=None, tie_word_embeddings=False)
+    config = pulse.PulseConfig(
+        vocab_size=VOCAB, hidden_size=32, num_layers=2, layout=[kind], mlp=None, tie_word_embeddings=False
+    )
     return pulse.PulseForCausalLM(config, dtype=torch.float64)
 
 
@@ -74,7 +78,9 @@ def test_prefill_split_anywhere_gives_identical_logits(case):
         state = model(ids[:, :k]).state
         steps = list(model.stream(ids[:, k:], 6, state=state))
         assert torch.equal(torch.stack([s.tokens for s in steps]), torch.stack([s.tokens for s in reference])), k
-        assert_close(torch.stack([s.logits for s in steps]), torch.stack([s.logits for s in reference]), f"split at {k}")
+        assert_close(
+            torch.stack([s.logits for s in steps]), torch.stack([s.logits for s in reference]), f"split at {k}"
+        )
     assert model(ids).state["pos"] == 8
 
 

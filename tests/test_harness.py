@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
 
 import pulse
+from helpers import run_cli
 
 pytest.importorskip("lm_eval", reason="the eval extra (pip install 'pulse[eval]') is not installed")
 pytest.importorskip("accelerate", reason="the eval extra (pip install 'pulse[eval]') is not installed")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
 
 import pulse
+from helpers import run_cli
 
 transformers = pytest.importorskip("transformers", reason="the hf extra (pip install 'pulse[hf]') is not installed")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402

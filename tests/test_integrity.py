@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_train import recipe, recipe_dict, write_recipe
 
 import pulse
+from helpers import run_cli
 from pulse.checkpoint import WEIGHTS, load_weights, recipe_hash, save_checkpoint
 from pulse.errors import PulseError
 from pulse.train import evaluate_checkpoint, train
+from test_train import recipe, recipe_dict, write_recipe
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from helpers import run_cli
 
 import pulse
+from helpers import run_cli
 from pulse.errors import PulseError
 from pulse.specs.load import apply_overrides, read_table
 

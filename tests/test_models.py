@@ -84,7 +84,10 @@ def test_pulse_config_transformer_matches_the_zoo_card():
         (dict(hidden_sise=64), "unknown key `hidden_sise` (did you mean `hidden_size`?)"),
         (dict(layout=["attention"], num_states=8), "num_states is used by none of the layout's mixers (attention)"),
         (dict(layout=["atention"]), "unknown mixer kind `atention` (did you mean `attention`?)"),
-        (dict(layout=["attention"], hidden_size=32, num_heads=3), "model.mixers.attention: num_heads (3) must divide dim (32)"),
+        (
+            dict(layout=["attention"], hidden_size=32, num_heads=3),
+            "model.mixers.attention: num_heads (3) must divide dim (32)",
+        ),
         (dict(layout=["attention"], mixer_options={"pulse": {}}), "mixer_options names pulse"),
         (dict(layout=["attention"], mlp="swiglo"), "unknown mlp kind `swiglo`"),
     ],
@@ -266,7 +269,9 @@ def test_model_kinds_build_summarize_and_save(tmp_path, model):
     assert run_cli("summarize", path, "--seq-len", "32").exit_code == 0
     pulse.save_checkpoint(built, recipe, tmp_path / "ckpt")
     loaded, _ = pulse.load_checkpoint(tmp_path / "ckpt")
-    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), loaded.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(built.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
 
 
 def test_model_kind_spec_errors_name_the_path():
@@ -275,7 +280,9 @@ def test_model_kind_spec_errors_name_the_path():
             {"model": {"kind": "simple_pulse", "input_dim": 4, "output_dim": 2, "slot_dim": 16, "num_heads": 3}}
         )
     with pytest.raises(pulse.PulseError, match="model.output_mode"):
-        pulse.recipe_from_dict({"model": {"kind": "sequence_pulse", "input_dim": 4, "output_dim": 2, "output_mode": "max"}})
+        pulse.recipe_from_dict(
+            {"model": {"kind": "sequence_pulse", "input_dim": 4, "output_dim": 2, "output_mode": "max"}}
+        )
 
 
 def test_the_layer_table_walks_each_kind_of_layer_once_and_still_covers_every_layer(monkeypatch):

@@ -43,7 +43,9 @@ def test_card_builds_and_every_parameter_learns(card):
     out = model(x)
     out = out[0] if isinstance(out, tuple) else getattr(out, "logits", out)
     out.float().square().mean().backward()
-    silent = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.isfinite().all())]
+    silent = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.isfinite().all())
+    ]
     assert not silent, f"{card}: parameters without a finite gradient: {silent}"
 
 
@@ -72,7 +74,11 @@ def test_dotted_overrides_are_validated_like_the_file():
 def test_layout_cycles_over_depth_and_layers_override():
     recipe = pulse.recipe_from_dict({"model": {
         "dim": 32, "depth": 5, "layout": ["a", "b"],
-        "mixers": {"a": {"kind": "attention"}, "b": {"kind": "attention", "num_heads": 2}, "c": {"kind": "attention", "num_heads": 8}},
+        "mixers": {
+            "a": {"kind": "attention"},
+            "b": {"kind": "attention", "num_heads": 2},
+            "c": {"kind": "attention", "num_heads": 8},
+        },
         "layers": {"4": "c"},
     }})
     assert recipe.model.mixer_names() == ["a", "b", "a", "b", "c"]
@@ -111,7 +117,9 @@ def test_lm_split_and_step_equal_full_forward():
 
 
 def test_learned_positions_continue_and_refuse_overflow():
-    recipe = pulse.recipe_from_dict({"model": {"from": "transformer-small", "positions": {"kind": "learned", "max_seq_len": 16}}}, TINY)
+    recipe = pulse.recipe_from_dict(
+        {"model": {"from": "transformer-small", "positions": {"kind": "learned", "max_seq_len": 16}}}, TINY
+    )
     model = pulse.build_model(recipe, dtype=torch.float64).eval()
     ids = torch.randint(0, 256, (1, 10))
     full, _ = model(ids)

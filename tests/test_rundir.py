@@ -1,4 +1,5 @@
-"""Run directories: resume applies changed settings, pickle-free state, fallback past damage, one writer, no overwrite."""
+"""Run directories: resume applies changed settings, pickle-free state, fallback past damage, one writer,
+no overwrite."""
 
 from __future__ import annotations
 
@@ -10,19 +11,19 @@ import sys
 
 import pytest
 import torch
-from helpers import run_cli
-from test_train import Interrupt, recipe, recipe_dict, weights, write_recipe
 
+from helpers import run_cli
 from pulse.checkpoint import WEIGHTS
 from pulse.errors import PulseError
 from pulse.paths import DirLock
 from pulse.specs.run import TrainSpec
 from pulse.train import loop as loop_module
 from pulse.train import train
-from pulse.train.optim import lr_factor
 from pulse.train.faults import VARIABLE as INJECT
+from pulse.train.optim import lr_factor
 from pulse.train.rundir import RunDir
 from pulse.train.state import STATE, load_state, read_metrics, rng_state, save_state
+from test_train import Interrupt, recipe, recipe_dict, weights, write_recipe
 
 
 class Messages(Interrupt):
@@ -162,7 +163,9 @@ def test_a_second_writer_is_refused_naming_the_owner_and_a_dead_owner_is_taken_o
     with DirLock(tmp_path / "run"):
         busy = run_cli("train", path, "--out", tmp_path / "run", "-q")
     assert busy.exit_code == 2 and f"pid {os.getpid()}" in busy.stderr
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     (tmp_path / "run/.pulse-lock").write_text(dead.stdout)
     assert run_cli("train", path, "--out", tmp_path / "run", "-q").exit_code == 0
     assert not (tmp_path / "run/.pulse-lock").exists()

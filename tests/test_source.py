@@ -8,17 +8,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_train import Interrupt, recipe_dict, write_recipe
 
 import pulse
+from helpers import run_cli
 from pulse.api.source import open_source
 from pulse.checkpoint import WEIGHTS, recipe_hash
 from pulse.errors import PulseError
 from pulse.runfiles import newest_weights
 from pulse.train import evaluate_checkpoint, train
+from test_train import Interrupt, recipe_dict, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 LM = {"model": {"kind": "lm", "vocab_size": 259, "dim": 16, "depth": 1, "layout": ["attn"],

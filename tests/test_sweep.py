@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import load_tool, run_cli
-from test_train import Interrupt, recipe_dict, write_recipe
 
+from helpers import load_tool, run_cli
 from pulse.errors import PulseError
 from pulse.train.faults import VARIABLE as INJECT
 from pulse.train.state import read_metrics
 from pulse.train.sweep import parse_grid, point_name, split_values, sweep
 from pulse.train.sweep_report import best_row
+from test_train import Interrupt, recipe_dict, write_recipe
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ pure function of (seed, step, micro-batch, rank, world), and every task scores a
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +13,9 @@ from hypothesis import strategies as st
 
 import pulse
 from pulse import registry
-from pulse.tasks import build_task
 from pulse.errors import PulseError
 from pulse.specs.tasks import CopySpec, ListOpsSpec, MqarSpec, SelectiveCopySpec, TextSpec
-from pulse.tasks import IGNORE, Copy, ListOps, Mqar, SelectiveCopy, Text
+from pulse.tasks import IGNORE, Copy, ListOps, Mqar, SelectiveCopy, Text, build_task
 from pulse.tasks.base import eval_indices, rng_for, train_indices
 from pulse.tasks.listops import TOKEN_ID, VOCAB, evaluate, expression
 from pulse.tasks.mqar import generate as generate_mqar
@@ -66,7 +64,9 @@ def test_each_epoch_visits_every_example_once_and_is_reproducible():
     assert sorted(first) == list(range(n)) == sorted(second)
     assert not np.array_equal(first, second)
     assert np.array_equal(train_indices(n, 3, batch_size=batch, seed=1), train_indices(n, 3, batch_size=batch, seed=1))
-    assert not np.array_equal(train_indices(n, 0, batch_size=batch, seed=1), train_indices(n, 0, batch_size=batch, seed=2))
+    assert not np.array_equal(
+        train_indices(n, 0, batch_size=batch, seed=1), train_indices(n, 0, batch_size=batch, seed=2)
+    )
 
 
 def test_eval_shards_cover_the_held_out_set():

@@ -247,8 +247,8 @@ def test_listops_on_a_language_model_trains_and_evaluates_its_head(tmp_path):
     result = train(pulse.recipe_from_dict(data), tmp_path / "run")
     assert (tmp_path / "run/head.safetensors").is_file()
     assert evaluate_checkpoint(tmp_path / "run").metrics == pytest.approx(result.eval)
-    other = run_cli("eval", tmp_path / "run", "--task", "mqar", "--set", "task.vocab_size=32", "--set", "task.seq_len=16",
-                    "--set", "task.num_kv_pairs=2")
+    other = run_cli("eval", tmp_path / "run", "--task", "mqar", "--set", "task.vocab_size=32",
+                    "--set", "task.seq_len=16", "--set", "task.num_kv_pairs=2")
     assert other.exit_code == 0, other.output
     assert "accuracy" in other.stdout
 

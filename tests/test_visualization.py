@@ -61,7 +61,9 @@ def mixed(tmp_path_factory) -> pulse.PulseForCausalLM:
 
 
 def transformer() -> pulse.PulseForCausalLM:
-    return pulse.PulseForCausalLM.from_recipe(ROOT / "recipes/transformer.toml", ["model.dim=32", "model.depth=2"]).eval()
+    return pulse.PulseForCausalLM.from_recipe(
+        ROOT / "recipes/transformer.toml", ["model.dim=32", "model.depth=2"]
+    ).eval()
 
 
 def ids(n: int, seed: int = 0) -> torch.Tensor:
@@ -76,7 +78,7 @@ def test_agg_backend():
 def test_capture_changes_no_output_and_leaves_nothing_behind(mixed, n, split):
     x = ids(n)
     with torch.no_grad():
-        plain, state = mixed(x).logits, None
+        plain = mixed(x).logits
         with capture(mixed) as cap:
             watched = mixed(x).logits
             # a split forward (state carried) is recorded too and still exact
@@ -171,7 +173,9 @@ def test_similarity_accepts_tensors_and_rejects_bad_shapes(mixed):
     fig = viz.plot_state_similarity(bank)
     image = fig.axes[0].get_images()[0].get_array()
     assert image.shape == (5, 5) and abs(float(image[0, 0]) - 1) < 1e-6
-    assert len([a for a in viz.plot_state_similarity([bank, torch.randn(2, 3, 8)]).axes if a.get_label() != "<colorbar>"]) == 2
+    assert len(
+        [a for a in viz.plot_state_similarity([bank, torch.randn(2, 3, 8)]).axes if a.get_label() != "<colorbar>"]
+    ) == 2
     with pytest.raises(pulse.PulseError, match="slots"):
         viz.plot_state_similarity(torch.randn(8))
 
@@ -179,7 +183,9 @@ def test_similarity_accepts_tensors_and_rejects_bad_shapes(mixed):
 def test_state_plots_need_pulse_layers_and_say_what_the_model_has():
     with pytest.raises(pulse.PulseError, match=r"attention ×2"):
         StateVisualizer(transformer())
-    viz = StateVisualizer(pulse.PulseForCausalLM.from_recipe(ROOT / "recipes/pulse.toml", ["model.dim=32", "model.depth=1"]))
+    viz = StateVisualizer(
+        pulse.PulseForCausalLM.from_recipe(ROOT / "recipes/pulse.toml", ["model.dim=32", "model.depth=1"])
+    )
     with pytest.raises(pulse.PulseError, match="pulse_managed"):
         viz.plot_slot_allocation("a prompt")
     with pytest.raises(pulse.PulseError, match="shorter than one chunk"):
@@ -194,7 +200,9 @@ def test_attention_heatmap_labels_and_errors():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
     assert ax.get_xlabel() and ax.get_ylabel() and fig._suptitle.get_text()
-    assert len([a for a in viz.plot_attention_heatmap(torch.rand(1, 2, 4, 4)).axes if a.get_label() != "<colorbar>"]) == 2
+    assert len(
+        [a for a in viz.plot_attention_heatmap(torch.rand(1, 2, 4, 4)).axes if a.get_label() != "<colorbar>"]
+    ) == 2
     with pytest.raises(pulse.PulseError, match="one label per query"):
         viz.plot_attention_heatmap(att, tokens=["a"])
     with pytest.raises(pulse.PulseError, match="queries"):
@@ -214,7 +222,8 @@ def test_attention_report_has_a_png_per_layer_and_head(mixed, tmp_path):
 def test_cli_viz_writes_figures_and_rejects_bad_input(tmp_path):
     out = tmp_path / "viz"
     result = run_cli("viz", ROOT / "recipes/hybrid.toml", "--prompt", "Hello PULSE, chunk by chunk by chunk.",
-                     "--out", out, "--set", "model.dim=32", "--set", "model.depth=3", "--set", "model.mixers.pulse.chunk_size=8")
+                     "--out", out, "--set", "model.dim=32", "--set", "model.depth=3",
+                     "--set", "model.mixers.pulse.chunk_size=8")
     assert result.exit_code == 0, result.output
     for name in ("states.png", "similarity.png", "routing.png", "attention/index.html", "attention/layer2_head0.png"):
         assert (out / name).is_file(), name

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import assert_grads_close
 import pulse
+from helpers import assert_grads_close
 from pulse import contract
 from pulse.blocks.mixers.linear_attention import LinearAttention
 from pulse.blocks.mixers.ntm import NTMMemory, address, content_weights, read, write
@@ -187,7 +187,9 @@ def test_topk_read_matches_dense(k):
 def test_sparse_attention_rejects_top_k_above_num_states():
     with pytest.raises(pulse.PulseError, match=r"top_k \(9\) is larger than num_slots \(8\)"):
         pulse.build_mixer("sparse_state_attention", 16, num_slots=8, top_k=9)
-    recipe = {"model": {"layout": ["s"], "mixers": {"s": {"kind": "sparse_state_attention", "num_slots": 4, "top_k": 5}}}}
+    recipe = {
+        "model": {"layout": ["s"], "mixers": {"s": {"kind": "sparse_state_attention", "num_slots": 4, "top_k": 5}}}
+    }
     with pytest.raises(pulse.PulseError, match="model.mixers.s.*lower top_k to at most 4"):
         pulse.recipe_from_dict(recipe)
 
@@ -272,7 +274,7 @@ def test_ntm_write_path_receives_gradients():
     block = NTMMemory(8, memory_slots=6, memory_width=4).double()
     y, _ = block(torch.randn(2, 5, 8, dtype=F64))
     y.square().mean().backward()  # the outputs only: whatever reaches the write head came through memory
-    r, M = block.read_heads, block.memory_width
+    r = block.read_heads
     write_rows = block.heads.weight.grad[r * sum(block.read_sizes):]
     key, beta, gate, shift, gamma, erase, add = write_rows.split(block.write_sizes)
     for name, g in {"key": key, "beta": beta, "gate": gate, "shift": shift, "gamma": gamma,

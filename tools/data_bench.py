@@ -95,7 +95,8 @@ start = time.perf_counter()
 corpus = open_corpus(spec, HFTokenizer.load(sys.argv[2]))
 # VmHWM is this process's own peak (ru_maxrss can carry the forking parent's size across exec)
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
-peak = int(status["VmHWM"].split()[0]) / 1024 if "VmHWM" in status else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = int(status["VmHWM"].split()[0]) / 1024 if "VmHWM" in status else \
+resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": time.perf_counter() - start, "tokens": int(len(corpus.train) + len(corpus.val)),
                   "peak_rss_mb": peak}))
 """
@@ -197,7 +198,8 @@ def main() -> None:
     print(f"peak memory preparing {m['corpus_mb']:.0f} MB with the BPE: {m['peak_rss_mb']:.0f} MB "
           f"({m['seconds']:.0f} s, {m['mb_s']:.1f} MB/s, {m['tokens']:,} tokens)")
     d = result["data_time"]
-    print(f"data time per step ({d['batch']}): {d['draw_ms']:.3f} ms of {d['step_ms']:.0f} ms = {100 * d['share']:.3f} %")
+    print(f"data time per step ({d['batch']}): {d['draw_ms']:.3f} ms of {d['step_ms']:.0f} ms "
+          f"= {100 * d['share']:.3f} %")
     print(f"wrote {args.out} (rusage max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB here)")
 
 

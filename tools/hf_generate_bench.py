@@ -46,11 +46,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs/bench/hf-generate.json")
     args = parser.parse_args()
 
-    import pulse
-    from data_bench import machine
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    import pulse
+    from data_bench import machine
     from pulse.hf.export import export_hf
 
     hf_logging.disable_progress_bar()

@@ -122,8 +122,9 @@ def collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
                     runs.append((start, source))
             elif args.curriculum and kind in before:
                 prev = before[kind]
-                source = {"setting": prev["setting"], "dir": prev["row"]["dir"], "lr": prev["row"]["values"]["train.lr"],
-                          "step": prev["row"]["step"], "wall_s": prev["row"]["wall_s"], "value": prev["row"]["value"]}
+                source = {"setting": prev["setting"], "dir": prev["row"]["dir"],
+                          "lr": prev["row"]["values"]["train.lr"], "step": prev["row"]["step"],
+                          "wall_s": prev["row"]["wall_s"], "value": prev["row"]["value"]}
                 start = root / f"{kind}+from-{prev['setting'].replace('/', '-')}"
                 start.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(start / "curriculum.json", json.dumps(source, indent=2) + "\n")
@@ -295,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lrs", default="3e-4,1e-3,3e-3,1e-2", help="learning rates of each sweep")
     parser.add_argument("--dims", default=None, help="model widths to sweep too, e.g. 64,128 (default: the recipe's)")
     parser.add_argument("--set", action="append", default=[],
-                        help="a recipe override for every sweep, or for one setting as SEQ/PAIRS:KEY=VALUE (repeatable)")
+                        help="a recipe override for every sweep, or for one setting as SEQ/PAIRS:KEY=VALUE "
+                        "(repeatable)")
     add_common_arguments(parser, out="runs/recall", docs="recall.md and recall.png are")
     parser.add_argument("--curriculum", action="store_true",
                         help="start each longer setting from the kind's best weights at the setting before it")

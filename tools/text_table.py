@@ -36,8 +36,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from recall_table import add_common_arguments, machine, read_sweep, run_tool
-
 from pulse.checkpoint import atomic_write_text
 from pulse.data.bpe import train_bpe, write_tokenizer
 from pulse.data.readers import describe
@@ -45,6 +43,7 @@ from pulse.errors import PulseError
 from pulse.specs.load import load_recipe
 from pulse.train.sweep import sweep
 from pulse.train.sweep_report import best_row
+from recall_table import add_common_arguments, machine, read_sweep, run_tool
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 MODELS = {  # name → (recipe, overrides, description)
@@ -126,7 +125,9 @@ def markdown(rows: list[dict[str, Any]], notes: list[str], command: str, note: s
         b = r["row"]
         ref = base.get(r["tokenizer"])
         rel = "" if ref is None or r["name"] == "transformer" else f"{100 * (b['value'] / ref - 1):+.1f} %"
-        recipe = r["recipe"] + (" " + " ".join(f"`--set {s}`" for s in MODELS[r["name"]][1]) if MODELS[r["name"]][1] else "")
+        recipe = r["recipe"] + (
+            " " + " ".join(f"`--set {s}`" for s in MODELS[r["name"]][1]) if MODELS[r["name"]][1] else ""
+        )
         lines.append(f"| {r['description']} | {r['tokenizer']} | {recipe} | {b['params']:,} | {b['state_elements']:,} "
                      f"| {b['value']:.4f} | {rel} | {b['values']['train.lr']} | {b['step']}/{b['steps']} "
                      f"| {b['wall_s']:.0f} s |")

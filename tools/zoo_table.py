@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from pulse.bench.machine import cpu_model
-from pulse.assemble import build_model
 from pulse.api import open_source
+from pulse.assemble import build_model
+from pulse.bench.machine import cpu_model
 from pulse.summarize import summarize
 
 
@@ -50,8 +50,7 @@ def row(run: Path) -> str | None:
 
 
 def cards() -> None:
-    from pulse.specs.load import card_names, card_path, read_table
-    from pulse.specs.load import load_recipe
+    from pulse.specs.load import card_names, card_path, load_recipe, read_table
 
     print("| card | params | description |")
     print("| --- | --- | --- |")

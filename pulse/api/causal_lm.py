@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.api.config import PulseConfig
-from pulse.assemble import build_model
 from pulse.api.source import Source, open_source
+from pulse.assemble import build_model
 from pulse.checkpoint import save_checkpoint
 from pulse.errors import PulseError
 from pulse.generation import GenerationStep, resolve_decoding, stream
@@ -67,14 +67,18 @@ class PulseForCausalLM(nn.Module):
         self._tokenizer = tokenizer
 
     @classmethod
-    def from_config(cls, config: PulseConfig | None = None, *, device=None, dtype=None, **names: Any) -> PulseForCausalLM:
+    def from_config(
+        cls, config: PulseConfig | None = None, *, device=None, dtype=None, **names: Any
+    ) -> PulseForCausalLM:
         """Fresh weights from a PulseConfig, or from its seed-named fields given as keywords."""
         if config is not None and names:
             raise PulseError("give a PulseConfig or its fields as keywords, not both.")
         return cls(config if config is not None else PulseConfig(**names), device=device, dtype=dtype)
 
     @classmethod
-    def from_recipe(cls, path: str | Path, overrides: Iterable[str] = (), *, device=None, dtype=None) -> PulseForCausalLM:
+    def from_recipe(
+        cls, path: str | Path, overrides: Iterable[str] = (), *, device=None, dtype=None
+    ) -> PulseForCausalLM:
         """Fresh weights (torch's current RNG) for the model of a recipe file, with --set style overrides."""
         return cls(load_recipe(path, overrides), device=device, dtype=dtype)
 
@@ -117,14 +121,18 @@ class PulseForCausalLM(nn.Module):
     def example_input(self, batch: int, seq_len: int, *, device=None) -> Tensor:
         return self.model.example_input(batch, seq_len, device=device)
 
-    def forward(self, input_ids: Tensor, labels: Tensor | None = None, state: dict[str, Any] | None = None) -> CausalLMOutput:
+    def forward(
+        self, input_ids: Tensor, labels: Tensor | None = None, state: dict[str, Any] | None = None
+    ) -> CausalLMOutput:
         """Logits for input_ids (b, t) continuing `state`; with labels (b, t), the loss of predicting
         labels[:, 1:] from positions :-1 (labels are shifted here, as in Hugging Face; −100 is ignored)."""
         logits, state = self.model(input_ids, state)
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:
-                raise PulseError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}.")
+                raise PulseError(
+                    f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}."
+                )
             # half-precision logits are upcast for a stable softmax; float64 stays float64
             shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).to(torch.promote_types(logits.dtype, torch.float32))
             loss = F.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
@@ -185,14 +193,15 @@ class PulseForCausalLM(nn.Module):
         One prefill pass over input_ids (continuing `state` if given), then one `step` per
         token carrying every layer's state. Greedy by default; sampling when do_sample=True or
         when temperature / top_k / top_p is given (as in the seed; with do_sample=False they are
-        ignored with a warning). Sampling applies temperature, then top_k, then top_p, drawing from `generator` (or a fresh one
-        seeded with `seed`). Rows that emit eos_token_id are filled with pad_token_id
+        ignored with a warning). Sampling applies temperature, then top_k, then top_p, drawing from
+        `generator` (or a fresh one seeded with `seed`). Rows that emit eos_token_id are filled with pad_token_id
         (default: eos) afterwards; generation stops early when every row has. Only ids below
         `vocab_limit` are ever chosen (e.g. the tokenizer's size in a larger vocabulary). `streamer`
         is called with each new column of ids (b,) as soon as it exists.
         """
         steps = self.stream(
-            input_ids, max_new_tokens, max_length=max_length, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample,
+            input_ids, max_new_tokens, max_length=max_length, temperature=temperature, top_k=top_k, top_p=top_p,
+            do_sample=do_sample,
             eos_token_id=eos_token_id, pad_token_id=pad_token_id, vocab_limit=vocab_limit, seed=seed,
             generator=generator, state=state,
         )
@@ -223,7 +232,7 @@ def _check_lm(recipe: RecipeBase) -> RecipeBase:
     kind = getattr(recipe.model, "kind", None)
     if kind != "lm":
         raise PulseError(
-            f"PulseForCausalLM needs a language-model recipe ([model] kind = \"lm\"), but {recipe.source or 'this recipe'} "
-            f"has model kind `{kind}`; build it with pulse.build_model instead."
+            "PulseForCausalLM needs a language-model recipe ([model] kind = \"lm\"), "
+            f"but {recipe.source or 'this recipe'} has model kind `{kind}`; build it with pulse.build_model instead."
         )
     return recipe

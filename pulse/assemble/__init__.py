@@ -36,7 +36,9 @@ def make_spec(kind: str, role: str | None = None, **params: Any) -> Spec:
         raise PulseError(format_errors(err, cls, f"{kind} spec")) from None
 
 
-def build_mixer(kind: str, dim: int, *, device=None, dtype=None, rotary_base: float | None = None, **params: Any) -> nn.Module:
+def build_mixer(
+    kind: str, dim: int, *, device=None, dtype=None, rotary_base: float | None = None, **params: Any
+) -> nn.Module:
     """Build one registered mixer at width `dim`, validating `params` like a recipe would."""
     spec = make_spec(kind, "mixer", **params)
     try:

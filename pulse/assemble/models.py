@@ -47,7 +47,12 @@ def _lm(spec: LMSpec, ctx: BuildContext) -> LanguageModel:
 
 def _sequence(spec: SequencePulseSpec, ctx: BuildContext) -> SequenceModel:
     return SequenceModel(
-        spec.input_dim, spec.dim, spec.output_dim, output_mode=spec.output_mode, **stack_parts(spec, ctx), **ctx.factory()
+        spec.input_dim,
+        spec.dim,
+        spec.output_dim,
+        output_mode=spec.output_mode,
+        **stack_parts(spec, ctx),
+        **ctx.factory(),
     )
 
 

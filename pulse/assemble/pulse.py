@@ -1,4 +1,5 @@
-"""Registrations of the PULSE slot mixers: kind ↔ spec ↔ module (builders where a manager or allocator is composed in)."""
+"""Registrations of the PULSE slot mixers: kind ↔ spec ↔ module (builders where a manager or allocator is
+composed in)."""
 
 from __future__ import annotations
 

@@ -139,8 +139,8 @@ def load_warning() -> str | None:
     cpus = os.cpu_count() or 1
     if load > LOAD_WARNING * cpus:
         return (f"the machine is busy: load average {load:.1f} on {cpus} logical CPUs; other work competes with the "
-                "measurements, so absolute times are inflated and ratios are less trustworthy (rerun on a quiet machine, "
-                "or use --rounds ≥ 3 so ratios come from interleaved pairs)")
+                "measurements, so absolute times are inflated and ratios are less trustworthy "
+                "(rerun on a quiet machine, or use --rounds ≥ 3 so ratios come from interleaved pairs)")
     return None
 
 

@@ -75,7 +75,8 @@ def results_table(doc: dict[str, Any], compact: bool = False) -> Table:
              f"speed-up = {base} time / time, pair by pair")
     table = Table(title=title, title_justify="left", caption=machine_line(doc), caption_justify="left")
     columns = [("T", "right"), ("system", "left"), (f"ms/{per}", "right"), ("min–max", "right"),
-               ("tokens/s", "right"), ("memory", "right"), ("% matmul", "right"), ("speed-up", "right"), ("memory ×", "right")]
+               ("tokens/s", "right"), ("memory", "right"), ("% matmul", "right"), ("speed-up", "right"),
+               ("memory ×", "right")]
     if compact:
         columns = [c for c in columns if c[0] not in ("min–max", "tokens/s")]
     for col, just in columns:

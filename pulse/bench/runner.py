@@ -108,7 +108,9 @@ def mixer_system(text: str, dim: int) -> System:
 
     kind, params = parse_mixer(text)
     if not kind:
-        raise PulseError(f"--mixer `{text}`: name a registered kind, e.g. --mixer attention or --mixer pulse:gate=mingru.")
+        raise PulseError(
+            f"--mixer `{text}`: name a registered kind, e.g. --mixer attention or --mixer pulse:gate=mingru."
+        )
     build_mixer(kind, dim, device="meta", **params)
     spec = make_spec(kind, "mixer", **params).model_dump(mode="json")
     return System(text, {"type": "mixer", "kind": kind, "params": params, "dim": dim, "spec": spec})
@@ -184,7 +186,9 @@ def _limit(settings: Settings, clock: _Clock) -> tuple[float, bool]:
 
 
 def _measure_request(system: System, seq_len: int, settings: Settings) -> dict[str, Any]:
-    keys = ("batch", "mode", "repeats", "warmup", "generate_tokens", "dtype", "device", "threads", "max_memory_gb", "seed")
+    keys = (
+        "batch", "mode", "repeats", "warmup", "generate_tokens", "dtype", "device", "threads", "max_memory_gb", "seed"
+    )
     return {"task": "measure", "system": system.spec, "seq_len": seq_len, **{k: getattr(settings, k) for k in keys}}
 
 
@@ -243,7 +247,11 @@ def run_bench(
     history: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
     for i, (system, seq_len, round_) in enumerate(todo):
         if eta is not None:
-            eta(i, len(todo), plan.eta(history, [(s.name, n) for s, n, _ in todo[i:]], plan.median_wall(runs), settings.timeout))
+            eta(
+                i,
+                len(todo),
+                plan.eta(history, [(s.name, n) for s, n, _ in todo[i:]], plan.median_wall(runs), settings.timeout),
+            )
         run = _one(system, seq_len, round_, settings, clock, env, blocked, history[system.name])
         runs.append(run)
         history[system.name].append(run)
@@ -282,7 +290,9 @@ def _one(system: System, seq_len: int, round_: int, settings: Settings, clock: _
         return {**where, "status": "skipped", "reason": too_big}
     timeout, by_budget = _limit(settings, clock)
     if timeout <= 0:
-        return {**where, "status": "skipped", "reason": f"the --max-seconds budget ({settings.max_seconds:g} s) was spent"}
+        return {
+            **where, "status": "skipped", "reason": f"the --max-seconds budget ({settings.max_seconds:g} s) was spent"
+        }
     result = spawn(_measure_request(system, seq_len, settings), timeout, env)
     if by_budget and result["status"] == "skipped" and result["reason"].startswith("timeout"):
         result["reason"] = f"stopped at the --max-seconds budget ({settings.max_seconds:g} s)"

@@ -115,8 +115,15 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
                 "required": ["name", "system", "params", "results", "scaling", "local_exponents", "memory_scaling"],
                 "properties": {
                     "name": {"type": "string"},
-                    "path": {"type": "string", "description": "how its ops ran: eager, compiled, fla, mamba-ssm, or a fallback with its reason"},
-                    "system": {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["recipe", "mixer"]}}},
+                    "path": {
+                        "type": "string",
+                        "description": (
+                            "how its ops ran: eager, compiled, fla, mamba-ssm, or a fallback with its reason"
+                        ),
+                    },
+                    "system": {
+                        "type": "object", "required": ["type"], "properties": {"type": {"enum": ["recipe", "mixer"]}}
+                    },
                     "params": {"type": ["integer", "null"]},
                     "results": {"type": "array", "items": _RESULT},
                     "scaling": _FIT,

@@ -54,7 +54,9 @@ def summarize_system(system: Any, runs: list[dict[str, Any]], settings: Any, mac
         if unit == "token":
             entry["prefill_s"] = statistics.median(r["prefill_s"] for r in ok)
         results.append(entry)
-    ok = [r for r in results if r["status"] == "ok" and (settings.fit_from is None or r["seq_len"] >= settings.fit_from)]
+    ok = [
+        r for r in results if r["status"] == "ok" and (settings.fit_from is None or r["seq_len"] >= settings.fit_from)
+    ]
     lens = [r["seq_len"] for r in ok]
     time_fit = fit_scaling(lens, [r["time_s"]["median"] for r in ok])
     mem_fit = fit_scaling(lens, [r["memory_bytes"] for r in ok]) if all(r["memory_bytes"] > 0 for r in ok) else None

@@ -1,5 +1,7 @@
 """The `pulse` command. Commands are thin: load, call the library, print."""
 
+# The order the modules register their commands is the order `pulse --help` lists them: not sorted.
+# isort: off
 from pulse.cli import inspect  # noqa: F401  (registers build, summarize, list, validate, schema)
 from pulse.cli import catalog  # noqa: F401  (registers list, cp)
 from pulse.cli import bench  # noqa: F401
@@ -9,6 +11,7 @@ from pulse.cli import sweep  # noqa: F401
 from pulse.cli import export  # noqa: F401  (registers export, convert)
 from pulse.cli import viz  # noqa: F401
 from pulse.cli import data  # noqa: F401  (registers data prepare|inspect, tokenizer train)
+# isort: on
 import warnings
 
 from pulse.cli.app import app

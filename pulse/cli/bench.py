@@ -124,49 +124,90 @@ def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, se
 @app.command()
 @handle_errors
 def bench(
-    recipe: Annotated[Path | None, typer.Argument(help="The baseline recipe (.toml) or checkpoint; omit with --mixer.")] = None,
-    vs: Annotated[list[Path] | None, typer.Option("--vs", help="Another recipe to compare with the first (repeatable).")] = None,
+    recipe: Annotated[
+        Path | None, typer.Argument(help="The baseline recipe (.toml) or checkpoint; omit with --mixer.")
+    ] = None,
+    vs: Annotated[
+        list[Path] | None, typer.Option("--vs", help="Another recipe to compare with the first (repeatable).")
+    ] = None,
     mixer: Annotated[
         list[str] | None,
         typer.Option("--mixer", help="Bench single mixers instead of recipes: KIND or KIND:key=value,key=value "
                                      "(repeatable; the first is the baseline), e.g. --mixer pulse:gate=mingru."),
     ] = None,
     dim: Annotated[int, typer.Option(min=1, help="Model width for --mixer.")] = 256,
-    seq_lens: Annotated[str | None, typer.Option("--seq-lens", help="Comma-separated lengths, e.g. 512,1k,4k (k = 1024, m = 1024²).")] = None,
+    seq_lens: Annotated[
+        str | None, typer.Option("--seq-lens", help="Comma-separated lengths, e.g. 512,1k,4k (k = 1024, m = 1024²).")
+    ] = None,
     batch: Annotated[int | None, typer.Option(min=1, help="Batch size.")] = None,
-    mode: Annotated[str | None, typer.Option(help="forward, train (forward+backward+AdamW) or generate (per new token).")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="forward, train (forward+backward+AdamW) or generate (per new token).")
+    ] = None,
     repeats: Annotated[int | None, typer.Option(min=1, help="Timed repeats per process, after warm-up.")] = None,
     warmup: Annotated[int | None, typer.Option(min=0, help="Untimed runs before the repeats.")] = None,
-    rounds: Annotated[int | None, typer.Option(min=1, help="Fresh processes per (system, length), interleaved.")] = None,
-    generate_tokens: Annotated[int | None, typer.Option("--generate-tokens", min=1, help="New tokens timed per repeat (generate).")] = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Fresh processes per (system, length), interleaved.")
+    ] = None,
+    generate_tokens: Annotated[
+        int | None, typer.Option("--generate-tokens", min=1, help="New tokens timed per repeat (generate).")
+    ] = None,
     dtype: Annotated[str | None, typer.Option(help="float32, float64, bfloat16 or float16.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads in each measuring process (default: torch's).")] = None,
-    max_seconds: Annotated[float | None, typer.Option("--max-seconds", min=0, help="Wall-clock budget of the whole run.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch threads in each measuring process (default: torch's).")
+    ] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option("--max-seconds", min=0, help="Wall-clock budget of the whole run.")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(min=0, help="Seconds one measuring process may take.")] = None,
     max_memory: Annotated[
-        float | None, typer.Option("--max-memory", min=0, help="GiB one measurement may allocate; beyond it the length is skipped.")
+        float | None,
+        typer.Option("--max-memory", min=0, help="GiB one measurement may allocate; beyond it the length is skipped."),
     ] = None,
-    matmul_size: Annotated[int, typer.Option("--matmul-size", min=0, help="Side of the square matmul that sets the FLOP/s ceiling (0: skip it).")] = 2048,
-    fit_from: Annotated[int | None, typer.Option("--fit-from", min=1, help="Fit the scaling exponent on lengths ≥ this.")] = None,
-    compile_: Annotated[str, typer.Option("--compile", help="Compiled step functions (pulse.ops.backend): auto (PULSE_COMPILE; "
-                                          "CUDA only by default), on, off, or both: every system eager and compiled, side by side.")] = "auto",
-    guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Skip lengths projected past --timeout or the memory cap "
-                                        "(--max-memory, else half the RAM) before trying them.")] = True,
+    matmul_size: Annotated[
+        int,
+        typer.Option(
+            "--matmul-size", min=0, help="Side of the square matmul that sets the FLOP/s ceiling (0: skip it)."
+        ),
+    ] = 2048,
+    fit_from: Annotated[
+        int | None, typer.Option("--fit-from", min=1, help="Fit the scaling exponent on lengths ≥ this.")
+    ] = None,
+    compile_: Annotated[
+        str,
+        typer.Option(
+            "--compile",
+            help="Compiled step functions (pulse.ops.backend): auto (PULSE_COMPILE; "
+            "CUDA only by default), on, off, or both: every system eager and compiled, side by side.",
+        ),
+    ] = "auto",
+    guard: Annotated[
+        bool,
+        typer.Option(
+            "--guard/--no-guard",
+            help="Skip lengths projected past --timeout or the memory cap "
+            "(--max-memory, else half the RAM) before trying them.",
+        ),
+    ] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full results as JSON here.")] = None,
-    text_out: Annotated[Path | None, typer.Option("--text", help="Write the report as plain text, wide enough to be whole.")] = None,
-    plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a log–log PNG of time and memory vs length here.")] = None,
+    text_out: Annotated[
+        Path | None, typer.Option("--text", help="Write the report as plain text, wide enough to be whole.")
+    ] = None,
+    plot_out: Annotated[
+        Path | None, typer.Option("--plot", help="Write a log–log PNG of time and memory vs length here.")
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Tokens/s, ms per batch or per new token, peak memory and scaling exponent, each length in a fresh process."""
-    from pulse.bench import Settings, mixer_system, recipe_system, run_bench, with_compile
-    from pulse.bench import report
+    from pulse.bench import Settings, mixer_system, recipe_system, report, run_bench, with_compile
     from pulse.paths import check_output_files
     from pulse.specs.bench import BenchSpec
 
     check_output_files(json_out=json_out, plot_out=plot_out)
     if (recipe is None) == (not mixer):
-        raise PulseError("give a RECIPE (and optionally --vs OTHER …) or one or more --mixer KIND, not both and not neither.")
+        raise PulseError(
+            "give a RECIPE (and optionally --vs OTHER …) or one or more --mixer KIND, not both and not neither."
+        )
     if mixer:
         if vs or set_:
             raise PulseError("--vs and --set apply to recipes; with --mixer, write variants as KIND:key=value.")
@@ -213,5 +254,6 @@ def bench(
     failed = [r for r in doc["runs"] if r["status"] == "failed"]
     if failed:
         err_console.print(f"[red]{len(failed)} measurement(s) failed[/] (a bug, not a resource limit); "
-                          f"first: {failed[0]['system']} at T={failed[0]['seq_len']}: {failed[0]['reason']}", highlight=False)
+                          f"first: {failed[0]['system']} at T={failed[0]['seq_len']}: {failed[0]['reason']}",
+                          highlight=False)
         raise typer.Exit(1)

@@ -80,7 +80,9 @@ def _show(info: dict[str, Any]) -> None:
     rows = [("files", info["files"]), ("documents", info["documents"])]
     for split in ("train", "val"):
         if f"{split}_tokens" in info:
-            rows.append((f"{split}: documents / tokens", f"{info[f'{split}_documents']:,} / {info[f'{split}_tokens']:,}"))
+            rows.append(
+                (f"{split}: documents / tokens", f"{info[f'{split}_documents']:,} / {info[f'{split}_tokens']:,}")
+            )
     for key, label in (("text_bytes", "text bytes"), ("source_bytes", "bytes on disk"),
                        ("bytes_per_token", "bytes per token"), ("skipped_invalid_utf8", "skipped (not UTF-8)"),
                        ("split", "split by"), ("vocab_size", "tokenizer ids"), ("cache", "cache"),
@@ -134,13 +136,23 @@ def inspect_(recipe: RecipeArg, set_: SetOption = None,
 def train_tokenizer(
     vocab_size: Annotated[int, typer.Option("--vocab-size", min=259, help="Ids in the tokenizer, specials included.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="A tokenizer .json file, or a folder for tokenizer.json.")],
-    paths: Annotated[list[str] | None, typer.Argument(help="Files, folders, globs or saved datasets to learn from.")] = None,
-    recipe: Annotated[Path | None, typer.Option("--recipe", help="Learn from this text recipe's training split (its "
-                                                "held-out documents stay unseen).", autocompletion=complete_recipe)] = None,
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Files, folders, globs or saved datasets to learn from.")
+    ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe",
+            help="Learn from this text recipe's training split (its held-out documents stay unseen).",
+            autocompletion=complete_recipe,
+        ),
+    ] = None,
     set_: SetOption = None,
     fmt: Annotated[str, typer.Option("--format", help="auto | text | jsonl | parquet | dataset")] = "auto",
     text_field: Annotated[str, typer.Option("--text-field", help="JSON field or column holding the text.")] = "text",
-    min_frequency: Annotated[int, typer.Option("--min-frequency", min=1, help="Merges seen fewer times are dropped.")] = 2,
+    min_frequency: Annotated[
+        int, typer.Option("--min-frequency", min=1, help="Merges seen fewer times are dropped.")
+    ] = 2,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Learn a byte-level BPE (specials <|bos|>, <|endoftext|>, <|pad|>) and write its tokenizer.json."""

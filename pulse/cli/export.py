@@ -66,7 +66,9 @@ SeedOpt = Annotated[int, typer.Option(help="Seed for fresh weights from a recipe
 @app.command()
 @handle_errors
 def export(
-    source: Annotated[Path, typer.Argument(help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml).")],
+    source: Annotated[
+        Path, typer.Argument(help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file, or the directory for --format hf.")],
     fmt: FormatOpt = "onnx",
     batch: BatchOpt = 1,

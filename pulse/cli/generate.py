@@ -21,7 +21,10 @@ PROGRESS_EVERY = 5.0  # seconds between progress lines when the text is printed 
 @handle_errors
 def generate(
     source: Annotated[
-        Path, typer.Argument(help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml) for fresh weights.")
+        Path,
+        typer.Argument(
+            help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml) for fresh weights."
+        ),
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, max=MAX_NEW_TOKENS,
@@ -29,7 +32,9 @@ def generate(
                                                      "belongs in a script calling generate()).")] = 64,
     sample: Annotated[
         bool,
-        typer.Option("--sample", help="Sample instead of greedy decoding (implied by --temperature, --top-k, --top-p)."),
+        typer.Option(
+            "--sample", help="Sample instead of greedy decoding (implied by --temperature, --top-k, --top-p)."
+        ),
     ] = False,
     temperature: Annotated[
         float | None, typer.Option(help="Sampling temperature (> 0; implies --sample; default 1 when sampling).")

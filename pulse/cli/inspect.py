@@ -21,8 +21,8 @@ from pulse.cli.common import (
     fmt_bytes,
     fmt_count,
     handle_errors,
-    open_cli_source,
     make_table,
+    open_cli_source,
 )
 from pulse.errors import PulseError
 
@@ -78,8 +78,8 @@ def _cost_table(summary, title: str) -> Table:
         table.add_row(b.name, b.type, params, fmt_bytes(b.state_bytes) if b.state_bytes else "—",
                       fmt_count(b.flops_per_token) if b.flops_per_token else "—")
     table.add_section()
-    table.add_row("[bold]total[/]", "", f"[bold]{summary.total_params:,}[/]", f"[bold]{fmt_bytes(summary.state_bytes)}[/]",
-                  f"[bold]{fmt_count(summary.flops_per_token)}[/]")
+    table.add_row("[bold]total[/]", "", f"[bold]{summary.total_params:,}[/]",
+                  f"[bold]{fmt_bytes(summary.state_bytes)}[/]", f"[bold]{fmt_count(summary.flops_per_token)}[/]")
     return table
 
 
@@ -91,17 +91,18 @@ def build(
     out: Annotated[Path | None, typer.Option("--out", help="Write initialized weights + resolved recipe here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the initial weights written with --out.")] = 0,
     depth: Annotated[int, typer.Option(help="Levels of the module tree to print.")] = 2,
-    force: Annotated[bool, typer.Option("--force", help="If --out holds a run, move it aside to OUT.replaced-<time>.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="If --out holds a run, move it aside to OUT.replaced-<time>.")
+    ] = False,
     allow_unverified: UnverifiedOption = False,
 ) -> None:
     """Validate a recipe, assemble the model, print its architecture and parameter counts."""
     import torch
 
-    from pulse.train.rundir import claim_output_dir, restore_output_dir
-
     from pulse.assemble import build_model
     from pulse.checkpoint import save_checkpoint
     from pulse.summarize import block_costs
+    from pulse.train.rundir import claim_output_dir, restore_output_dir
 
     source = open_cli_source(recipe, set_, allow_unverified=allow_unverified)
     spec = source.recipe
@@ -130,8 +131,10 @@ def build(
             from pulse.paths import DiskFull, full_disk
 
             if isinstance(err, DiskFull) or full_disk(err):
-                raise PulseError(f"no space left on the device to write {out}; nothing was written there and "
-                                 f"{restore_output_dir(out, aside)}. Free some space and run the command again.") from None
+                raise PulseError(
+                    f"no space left on the device to write {out}; nothing was written there and "
+                    f"{restore_output_dir(out, aside)}. Free some space and run the command again."
+                ) from None
             restore_output_dir(out, aside)
             raise
         console.print(f"wrote initialized weights (seed {seed}) to [bold]{path}[/] and the resolved recipe beside it")

@@ -45,7 +45,8 @@ def train(
         bool, typer.Option("--quiet", "-q", help="No progress bar or lines; eval lines and the summary only.")
     ] = False,
     allow_unverified: Annotated[
-        bool, typer.Option("--allow-unverified", help="Start --init from weights that lack their checksum or recipe hash."),
+        bool,
+        typer.Option("--allow-unverified", help="Start --init from weights that lack their checksum or recipe hash."),
     ] = False,
 ) -> None:
     """Train a recipe on its task table: progress bar, metrics.jsonl, plots, checkpoints, exact resume.
@@ -103,10 +104,18 @@ def eval_(
         str | None, typer.Option("--harness", help="lm-evaluation-harness tasks, comma-separated (pulse_arith_mc, "
                                                    "pulse_continuation ship with PULSE); needs pulse[eval]."),
     ] = None,
-    include_path: Annotated[Path | None, typer.Option("--include-path", help="--harness: a folder of task YAMLs.")] = None,
-    limit: Annotated[float | None, typer.Option("--limit", min=0, help="--harness: documents per task (or a share, < 1).")] = None,
-    num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", min=0, help="--harness: examples in each prompt.")] = None,
-    online: Annotated[bool, typer.Option("--online", help="--harness: let tasks download their data from the Hub.")] = False,
+    include_path: Annotated[
+        Path | None, typer.Option("--include-path", help="--harness: a folder of task YAMLs.")
+    ] = None,
+    limit: Annotated[
+        float | None, typer.Option("--limit", min=0, help="--harness: documents per task (or a share, < 1).")
+    ] = None,
+    num_fewshot: Annotated[
+        int | None, typer.Option("--num-fewshot", min=0, help="--harness: examples in each prompt.")
+    ] = None,
+    online: Annotated[
+        bool, typer.Option("--online", help="--harness: let tasks download their data from the Hub.")
+    ] = False,
     context_curve: Annotated[
         str | None, typer.Option("--context-curve", help="Loss and bits per byte by position in windows of these "
                                                          "lengths (e.g. 256,1k,4k,16k): context past training."),
@@ -116,7 +125,9 @@ def eval_(
         str | None, typer.Option("--passkey", help="Passkey retrieval accuracy at these lengths (e.g. 1k,4k) × "
                                                    "--depths: a heatmap."),
     ] = None,
-    depths: Annotated[str, typer.Option("--depths", help="--passkey: depths of the key, 0 (start) … 1 (end).")] = "0,0.25,0.5,0.75,1",
+    depths: Annotated[
+        str, typer.Option("--depths", help="--passkey: depths of the key, 0 (start) … 1 (end).")
+    ] = "0,0.25,0.5,0.75,1",
     trials: Annotated[int, typer.Option("--trials", min=1, help="--passkey: keys per cell.")] = 5,
     max_seconds: Annotated[float, typer.Option("--max-seconds", min=0, help="--context-curve, --passkey: skip a length "
                                                                             "projected to take longer.")] = 600,
@@ -135,7 +146,8 @@ def eval_(
     result = evaluate_checkpoint(checkpoint, task=_task_table(task) if task else None, overrides=set_ or [],
                                  batch_size=batch_size, allow_unverified=allow_unverified)
     if as_json:
-        console.print_json(json.dumps({"checkpoint": str(result.location), "task": result.recipe.task.model_dump(mode="json"),
+        console.print_json(json.dumps({"checkpoint": str(result.location),
+                                       "task": result.recipe.task.model_dump(mode="json"),
                                        "metric": result.task.metric, "metrics": result.metrics}))
         return
     console.print(f"[dim]{result.location}[/]", highlight=False, soft_wrap=True)

@@ -18,7 +18,10 @@ What = Literal["all", "states", "attention"]
 @handle_errors
 def viz(
     source: Annotated[
-        Path, typer.Argument(help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml): fresh weights.")
+        Path,
+        typer.Argument(
+            help="A run or checkpoint directory (or .safetensors file), or a recipe (.toml): fresh weights."
+        ),
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to run through the model.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the PNGs and the attention report.")],

@@ -292,8 +292,10 @@ def _checked_utf8(doc: bytes | str, file: CorpusFile, spec: Any, tokenizer: Any)
         text = doc.decode("utf-8")
     except UnicodeDecodeError as err:
         if spec.invalid_utf8 == "refuse":
-            raise PulseError(f"{file.path}: not UTF-8 (byte {err.start}: {err.reason}); convert it, or set "
-                             "task.invalid_utf8 = \"skip\" (the default) to skip such documents and count them.") from None
+            raise PulseError(
+                f"{file.path}: not UTF-8 (byte {err.start}: {err.reason}); convert it, or set "
+                "task.invalid_utf8 = \"skip\" (the default) to skip such documents and count them."
+            ) from None
         return None, 0
     return (doc if tokenizer.name == "bytes" else text), len(doc)
 

@@ -23,7 +23,10 @@ from pulse.errors import PulseError
 
 CONFIG_FILE = "configuration_pulse.py"
 MODELING_FILE = "modeling_pulse.py"
-AUTO_MAP = {"AutoConfig": "configuration_pulse.PulseHFConfig", "AutoModelForCausalLM": "modeling_pulse.PulseHFForCausalLM"}
+AUTO_MAP = {
+    "AutoConfig": "configuration_pulse.PulseHFConfig",
+    "AutoModelForCausalLM": "modeling_pulse.PulseHFForCausalLM",
+}
 STUBS = {
     CONFIG_FILE: '"""PULSE\'s Transformers config (pip install pulse[hf]); the code lives in pulse.hf."""\n\n'
                  "from pulse.hf.modeling import PulseHFConfig  # noqa: F401\n",

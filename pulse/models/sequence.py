@@ -54,7 +54,9 @@ class SimplePulse(nn.Module):
         num_slots = seed_alias("num_slots", num_slots, "num_states", num_states, default=8)
         gate = seed_alias("gate", gate, "gate_type", gate_type, default="gru")
         if output_dim is None:
-            raise PulseError("SimplePulse needs output_dim (classes per input), e.g. SimplePulse(16, 64, 8, output_dim=3).")
+            raise PulseError(
+                "SimplePulse needs output_dim (classes per input), e.g. SimplePulse(16, 64, 8, output_dim=3)."
+            )
         if num_iterations < 1:
             raise PulseError(f"num_iterations must be ≥ 1, got {num_iterations}.")
         factory = {"device": device, "dtype": dtype}
@@ -177,14 +179,18 @@ class SequenceModel(ResidualStack):
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         if mask.shape != x.shape[:2] or mask.dtype != torch.bool:
-            raise PulseError(f"mask must be a bool tensor of shape {tuple(x.shape[:2])}, got {tuple(mask.shape)} {mask.dtype}.")
+            raise PulseError(
+                f"mask must be a bool tensor of shape {tuple(x.shape[:2])}, got {tuple(mask.shape)} {mask.dtype}."
+            )
         if x.device.type == "meta":
             return mask
         if (mask[:, 1:] & ~mask[:, :-1]).any():
             raise PulseError("mask must be right padding: in each row the real steps come first, then only padding.")
         if state["closed"].any():
             rows = state["closed"].nonzero().flatten().tolist()
-            raise PulseError(f"rows {rows[:8]} ended with padding in an earlier call; a padded sequence cannot be continued.")
+            raise PulseError(
+                f"rows {rows[:8]} ended with padding in an earlier call; a padded sequence cannot be continued."
+            )
         return mask
 
     def forward(

@@ -58,7 +58,9 @@ class ResidualStack(nn.Module):
         self._modules = {name: self._modules[name] for name in names}
 
     def stack_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
-        return {"pos": 0, "layers": [layer.mixer.init_state(batch, device=device, dtype=dtype) for layer in self.layers]}
+        return {
+            "pos": 0, "layers": [layer.mixer.init_state(batch, device=device, dtype=dtype) for layer in self.layers]
+        }
 
     def run(self, x: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """Normalised features (b, t, d) for inputs x (b, t, d), and the state after them."""

@@ -119,7 +119,9 @@ def _with_normaliser(q, k, v, log_decay, state, z, normalize, core) -> LinearAtt
     return LinearAttentionOutput(out, s, None, None)
 
 
-def _chunk_core(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, s0: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
+def _chunk_core(
+    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, s0: Tensor, chunk_size: int
+) -> tuple[Tensor, Tensor]:
     """Outputs (b, h, t, v) and the final state (b, h, k, v) of the un-normalised recurrence."""
     b, h, t, dk = q.shape
     dv = v.shape[-1]

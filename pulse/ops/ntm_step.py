@@ -140,7 +140,9 @@ def token_backward(saved: tuple[Any, ...], written: Tensor, w_read_in: Tensor, w
     else:
         d_factors = torch.stack([d_keep * torch.cat((factors[:, :i], factors[:, i + 1 :]), dim=1).prod(dim=1)
                                  for i in range(w)], dim=1)  # (b, w, N, M): each factor times the others
-    d_w_write = torch.baddbmm(d_weights[:, :w] - (d_factors * erase.unsqueeze(-2)).sum(-1), add, d_written.transpose(1, 2))
+    d_w_write = torch.baddbmm(
+        d_weights[:, :w] - (d_factors * erase.unsqueeze(-2)).sum(-1), add, d_written.transpose(1, 2)
+    )
     d_erase = -(d_factors * w_write.unsqueeze(-1)).sum(-2)
     d_add = torch.bmm(w_write, d_written) * (1 - add.square())
     dm, dk_w, db_w, dg_w, ds_w, dgam_w, dprev_w = address_backward(memory, saved_write, d_w_write)

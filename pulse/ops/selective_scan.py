@@ -33,7 +33,9 @@ from pulse.ops import mamba as _mamba
 def selective_scan_reference(
     x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Reference. x, dt (Δ > 0): (b, t, d); A (< 0): (d, n); B, C: (b, t, n); h0: (b, d, n). Returns y (b, t, d), h_t."""
+    """Reference. x, dt (Δ > 0): (b, t, d); A (< 0): (d, n); B, C: (b, t, n); h0: (b, d, n).
+
+    Returns y (b, t, d), h_t."""
     b, t, d = x.shape
     h = x.new_zeros(b, d, A.shape[1]) if h0 is None else h0
     ys = []

@@ -99,7 +99,10 @@ def check_value(name: str, annotation: Any, value: Any, where: str) -> None:
             raise Problem(where, f"must be true or false, not {_show(value)}")
     elif tp is int:
         if isinstance(value, (bool, str)):
-            raise Problem(where, f"must be a whole number, not {_show(value)}" + (" (a boolean)" if isinstance(value, bool) else ""))
+            raise Problem(
+                where,
+                f"must be a whole number, not {_show(value)}" + (" (a boolean)" if isinstance(value, bool) else ""),
+            )
         if isinstance(value, (int, float)) and name not in UNBOUNDED:
             limit = SIZE_LIMITS.get(name, MAX_INT)
             if value > limit:

@@ -27,7 +27,9 @@ class BenchSpec(Spec):
         1, ge=1, description="fresh processes per (system, length); systems are interleaved round by round"
     )
     generate_tokens: int = Field(8, ge=1, description="new tokens timed per repeat in generate mode")
-    dtype: Literal["float32", "float64", "bfloat16", "float16"] = Field("float32", description="parameter and activation dtype")
+    dtype: Literal["float32", "float64", "bfloat16", "float16"] = Field(
+        "float32", description="parameter and activation dtype"
+    )
     max_seconds: float | None = Field(
         None, gt=0, description="wall-clock budget of the whole run; measurements past it are skipped"
     )

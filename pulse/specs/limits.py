@@ -80,8 +80,10 @@ def check_override_size(text: str, parts: list[str]) -> None:
 def check_card_reference(name: str) -> None:
     """`from` names a zoo card; it is never a file path (no separators, no `..`, not absolute)."""
     if len(name) > MAX_CARD_NAME or not name or any(c in name for c in "/\\:") or name.startswith(("~", ".")):
-        raise PulseError(f"model.from = {_short(name)}: `from` takes the name of a zoo card (see `pulse list --cards`), "
-                         "not a path; card names are short and have no `/`, `\\`, `..` or leading dot.")
+        raise PulseError(
+            f"model.from = {_short(name)}: `from` takes the name of a zoo card (see `pulse list --cards`), "
+            "not a path; card names are short and have no `/`, `\\`, `..` or leading dot."
+        )
 
 
 RISKY_PATHS = ("model.from", "task.path", "task.pattern", "task.tokenizer", "task.cache_dir", "bench.vs")
@@ -108,8 +110,9 @@ def check_stored_paths(data: dict[str, Any], overrides: Iterable[str] = (), *, s
         bad = [v for v in values if dotted == "model.from" or not isinstance(v, str) or _escapes(v)]
         if bad:
             raise PulseError(
-                f"{source}: its stored recipe sets {dotted} = {_short(bad[0])}; a path stored in a file is not followed "
-                f"(it could point anywhere). Give it yourself on the command line, e.g. --set {dotted}=..."
+                f"{source}: its stored recipe sets {dotted} = {_short(bad[0])}; "
+                "a path stored in a file is not followed (it could point anywhere). "
+                f"Give it yourself on the command line, e.g. --set {dotted}=..."
             )
 
 

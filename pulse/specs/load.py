@@ -109,7 +109,9 @@ def read_table(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise PulseError(f"{path}: no such file; check the path (recipes live in recipes/, cards in zoo/).")
     if path.is_dir():
-        raise PulseError(f"{path} is a directory; give a recipe file (.toml) or a checkpoint directory where a command accepts one.")
+        raise PulseError(
+            f"{path} is a directory; give a recipe file (.toml) or a checkpoint directory where a command accepts one."
+        )
     try:
         if path.stat().st_size > 4 * MAX_FILE_CHARS:
             raise PulseError(f"{path}: {path.stat().st_size:,} bytes, more than any recipe needs "
@@ -154,7 +156,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     except RecursionError:
-        raise PulseError(f"--set `{_short(text)}`: the value is nested too deeply (limit {MAX_NESTING} levels).") from None
+        raise PulseError(
+            f"--set `{_short(text)}`: the value is nested too deeply (limit {MAX_NESTING} levels)."
+        ) from None
     check_limits({parts[-1]: value}, source=f"--set {_clip(key)}")
     return parts, value
 

@@ -21,7 +21,8 @@ class LinearAttentionSpec(Spec):
     feature_map: Literal["elu1", "relu", "identity"] = Field("elu1", description="φ applied to queries and keys")
     normalize: bool = Field(True, description="divide by φ(q)·Σφ(k) (needs a non-negative feature map)")
     decay: Literal["none", "fixed", "input"] = Field(
-        "none", description="per-head forgetting: none, RetNet's fixed γ_h = 1 − 2^(−5−h), or input-dependent (GLA-style)"
+        "none",
+        description="per-head forgetting: none, RetNet's fixed γ_h = 1 − 2^(−5−h), or input-dependent (GLA-style)",
     )
     chunk_size: int = Field(64, ge=1, description="tokens per chunk of the chunkwise-parallel form (speed only)")
 

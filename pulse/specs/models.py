@@ -47,7 +47,9 @@ class StackFields(Spec):
     def _check_stack(self) -> "StackFields":
         if not self.layout:
             raise ValueError("layout is empty; name at least one mixer from `mixers`, e.g. layout = [\"attn\"]")
-        for where, name in [*(("layout", n) for n in self.layout), *((f"layers.{i}", n) for i, n in self.layers.items())]:
+        for where, name in [
+            *(("layout", n) for n in self.layout), *((f"layers.{i}", n) for i, n in self.layers.items())
+        ]:
             if name not in self.mixers:
                 known = ", ".join(sorted(self.mixers)) or "none defined"
                 raise Problem(
@@ -62,7 +64,10 @@ class StackFields(Spec):
             )
         for i in self.layers:
             if not 0 <= i < self.depth:
-                raise Problem(f"layers.{i}", f"layer {i} is outside 0..{self.depth - 1}; per-layer overrides must name an existing layer")
+                raise Problem(
+                    f"layers.{i}",
+                    f"layer {i} is outside 0..{self.depth - 1}; per-layer overrides must name an existing layer",
+                )
         used = set(self.mixer_names())
         for name in sorted(set(self.mixers) - used):
             hint = did_you_mean(name, used)
@@ -101,7 +106,7 @@ class LMSpec(StackFields):
 
 
 class SequencePulseSpec(StackFields):
-    """Sequence encoder over continuous inputs (b, t, input_dim): the LM's residual layers, an input projection, a head."""
+    """Sequence encoder over continuous inputs (b, t, input_dim): the LM's residual layers, an input projection, a head."""  # noqa: E501  (the schema's description)
 
     kind: Literal["sequence_pulse"] = "sequence_pulse"
     input_dim: int = Field(..., ge=1, description="features per time step")
@@ -116,7 +121,7 @@ class SequencePulseSpec(StackFields):
 
 
 class SimplePulseSpec(Spec):
-    """Vector classifier: the input is routed into slots, a gated propagator updates them a few times, a head reads them."""
+    """Vector classifier: the input is routed into slots, a gated propagator updates them a few times, a head reads them."""  # noqa: E501  (the schema's description)
 
     kind: Literal["simple_pulse"] = "simple_pulse"
     input_dim: int = Field(..., ge=1, description="features per input vector")

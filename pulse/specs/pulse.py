@@ -76,7 +76,10 @@ class PulseSpec(SlotMixerFields):
                 "communication = false and local = \"conv\" (e.g. --set model.mixers.NAME.local=conv)"
             )
         if self.conv_size < 2:
-            raise ValueError(f"gate \"delta\" needs conv_size ≥ 2 (got {self.conv_size}): its short conv hands each token its neighbours")
+            raise ValueError(
+                f"gate \"delta\" needs conv_size ≥ 2 (got {self.conv_size}): "
+                "its short conv hands each token its neighbours"
+            )
         return self
 
     def delta_args(self) -> dict:
@@ -123,7 +126,9 @@ class HierarchicalSpec(SlotMixerFields):
     """Hierarchical states: token-, chunk- and global-level slots updated every 1, r and r² chunks."""
 
     kind: Literal["hierarchical"] = "hierarchical"
-    chunk_size: int = Field(64, ge=1, description="tokens per chunk: the token level is written once per chunk (64, as pulse)")
+    chunk_size: int = Field(
+        64, ge=1, description="tokens per chunk: the token level is written once per chunk (64, as pulse)"
+    )
     token_slots: int = Field(8, ge=1, description="slots of the token level")
     chunk_slots: int = Field(4, ge=1, description="slots of the chunk level")
     global_slots: int = Field(4, ge=1, description="slots of the global level")

@@ -23,7 +23,9 @@ class TrainSpec(Spec):
     schedule: Literal["cosine", "linear", "constant"] = Field(
         "cosine", description="learning-rate decay after warm-up"
     )
-    warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up to lr (a run shorter than this never reaches the peak)")
+    warmup_steps: int = Field(
+        0, ge=0, description="steps of linear warm-up to lr (a run shorter than this never reaches the peak)"
+    )
     weight_decay: float = Field(0.1, ge=0, le=10, description="decoupled (AdamW) weight decay on matrices (each step "
                                                                "shrinks them by lr × weight_decay; at most 10)")
     no_decay: list[Literal["norms", "biases", "embeddings"]] = Field(
@@ -47,7 +49,9 @@ class TrainSpec(Spec):
     eval_every: int = Field(200, ge=0, description="evaluate on the held-out set every N steps (0 = only at the end)")
     eval_batch_size: int | None = Field(None, ge=1, description="batch size for evaluation (default batch_size)")
     log_every: int = Field(10, ge=1, description="write a metrics.jsonl line every N steps")
-    checkpoint_every: int = Field(500, ge=0, description="save a resumable checkpoint every N steps (0 = only at the end)")
+    checkpoint_every: int = Field(
+        500, ge=0, description="save a resumable checkpoint every N steps (0 = only at the end)"
+    )
     keep_last: int = Field(2, ge=1, description="how many step checkpoints to keep")
     init_from: str | None = Field(
         None,

@@ -23,7 +23,9 @@ class MqarSpec(Spec):
     num_train: int = Field(20_000, ge=1, description="training examples (a fixed set, reshuffled every epoch)")
     num_test: int = Field(1_000, ge=1, description="held-out examples for accuracy")
     power_a: float = Field(0.01, gt=0, description="power-law exponent α of the key→query distance distribution")
-    random_non_queries: bool = Field(True, description="fill non-query positions after the pairs with random tokens instead of 0")
+    random_non_queries: bool = Field(
+        True, description="fill non-query positions after the pairs with random tokens instead of 0"
+    )
     seed: int = Field(0, description="seed of the generated data (the test set uses a separate stream)")
 
     @model_validator(mode="after")
@@ -38,7 +40,9 @@ class MqarSpec(Spec):
                 "raise seq_len or lower num_kv_pairs"
             )
         if self.num_kv_pairs > self.vocab_size // 2 - 1:
-            raise ValueError(f"num_kv_pairs ({self.num_kv_pairs}) exceeds the {self.vocab_size // 2 - 1} available keys")
+            raise ValueError(
+                f"num_kv_pairs ({self.num_kv_pairs}) exceeds the {self.vocab_size // 2 - 1} available keys"
+            )
         return self
 
 
@@ -96,7 +100,9 @@ class ListOpsSpec(Spec):
     kind: Literal["listops"] = "listops"
     min_len: int = Field(50, ge=3, description="fewest tokens per expression")
     max_len: int = Field(200, ge=3, description="most tokens per expression")
-    max_depth: int = Field(10, ge=2, description="deepest level of the tree (the root operator is level 1, digits sit at most here)")
+    max_depth: int = Field(
+        10, ge=2, description="deepest level of the tree (the root operator is level 1, digits sit at most here)"
+    )
     max_args: int = Field(10, ge=2, description="most arguments per operator")
     num_train: int = Field(20_000, ge=1, description="training expressions (each generated from its index)")
     num_test: int = Field(1_000, ge=1, description="held-out expressions")

@@ -131,7 +131,9 @@ def passkey_grid(model: nn.Module, task: Passkey, lengths: list[int], depths: li
                             for k in range(trials)]
                     exact = 0.0
                     for i in range(0, trials, batch_size):
-                        batch = {k: v.to(next(model.parameters()).device) for k, v in _batch(rows[i:i + batch_size]).items()}
+                        batch = {
+                            k: v.to(next(model.parameters()).device) for k, v in _batch(rows[i:i + batch_size]).items()
+                        }
                         exact += float(answer_sums(model, batch)["exact"])
                     cells.append({"length": length, "depth": depth, "accuracy": exact / trials, "trials": trials})
     finally:

@@ -79,7 +79,9 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
     source.check_paths("task", unused=("task.tokenizer",) if stored is not None else ())
     recipe = source.recipe
     if recipe.task is None:
-        raise PulseError(f"{path}: the stored recipe has no [task]; pass --task KIND (or a TOML file with a [task] table).")
+        raise PulseError(
+            f"{path}: the stored recipe has no [task]; pass --task KIND (or a TOML file with a [task] table)."
+        )
     trained_task = (source.stored.get("task") or {}).get("kind")
     dev = ddp.pick_device(device)
     model = source.build(device=dev)

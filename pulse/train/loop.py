@@ -123,7 +123,9 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool
     from pulse.paths import full_disk
 
     if recipe.task is None:
-        raise PulseError("the recipe has no [task] table; add one, e.g. [task] kind = \"mqar\" (see `pulse list --role task`).")
+        raise PulseError(
+            "the recipe has no [task] table; add one, e.g. [task] kind = \"mqar\" (see `pulse list --role task`)."
+        )
     d = ddp.setup(recipe.train.device)
     run = RunDir(out_dir, writer=d.main)
     try:
@@ -177,8 +179,9 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
     names = param_names(module)
     started = None
     if spec.init_from is not None:  # fine-tuning: a fresh run starts from those weights, a resumed one keeps its own
-        started = read_record(run.root) if resumed else init_weights(model, head, spec.init_from, say=say, tokenizer=tokenizer,
-                                                                          allow_unverified=allow_unverified)
+        started = read_record(run.root) if resumed else init_weights(
+            model, head, spec.init_from, say=say, tokenizer=tokenizer, allow_unverified=allow_unverified
+        )
         if d.main and not resumed:
             run.root.mkdir(parents=True, exist_ok=True)
             write_record(run.root, started)

@@ -143,7 +143,9 @@ class RichReporter:
                       + (f", resumed from {result.resumed_from}" if result.resumed_from is not None else ""))
         table.add_row("wall time", f"{result.elapsed:.1f} s")
         overall = result.tokens / max(result.elapsed, 1e-9)
-        table.add_row("tokens", f"{_fmt_count(result.tokens)} ({_fmt_count(overall)}/s overall, eval and saving included)")
+        table.add_row(
+            "tokens", f"{_fmt_count(result.tokens)} ({_fmt_count(overall)}/s overall, eval and saving included)"
+        )
         table.add_row("parameters", f"{result.params:,}")
         if result.train:
             table.add_row("train", " · ".join(f"{k} {_fmt(v)}" for k, v in result.train.items()

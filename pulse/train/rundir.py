@@ -147,7 +147,9 @@ class RunDir:
                 raise PulseError(f"{self.root} holds {', '.join(present)} from a run whose recipe cannot be verified; "
                                  f"nothing was changed. To use this directory, {WAYS_ON}.")
             if resume:
-                raise PulseError(f"--resume: {self.root} has no checkpoint to continue from; drop --resume to start afresh.")
+                raise PulseError(
+                    f"--resume: {self.root} has no checkpoint to continue from; drop --resume to start afresh."
+                )
             return None
         changes = _differences(stored, current)
         tables = {path.split(".")[0] for path, _, _ in changes}
@@ -158,7 +160,9 @@ class RunDir:
             raise PulseError(f"{self.root} holds a run of a different recipe (differs at {listed}); {hint}{WAYS_ON}.")
         if point is None:
             if resume:
-                raise PulseError(f"--resume: {self.root} has no checkpoint to continue from; drop --resume to start afresh.")
+                raise PulseError(
+                    f"--resume: {self.root} has no checkpoint to continue from; drop --resume to start afresh."
+                )
             if WEIGHTS in present:
                 raise PulseError(f"{self.root} holds trained or built weights but no checkpoint to continue from; "
                                  f"nothing was changed. {WAYS_ON[0].upper()}{WAYS_ON[1:]}.")

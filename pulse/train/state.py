@@ -220,7 +220,9 @@ class ResumePoint:
         fit_tensors(model, self.model_tensors, self.path / WEIGHTS)
         if head is not None:
             if self.head_tensors is None:
-                raise PulseError(f"{self.path} has no {HEAD}, but this task trains a head; it is not this run's checkpoint.")
+                raise PulseError(
+                    f"{self.path} has no {HEAD}, but this task trains a head; it is not this run's checkpoint."
+                )
             fit_tensors(head, self.head_tensors, self.path / HEAD)
         load_optimizer_state(optimizer, param_names(module), self.state["optimizer"], self.path)
         scheduler_at(scheduler, optimizer, self.step)

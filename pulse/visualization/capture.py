@@ -22,7 +22,8 @@ from pulse.errors import PulseError
 #: what each watched block reports, and its shape (one entry per forward call, or per chunk for "route")
 RECORDS = {
     "attention": "CausalSelfAttention: softmax probabilities (b, h, t, n+t) over cached and new keys",
-    "slots": "PULSE slot layers (chunk-recurrent, and gate delta): the slots each chunk read (b, n, s, k), i.e. after the chunks before it",
+    "slots": "PULSE slot layers (chunk-recurrent, and gate delta): the slots each chunk read (b, n, s, k), "
+    "i.e. after the chunks before it",
     "read": "chunk-recurrent layers: each token's attention on the slots (b, h, t, s)",
     "route": "PulseLayer: routing weights of slots over a chunk's tokens, (b, h, s, c) per chunk or (b, n, h, s, c)",
     "budget": "PulseLayer with an allocator: slot budget of each chunk (b, n)",

@@ -29,7 +29,9 @@ def layer_kind(module: nn.Module) -> str:
         if entry.module is type(module):
             return entry.kind
     name = type(module).__name__
-    return {"PulseLayer": "pulse", "DeltaSlotLayer": "pulse", "HierarchicalStateManager": "hierarchical"}.get(name, name)
+    return {
+        "PulseLayer": "pulse", "DeltaSlotLayer": "pulse", "HierarchicalStateManager": "hierarchical"
+    }.get(name, name)
 
 
 def mixers(model: nn.Module) -> list[tuple[int, str, nn.Module]]:

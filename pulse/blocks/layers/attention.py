@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.errors import PulseError
 from pulse.blocks.layers.positions import Rotary
 from pulse.contract import check_input
+from pulse.errors import PulseError
 
 
 class CausalSelfAttention(nn.Module):

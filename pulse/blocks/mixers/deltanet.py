@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.contract import check_input
 from pulse.blocks.mixers.decay import decay_parameters, init_decay_
+from pulse.contract import check_input
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.delta_rule import delta_rule, recurrent_delta_rule

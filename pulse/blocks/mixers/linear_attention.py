@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.errors import PulseError
 from pulse.contract import check_input
+from pulse.errors import PulseError
 from pulse.ops.linear_attention import linear_attention
 
 FeatureMap = Literal["elu1", "relu", "identity"]
@@ -98,7 +98,14 @@ class LinearAttention(nn.Module):
             state = self.init_state(b, device=x.device, dtype=x.dtype)
         q, k, v = self._qkv(x)
         res = linear_attention(
-            q, k, v, self._log_decay(x), state["kv"], state.get("z"), normalize=self.normalize, chunk_size=self.chunk_size
+            q,
+            k,
+            v,
+            self._log_decay(x),
+            state["kv"],
+            state.get("z"),
+            normalize=self.normalize,
+            chunk_size=self.chunk_size,
         )
         o, new_state = res.out, {"kv": res.state}
         if self.normalize:

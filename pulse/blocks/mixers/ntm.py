@@ -253,10 +253,15 @@ class NTMMemory(nn.Module):
         return self._run(self._inputs(x), state)
 
     def flops_per_token(self, seq_len: int) -> float:
-        d, N, M, r, w, H = self.dim, self.memory_slots, self.memory_width, self.read_heads, self.write_heads, self.controller_size
+        d, N, M, r, w, H = (
+            self.dim, self.memory_slots, self.memory_width, self.read_heads, self.write_heads, self.controller_size
+        )
         controller = 6.0 * H * (d + r * M + H) + 12.0 * H
         addressing = (r + w) * (4.0 * N * M + 20.0 * N)
-        return controller + 2.0 * H * self.head_outputs + addressing + 4.0 * w * N * M + 2.0 * r * N * M + 2.0 * (H + r * M) * d
+        return (
+            controller + 2.0 * H * self.head_outputs + addressing + 4.0 * w * N * M + 2.0 * r * N * M
+            + 2.0 * (H + r * M) * d
+        )
 
     def state_numel(self, seq_len: int) -> int:
         N, M, r, w = self.memory_slots, self.memory_width, self.read_heads, self.write_heads

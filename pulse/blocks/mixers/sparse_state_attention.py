@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.errors import PulseError
 from pulse.contract import check_input
+from pulse.errors import PulseError
 from pulse.ops import backend
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.topk_read import topk_read

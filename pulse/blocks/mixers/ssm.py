@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.errors import PulseError
 from pulse.contract import check_input, no_weight_decay
+from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.selective_scan import selective_scan
 

@@ -71,9 +71,12 @@ class AdaptiveStateAllocator(nn.Module):
         """Budgets (b, num_chunks) of the chunks that start now, given statistics (b, n, 2f) of the n
         chunks completed now (num_chunks ∈ {n, n+1}); chunk j sees the state and chunks < j only."""
         n = stats.shape[1]
-        prefix = torch.cat((stats.new_zeros(stats.shape[0], 1, stats.shape[2]), stats.cumsum(dim=1)), dim=1)  # (b, n+1, 2f)
+        # (b, n+1, 2f)
+        prefix = torch.cat((stats.new_zeros(stats.shape[0], 1, stats.shape[2]), stats.cumsum(dim=1)), dim=1)
         sums = state["sum"].unsqueeze(1) + prefix
-        counts = state["count"].unsqueeze(1) + torch.arange(n + 1, device=stats.device, dtype=stats.dtype).view(1, -1, 1)
+        counts = (
+            state["count"].unsqueeze(1) + torch.arange(n + 1, device=stats.device, dtype=stats.dtype).view(1, -1, 1)
+        )
         budget = self.budget(sums / counts.clamp(min=1.0))[:, :num_chunks]
         return budget, {"sum": sums[:, -1], "count": counts[:, -1]}
 
@@ -84,7 +87,9 @@ class AdaptiveStateAllocator(nn.Module):
         on = index < self.min_slots
         return torch.where(on, 1.0, torch.sigmoid(logits)), torch.where(on, 0.0, F.logsigmoid(logits))
 
-    def forward(self, x: Tensor, *, chunk_size: int, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, x: Tensor, *, chunk_size: int, state: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Budgets (b, ⌈t/c⌉) for the chunks of x (b, t, d), which starts at a chunk boundary; the state
         carries the statistics of complete chunks (a trailing partial chunk is not counted)."""
         if x.ndim != 3 or x.shape[-1] != self.dim:

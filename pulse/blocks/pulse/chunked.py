@@ -59,7 +59,9 @@ class ChunkRecurrentMixer(nn.Module, ABC):
         if local not in LOCALS:
             raise PulseError(f"unknown local path `{local}`; choose one of {', '.join(LOCALS)}.")
         if slot_dim % num_heads:
-            raise PulseError(f"num_heads ({num_heads}) must divide slot_dim ({slot_dim}); pick a divisor of {slot_dim}.")
+            raise PulseError(
+                f"num_heads ({num_heads}) must divide slot_dim ({slot_dim}); pick a divisor of {slot_dim}."
+            )
         if conv_size < 1:
             raise PulseError(f"conv_size must be ≥ 1, got {conv_size}.")
         self.dim, self.slot_dim, self.num_heads, self.head_dim = dim, slot_dim, num_heads, slot_dim // num_heads
@@ -82,7 +84,9 @@ class ChunkRecurrentMixer(nn.Module, ABC):
         """The slot part of a fresh state."""
 
     @abstractmethod
-    def _advance(self, slots: dict[str, Any], chunks: dict[str, Tensor], num_read: int) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+    def _advance(
+        self, slots: dict[str, Any], chunks: dict[str, Tensor], num_read: int
+    ) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         """Write the completed chunks (b, n, c, ·) into the slots. Returns what chunks 0..num_read−1 read,
         (b, num_read, s, k) — chunk j reads the slots after j of these chunks — an optional read
         bias (b, num_read, s), and the slot state after all n chunks."""
@@ -106,7 +110,9 @@ class ChunkRecurrentMixer(nn.Module, ABC):
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
         if not isinstance(state, dict) or "slots" not in state or "buffer" not in state:
-            raise PulseError(f"{type(self).__name__} got a state it did not make; pass the state its forward or init_state returned.")
+            raise PulseError(
+                f"{type(self).__name__} got a state it did not make; pass the state its forward or init_state returned."
+            )
         self._check_slots(state["slots"], b)
         c = self.chunk_size
         streams = self._token_streams(x)  # each (b, t, ·)
@@ -175,7 +181,9 @@ class ChunkRecurrentMixer(nn.Module, ABC):
         q = q.reshape(b * n, rows, h, e).transpose(1, 2)  # (b n, h, rows, e)
         sk, sv = (z.reshape(b * n, s, h, e).transpose(1, 2) for z in self.slot_kv(views).chunk(2, dim=-1))
         if self.local == "attention":
-            tk, tv = ((F.pad(z, (0, 0, 0, pad)) if pad else z).reshape(b * n, cols, h, e).transpose(1, 2) for z in (k, v))
+            tk, tv = (
+                (F.pad(z, (0, 0, 0, pad)) if pad else z).reshape(b * n, cols, h, e).transpose(1, 2) for z in (k, v)
+            )
             keys, values = torch.cat((sk, tk), dim=2), torch.cat((sv, tv), dim=2)  # (b n, h, s + cols, e)
             causal = torch.ones(rows, cols, dtype=torch.bool, device=q.device).tril(diagonal=diagonal)
             if bias is None:

@@ -73,7 +73,8 @@ class DeltaSlotLayer(GatedDeltaNet):
         if num_slots < 1 or chunk_size < 1 or conv_size < 2:
             raise PulseError(
                 f"gate \"delta\" needs num_slots ≥ 1, chunk_size ≥ 1 and conv_size ≥ 2 (its short conv hands "
-                f"each token its neighbours); got num_slots={num_slots}, chunk_size={chunk_size}, conv_size={conv_size}."
+                f"each token its neighbours); got num_slots={num_slots}, chunk_size={chunk_size}, "
+                f"conv_size={conv_size}."
             )
         # an exact ratio, so head_dim · expand_v is the whole value width e = k/h
         super().__init__(dim, num_heads=num_heads, head_dim=num_slots, expand_v=Fraction(k // num_heads, num_slots),

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
 from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
-from pulse.blocks.pulse.router import TokenToStateRouter
+from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
 from pulse.blocks.pulse.routed_update import FusedWeights, fuse, routed_update
+from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
 from pulse.ops import backend
@@ -98,7 +98,8 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
             or any(h.shape != (batch, s, self.slot_dim) for h, s in zip(levels, self.level_sizes))
         ):
             raise PulseError(
-                f"HierarchicalStateManager got a state that does not fit a batch of {batch}; pass the state it returned."
+                f"HierarchicalStateManager got a state that does not fit a batch of {batch}; "
+                "pass the state it returned."
             )
 
     def _update(self, level: int, h: Tensor, cell: Tensor | None, inputs: Tensor | tuple[Tensor, Tensor],
@@ -109,7 +110,9 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         k, v = router.project_tokens(inputs) if level else inputs
         return routed_update(router, self.propagators[level], weights, h, cell, router.heads(k), router.heads(v))
 
-    def _advance(self, slots: dict[str, Any], chunks: dict[str, Tensor], num_read: int) -> tuple[Tensor, None, dict[str, Any]]:
+    def _advance(
+        self, slots: dict[str, Any], chunks: dict[str, Tensor], num_read: int
+    ) -> tuple[Tensor, None, dict[str, Any]]:
         lstm = self.gate == "lstm"
         levels = list(slots["levels"])
         cells = list(slots["cells"]) if lstm else [None] * 3
@@ -155,7 +158,10 @@ class HierarchicalStateManager(ChunkRecurrentMixer):
         return self._token_flops(n, s) + slot_side / n
 
     def state_numel(self, seq_len: int) -> int:
-        return self.num_slots * self.slot_dim * (2 if self.gate == "lstm" else 1) + self._token_state(seq_len, 2 * self.slot_dim)
+        return (
+            self.num_slots * self.slot_dim * (2 if self.gate == "lstm" else 1)
+            + self._token_state(seq_len, 2 * self.slot_dim)
+        )
 
     def param_count(self) -> int:
         return (

@@ -37,7 +37,9 @@ class SlotCommunication(nn.Module):
     def __init__(self, slot_dim: int, *, num_heads: int = 4, device=None, dtype=None):
         super().__init__()
         if slot_dim % num_heads:
-            raise PulseError(f"num_heads ({num_heads}) must divide slot_dim ({slot_dim}); pick a divisor of {slot_dim}.")
+            raise PulseError(
+                f"num_heads ({num_heads}) must divide slot_dim ({slot_dim}); pick a divisor of {slot_dim}."
+            )
         self.slot_dim, self.num_heads, self.head_dim = slot_dim, num_heads, slot_dim // num_heads
         self.qkv = nn.Linear(slot_dim, 3 * slot_dim, bias=False, device=device, dtype=dtype)
         self.out = nn.Linear(slot_dim, slot_dim, bias=False, device=device, dtype=dtype)
@@ -128,7 +130,9 @@ class StatePropagator(nn.Module):
             raise PulseError(f"a {self.gate} propagator takes the slots h as one tensor, got a tuple; pass h alone.")
         if not isinstance(h, Tensor) or h.shape[-1] != self.slot_dim:
             got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
-            raise PulseError(f"StatePropagator(slot_dim={self.slot_dim}) needs slots of shape (…, {self.slot_dim}), got {got}.")
+            raise PulseError(
+                f"StatePropagator(slot_dim={self.slot_dim}) needs slots of shape (…, {self.slot_dim}), got {got}."
+            )
         if not isinstance(x, Tensor) or x.shape[-1] != self.input_dim or x.shape[:-1] != h.shape[:-1]:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise PulseError(
@@ -136,7 +140,9 @@ class StatePropagator(nn.Module):
                 f"dims, then input_dim={self.input_dim}), got {got}."
             )
         if self.gate == "lstm" and state[1].shape != h.shape:
-            raise PulseError(f"the lstm cell state must have the slots' shape {tuple(h.shape)}, got {tuple(state[1].shape)}.")
+            raise PulseError(
+                f"the lstm cell state must have the slots' shape {tuple(h.shape)}, got {tuple(state[1].shape)}."
+            )
         return state
 
     def combine(self, state: SlotState, xs: Tensor, hs: Tensor | None) -> SlotState:

@@ -13,10 +13,10 @@ from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 
 from pulse.blocks.pulse.allocator import AdaptiveStateAllocator
-from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
-from pulse.blocks.pulse.router import TokenToStateRouter
-from pulse.blocks.pulse.routed_update import FusedWeights, fuse, routed_update
 from pulse.blocks.pulse.chunked import ChunkRecurrentMixer, Local
+from pulse.blocks.pulse.propagator import GateType, StatePropagator, check_gate
+from pulse.blocks.pulse.routed_update import FusedWeights, fuse, routed_update
+from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.blocks.pulse.state_manager import StateManager
 from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
@@ -109,14 +109,18 @@ class PulseLayer(ChunkRecurrentMixer):
     def _check_slots(self, slots: dict[str, Any], batch: int) -> None:
         h = slots.get("h") if isinstance(slots, dict) else None
         if h is None or h.ndim != 3 or h.shape[0] != batch or h.shape[2] != self.slot_dim:
-            raise PulseError(f"PulseLayer got a state that does not fit a batch of {batch}; pass the state it returned.")
+            raise PulseError(
+                f"PulseLayer got a state that does not fit a batch of {batch}; pass the state it returned."
+            )
         if h.shape[1] != self.num_slots:
             raise PulseError(
                 f"the state holds {h.shape[1]} slots but the layer now uses {self.num_slots} "
                 f"(after prune/allocate); start a new sequence with state=None."
             )
 
-    def _advance(self, slots: dict[str, Any], chunks: dict[str, Tensor], num_read: int) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
+    def _advance(
+        self, slots: dict[str, Any], chunks: dict[str, Tensor], num_read: int
+    ) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         init, bias = self.bank()
         h = slots["h"]
         b, s = h.shape[0], h.shape[1]
@@ -125,7 +129,9 @@ class PulseLayer(ChunkRecurrentMixer):
         if bias is not None:
             bias = bias.expand(b, num_read, s)
         if self.allocator is not None:
-            budget, new["alloc"] = self.allocator.budgets(self.allocator.chunk_stats(chunks["p"]), slots["alloc"], num_read)
+            budget, new["alloc"] = self.allocator.budgets(
+                self.allocator.chunk_stats(chunks["p"]), slots["alloc"], num_read
+            )
             masks, bias = self.allocator.masks(budget)  # (b, n_read, s) each
             if self.capture_sink is not None:
                 self.capture_sink("budget", budget.detach())
@@ -200,7 +206,9 @@ class PulseLayer(ChunkRecurrentMixer):
         carry, views = scan(chunk, (h, cell) if lstm else (h,), xs)
         return views.movedim(0, 1), carry[0], carry[1] if lstm else None
 
-    def _scan(self, h: Tensor, init: Tensor, kh: Tensor, vh: Tensor, masks: Tensor | None, num_read: int) -> tuple[Tensor, Tensor]:
+    def _scan(
+        self, h: Tensor, init: Tensor, kh: Tensor, vh: Tensor, masks: Tensor | None, num_read: int
+    ) -> tuple[Tensor, Tensor]:
         """mingru: every completed chunk's update at once, then one parallel scan over chunks."""
         b, n = kh.shape[:2]
         raw = h.unsqueeze(1)

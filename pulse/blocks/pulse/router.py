@@ -25,7 +25,9 @@ class TokenToStateRouter(nn.Module):
     def __init__(self, slot_dim: int, *, token_dim: int | None = None, num_heads: int = 4, device=None, dtype=None):
         super().__init__()
         if slot_dim % num_heads:
-            raise PulseError(f"num_heads ({num_heads}) must divide slot_dim ({slot_dim}); pick a divisor of {slot_dim}.")
+            raise PulseError(
+                f"num_heads ({num_heads}) must divide slot_dim ({slot_dim}); pick a divisor of {slot_dim}."
+            )
         self.slot_dim, self.token_dim = slot_dim, token_dim or slot_dim
         self.num_heads, self.head_dim = num_heads, slot_dim // num_heads
         self.q = nn.Linear(slot_dim, slot_dim, bias=False, device=device, dtype=dtype)
