@@ -70,14 +70,7 @@ class ByteTokenizer:
         """Right-padded ids (b, t) and a mask (b, t), true at real tokens."""
         if not self.specials:
             raise PulseError("padding a batch needs the pad token; use a model with vocab_size ≥ 259.")
-        rows = [self.encode(t, add_bos=add_bos) for t in texts]
-        width = max([1, *map(len, rows)])
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = True
-        return ids, mask
+        return padded([self.encode(t, add_bos=add_bos) for t in texts], self.pad_id)
 
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder()
@@ -113,6 +106,17 @@ class ByteTokenizer:
 
     def __repr__(self) -> str:
         return f"ByteTokenizer(vocab_size={self.vocab_size}, specials={self.specials})"
+
+
+def padded(rows: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Rows of ids right-padded with pad_id into (b, t), and the mask (b, t), true at real tokens."""
+    width = max([1, *map(len, rows)])
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = True
+    return ids, mask
 
 
 class StreamDecoder:
@@ -205,14 +209,7 @@ class HFTokenizer:
         """Right-padded ids (b, t) and a mask (b, t), true at real tokens."""
         if self.pad_id is None:
             raise PulseError(f"padding a batch needs a pad token, and the tokenizer {self.source} has none.")
-        rows = [self.encode(t, add_bos=add_bos) for t in texts]
-        width = max([1, *map(len, rows)])
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = True
-        return ids, mask
+        return padded([self.encode(t, add_bos=add_bos) for t in texts], self.pad_id)
 
     def stream_decoder(self) -> HFStreamDecoder:
         return HFStreamDecoder(self)
@@ -319,6 +316,17 @@ def load_tokenizer(name: str, *, base: str | Path | None = None) -> Tokenizer | 
     if base is not None and not path.is_absolute():
         path = Path(base) / path
     return HFTokenizer.load(path)
+
+
+def fit_to_vocab(tok: Tokenizer, vocab_size: int) -> Tokenizer:
+    """The byte tokenizer sized for a model's vocabulary (eos from 259 ids on); a file tokenizer checked against
+    it, with the number to set when it does not fit."""
+    if isinstance(tok, ByteTokenizer):
+        return ByteTokenizer.for_vocab(vocab_size)
+    if tok.vocab_size > vocab_size:
+        raise PulseError(f"model.vocab_size = {vocab_size} cannot hold the ids of the tokenizer {tok.source} "
+                         f"({tok.vocab_size} ids); set model.vocab_size = {tok.vocab_size}.")
+    return tok
 
 
 def tokenizer_for(name: str, vocab_size: int, *, stored: HFTokenizer | None = None) -> Tokenizer:

@@ -198,11 +198,10 @@ def _context_curve(checkpoint: Path, lengths: str, task: str | None, overrides: 
                              tables={"task": _task_table(task)} if task else None)
     doc = context_curve(source, parse_lengths(lengths), windows=windows,
                         max_seconds=max_seconds, say=lambda text: None if as_json else console.print(text))
-    folder = source.location if source.location.is_dir() else source.location.parent
-    data, png = write_curve(doc, folder)
-    if as_json:
-        console.print_json(json.dumps(doc))
+    written = _write_beside(source, doc, write_curve, as_json)
+    if written is None:
         return
+    data, png = written
     table = make_table(title=f"context curve · {doc['checkpoint']} (trained at {doc['train_seq_len']:,})")
     for col in ("window", "bits/byte", "first bin", "last bin (from)", "state", "time"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -238,11 +237,10 @@ def _passkey(checkpoint: Path, lengths: str, depths: str, trials: int, overrides
     source = open_cli_source(checkpoint, overrides, allow_unverified=allow_unverified)
     doc = passkey_eval(source, parse_lengths(lengths), at, trials=trials, max_seconds=max_seconds,
                        say=lambda text: None if as_json else console.print(text, highlight=False))
-    folder = source.location if source.location.is_dir() else source.location.parent
-    data, png = write_passkey(doc, folder)
-    if as_json:
-        console.print_json(json.dumps(doc))
+    written = _write_beside(source, doc, write_passkey, as_json)
+    if written is None:
         return
+    data, png = written
     table = make_table(title=f"passkey, exact match of {trials} keys per cell")
     table.add_column("depth", no_wrap=True)
     lengths_done = sorted({c["length"] for c in doc["cells"]})
@@ -255,3 +253,14 @@ def _passkey(checkpoint: Path, lengths: str, depths: str, trials: int, overrides
     for s in doc["skipped"]:
         console.print(f"T={s['length']:,} skipped: {s['reason']}", highlight=False)
     console.print(f"wrote {data} and {png}", highlight=False)
+
+
+def _write_beside(source, doc: dict, write, as_json: bool) -> tuple[Path, Path] | None:
+    """Write an evaluation's JSON and PNG into the run (or checkpoint) directory; with --json print it and
+    return None, else return the paths for the table's last line."""
+    folder = source.location if source.location.is_dir() else source.location.parent
+    written = write(doc, folder)
+    if as_json:
+        console.print_json(json.dumps(doc))
+        return None
+    return written

@@ -73,6 +73,38 @@ def sequence_outputs(model: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
     return model(x, mask)
 
 
+class TokenizedTask(IndexedTask):
+    """A task that reads text through a tokenizer: task.tokenizer, loaded when first used, or one set from outside
+    (a run's stored tokenizer), fitted to the model's vocabulary by check_model."""
+
+    spec: Any
+    _tokenizer: Any = None
+
+    @property
+    def tokenizer(self) -> Any:
+        """task.tokenizer (the byte tokenizer without specials until a model's vocabulary is fitted)."""
+        if self._tokenizer is None:
+            from pulse.tokenizer import ByteTokenizer, load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.spec.tokenizer) or ByteTokenizer(specials=False)
+        return self._tokenizer
+
+    def use_tokenizer(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def bind(self, vocab_size: int) -> None:
+        """Fit the tokenizer to a model's vocabulary (the byte tokenizer has eos only from 259 ids on)."""
+        from pulse.tokenizer import fit_to_vocab
+
+        fitted = fit_to_vocab(self.tokenizer, vocab_size)
+        if fitted is not self._tokenizer:
+            self.use_tokenizer(fitted)
+
+    def check_model(self, model: nn.Module) -> None:
+        require_token_model(model, self.kind, 1)
+        self.bind(model.vocab_size)
+
+
 class GeneratedTokenTask(IndexedTask):
     """Token sequences in, next-token labels out, over fixed generated train and test sets.
 

@@ -25,16 +25,15 @@ from torch import nn
 
 from pulse.errors import PulseError
 from pulse.specs.tasks import PasskeySpec
-from pulse.tasks.base import IGNORE, Batch, IndexedTask, Sums, rng_for
-from pulse.tasks.io import labelled_logits, require_token_model
-from pulse.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from pulse.tasks.base import IGNORE, Batch, Sums, rng_for
+from pulse.tasks.io import TokenizedTask, labelled_logits
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 KEY = "The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = "What is the pass key? The pass key is "
 
 
-class Passkey(IndexedTask):
+class Passkey(TokenizedTask):
     """Passkey retrieval at task.seq_len; exact-match accuracy on the answer."""
 
     kind = "passkey"
@@ -42,25 +41,6 @@ class Passkey(IndexedTask):
 
     def __init__(self, spec: PasskeySpec):
         self.spec = spec
-        self._tokenizer: ByteTokenizer | HFTokenizer | None = None
-
-    @property
-    def tokenizer(self) -> ByteTokenizer | HFTokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.spec.tokenizer) or ByteTokenizer(specials=False)
-        return self._tokenizer
-
-    def use_tokenizer(self, tokenizer: ByteTokenizer | HFTokenizer) -> None:
-        self._tokenizer = tokenizer
-
-    def check_model(self, model: nn.Module) -> None:
-        require_token_model(model, self.kind, 1)
-        tok = self.tokenizer
-        if isinstance(tok, ByteTokenizer):
-            self._tokenizer = ByteTokenizer.for_vocab(model.vocab_size)
-        elif tok.vocab_size > model.vocab_size:
-            raise PulseError(f"model.vocab_size = {model.vocab_size} cannot hold the ids of the tokenizer {tok.source} "
-                             f"({tok.vocab_size} ids); set model.vocab_size = {tok.vocab_size}.")
 
     def size(self, split: str) -> int:
         return self.spec.num_train if split == "train" else self.spec.num_test

@@ -28,12 +28,12 @@ from pulse.data.corpus import Corpus, Progress, open_corpus
 from pulse.data.readers import describe
 from pulse.errors import PulseError
 from pulse.specs.tasks import TextSpec
-from pulse.tasks.base import Batch, IndexedTask, Sums
-from pulse.tasks.io import require_token_model
-from pulse.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from pulse.tasks.base import Batch, Sums
+from pulse.tasks.io import TokenizedTask
+from pulse.tokenizer import ByteTokenizer, HFTokenizer
 
 
-class Text(IndexedTask):
+class Text(TokenizedTask):
     """Next-token prediction on packed documents; bits per byte on held-out documents."""
 
     kind = "text"
@@ -42,31 +42,15 @@ class Text(IndexedTask):
 
     def __init__(self, spec: TextSpec, *, vocab_size: int | None = None):
         self.spec = spec
-        self._tokenizer: ByteTokenizer | HFTokenizer | None = None  # loaded on first use
         self._corpus: Corpus | None = None
         self._byte_lengths: torch.Tensor | None = None
         if vocab_size is not None:
             self.bind(vocab_size)
 
-    @property
-    def tokenizer(self) -> ByteTokenizer | HFTokenizer:
-        """task.tokenizer (the byte tokenizer without specials until a model's vocabulary is bound)."""
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.spec.tokenizer) or ByteTokenizer(specials=False)
-        return self._tokenizer
-
     def use_tokenizer(self, tokenizer: ByteTokenizer | HFTokenizer) -> None:
         """Read the corpus with this tokenizer (a run's stored one) instead of the one task.tokenizer names."""
-        self._tokenizer, self._corpus, self._byte_lengths = tokenizer, None, None
-
-    def bind(self, vocab_size: int) -> None:
-        """Fit the tokenizer to a model's vocabulary (the byte tokenizer has eos only from 259 ids on)."""
-        tok = self.tokenizer
-        if isinstance(tok, ByteTokenizer):
-            self.use_tokenizer(ByteTokenizer.for_vocab(vocab_size))
-        elif tok.vocab_size > vocab_size:
-            raise PulseError(f"model.vocab_size = {vocab_size} cannot hold the ids of the tokenizer {tok.source} "
-                             f"({tok.vocab_size} ids); set model.vocab_size = {tok.vocab_size}.")
+        super().use_tokenizer(tokenizer)
+        self._corpus, self._byte_lengths = None, None
 
     def prepare(self, *, progress: Progress | None = None, say: Callable[[str], None] | None = None) -> Corpus:
         """The tokenized corpus: reused from the cache, or prepared now (with progress)."""
@@ -101,10 +85,6 @@ class Text(IndexedTask):
 
     def targets(self, batch: Batch) -> int:
         return batch["labels"].numel()
-
-    def check_model(self, model: nn.Module) -> None:
-        require_token_model(model, self.kind, 1)
-        self.bind(model.vocab_size)
 
     def byte_lengths(self, device: torch.device) -> torch.Tensor:
         if self._byte_lengths is None or self._byte_lengths.device != device:
