@@ -252,3 +252,15 @@ def test_cp_into_a_missing_folder_is_refused_not_created(tmp_path):
         assert result.exit_code == 2 and message in " ".join(result.stderr.split()), result.output
     assert not (tmp_path / "nodir").exists()
     assert run_cli("cp", "pulse-small", tmp_path).exit_code == 0 and (tmp_path / "pulse-small.toml").is_file()
+
+
+@pytest.mark.parametrize("command, option, values", [
+    (["bench"], "--mode", "forward|train|generate"), (["bench"], "--dtype", "float32|float64|bfloat16|float16"),
+    (["bench"], "--compile", "auto|on|off|both"), (["viz"], "--only", "all|states|attention"),
+    (["list"], "--role", "mixer|mlp|norm|positional|model|task"), (["export"], "--format", "onnx|hf"),
+    (["tokenizer", "train"], "--format", "auto|text|jsonl|parquet|dataset"),
+])
+def test_options_with_a_fixed_set_of_values_list_them_in_help(command, option, values):
+    shown = run_cli(*command, "--help", env={"COLUMNS": "200"})
+    line = next(line for line in shown.stdout.splitlines() if line.strip(" │").startswith(option))
+    assert f"<{values}>" in line, line

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -141,7 +141,8 @@ def bench(
     ] = None,
     batch: Annotated[int | None, typer.Option(min=1, help="Batch size.")] = None,
     mode: Annotated[
-        str | None, typer.Option(help="forward, train (forward+backward+AdamW) or generate (per new token).")
+        Literal["forward", "train", "generate"] | None,
+        typer.Option(help="forward, train (forward+backward+AdamW) or generate (per new token)."),
     ] = None,
     repeats: Annotated[int | None, typer.Option(min=1, help="Timed repeats per process, after warm-up.")] = None,
     warmup: Annotated[int | None, typer.Option(min=0, help="Untimed runs before the repeats.")] = None,
@@ -151,7 +152,9 @@ def bench(
     generate_tokens: Annotated[
         int | None, typer.Option("--generate-tokens", min=1, help="New tokens timed per repeat (generate).")
     ] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, float64, bfloat16 or float16.")] = None,
+    dtype: Annotated[
+        Literal["float32", "float64", "bfloat16", "float16"] | None, typer.Option(help="The measured dtype.")
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     threads: Annotated[
         int | None, typer.Option(min=1, help="torch threads in each measuring process (default: torch's).")
@@ -174,7 +177,7 @@ def bench(
         int | None, typer.Option("--fit-from", min=1, help="Fit the scaling exponent on lengths ≥ this.")
     ] = None,
     compile_: Annotated[
-        str,
+        Literal["auto", "on", "off", "both"],
         typer.Option(
             "--compile",
             help="Compiled step functions (pulse.ops.backend): auto (PULSE_COMPILE; "

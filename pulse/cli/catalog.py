@@ -14,6 +14,7 @@ from rich.table import Table
 from pulse.cli.app import app
 from pulse.cli.common import console, fmt_count, handle_errors, make_table
 from pulse.errors import PulseError
+from pulse.registry import Role
 
 
 def _short(value) -> str:
@@ -79,8 +80,7 @@ def _cards_table(cards) -> Table:
 def list_(
     pattern: Annotated[str, typer.Argument(help="A kind or card name, or a glob such as '*attention*'.")] = "*",
     role: Annotated[
-        str | None,
-        typer.Option(help="Only kinds of this role (mixer, mlp, norm, positional, model, task); hides cards."),
+        Role | None, typer.Option(help="Only kinds of this role; hides cards."),
     ] = None,
     cards: Annotated[
         bool, typer.Option("--cards", help="Only zoo cards (named models), e.g. --cards '*hybrid*'.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -148,7 +148,8 @@ def train_tokenizer(
         ),
     ] = None,
     set_: SetOption = None,
-    fmt: Annotated[str, typer.Option("--format", help="auto | text | jsonl | parquet | dataset")] = "auto",
+    fmt: Annotated[Literal["auto", "text", "jsonl", "parquet", "dataset"], typer.Option(
+        "--format", help="How to read PATHs (see task.format).")] = "auto",
     text_field: Annotated[str, typer.Option("--text-field", help="JSON field or column holding the text.")] = "text",
     min_frequency: Annotated[
         int, typer.Option("--min-frequency", min=1, help="Merges seen fewer times are dropped.")
@@ -162,8 +163,6 @@ def train_tokenizer(
     if not paths and recipe is None:
         raise PulseError("give the files to learn from (PATH…), or --recipe RECIPE to learn from its training split.")
     spec = _text_source(recipe, set_).recipe.task if recipe is not None else None
-    if fmt not in ("auto", "text", "jsonl", "parquet", "dataset"):
-        raise PulseError(f"--format takes auto, text, jsonl, parquet or dataset, got `{fmt}`.")
     (check_output_file if out.suffix == ".json" else check_output_dir)(out)
     target = out if out.suffix == ".json" else out / "tokenizer.json"
     if target.exists() and not force:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -53,8 +53,9 @@ def _export_hf(source: Path, out: Path, seed: int, overrides: list[str] | None, 
                   "`pulse eval` take the directory too", highlight=False)
 
 
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="Export format: onnx (a .onnx file) or hf (a "
-                                                                  "Transformers directory).")]
+FormatOpt = Annotated[
+    Literal["onnx", "hf"], typer.Option("--format", "-f", help="onnx (a .onnx file) or hf (a Transformers directory).")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="hf: if --out holds files, move them aside first.")]
 BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, help="Batch size fixed in the exported graph (length stays dynamic).")
