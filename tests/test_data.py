@@ -53,6 +53,18 @@ def spec(path: Path, tmp_path: Path, **settings) -> TextSpec:
     return TextSpec(path=str(path), seq_len=16, cache_dir=str(tmp_path / "cache"), **settings)
 
 
+def text_recipe(tmp_path: Path, *, vocab: int = 259, steps: int | None = None, **task) -> dict:
+    """A one-layer attention LM of width 16 on the corpus tmp_path/c (its cache in tmp_path/cache); `task` sets
+    more [task] keys, `steps` adds a tiny [train] table."""
+    data = {"model": {"kind": "lm", "vocab_size": vocab, "dim": 16, "depth": 1, "layout": ["attn"],
+                      "mixers": {"attn": {"kind": "attention", "num_heads": 2}}},
+            "task": {"kind": "text", "path": str(tmp_path / "c"), "seq_len": 16,
+                     "cache_dir": str(tmp_path / "cache"), **task}}
+    if steps is not None:
+        data["train"] = {"steps": steps, "batch_size": 2, "eval_every": 0, "threads": 1, "device": "cpu"}
+    return data
+
+
 @pytest.fixture(scope="module")
 def bpe(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bpe")
@@ -159,9 +171,7 @@ def test_the_cache_is_reused_rebuilt_on_change_and_after_damage(tmp_path):
 
 def test_two_preparers_at_once_leave_one_whole_cache(tmp_path):
     text_corpus(tmp_path / "c", 400)
-    data = {"model": {"kind": "lm", "vocab_size": 259, "dim": 16, "depth": 1, "layout": ["attn"],
-                      "mixers": {"attn": {"kind": "attention", "num_heads": 2}}},
-            "task": {"kind": "text", "path": str(tmp_path / "c"), "seq_len": 16, "cache_dir": str(tmp_path / "cache")}}
+    data = text_recipe(tmp_path)
     recipe = write_recipe(tmp_path / "r.toml", data)
     procs = [subprocess.Popen([str(PULSE), "data", "prepare", str(recipe)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -205,11 +215,7 @@ def test_a_tokenizer_travels_with_the_run_through_generate_and_from_pretrained(t
     text_corpus(tmp_path / "c", 30)
     tok_path = tmp_path / "mine.json"
     tok_path.write_bytes(bpe.read_bytes())
-    data = {"model": {"kind": "lm", "vocab_size": 300, "dim": 16, "depth": 1, "layout": ["attn"],
-                      "mixers": {"attn": {"kind": "attention", "num_heads": 2}}},
-            "task": {"kind": "text", "path": str(tmp_path / "c"), "tokenizer": str(tok_path), "seq_len": 16,
-                     "cache_dir": str(tmp_path / "cache")},
-            "train": {"steps": 2, "batch_size": 2, "eval_every": 0, "threads": 1, "device": "cpu"}}
+    data = text_recipe(tmp_path, vocab=300, steps=2, tokenizer=str(tok_path))
     run = tmp_path / "run"
     trained = run_cli("train", write_recipe(tmp_path / "r.toml", data), "--out", run, "-q")
     assert trained.exit_code == 0, trained.output
@@ -233,10 +239,7 @@ def test_a_tokenizer_travels_with_the_run_through_generate_and_from_pretrained(t
 
 def test_resuming_or_fine_tuning_with_another_tokenizer_is_refused(tmp_path, bpe):
     text_corpus(tmp_path / "c", 30)
-    data = {"model": {"kind": "lm", "vocab_size": 300, "dim": 16, "depth": 1, "layout": ["attn"],
-                      "mixers": {"attn": {"kind": "attention", "num_heads": 2}}},
-            "task": {"kind": "text", "path": str(tmp_path / "c"), "seq_len": 16, "cache_dir": str(tmp_path / "cache")},
-            "train": {"steps": 2, "batch_size": 2, "eval_every": 0, "threads": 1, "device": "cpu"}}
+    data = text_recipe(tmp_path, vocab=300, steps=2)
     path = write_recipe(tmp_path / "r.toml", data)
     assert run_cli("train", path, "--out", tmp_path / "bytes", "-q").exit_code == 0
     result = run_cli("train", path, "--set", f"task.tokenizer={json.dumps(str(bpe))}", "--init", tmp_path / "bytes",
@@ -272,8 +275,7 @@ def test_bad_input_is_one_located_error_with_exit_2_and_no_cache_left(tmp_path, 
         task["path"] = str(tmp_path / "e.jsonl")
     else:
         task["seq_len"] = 4000
-    data = {"model": {"kind": "lm", "vocab_size": vocab, "dim": 16, "depth": 1, "layout": ["attn"],
-                      "mixers": {"attn": {"kind": "attention", "num_heads": 2}}}, "task": task}
+    data = {**text_recipe(tmp_path, vocab=vocab), "task": task}
     result = run_cli("data", "prepare", write_recipe(tmp_path / "r.toml", data))
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert " ".join(result.stderr.split()).count("error:") == 1
@@ -306,10 +308,7 @@ def test_a_tokenizer_learned_from_a_recipe_reads_only_its_training_documents(tmp
     train_bpe([], vocab_size=280, spec=s, min_frequency=1, progress=seen.append)
     corpus = open_corpus(s, ByteTokenizer(specials=True))
     assert seen[-1]["documents"] == corpus.manifest["files"]["train"]["documents"] == 30
-    data = {"model": {"kind": "lm", "vocab_size": 259, "dim": 16, "depth": 1, "layout": ["attn"],
-                      "mixers": {"attn": {"kind": "attention", "num_heads": 2}}},
-            "task": {"kind": "text", "path": str(tmp_path / "c"), "seq_len": 16, "cache_dir": str(tmp_path / "cache"),
-                     "tokenizer": str(tmp_path / "not-yet.json")}}
+    data = text_recipe(tmp_path, tokenizer=str(tmp_path / "not-yet.json"))
     recipe = write_recipe(tmp_path / "r.toml", data)  # it names the tokenizer about to be learned
     result = run_cli(
         "tokenizer", "train", "--recipe", recipe, "--vocab-size", "280", "--out", tmp_path / "not-yet.json"
@@ -320,9 +319,7 @@ def test_a_tokenizer_learned_from_a_recipe_reads_only_its_training_documents(tmp
 
 def test_inspect_says_whether_the_cache_is_fresh(tmp_path):
     text_corpus(tmp_path / "c", 20)
-    data = {"model": {"kind": "lm", "vocab_size": 256, "dim": 16, "depth": 1, "layout": ["attn"],
-                      "mixers": {"attn": {"kind": "attention", "num_heads": 2}}},
-            "task": {"kind": "text", "path": str(tmp_path / "c"), "seq_len": 16, "cache_dir": str(tmp_path / "cache")}}
+    data = text_recipe(tmp_path, vocab=256)
     recipe = write_recipe(tmp_path / "r.toml", data)
     before = json.loads(run_cli("data", "inspect", recipe, "--json").stdout)
     assert before["cache_state"] == "missing" and before["documents"] == 20
