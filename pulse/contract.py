@@ -34,13 +34,17 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
 
 @runtime_checkable
 class Mixer(Protocol):
-    """A sequence mixer: forward over a chunk of tokens, or step one token at a time."""
+    """A sequence mixer: forward over a chunk of tokens, or step one token at a time.
 
-    def forward(self, x: Tensor, state: Any = None) -> tuple[Tensor, Any]: ...
+    `doc_starts` (pulse.ops.documents) marks where documents start inside the window: there the
+    state is reset to the initial state (forward: a (b, t) bool mask or one 1-D integer tensor of
+    positions per row; step: a (b,) bool tensor, True for rows whose token starts a document)."""
+
+    def forward(self, x: Tensor, state: Any = None, *, doc_starts: Any = None) -> tuple[Tensor, Any]: ...
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> Any: ...
 
-    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]: ...
+    def step(self, x_t: Tensor, state: Any, *, doc_starts: Tensor | None = None) -> tuple[Tensor, Any]: ...
 
     def flops_per_token(self, seq_len: int) -> float: ...
 
@@ -152,3 +156,49 @@ def check_gradient(mixer: nn.Module, x: Tensor) -> None:
         if p.requires_grad:
             assert p.grad is not None, f"gradient: parameter `{name}` got no gradient"
             assert torch.isfinite(p.grad).all(), f"gradient: parameter `{name}` has non-finite gradient"
+
+
+def check_documents(mixer: nn.Module, x: Tensor, starts: list[list[int]], x_next: Tensor) -> None:
+    """With document starts, the output at every position (values and gradients) equals that of its
+    document run alone from the initial state, and the state after the window continues the last
+    document as its own state does (forward over x_next and one `step`; equal tensors where the
+    two states have equal shapes). starts: sorted positions per row; x_next: (b, t2, d)."""
+    from pulse.ops.documents import split_rows
+
+    b, t, _ = x.shape
+    weights = torch.randn_like(x)
+    mixer.zero_grad(set_to_none=True)
+    packed = x.clone().requires_grad_(True)
+    y, state = mixer(packed, doc_starts=[torch.tensor(s, dtype=torch.long) for s in starts])
+    (y * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in mixer.named_parameters() if p.grad is not None}
+    mixer.zero_grad(set_to_none=True)
+    alone_x = x.clone().requires_grad_(True)
+    ends: list[Any] = []
+    total = 0
+    for row in range(b):
+        bounds = sorted({0, *starts[row], t})
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            y_doc, end = mixer(alone_x[row : row + 1, lo:hi])
+            assert_close(y[row : row + 1, lo:hi].detach(), y_doc.detach(),
+                         f"documents: row {row}, document {lo}..{hi - 1} differs from that document alone")
+            total = total + (y_doc * weights[row : row + 1, lo:hi]).sum()
+        ends.append(end)
+    total.backward()
+    assert_close(packed.grad, alone_x.grad, "documents: input gradients differ from the documents' alone")
+    for name, p in mixer.named_parameters():
+        if name in grads:
+            assert p.grad is not None, f"documents: `{name}` gets a gradient packed but not alone"
+            assert_close(grads[name], p.grad, f"documents: gradient of `{name}` differs from the documents' alone")
+    mixer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for row, (packed_state, end) in enumerate(zip(split_rows(state, b), ends)):
+            a, e = tensors(packed_state), tensors(end)
+            if len(a) == len(e) and all(u.shape == v.shape for u, v in zip(a, e)):
+                for u, v in zip(a, e):
+                    assert_close(u, v, f"documents: row {row}'s state differs from its last document's alone")
+            nxt = x_next[row : row + 1]
+            assert_close(mixer(nxt, packed_state)[0], mixer(nxt, end)[0],
+                         f"documents: row {row} continues differently from its last document alone")
+            assert_close(mixer.step(nxt[:, 0], packed_state)[0], mixer.step(nxt[:, 0], end)[0],
+                         f"documents: row {row} steps differently from its last document alone")

@@ -133,3 +133,13 @@ def test_wrong_shape_is_a_clear_error(kind):
         m(torch.randn(2, 5, 24, dtype=torch.float64))
     with pytest.raises(pulse.PulseError, match="expects input of shape"):
         m(torch.randn(5, 16, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", MIXERS)
+@given(data=st.data())
+def test_documents(kind, data):
+    """Packed documents: each position as its document alone, the state as the last document's alone."""
+    m, x = draw_input(data, kind)
+    b, t = x.shape[0], x.shape[1]
+    starts = [sorted(data.draw(st.sets(st.integers(0, t - 1), max_size=4), label=f"starts[{r}]")) for r in range(b)]
+    contract.check_documents(m, x, starts, torch.randn(b, 3, x.shape[2], dtype=torch.float64))

@@ -24,6 +24,11 @@ CPU) or ⌈log₂ n⌉ steps composing the maps (elsewhere; `pulse.ops.scan.affi
 outputs are one batched product after it. Only exponents ≤ 0 are formed.
 `recurrent_delta_rule` is the per-token loop it must agree with (values and gradients).
 
+`resets` (b, t) bool marks document starts (`pulse.ops.documents`): there S is reset to zero
+before the token writes. The chunked form honours them inside the chunk math: A and P keep only
+pairs of one document, only tokens before the chunk's first start read S₀ (and correct against
+it), only the chunk's last document enters S_c, and S₀ passes a chunk only if nothing starts in it.
+
 # b batch · h heads · t time · n chunks · c chunk length · k key dim · v value dim
 """
 
@@ -33,22 +38,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pulse.ops import scan
+from pulse.ops import backend, documents, scan
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def recurrent_delta_rule(
-    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor | None = None, state: Tensor | None = None,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Reference. q, k: (b, h, t, k); v: (b, h, t, v); beta: (b, h, t); log_decay (≤ 0): (b, h, t) or None.
 
-    state: (b, h, k, v) or None for zeros. Returns o (b, h, t, v) and the state after the last token.
+    state: (b, h, k, v) or None for zeros; resets: (b, t) bool or None. Returns o (b, h, t, v) and
+    the state after the last token.
     """
     b, h, t, dk = q.shape
     s = q.new_zeros(b, h, dk, v.shape[-1]) if state is None else state
     outs = []
     for i in range(t):
+        if resets is not None:
+            s = s.masked_fill(resets[:, i, None, None, None], 0)
         if log_decay is not None:
             s = log_decay[:, :, i, None, None].exp() * s
         k_i = k[:, :, i]  # (b, h, k)
@@ -65,6 +74,7 @@ def chunk_delta_rule(
     beta: Tensor,
     log_decay: Tensor | None = None,
     state: Tensor | None = None,
+    resets: Tensor | None = None,
     *,
     chunk_size: int = 64,
 ) -> tuple[Tensor, Tensor]:
@@ -100,6 +110,12 @@ def chunk_delta_rule(
         k_end = k * (g[..., -1:] - g).exp().unsqueeze(-1)
         q_start = q * g.exp().unsqueeze(-1)
         rhs_k = beta * k * g.exp().unsqueeze(-1)
+    kept = None
+    if resets is not None:
+        same, visible, last, kept = documents.chunk_masks(resets, n, c)
+        decay = decay * same
+        visible = visible.unsqueeze(-1)
+        k_end, q_start, rhs_k = k_end * last.unsqueeze(-1), q_start * visible, rhs_k * visible
     a = ((beta * k) @ k.transpose(-1, -2) * decay).tril(-1)  # (b, h, n, c, c): A, strictly lower
     # (I + A) W = [diag(β) V, diag(βγ) K]; unitriangular=True supplies the unit diagonal of I + A
     w = torch.linalg.solve_triangular(a, torch.cat((beta * v, rhs_k), dim=-1), upper=False, unitriangular=True)
@@ -109,7 +125,10 @@ def chunk_delta_rule(
     o_local, p_w2 = (scores @ w).split((dv, dk), dim=-1)  # P W₁ (b, h, n, c, v), P W₂ (b, h, n, c, k)
     local, k_w2 = (k_end.transpose(-1, -2) @ w).split((dv, dk), dim=-1)  # K'ᵀ W₁ (…, k, v), K'ᵀ W₂ (…, k, k)
     eye = torch.eye(dk, dtype=q.dtype, device=q.device)
-    transition = (eye if log_decay is None else eye * g[..., -1:, None].exp()) - k_w2  # (b, h, n, k, k)
+    carried = None if log_decay is None else g[..., -1].exp()  # (b, h, n): S₀'s decay across the chunk
+    if kept is not None:
+        carried = kept if carried is None else carried * kept
+    transition = (eye if carried is None else eye * carried[..., None, None]) - k_w2  # (b, h, n, k, k)
     starts, s = scan.affine_carry(s, transition, local, dim=2)  # (b, h, n, k, v), (b, h, k, v)
     q_eff = q_start - p_w2  # (b, h, n, c, k)
     out = torch.baddbmm(o_local.reshape(-1, c, dv), q_eff.reshape(-1, c, dk), starts.reshape(-1, dk, dv))
@@ -124,12 +143,18 @@ def delta_rule(
     beta: Tensor,
     log_decay: Tensor | None = None,
     state: Tensor | None = None,
+    resets: Tensor | None = None,
     *,
     chunk_size: int = 64,
 ) -> tuple[Tensor, Tensor]:
     """`chunk_delta_rule`, run by fla's kernel on CUDA where it is installed and allowed (pulse.ops.fla);
-    the path taken is recorded in `pulse.ops.backend.paths_taken()` under "delta_rule"."""
+    the path taken is recorded in `pulse.ops.backend.paths_taken()` under "delta_rule". With document
+    starts it is always the chunked form (fla's kernels take them only as cu_seqlens of one flat row)."""
     from pulse.ops import fla
+
+    if resets is not None:
+        backend.record("delta_rule", "eager (document starts)")
+        return chunk_delta_rule(q, k, v, beta, log_decay, state, resets, chunk_size=chunk_size)
 
     def kernel() -> tuple[Tensor, Tensor]:
         s0 = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1]) if state is None else state

@@ -6,7 +6,10 @@
 from one masked (c × c) product, and the state is carried from chunk to chunk. Decays
 enter only as exp(g_i − g_j) with j ≤ i, where g is the cumulative log-decay from the
 chunk start, so every exponent is ≤ 0 and nothing overflows at any length.
-`recurrent_linear_attention` is the per-token loop it must agree with. `linear_attention`
+`recurrent_linear_attention` is the per-token loop it must agree with. `resets` (b, t) bool marks
+document starts, where S and z start again from zero (`pulse.ops.documents`); the chunked form
+keeps them inside the chunk math (pairs of one document only, the carry read and passed on only
+where no start intervenes). `linear_attention`
 dispatches: fla's Triton kernel on CUDA when installed (pulse.ops.fla), else the chunked form,
 and records the path it took in `pulse.ops.backend.paths_taken()`.
 
@@ -21,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pulse.ops import backend, documents, scan
 from pulse.ops import fla as _fla
-from pulse.ops import scan
 
 
 class LinearAttentionOutput(NamedTuple):
@@ -41,14 +44,19 @@ def recurrent_linear_attention(
     z: Tensor | None = None,
     *,
     normalize: bool = False,
+    resets: Tensor | None = None,
 ) -> LinearAttentionOutput:
-    """Reference. q, k: (b, h, t, k); v: (b, h, t, v); log_decay (≤ 0): (b, h, t); state: (b, h, k, v); z: (b, h, k)."""
+    """Reference. q, k: (b, h, t, k); v: (b, h, t, v); log_decay (≤ 0): (b, h, t); state: (b, h, k, v); z: (b, h, k);
+    resets: (b, t) bool or None."""
     b, h, t, dk = q.shape
     s = q.new_zeros(b, h, dk, v.shape[-1]) if state is None else state
     if normalize and z is None:
         z = q.new_zeros(b, h, dk)
     outs, dens = [], []
     for i in range(t):
+        if resets is not None:
+            s = s.masked_fill(resets[:, i, None, None, None], 0)
+            z = z.masked_fill(resets[:, i, None, None], 0) if normalize else z
         if log_decay is not None:
             alpha = log_decay[:, :, i, None].exp()
             s = alpha.unsqueeze(-1) * s
@@ -72,8 +80,14 @@ def linear_attention(
     *,
     normalize: bool = False,
     chunk_size: int = 64,
+    resets: Tensor | None = None,
 ) -> LinearAttentionOutput:
-    """`chunk_linear_attention`, run by fla's kernel on CUDA where it is installed and allowed."""
+    """`chunk_linear_attention`, run by fla's kernel on CUDA where it is installed and allowed (not with
+    document starts: fla takes them only as cu_seqlens of one flat row)."""
+    if resets is not None:
+        backend.record("linear_attention", "eager (document starts)")
+        return chunk_linear_attention(q, k, v, log_decay, state, z, normalize=normalize, chunk_size=chunk_size,
+                                      resets=resets)
     out = _fla.dispatch(
         "linear_attention", q, lambda: _fla.probe(q.device, q.dtype, log_decay is not None),
         lambda: _with_normaliser(q, k, v, log_decay, state, z, normalize, _fla.simple_gla),
@@ -93,6 +107,7 @@ def chunk_linear_attention(
     *,
     normalize: bool = False,
     chunk_size: int = 64,
+    resets: Tensor | None = None,
 ) -> LinearAttentionOutput:
     """Chunkwise-parallel form of `recurrent_linear_attention`; same arguments, same results.
 
@@ -100,7 +115,7 @@ def chunk_linear_attention(
     q_t S'_t = [q_t S_t, q_t · z_t], so den comes out of the same matmuls as the output.
     Cost: four (c × k)·(k × c|v) products per chunk and head, one add per chunk for the carry.
     """
-    core = lambda q, k, v, g, s0: _chunk_core(q, k, v, g, s0, chunk_size)  # noqa: E731
+    core = lambda q, k, v, g, s0: _chunk_core(q, k, v, g, s0, chunk_size, resets)  # noqa: E731
     return _with_normaliser(q, k, v, log_decay, state, z, normalize, core)
 
 
@@ -120,7 +135,8 @@ def _with_normaliser(q, k, v, log_decay, state, z, normalize, core) -> LinearAtt
 
 
 def _chunk_core(
-    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, s0: Tensor, chunk_size: int
+    q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor | None, s0: Tensor, chunk_size: int,
+    resets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Outputs (b, h, t, v) and the final state (b, h, k, v) of the un-normalised recurrence."""
     b, h, t, dk = q.shape
@@ -150,21 +166,30 @@ def _chunk_core(
         k_end = k * (g[..., -1:] - g).exp().unsqueeze(-1).to(k.dtype)
         q_start = q * g.exp().unsqueeze(-1).to(q.dtype)
         chunk_decay = g[..., -1]
+    kept = None
+    if resets is not None:
+        same, visible, last, kept = documents.chunk_masks(resets, n, c)
+        scores = scores * same
+        k_end, q_start = k_end * last.unsqueeze(-1), q_start * visible.unsqueeze(-1)
     local = k_end.transpose(-1, -2) @ v  # (b, h, n, k, v): each chunk's contribution to the state
-    starts, s = _carry(s0, local, chunk_decay)
+    starts, s = _carry(s0, local, chunk_decay, kept)
     out = torch.baddbmm(
         (scores @ v).reshape(-1, c, dv), q_start.reshape(-1, c, dk), starts.reshape(-1, dk, dv)
     )  # scores·v + q_start·S_start, one fused product-add
     return out.reshape(b, h, n * c, dv)[:, :, :t], s
 
 
-def _carry(initial: Tensor, local: Tensor, log_chunk_decay: Tensor | None) -> tuple[Tensor, Tensor]:
+def _carry(initial: Tensor, local: Tensor, log_chunk_decay: Tensor | None,
+           kept: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """States before each chunk and after the last: x_i = decay_i · x_{i−1} + local_i.
 
-    initial: (b, h, …); local: (b, h, n, …); log_chunk_decay: (b, h, n) or None for no decay.
+    initial: (b, h, …); local: (b, h, n, …); log_chunk_decay: (b, h, n) or None for no decay; kept:
+    (b, 1, n) bool, False for chunks a document starts in (the carry does not pass them), or None.
     A loop of n small adds on the CPU, ⌈log₂ n⌉ whole-tensor steps elsewhere (`pulse.ops.scan`).
     """
-    decay = None
-    if log_chunk_decay is not None:
-        decay = log_chunk_decay.exp().to(local.dtype).view(*log_chunk_decay.shape, *(1,) * (local.ndim - 3))
+    decay = None if log_chunk_decay is None else log_chunk_decay.exp().to(local.dtype)
+    if kept is not None:
+        decay = kept.to(local.dtype) if decay is None else decay * kept
+    if decay is not None:
+        decay = decay.view(*decay.shape, *(1,) * (local.ndim - 3))
     return scan.carry(initial, local, decay, dim=2)

@@ -13,7 +13,10 @@ the chunk start:
 `chunk_ssd` computes every chunk's local output and state contribution at once, carries the state
 from chunk to chunk (one scaled add each), then reads all chunk starts in one batched matmul.
 C Bᵀ is formed once for all heads. Only exponents ≤ 0 are formed, so nothing overflows.
-`recurrent_ssd` is the per-token loop it must agree with (values and gradients). `ssd` dispatches:
+`recurrent_ssd` is the per-token loop it must agree with (values and gradients). `resets` (b, t)
+bool marks document starts, where S starts again from zero; the chunked form keeps them inside the
+chunk math (L for pairs of one document only, the carry read and passed on only where no start
+intervenes: `pulse.ops.documents.chunk_masks`). `ssd` dispatches:
 the SSD is simple gated linear attention (q = C, k = B, v = Δ x, log decay Δ A: `as_gla`), so on
 CUDA with fla installed it runs fla's chunked simple-GLA kernel (pulse.ops.fla), else `chunk_ssd`,
 and records the path under "ssd" in `pulse.ops.backend.paths_taken()`.
@@ -29,21 +32,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pulse.ops import backend, documents, scan
 from pulse.ops import fla as _fla
-from pulse.ops import scan
 
 
 def recurrent_ssd(
-    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None = None
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None = None, resets: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Reference. x: (b, h, t, p); dt (> 0): (b, h, t); A (< 0): (h,); B, C: (b, t, s).
 
-    state: (b, h, s, p) or None for zeros. Returns y (b, h, t, p) and the state after the last token.
+    state: (b, h, s, p) or None for zeros; resets: (b, t) bool or None. Returns y (b, h, t, p) and
+    the state after the last token.
     """
     b, h, t, p = x.shape
     s = x.new_zeros(b, h, B.shape[-1], p) if state is None else state
     outs = []
     for i in range(t):
+        if resets is not None:
+            s = s.masked_fill(resets[:, i, None, None, None], 0)
         a = (dt[:, :, i] * A).exp()[..., None, None]  # (b, h, 1, 1)
         s = a * s + B[:, None, i, :, None] * (dt[:, :, i, None] * x[:, :, i]).unsqueeze(-2)
         outs.append(torch.einsum("bs,bhsp->bhp", C[:, i], s))
@@ -51,9 +57,14 @@ def recurrent_ssd(
 
 
 def ssd(
-    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None = None, *, chunk_size: int = 64
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None = None,
+    resets: Tensor | None = None, *, chunk_size: int = 64
 ) -> tuple[Tensor, Tensor]:
-    """`chunk_ssd`, run by fla's simple-GLA kernel on CUDA where it is installed and allowed."""
+    """`chunk_ssd`, run by fla's simple-GLA kernel on CUDA where it is installed and allowed (not with
+    document starts: fla takes them only as cu_seqlens of one flat row)."""
+    if resets is not None:
+        backend.record("ssd", "eager (document starts)")
+        return chunk_ssd(x, dt, A, B, C, state, resets, chunk_size=chunk_size)
     out = _fla.dispatch(
         "ssd", x, lambda: _fla.probe(x.device, x.dtype, True), lambda: as_gla(x, dt, A, B, C, state, _fla.simple_gla)
     )
@@ -77,7 +88,8 @@ def as_gla(
 
 
 def chunk_ssd(
-    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None = None, *, chunk_size: int = 64
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor | None = None,
+    resets: Tensor | None = None, *, chunk_size: int = 64
 ) -> tuple[Tensor, Tensor]:
     """Chunked matmul form of `recurrent_ssd`; same arguments, same results.
 
@@ -103,11 +115,15 @@ def chunk_ssd(
     g = (dt * A[:, None, None]).cumsum(dim=-1)  # (b, h, n, c): log decay from the chunk start
     causal = torch.ones(c, c, dtype=torch.bool, device=x.device).tril()
     L = (g.unsqueeze(-1) - g.unsqueeze(-2)).masked_fill(~causal, float("-inf")).exp()  # (b, h, n, c, c)
+    to_end, from_start, across = (g[..., -1:] - g).exp(), g.exp(), g[..., -1].exp()
+    if resets is not None:
+        same, visible, last, kept = documents.chunk_masks(resets, n, c)
+        L, to_end, from_start, across = L * same, to_end * last, from_start * visible, across * kept
     xdt = x * dt.unsqueeze(-1)  # (b, h, n, c, p)
     local_y = (C @ B.transpose(-1, -2) * L) @ xdt  # (b, h, n, c, p); C Bᵀ shared by the heads
-    local_s = (B * (g[..., -1:] - g).exp().unsqueeze(-1)).transpose(-1, -2) @ xdt  # (b, h, n, s, p)
-    starts, s = _carry(s0, local_s, g[..., -1].exp())
-    y = local_y + (C * g.exp().unsqueeze(-1)) @ starts  # (b, h, n, c, p)
+    local_s = (B * to_end.unsqueeze(-1)).transpose(-1, -2) @ xdt  # (b, h, n, s, p)
+    starts, s = _carry(s0, local_s, across)
+    y = local_y + (C * from_start.unsqueeze(-1)) @ starts  # (b, h, n, c, p)
     return y.reshape(b, h, n * c, p)[:, :, :t].to(dtype), s.to(dtype)
 
 

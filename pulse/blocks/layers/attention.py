@@ -15,11 +15,16 @@ from torch import Tensor, nn
 from pulse.blocks.layers.positions import Rotary
 from pulse.contract import check_input
 from pulse.errors import PulseError
+from pulse.ops import documents
+from pulse.ops.documents import DocStarts, starts_mask, step_mask
 
 
 class CausalSelfAttention(nn.Module):
     """y = W_o · softmax(q kᵀ / √e + causal mask) v, per head, via scaled_dot_product_attention.
 
+    With document starts (`doc_starts`) the mask is block-diagonal: a query sees the keys of its
+    own document only; the state then also records where the last document began ("start", (b,)),
+    so later calls and `step` keep to it (the cache keeps the earlier keys, masked).
     State: the KV cache, 2·n·d numbers after n tokens. Cost per token at context n:
     8·d² (projections) + 4·n·d (scores and mixing). Params: 4·d² (+ 4·d with bias).
     `capture_sink`, when set (pulse.visualization.capture), is called with ("attention",
@@ -53,32 +58,53 @@ class CausalSelfAttention(nn.Module):
         empty = torch.zeros(batch, self.num_heads, 0, self.head_dim, device=device, dtype=dtype)
         return {"k": empty, "v": empty.clone()}
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, x)
         b, t, d = x.shape
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
+        resets = starts_mask(doc_starts, b, t, x.device, type(self).__name__)
         n = state["k"].shape[2]
         q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (b, h, t, e) each
         if self.rotary is not None:
             q, k = self.rotary(q, offset=n), self.rotary(k, offset=n)
         k = torch.cat((state["k"], k), dim=2)  # (b, h, n+t, e)
         v = torch.cat((state["v"], v), dim=2)
-        if n == 0:
+        new = {"k": k, "v": v}
+        # query i sits at absolute position n+i and may see keys 0..n+i — of its own document only
+        mask = torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n)
+        if resets is not None or "start" in state:
+            first = self._first_keys(resets, state.get("start"), b, n, t, x.device)  # (b, t)
+            mask = mask & (torch.arange(n + t, device=x.device) >= first.unsqueeze(-1))  # (b, t, n+t)
+            new["start"] = first[:, -1]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+        elif n == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            # query i sits at absolute position n+i and may see keys 0..n+i
-            mask = torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         if self.capture_sink is not None:
-            scores = (q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)).masked_fill(
-                ~torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n), float("-inf"))
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+            scores = scores.masked_fill(~(mask.unsqueeze(1) if mask.ndim == 3 else mask), float("-inf"))
             self.capture_sink("attention", torch.softmax(scores, dim=-1).detach())  # (b, h, t, n+t)
         y = self.out(y.transpose(1, 2).reshape(b, t, d))
-        return y, {"k": k, "v": v}
+        return y, new
 
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        y, state = self.forward(x_t.unsqueeze(1), state)
+    @staticmethod
+    def _first_keys(resets: Tensor | None, start: Tensor | None, b: int, n: int, t: int, device) -> Tensor:
+        """(b, t): the first cache index each query may see — its document's start (a start in this
+        window, else the one the state recorded, else 0)."""
+        before = torch.zeros(b, dtype=torch.long, device=device) if start is None else start.to(device)
+        if resets is None:
+            return before.unsqueeze(1).expand(b, t)
+        since = documents.since_start(resets)
+        pos = n + torch.arange(t, device=device)
+        return torch.where(since < documents.NO_START, pos - since, before.unsqueeze(1))
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
+        y, state = self.forward(x_t.unsqueeze(1), state, doc_starts=None if rows is None else rows.unsqueeze(1))
         return y.squeeze(1), state
 
     def flops_per_token(self, seq_len: int) -> float:

@@ -18,6 +18,7 @@ from pulse.contract import check_input
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.delta_rule import delta_rule, recurrent_delta_rule
+from pulse.ops.documents import DocStarts, reset_rows, starts_mask, step_mask
 
 
 class GatedDeltaNet(nn.Module):
@@ -100,12 +101,12 @@ class GatedDeltaNet(nn.Module):
                 "forward or init_state returned."
             )
 
-    def _inputs(self, x: Tensor, conv_state: Tensor) -> tuple[Tensor, ...]:
+    def _inputs(self, x: Tensor, conv_state: Tensor, resets: Tensor | None = None) -> tuple[Tensor, ...]:
         """q, k (b, h, t, k), v (b, h, t, v), β and log α (b, h, t) or None, gate (b, t, h, v), conv state."""
         b, t, _ = x.shape
         h, K, V = self.num_heads, self.key_width, self.value_width
         qkv, gate, rest = self.in_proj(x).split((2 * K + V, V, self.in_proj.out_features - 2 * K - 2 * V), dim=-1)
-        qkv, conv_state = causal_depthwise_conv(qkv, self.conv_weight, None, conv_state)
+        qkv, conv_state = causal_depthwise_conv(qkv, self.conv_weight, None, conv_state, resets)
         q, k, v = F.silu(qkv).split((K, K, V), dim=-1)
         q = F.normalize(q.view(b, t, h, -1), dim=-1) / math.sqrt(self.head_dim)
         k = F.normalize(k.view(b, t, h, -1), dim=-1)
@@ -123,18 +124,24 @@ class GatedDeltaNet(nn.Module):
         o = F.rms_norm(o.transpose(1, 2), (self.head_v,), self.norm_weight, self.eps) * F.silu(gate)
         return self.out_proj(o.flatten(2))
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, x)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         self._check_state(state, x.shape[0])
-        q, k, v, beta, log_decay, gate, conv_state = self._inputs(x, state["conv"])
-        o, kv = delta_rule(q, k, v, beta, log_decay, state["kv"], chunk_size=self.chunk_size)
+        resets = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+        q, k, v, beta, log_decay, gate, conv_state = self._inputs(x, state["conv"], resets)
+        o, kv = delta_rule(q, k, v, beta, log_decay, state["kv"], resets, chunk_size=self.chunk_size)
         return self._output(o, gate), {"conv": conv_state, "kv": kv}
 
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, x_t: Tensor, state: dict[str, Tensor], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, x_t, ndim=2)
         self._check_state(state, x_t.shape[0])
+        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
+        if rows is not None:
+            state = reset_rows(state, self.init_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype), rows)
         q, k, v, beta, log_decay, gate, conv_state = self._inputs(x_t.unsqueeze(1), state["conv"])
         o, kv = recurrent_delta_rule(q, k, v, beta, log_decay, state["kv"])  # one token: the recurrence
         return self._output(o, gate).squeeze(1), {"conv": conv_state, "kv": kv}

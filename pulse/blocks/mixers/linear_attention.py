@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from pulse.contract import check_input
 from pulse.errors import PulseError
+from pulse.ops.documents import DocStarts, reset_rows, starts_mask, step_mask
 from pulse.ops.linear_attention import linear_attention
 
 FeatureMap = Literal["elu1", "relu", "identity"]
@@ -91,11 +92,13 @@ class LinearAttention(nn.Module):
             state["z"] = torch.zeros(batch, h, e, device=device, dtype=dtype)
         return state
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, x)
         b, t, d = x.shape
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
+        resets = starts_mask(doc_starts, b, t, x.device, type(self).__name__)
         q, k, v = self._qkv(x)
         res = linear_attention(
             q,
@@ -106,6 +109,7 @@ class LinearAttention(nn.Module):
             state.get("z"),
             normalize=self.normalize,
             chunk_size=self.chunk_size,
+            resets=resets,
         )
         o, new_state = res.out, {"kv": res.state}
         if self.normalize:
@@ -113,8 +117,12 @@ class LinearAttention(nn.Module):
             new_state["z"] = res.z
         return self.out(o.transpose(1, 2).reshape(b, t, d)), new_state
 
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, x_t: Tensor, state: dict[str, Tensor], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, x_t, ndim=2)
+        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
+        if rows is not None:
+            state = reset_rows(state, self.init_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype), rows)
         x = x_t.unsqueeze(1)
         q, k, v = (z.squeeze(2) for z in self._qkv(x))  # (b, h, e)
         kv = state["kv"]

@@ -16,6 +16,7 @@ from pulse.blocks.mixers.decay import decay_parameters, init_decay_
 from pulse.contract import check_input
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
+from pulse.ops.documents import DocStarts, reset_rows, starts_mask, step_mask
 from pulse.ops.ssd import recurrent_ssd, ssd
 
 
@@ -83,12 +84,12 @@ class Mamba2(nn.Module):
             "ssm": torch.zeros(batch, self.num_heads, self.d_state, self.head_dim, device=device, dtype=dtype),
         }
 
-    def _inputs(self, u: Tensor, conv_state: Tensor) -> tuple[Tensor, ...]:
+    def _inputs(self, u: Tensor, conv_state: Tensor, resets: Tensor | None = None) -> tuple[Tensor, ...]:
         """x (b, h, t, p), Δ (b, h, t), B, C (b, t, s), z (b, t, e) and the conv state, from u (b, t, d)."""
         b, t, _ = u.shape
         e, s, h = self.inner, self.d_state, self.num_heads
         z, xbc, dt = self.in_proj(u).split((e, e + 2 * s, h), dim=-1)
-        xbc, conv_state = causal_depthwise_conv(xbc, self.conv_weight, self.conv_bias, conv_state)
+        xbc, conv_state = causal_depthwise_conv(xbc, self.conv_weight, self.conv_bias, conv_state, resets)
         x, B, C = F.silu(xbc).split((e, s, s), dim=-1)
         dt = F.softplus(dt + self.dt_bias)  # (b, t, h)
         return x.view(b, t, h, -1).transpose(1, 2), dt.transpose(1, 2), B, C, z, conv_state
@@ -98,16 +99,22 @@ class Mamba2(nn.Module):
         y = (y + self.D[:, None, None] * x).transpose(1, 2).flatten(2)  # (b, t, e)
         return self.out_proj(F.rms_norm(y * F.silu(z), (self.inner,), self.norm_weight, self.eps))
 
-    def forward(self, u: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, u: Tensor, state: dict[str, Tensor] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, u)
         if state is None:
             state = self.init_state(u.shape[0], device=u.device, dtype=u.dtype)
-        x, dt, B, C, z, conv_state = self._inputs(u, state["conv"])
-        y, ssm = ssd(x, dt, -self.A_log.exp(), B, C, state["ssm"], chunk_size=self.chunk_size)
+        resets = starts_mask(doc_starts, u.shape[0], u.shape[1], u.device, type(self).__name__)
+        x, dt, B, C, z, conv_state = self._inputs(u, state["conv"], resets)
+        y, ssm = ssd(x, dt, -self.A_log.exp(), B, C, state["ssm"], resets, chunk_size=self.chunk_size)
         return self._output(y, x, z), {"conv": conv_state, "ssm": ssm}
 
-    def step(self, u_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, u_t: Tensor, state: dict[str, Tensor], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, u_t, ndim=2)
+        rows = step_mask(doc_starts, u_t.shape[0], u_t.device, type(self).__name__)
+        if rows is not None:
+            state = reset_rows(state, self.init_state(u_t.shape[0], device=u_t.device, dtype=u_t.dtype), rows)
         x, dt, B, C, z, conv_state = self._inputs(u_t.unsqueeze(1), state["conv"])
         y, ssm = recurrent_ssd(x, dt, -self.A_log.exp(), B, C, state["ssm"])  # one token: the recurrence
         return self._output(y, x, z).squeeze(1), {"conv": conv_state, "ssm": ssm}

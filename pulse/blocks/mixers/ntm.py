@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from pulse.contract import check_input, no_weight_decay
 from pulse.ops import backend, ntm_step
+from pulse.ops.documents import DocStarts, starts_mask, step_mask
 
 MemoryInit = Literal["learned", "fixed"]
 
@@ -177,7 +178,8 @@ class NTMMemory(nn.Module):
         sizes = [(w + r) * M, 2 * (w + r), w + r + w * M, 3 * (w + r), w * M]
         return order, sizes
 
-    def _run(self, xs: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def _run(self, xs: Tensor, state: dict[str, Tensor], resets: Tensor | None = None
+             ) -> tuple[Tensor, dict[str, Tensor]]:
         """The recurrence over precomputed controller inputs xs = W_ix x + b_i (b, t, 3H); y (b, t, d).
 
         Everything that does not depend on the previous token (the input half of the controller's
@@ -207,7 +209,14 @@ class NTMMemory(nn.Module):
         forward = backend.step_function(self, "token_step", ntm_step.token_forward, memory.device)
         backward = backend.step_function(self, "token_backward", ntm_step.token_backward, memory.device)
         hs, rs = [], []
-        for x_t, gh_t, raw_t in zip(xs, ghs, raws):
+        fresh = None if resets is None else self.init_state(b, device=memory.device, dtype=memory.dtype)
+        starts = [None] * t if resets is None else resets.unbind(1)
+        for x_t, gh_t, raw_t, start in zip(xs, ghs, raws, starts):
+            if start is not None:  # a document starts here: its rows begin from the initial state
+                memory, reads, h, w_prev = (
+                    torch.where(start.view(-1, *(1,) * (z.ndim - 1)), f, z) for z, f in (
+                        (memory, fresh["memory"]), (reads, fresh["read"]), (h, fresh["h"]),
+                        (w_prev, torch.cat((fresh["w_write"], fresh["w_read"]), dim=1))))
             holder["reads"].append(reads.detach().reshape(b, r * M))
             holder["h_prev"].append(h.detach())
             h, memory, reads, w_prev = ntm_step.TokenStep.apply(
@@ -241,16 +250,20 @@ class NTMMemory(nn.Module):
         y = self.out(torch.cat((h, reads.reshape(b, -1)), dim=-1))
         return y, {"memory": memory, "read": reads, "w_read": w_read, "w_write": w_write, "h": h}
 
-    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, x_t: Tensor, state: dict[str, Tensor], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, x_t, ndim=2)
-        y, state = self._run(self._inputs(x_t.unsqueeze(1)), state)
+        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
+        y, state = self._run(self._inputs(x_t.unsqueeze(1)), state, None if rows is None else rows.unsqueeze(1))
         return y.squeeze(1), state
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, x)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        return self._run(self._inputs(x), state)
+        resets = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+        return self._run(self._inputs(x), state, resets)
 
     def flops_per_token(self, seq_len: int) -> float:
         d, N, M, r, w, H = (

@@ -16,6 +16,7 @@ from pulse.contract import check_input
 from pulse.errors import PulseError
 from pulse.ops import backend
 from pulse.ops.causal_conv import causal_depthwise_conv
+from pulse.ops.documents import DocStarts, RowStates, per_document, starts_mask, step_mask
 from pulse.ops.topk_read import topk_read
 
 
@@ -80,8 +81,16 @@ class SparseStateAttention(nn.Module):
             "filled": 0,  # tokens of the partial chunk already written into acc/den
         }
 
-    def forward(self, x: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
+    def forward(self, x: Tensor, state: dict[str, Any] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Any]]:
         check_input(self, x)
+        resets = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+        if isinstance(state, RowStates) or (resets is not None and bool(resets.any())):
+            # a document starts its own chunk grid, so each runs by itself (pulse.ops.documents)
+            return per_document(self._forward, x, state, resets)
+        return self._forward(x, state)
+
+    def _forward(self, x: Tensor, state: dict[str, Any] | None) -> tuple[Tensor, dict[str, Any]]:
         b, t, d = x.shape
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
@@ -146,9 +155,11 @@ class SparseStateAttention(nn.Module):
         slots = slots + (acc / den.unsqueeze(-1)).transpose(1, 2).reshape(b, s, d)
         return scores, slots, torch.zeros_like(acc), torch.zeros_like(den), torch.zeros_like(new_ref)
 
-    def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    def step(self, x_t: Tensor, state: dict[str, Any], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
         check_input(self, x_t, ndim=2)
-        y, state = self.forward(x_t.unsqueeze(1), state)
+        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
+        y, state = self.forward(x_t.unsqueeze(1), state, doc_starts=None if rows is None else rows.unsqueeze(1))
         return y.squeeze(1), state
 
     def flops_per_token(self, seq_len: int) -> float:

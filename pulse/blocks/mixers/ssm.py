@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from pulse.contract import check_input, no_weight_decay
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
+from pulse.ops.documents import DocStarts, per_document, reset_rows, starts_mask, step_mask
 from pulse.ops.selective_scan import selective_scan
 
 
@@ -85,8 +86,16 @@ class SelectiveSSM(nn.Module):
         dt = F.softplus(self.dt_proj(dt))  # (b, t, e)
         return x, z, dt, B, C, conv_state
 
-    def forward(self, u: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, u: Tensor, state: dict[str, Tensor] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, u)
+        resets = starts_mask(doc_starts, u.shape[0], u.shape[1], u.device, type(self).__name__)
+        if resets is not None and bool(resets.any()):
+            # the selective scan's hand-written backward carries one state: each document runs by itself
+            return per_document(self._forward, u, state, resets)
+        return self._forward(u, state)
+
+    def _forward(self, u: Tensor, state: dict[str, Tensor] | None) -> tuple[Tensor, dict[str, Tensor]]:
         fresh = state is None  # a scan from zero may run mamba-ssm's kernel on CUDA (pulse.ops.mamba)
         if state is None:
             state = self.init_state(u.shape[0], device=u.device, dtype=u.dtype)
@@ -96,8 +105,12 @@ class SelectiveSSM(nn.Module):
         y = (y + x * self.D) * F.silu(z)
         return self.out_proj(y), {"conv": conv_state, "ssm": h}
 
-    def step(self, u_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, u_t: Tensor, state: dict[str, Tensor], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         check_input(self, u_t, ndim=2)
+        rows = step_mask(doc_starts, u_t.shape[0], u_t.device, type(self).__name__)
+        if rows is not None:
+            state = reset_rows(state, self.init_state(u_t.shape[0], device=u_t.device, dtype=u_t.dtype), rows)
         x, z, dt, B, C, conv_state = self._inputs(u_t.unsqueeze(1), state["conv"])
         x, z, dt, B, C = (v.squeeze(1) for v in (x, z, dt, B, C))
         A = -torch.exp(self.A_log)

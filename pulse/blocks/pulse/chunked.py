@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from pulse.contract import check_input
 from pulse.errors import PulseError
+from pulse.ops.documents import DocStarts, RowStates, per_document, starts_mask, step_mask
 
 Local = Literal["attention", "conv"]
 LOCALS: tuple[str, ...] = ("attention", "conv")
@@ -29,7 +30,10 @@ class ChunkRecurrentMixer(nn.Module, ABC):
     chunk up to t; with local = "conv" it reads the slots only and adds a causal depthwise
     convolution of the token values that runs across chunk boundaries. The state holds the
     slots, the keys/values of the current partial chunk and the convolution's last inputs, so
-    forward, split forwards and `step` agree exactly. Subclasses say how the slots evolve:
+    forward, split forwards and `step` agree exactly. A document start (`doc_starts`) begins a new
+    chunk grid, as the document alone would: each document then runs by itself
+    (`pulse.ops.documents.per_document`), and rows that end at different chunk phases are kept as
+    `RowStates`. Subclasses say how the slots evolve:
     `_token_streams` (per-token tensors a completed chunk needs, at least "k" and "v"),
     `_init_slots` and `_advance` (the slots after each chunk completed here).
 
@@ -102,10 +106,18 @@ class ChunkRecurrentMixer(nn.Module, ABC):
             state["conv"] = torch.zeros(batch, self.conv_size - 1, self.slot_dim, device=device, dtype=dtype)
         return state
 
-    def forward(self, x: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
+    def forward(self, x: Tensor, state: dict[str, Any] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Any]]:
         check_input(self, x)
-        if state is None and torch.compiler.is_exporting():
+        if state is None and doc_starts is None and torch.compiler.is_exporting():
             return self._forward_export(x), {}
+        resets = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+        if isinstance(state, RowStates) or (resets is not None and bool(resets.any())):
+            # a document starts its own chunk grid, so each runs by itself (pulse.ops.documents)
+            return per_document(self._forward, x, state, resets)
+        return self._forward(x, state)
+
+    def _forward(self, x: Tensor, state: dict[str, Any] | None) -> tuple[Tensor, dict[str, Any]]:
         b, t, _ = x.shape
         if state is None:
             state = self.init_state(b, device=x.device, dtype=x.dtype)
@@ -155,9 +167,11 @@ class ChunkRecurrentMixer(nn.Module, ABC):
             y = y + self._conv(streams["v"], state.get("conv"))[0]
         return self.out(y)[:, :t]
 
-    def step(self, x_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    def step(self, x_t: Tensor, state: dict[str, Any], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
         check_input(self, x_t, ndim=2)
-        y, state = self.forward(x_t.unsqueeze(1), state)
+        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
+        y, state = self.forward(x_t.unsqueeze(1), state, doc_starts=None if rows is None else rows.unsqueeze(1))
         return y.squeeze(1), state
 
     def _read(self, q: Tensor, k: Tensor, v: Tensor, views: Tensor, bias: Tensor | None, offset: int,

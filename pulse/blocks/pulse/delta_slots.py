@@ -13,6 +13,7 @@ from torch import Tensor
 
 from pulse.blocks.mixers.deltanet import GatedDeltaNet
 from pulse.errors import PulseError
+from pulse.ops.documents import DocStarts, starts_mask
 
 
 class DeltaSlotLayer(GatedDeltaNet):
@@ -85,15 +86,18 @@ class DeltaSlotLayer(GatedDeltaNet):
     def num_slots(self) -> int:
         return self.max_slots
 
-    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
         if self.capture_sink is None or x.ndim != 3 or x.shape[1] == 0:
-            return super().forward(x, state)
+            return super().forward(x, state, doc_starts=doc_starts)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        mask = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
         outs, banks = [], []
         for start in range(0, x.shape[1], self.chunk_size):
             banks.append(self.slots(state))
-            y, state = super().forward(x[:, start : start + self.chunk_size], state)
+            part = slice(start, start + self.chunk_size)
+            y, state = super().forward(x[:, part], state, doc_starts=None if mask is None else mask[:, part])
             outs.append(y)
         self.capture_sink("slots", torch.stack(banks, dim=1).detach())
         return torch.cat(outs, dim=1), state
