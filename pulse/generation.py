@@ -90,12 +90,15 @@ def stream(
     pad_token_id: int | None = None,
     vocab_limit: int | None = None,
     generator: torch.Generator | None = None,
+    reset_token_id: int | None = None,
 ) -> Iterator[GenerationStep]:
     """Yield up to `max_new_tokens` GenerationSteps after prefilling `input_ids` (b, t) on top of `state`.
 
     A row that has produced `eos_token_id` is finished: it keeps being stepped with the
     rest of the batch but its ids are `pad_token_id` (default: eos) from then on. The
-    stream ends early once every row is finished.
+    stream ends early once every row is finished. With `reset_token_id` (a model trained with
+    task.reset_at_eos: the eos) every layer starts afresh at that token, in the prompt or generated,
+    as the model saw documents in training.
     """
     check_sampling(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p
@@ -108,7 +111,10 @@ def stream(
         return
     fill = pad_token_id if pad_token_id is not None else eos_token_id
     with torch.no_grad():
-        logits, state = lm(input_ids, state)
+        if reset_token_id is None:
+            logits, state = lm(input_ids, state)
+        else:
+            logits, state = lm(input_ids, state, doc_starts=input_ids == reset_token_id)
         logits = logits[:, -1]  # (b, v)
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for i in range(max_new_tokens):
@@ -120,7 +126,10 @@ def stream(
             yield GenerationStep(tokens, logits, finished.clone())
             if i + 1 == max_new_tokens or bool(finished.all()):
                 return
-            logits, state = lm.step(tokens, state)
+            if reset_token_id is None:
+                logits, state = lm.step(tokens, state)
+            else:
+                logits, state = lm.step(tokens, state, doc_starts=tokens == reset_token_id)
 
 
 _warned: set[str] = set()

@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -356,3 +357,11 @@ def stored_tokenizer(folder: str | Path, metadata: dict[str, str]) -> HFTokenize
         raise PulseError(f"{file} is not the tokenizer these weights were saved with (its digest differs from the "
                          "one in their metadata); restore the original file.")
     return tok
+
+
+def reset_token(task: Any, tokenizer: Any) -> int | None:
+    """The token where a model trained on `task` starts every layer afresh: the tokenizer's eos when
+    the task packs documents with reset_at_eos (the text task), else None."""
+    if getattr(task, "reset_at_eos", False) and getattr(tokenizer, "eos_id", None) is not None:
+        return int(tokenizer.eos_id)
+    return None

@@ -404,3 +404,27 @@ def test_a_passkey_run_trains_and_its_grid_is_a_heatmap_and_any_lm_run_can_be_gr
     assert (run / "passkey.png").stat().st_size > 1000 and doc["train_seq_len"] == 128
     bad = run_cli("eval", run, "--passkey", "128", "--depths", "0,2")
     assert bad.exit_code == 2 and "between 0 and 1" in bad.stderr
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_packed_batches_start_documents_at_each_eos(tmp_path, reset):
+    """task.reset_at_eos: the batch marks each eos as a document start, and the model's loss on a window
+    then equals that of its documents alone; off, nothing is marked."""
+    text_corpus(tmp_path / "c", 30)
+    recipe = pulse.specs.load.validate(text_recipe(tmp_path, reset_at_eos=reset))
+    task = Text(recipe.task, vocab_size=259)
+    batch = task.batch("train", np.arange(task.size("train")))
+    keep = (batch["ids"] == 257).any(dim=1)
+    assert bool(keep.any())  # some windows hold document boundaries
+    batch = {name: value[keep][:3] for name, value in batch.items()}
+    if not reset:
+        assert "doc_starts" not in batch
+        return
+    assert torch.equal(batch["doc_starts"], batch["ids"] == 257)
+    torch.manual_seed(0)
+    lm = pulse.build_model(recipe, dtype=torch.float64)
+    packed, _ = lm(batch["ids"], doc_starts=batch["doc_starts"])
+    row = batch["ids"][0]
+    bounds = sorted({0, *(row == 257).nonzero().flatten().tolist(), len(row)})
+    alone = torch.cat([lm(row[None, lo:hi])[0] for lo, hi in zip(bounds[:-1], bounds[1:])], dim=1)
+    torch.testing.assert_close(packed[:1], alone)

@@ -61,9 +61,9 @@ def test_generate_feeds_the_prompt_once_then_one_token_per_step(hybrid):
     lengths = []
     real = hf.model.forward
 
-    def spy(ids, state=None):
+    def spy(ids, state=None, **kwargs):
         lengths.append(ids.shape[1])
-        return real(ids, state)
+        return real(ids, state, **kwargs)
 
     hf.model.forward = spy
     prompt = torch.tensor([lm.tokenizer.encode("Hello, state")])
@@ -169,3 +169,23 @@ def test_a_run_exports_with_its_bpe_tokenizer(tmp_path):
     ours = pulse.PulseForCausalLM.from_pretrained(tmp_path / "run").tokenizer
     assert tok("document 3: word1")["input_ids"] == ours.encode("document 3: word1")
     assert tok.eos_token_id == ours.eos_id == 1
+
+
+def test_a_model_trained_with_reset_at_eos_exports_its_document_starts(tmp_path):
+    """task.reset_at_eos travels with the export: Transformers' forward and generate start every layer
+    afresh at the eos, as PULSE does, so the logits after an eos are those of a fresh sequence."""
+    torch.manual_seed(0)
+    lm = pulse.PulseForCausalLM.from_recipe(ROOT / "recipes/text-hybrid.toml", [
+        "model.dim=32", "model.vocab_size=259", "model.mixers.pulse.chunk_size=8"]).eval()
+    assert lm.reset_token_id == 257
+    export_hf(lm, tmp_path / "x")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "x").eval()
+    assert hf.config.reset_token_id == 257
+    ids = torch.randint(0, 256, (1, 20), generator=torch.Generator().manual_seed(2))
+    ids[0, 9] = 257
+    with torch.no_grad():
+        ours, theirs, fresh = lm(ids).logits, hf(ids).logits, lm(ids[:, 9:]).logits
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours[:, 9:], fresh, rtol=1e-5, atol=1e-5)
+    theirs = hf.generate(ids, max_new_tokens=5, do_sample=False)
+    assert torch.equal(theirs[:, 20:], lm.generate(ids[:, 9:], max_new_tokens=5)[:, 11:][:, : theirs.shape[1] - 20])

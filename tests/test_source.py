@@ -177,3 +177,15 @@ def test_an_edited_readable_recipe_gives_one_error_to_every_reader(runs, tmp_pat
     for args in (("generate", run, "--prompt", "a"), ("eval", run), ("summarize", run), ("train", run, "-q")):
         result = run_cli(*args)
         assert result.exit_code == 2 and "recipe.json does not match" in result.stderr, args
+
+
+def test_a_text_run_stored_before_reset_at_eos_keeps_its_documents_running_on(tmp_path):
+    """task.reset_at_eos is new and true by default; a stored text recipe without it was trained with documents
+    running into each other, and opens that way (a new one stores the field explicitly)."""
+    from pulse.api.source import _from_stored
+
+    stored = pulse.specs.load.load_recipe(Path(__file__).resolve().parent.parent / "recipes/text-hybrid.toml").to_dict()
+    assert stored["task"]["reset_at_eos"] is True
+    del stored["task"]["reset_at_eos"]
+    old = _from_stored(stored, tmp_path, None, "checkpoint", (), None, False, None, [])
+    assert old.recipe.task.reset_at_eos is False

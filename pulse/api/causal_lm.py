@@ -27,7 +27,7 @@ from pulse.generation import GenerationStep, resolve_decoding, stream
 from pulse.models.output import ModelOutput
 from pulse.specs.load import load_recipe
 from pulse.specs.recipe import RecipeBase
-from pulse.tokenizer import Tokenizer, tokenizer_for
+from pulse.tokenizer import Tokenizer, reset_token, tokenizer_for
 
 IGNORE_INDEX = -100
 
@@ -115,6 +115,14 @@ class PulseForCausalLM(nn.Module):
             self._tokenizer = tokenizer_for(name, self.vocab_size)
         return self._tokenizer
 
+    @property
+    def reset_token_id(self) -> int | None:
+        """The token where every layer starts afresh: the tokenizer's eos when the model was trained
+        on packed documents with task.reset_at_eos, else None."""
+        if not getattr(self.recipe.task, "reset_at_eos", False):
+            return None  # no tokenizer needed: a model of another task never resets
+        return reset_token(self.recipe.task, self.tokenizer)
+
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         return self.model.init_state(batch, device=device, dtype=dtype)
 
@@ -122,11 +130,16 @@ class PulseForCausalLM(nn.Module):
         return self.model.example_input(batch, seq_len, device=device)
 
     def forward(
-        self, input_ids: Tensor, labels: Tensor | None = None, state: dict[str, Any] | None = None
+        self, input_ids: Tensor, labels: Tensor | None = None, state: dict[str, Any] | None = None, *,
+        doc_starts: Any = None,
     ) -> CausalLMOutput:
         """Logits for input_ids (b, t) continuing `state`; with labels (b, t), the loss of predicting
-        labels[:, 1:] from positions :-1 (labels are shifted here, as in Hugging Face; −100 is ignored)."""
-        logits, state = self.model(input_ids, state)
+        labels[:, 1:] from positions :-1 (labels are shifted here, as in Hugging Face; −100 is ignored).
+        Documents start where `doc_starts` says (pulse.ops.documents), by default at `reset_token_id`."""
+        reset = self.reset_token_id
+        if doc_starts is None and reset is not None and isinstance(input_ids, Tensor):
+            doc_starts = input_ids == reset
+        logits, state = self.model(input_ids, state, doc_starts=doc_starts)
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:
@@ -139,8 +152,10 @@ class PulseForCausalLM(nn.Module):
         return CausalLMOutput(loss=loss, logits=logits, state=state)
 
     def step(self, input_ids: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
-        """Logits (b, v) for one new token per row (b,), and the state after it."""
-        return self.model.step(input_ids, state)
+        """Logits (b, v) for one new token per row (b,), and the state after it (a row restarts at
+        `reset_token_id`)."""
+        reset = self.reset_token_id
+        return self.model.step(input_ids, state, doc_starts=None if reset is None else input_ids == reset)
 
     def stream(
         self,
@@ -167,6 +182,7 @@ class PulseForCausalLM(nn.Module):
         if seed is not None and generator is None:
             generator = torch.Generator(device=input_ids.device).manual_seed(seed)
         new_tokens = decoding.pop("max_new_tokens")
+        kwargs.setdefault("reset_token_id", self.reset_token_id)
         return stream(self.model, input_ids, new_tokens, generator=generator, **decoding, **kwargs)
 
     def generate(

@@ -228,6 +228,10 @@ def _from_stored(stored: dict[str, Any], location: Path, weights: Path | None, o
     # a stored recipe is resolved already: a `from` in it was put there by hand, and is not followed
     check_stored_paths({"model": stored.get("model")}, source=str(weights or location))
     data = {**stored, **dict(tables or {})}
+    task = data.get("task")
+    if isinstance(task, dict) and task.get("kind") == "text" and "reset_at_eos" not in task:
+        # stored before task.reset_at_eos existed: its documents ran into each other, and so they still do
+        data["task"] = {**task, "reset_at_eos": False}
     if overrides:
         described += f" (with --set {' '.join(overrides)})"
     recipe = recipe_from_dict(data, overrides, source=described)

@@ -5,7 +5,16 @@ and interleaves them, `fit` finds scaling exponents, `report` prints and plots.
 """
 
 from pulse.bench.fit import ScalingFit, fit_scaling, local_exponents
-from pulse.bench.runner import Settings, System, mixer_system, parse_mixer, recipe_system, run_bench, with_compile
+from pulse.bench.runner import (
+    Settings,
+    System,
+    mixer_system,
+    parse_mixer,
+    recipe_system,
+    run_bench,
+    with_compile,
+    with_documents,
+)
 
 __all__ = [
     "ScalingFit",
@@ -18,4 +27,5 @@ __all__ = [
     "recipe_system",
     "run_bench",
     "with_compile",
+    "with_documents",
 ]

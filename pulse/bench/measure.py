@@ -152,14 +152,32 @@ def _loss(out: Tensor, model: nn.Module) -> Tensor:
     return out.float().square().mean()
 
 
-def run_forward(model: nn.Module, x: Tensor, req: dict[str, Any]) -> list[float]:
+def document_starts(batch: int, seq_len: int, docs: int, device: str) -> Tensor | None:
+    """`docs` documents per window: (b, t) bool starts at 0 and docs − 1 seeded random positions, per row."""
+    if docs <= 1:
+        return None
+    if docs > seq_len:
+        raise PulseError(f"{docs} documents do not fit a window of {seq_len} tokens; lower --docs-per-window.")
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.zeros(batch, seq_len, dtype=torch.bool)
+    mask[:, 0] = True
+    for row in range(batch):
+        mask[row, torch.randperm(seq_len - 1, generator=gen)[: docs - 1] + 1] = True
+    return mask.to(device)
+
+
+def _call(model: nn.Module, x: Tensor, starts: Tensor | None, state: Any = None) -> Any:
+    return model(x, state) if starts is None else model(x, state, doc_starts=starts)
+
+
+def run_forward(model: nn.Module, x: Tensor, req: dict[str, Any], starts: Tensor | None = None) -> list[float]:
     with torch.inference_mode():
         for _ in range(req["warmup"]):
-            model(x)
-        return [timed(lambda: model(x), req["device"]) for _ in range(req["repeats"])]
+            _call(model, x, starts)
+        return [timed(lambda: _call(model, x, starts), req["device"]) for _ in range(req["repeats"])]
 
 
-def run_train(model: nn.Module, x: Tensor, req: dict[str, Any]) -> list[float]:
+def run_train(model: nn.Module, x: Tensor, req: dict[str, Any], starts: Tensor | None = None) -> list[float]:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4) if params else None
@@ -167,7 +185,7 @@ def run_train(model: nn.Module, x: Tensor, req: dict[str, Any]) -> list[float]:
     def step() -> None:
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
-        out, _ = model(x)
+        out, _ = _call(model, x, starts)
         _loss(out, model).backward()
         if optimizer is not None:
             optimizer.step()
@@ -177,15 +195,17 @@ def run_train(model: nn.Module, x: Tensor, req: dict[str, Any]) -> list[float]:
     return [timed(step, req["device"]) for _ in range(req["repeats"])]
 
 
-def run_generate(model: nn.Module, x: Tensor, req: dict[str, Any]) -> tuple[list[float], float]:
-    """Prefill x, then per repeat the mean seconds per new token over `generate_tokens` steps."""
+def run_generate(model: nn.Module, x: Tensor, req: dict[str, Any],
+                 starts: Tensor | None = None) -> tuple[list[float], float]:
+    """Prefill x (with its document starts), then per repeat the mean seconds per new token over
+    `generate_tokens` steps."""
     device, tokens = req["device"], req["generate_tokens"]
     with torch.inference_mode():
         state: Any = None
 
         def prefill() -> None:
             nonlocal state
-            _, state = model(x)
+            _, state = _call(model, x, starts)
 
         prefill_s = timed(prefill, device)
         new = example(model, x.shape[0], 1, device, getattr(torch, req["dtype"]))[:, 0]
@@ -216,6 +236,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
         params = {id(p): p for p in model.parameters()}.values()
         fpt = flops_per_token(model, seq_len)
         x = example(model, batch, seq_len, device, dtype)
+        starts = document_starts(batch, seq_len, req["system"].get("docs_per_window", 0), device)
         out["setup_s"] = time.perf_counter() - start
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(torch.device(device))
@@ -225,12 +246,12 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
             base = _proc_status().get("VmRSS", _peak_rss())
             out["memory_fixed_bytes"] = _first_call_growth(model, batch, seq_len, device, dtype, base)
         if mode == "forward":
-            times, unit, flops = run_forward(model, x, req), "batch", batch * seq_len * fpt
+            times, unit, flops = run_forward(model, x, req, starts), "batch", batch * seq_len * fpt
         elif mode == "train":
             # backward ≈ twice the forward FLOPs; the optimizer step is not counted
-            times, unit, flops = run_train(model, x, req), "batch", 3 * batch * seq_len * fpt
+            times, unit, flops = run_train(model, x, req, starts), "batch", 3 * batch * seq_len * fpt
         else:
-            times, out["prefill_s"] = run_generate(model, x, req)
+            times, out["prefill_s"] = run_generate(model, x, req, starts)
             unit = "token"
             flops = batch * ((seq_len + 1) * flops_per_token(model, seq_len + 1) - seq_len * fpt)
         if device.startswith("cuda"):

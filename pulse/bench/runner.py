@@ -119,6 +119,18 @@ def mixer_system(text: str, dim: int) -> System:
 COMPILE_CHOICES = ("auto", "on", "off", "both")
 
 
+def with_documents(systems: Sequence[System], counts: Sequence[int]) -> list[System]:
+    """The systems with N documents packed per window (`doc_starts` at N−1 seeded random positions after 0):
+    each system once per count, side by side (0: no boundaries)."""
+    if any(n < 0 for n in counts) or not counts:
+        raise PulseError(f"--docs-per-window: give counts ≥ 0 (0: no document starts), got {list(counts)}.")
+    if list(counts) == [0]:
+        return list(systems)
+    return [System(f"{s.name} · {n} doc{'s' if n != 1 else ''}" if n else f"{s.name} · no docs",
+                   {**s.spec, "docs_per_window": n} if n else dict(s.spec))
+            for s in systems for n in counts]
+
+
 def with_compile(systems: Sequence[System], choice: str) -> list[System]:
     """The systems under a compile choice: `auto` as they are (PULSE_COMPILE decides), `on`/`off` for all
     of them, `both` each twice in a row, eager then compiled, so the two paths are timed side by side."""

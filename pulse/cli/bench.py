@@ -103,7 +103,7 @@ def _plan(systems: list[Any], settings: Any) -> str:
 
 
 def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, sets: list[str], settings: Any,
-             compile_: str = "auto") -> str:
+             compile_: str = "auto", docs: str = "0") -> str:
     """The command line that repeats this run, every setting spelled out."""
     words = ["pulse", "bench"] + ([str(recipe)] if recipe else [])
     words += [w for p in vs for w in ("--vs", p)] + [w for m in mixers for w in ("--mixer", m)]
@@ -117,6 +117,7 @@ def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, se
             words += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
     words += [] if settings.guard else ["--no-guard"]
     words += [] if compile_ == "auto" else ["--compile", compile_]
+    words += [] if docs == "0" else ["--docs-per-window", docs]
     words += [w for s in sets for w in ("--set", s)]
     return shlex.join(words)
 
@@ -192,6 +193,12 @@ def bench(
             "(--max-memory, else half the RAM) before trying them.",
         ),
     ] = True,
+    docs_per_window: Annotated[
+        str,
+        typer.Option("--docs-per-window", help="Documents packed per window, every layer starting afresh at each "
+                                               "(doc_starts); comma-separated counts are timed side by side, "
+                                               "e.g. 0,16 (0: no boundaries)."),
+    ] = "0",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full results as JSON here.")] = None,
     text_out: Annotated[
         Path | None, typer.Option("--text", help="Write the report as plain text, wide enough to be whole.")
@@ -202,7 +209,7 @@ def bench(
     set_: SetOption = None,
 ) -> None:
     """Tokens/s, ms per batch or per new token, peak memory and scaling exponent, each length in a fresh process."""
-    from pulse.bench import Settings, mixer_system, recipe_system, report, run_bench, with_compile
+    from pulse.bench import Settings, mixer_system, recipe_system, report, run_bench, with_compile, with_documents
     from pulse.paths import check_output_files
     from pulse.specs.bench import BenchSpec
 
@@ -228,7 +235,7 @@ def bench(
         names = [s.name for s in systems]
         if len(set(names)) != len(names):
             systems = [recipe_system(r, f"{i}:{p.stem}") for i, (r, p) in enumerate(zip(recipes, [recipe, *others]))]
-    systems = with_compile(systems, compile_)
+    systems = with_documents(with_compile(systems, compile_), _counts(docs_per_window))
     settings = Settings.from_spec(
         spec,
         seq_lens=parse_lengths(seq_lens) if seq_lens else None,
@@ -236,7 +243,8 @@ def bench(
         dtype=dtype, device=device, threads=threads, max_seconds=max_seconds, timeout=timeout,
         max_memory_gb=max_memory, matmul_size=matmul_size, fit_from=fit_from, guard=guard,
     )
-    command = _command(recipe, [str(p) for p in (vs or [])], mixer or [], dim, set_ or [], settings, compile_)
+    command = _command(recipe, [str(p) for p in (vs or [])], mixer or [], dim, set_ or [], settings, compile_,
+                       docs_per_window)
     console.print(f"[bold]pulse bench[/] {', '.join(s.name for s in systems)} · {settings.mode} · "
                   f"T = {', '.join(map(str, settings.seq_lens))} · one fresh process per measurement", highlight=False)
     console.print(_plan(systems, settings), highlight=False)
@@ -260,3 +268,11 @@ def bench(
                           f"first: {failed[0]['system']} at T={failed[0]['seq_len']}: {failed[0]['reason']}",
                           highlight=False)
         raise typer.Exit(1)
+
+
+def _counts(text: str) -> list[int]:
+    """--docs-per-window N[,M…] as integers."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise PulseError(f"--docs-per-window {text}: give whole numbers, e.g. 16 or 0,16.") from None

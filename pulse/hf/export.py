@@ -52,7 +52,8 @@ def hf_model(lm: Any):
     tok = hf_tokenizer(lm)
     config = PulseHFConfig(recipe=lm.recipe.to_dict(), pulse_version=__version__, pulse_format=FORMAT,
                            weights_sha256=tensors_digest(_unique_tensors(lm.model)), bos_token_id=tok.bos_id,
-                           eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, auto_map=AUTO_MAP,
+                           eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, reset_token_id=lm.reset_token_id,
+                           auto_map=AUTO_MAP,
                            architectures=["PulseHFForCausalLM"])
     model = PulseHFForCausalLM(config)
     model.model.load_state_dict(lm.model.state_dict())

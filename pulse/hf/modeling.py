@@ -36,8 +36,10 @@ class PulseHFConfig(PretrainedConfig):
     model_type = MODEL_TYPE
 
     def __init__(self, recipe: dict[str, Any] | None = None, pulse_version: str | None = None,
-                 weights_sha256: str | None = None, **kwargs: Any):
+                 weights_sha256: str | None = None, reset_token_id: int | None = None, **kwargs: Any):
         self.recipe = recipe or {}
+        # the token where every layer starts afresh (the eos of a model trained with task.reset_at_eos)
+        self.reset_token_id = reset_token_id
         self.pulse_version = pulse_version
         self.weights_sha256 = weights_sha256
         model = self.recipe.get("model", {})
@@ -123,7 +125,9 @@ class PulseHFForCausalLM(PreTrainedModel, GenerationMixin):
         if input_ids is None:
             raise PulseError("PULSE models take input_ids (token ids); inputs_embeds is not supported.")
         _check_mask(attention_mask, input_ids, carried=pulse_state is not None or bool(use_cache))
-        logits, state = self.model(input_ids, pulse_state.state if pulse_state is not None else None)
+        reset = getattr(self.config, "reset_token_id", None)
+        logits, state = self.model(input_ids, pulse_state.state if pulse_state is not None else None,
+                                   doc_starts=None if reset is None else input_ids == reset)
         loss = None
         if labels is not None:
             shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()

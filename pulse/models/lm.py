@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from pulse.errors import PulseError
 from pulse.models.stack import Residual, ResidualStack
+from pulse.ops.documents import DocStarts
 
 
 class LanguageModel(ResidualStack):
@@ -62,20 +63,25 @@ class LanguageModel(ResidualStack):
                 f"token ids must lie in 0..{self.vocab_size - 1} (vocab_size), got {int(ids.min())}..{int(ids.max())}."
             )
 
-    def features(self, ids: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
-        """Final hidden states (after the last norm) for ids (b, t), and the new state."""
+    def features(self, ids: Tensor, state: dict[str, Any] | None = None, *,
+                 doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Any]]:
+        """Final hidden states (after the last norm) for ids (b, t), and the new state; with doc_starts
+        (pulse.ops.documents) every layer starts fresh where a document starts."""
         self._check_ids(ids, 2)
         if state is None:
             state = self.init_state(ids.shape[0])
-        return self.run(self.embed(ids), state)
+        return self.run(self.embed(ids), state, doc_starts)
 
-    def forward(self, ids: Tensor, state: dict[str, Any] | None = None) -> tuple[Tensor, dict[str, Any]]:
+    def forward(self, ids: Tensor, state: dict[str, Any] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Any]]:
         """Logits (b, t, v) and the state after these tokens."""
-        h, state = self.features(ids, state)
+        h, state = self.features(ids, state, doc_starts=doc_starts)
         return self.head(h), state
 
-    def step(self, ids_t: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
-        """Logits (b, v) for one new token per row, in O(1) for recurrent mixers."""
+    def step(self, ids_t: Tensor, state: dict[str, Any], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
+        """Logits (b, v) for one new token per row, in O(1) for recurrent mixers; doc_starts (b,) bool
+        starts those rows afresh at this token."""
         self._check_ids(ids_t, 1)
-        h, state = self.run_step(self.embed(ids_t), state)
+        h, state = self.run_step(self.embed(ids_t), state, doc_starts)
         return self.head(h), state

@@ -149,6 +149,10 @@ class TextSpec(Spec):
     eval_windows: int = Field(256, ge=1, description="validation windows of seq_len tokens used by evaluation")
     max_bytes: int | None = Field(None, ge=1, description="cap on the training text read, in bytes (whole documents)")
     max_tokens: int | None = Field(None, ge=2, description="cap on the training tokens (the packed stream's prefix)")
+    reset_at_eos: bool = Field(
+        True, description="every layer starts afresh at each eos of the packed stream (the eos opens the next "
+                          "document), so no state or attention crosses documents; false lets them run on"
+    )
     cache_dir: str | None = Field(None, description="where tokenized corpora are kept (default: $PULSE_CACHE, else "
                                                     "~/.cache/pulse/corpora)")
     seed: int = Field(0, description="seed of the train/validation split")

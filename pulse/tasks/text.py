@@ -5,7 +5,10 @@ path, the Python standard library's own sources, so nothing is downloaded) is to
 once into a cached token file (pulse.data.corpus), documents split between training and
 validation by document. Documents are packed: each followed by the tokenizer's eos (the
 byte tokenizer has one when model.vocab_size ≥ 259), cut into windows of seq_len + 1
-tokens with no padding; `max_tokens` caps the training stream.
+tokens with no padding; `max_tokens` caps the training stream. With `reset_at_eos` (the
+default) the eos opens the next document: every layer starts afresh there (`doc_starts`,
+pulse.ops.documents), so a document's loss does not depend on what was packed before it and no
+state or attention carries text across documents — the model learns each document as if alone.
 
 Metrics: `loss` (nats per token), `perplexity`, and `bpb`, bits per byte: the summed nats
 over the UTF-8 bytes the predicted tokens stand for, / ln 2. A byte model and a BPE model
@@ -30,7 +33,7 @@ from pulse.errors import PulseError
 from pulse.specs.tasks import TextSpec
 from pulse.tasks.base import Batch, Sums
 from pulse.tasks.io import TokenizedTask
-from pulse.tokenizer import ByteTokenizer, HFTokenizer
+from pulse.tokenizer import ByteTokenizer, HFTokenizer, reset_token
 
 
 class Text(TokenizedTask):
@@ -81,7 +84,16 @@ class Text(TokenizedTask):
             # evaluation windows are spread evenly over the whole validation stream
             indices = indices * self._windows(split) // self.size(split)
         windows = torch.from_numpy(np.stack([data[s * t : s * t + t + 1] for s in indices]).astype(np.int64))
-        return {"ids": windows[:, :-1], "labels": windows[:, 1:]}  # (b, t) each
+        batch = {"ids": windows[:, :-1], "labels": windows[:, 1:]}  # (b, t) each
+        reset = self.reset_token
+        if reset is not None:
+            batch["doc_starts"] = batch["ids"] == reset  # (b, t) bool: the eos opens the next document
+        return batch
+
+    @property
+    def reset_token(self) -> int | None:
+        """The eos when task.reset_at_eos (every layer starts afresh there), else None."""
+        return reset_token(self.spec, self.tokenizer)
 
     def targets(self, batch: Batch) -> int:
         return batch["labels"].numel()
@@ -92,7 +104,7 @@ class Text(TokenizedTask):
         return self._byte_lengths
 
     def forward(self, model: nn.Module, head: nn.Module | None, batch: Batch) -> Sums:
-        h, _ = model.features(batch["ids"])
+        h, _ = model.features(batch["ids"], doc_starts=batch.get("doc_starts"))
         logits = model.head(h).float()  # (b, t, v)
         labels = batch["labels"]
         count = torch.tensor(float(labels.numel()), device=labels.device)

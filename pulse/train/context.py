@@ -65,7 +65,8 @@ def context_curve(source: Any, lengths: list[int], *, windows: int = 16, max_sec
     attention = any(getattr(m, "kind", "") == "attention" for m in recipe.model.mixers.values())
     points, previous = [], None
     for length in sorted(set(lengths)):
-        point = _measure(model, val, byte_len, length, windows, attention, previous, max_seconds, device)
+        point = _measure(model, val, byte_len, length, windows, attention, previous, max_seconds, device,
+                         task.reset_token)
         point["state_bytes"] = summarize(source.build(device="meta", load=False), seq_len=length,
                                          table=False).state_bytes
         say(_line(point))
@@ -74,11 +75,12 @@ def context_curve(source: Any, lengths: list[int], *, windows: int = 16, max_sec
             previous = point
     return {"checkpoint": source.describe(), "train_seq_len": recipe.task.seq_len, "windows": windows,
             "tokenizer": task.tokenizer.digest(), "model": recipe.model.kind, "attention": attention,
-            "points": points}
+            "reset_at_eos": task.reset_token is not None, "points": points}
 
 
 def _measure(model: torch.nn.Module, val: np.ndarray, byte_len: torch.Tensor, length: int, windows: int,
-             attention: bool, previous: dict | None, max_seconds: float, device: str) -> dict[str, Any]:
+             attention: bool, previous: dict | None, max_seconds: float, device: str,
+             reset: int | None = None) -> dict[str, Any]:
     available = (len(val) - 1) // length
     if available < 1:
         return {"length": length, "status": "skipped",
@@ -99,7 +101,9 @@ def _measure(model: torch.nn.Module, val: np.ndarray, byte_len: torch.Tensor, le
     with torch.no_grad():
         for s in starts:
             window = torch.from_numpy(val[s : s + length + 1].astype(np.int64)).to(device)
-            logits, _ = model(window[None, :-1])  # (1, t, v)
+            ids = window[None, :-1]
+            # as in training: with task.reset_at_eos every layer starts afresh at each eos
+            logits, _ = model(ids, doc_starts=None if reset is None else ids == reset)  # (1, t, v)
             labels = window[1:]
             nats += F.cross_entropy(logits[0].float(), labels, reduction="none").double().cpu()
             nbytes += byte_len[labels].double().cpu()

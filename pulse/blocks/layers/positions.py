@@ -23,14 +23,16 @@ class LearnedPositions(nn.Module):
         self.table = nn.Embedding(max_seq_len, dim, device=device, dtype=dtype)
         nn.init.normal_(self.table.weight, std=0.02)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:  # x: (b, t, d)
-        end = offset + x.shape[1]
+    def forward(self, x: Tensor, offset: int = 0, *, index: Tensor | None = None) -> Tensor:  # x: (b, t, d)
+        """Positions offset..offset+t−1, or `index` (b, t): each token's own position (e.g. counted
+        from its document's start)."""
+        end = offset + x.shape[1] if index is None else int(index.max()) + 1
         if end > self.max_seq_len:
             raise PulseError(
                 f"sequence reaches position {end}, beyond the learned positions' max_seq_len "
                 f"({self.max_seq_len}); raise model.positions.max_seq_len or use rotary positions."
             )
-        return x + self.table.weight[offset:end]
+        return x + (self.table.weight[offset:end] if index is None else self.table.weight[index])
 
     def param_count(self) -> int:
         return self.table.weight.numel()
