@@ -23,12 +23,14 @@ from pulse.bench import (
     Settings,
     fit_scaling,
     local_exponents,
+    measure,
     mixer_system,
     parse_mixer,
     recipe_system,
     report,
     run_bench,
     with_compile,
+    with_documents,
 )
 from pulse.bench.schema import DOCUMENT_SCHEMA
 from pulse.cli.bench import parse_lengths
@@ -423,3 +425,30 @@ def test_the_guard_counts_a_recipes_logits_so_a_tiny_model_at_ten_million_tokens
                      "--seq-lens", "10000000", "--rounds", "1", "--matmul-size", "0")
     assert result.exit_code == 0, result.output
     assert "needs at least" in result.stdout and "default memory guard" in result.stdout, result.stdout
+
+
+def test_documents_per_window_name_each_system_and_are_timed_side_by_side(tmp_path):
+    systems = [mixer_system("gated_deltanet", 8), mixer_system("attention", 8)]
+    assert with_documents(systems, [0]) == systems
+    both = with_documents(systems, [0, 4])
+    assert [s.name for s in both] == ["gated_deltanet · no docs", "gated_deltanet · 4 docs", "attention · no docs",
+                                      "attention · 4 docs"]
+    assert [s.spec.get("docs_per_window", 0) for s in both] == [0, 4, 0, 4]
+    with pytest.raises(PulseError, match="counts ≥ 0"):
+        with_documents(systems, [-1])
+    starts = measure.document_starts(3, 50, 4, "cpu")
+    assert starts.shape == (3, 50) and starts[:, 0].all() and starts.sum(dim=1).tolist() == [4, 4, 4]
+    result = run_cli("bench", "--mixer", "gated_deltanet:chunk_size=4", "--dim", "8", "--seq-lens", "16",
+                     "--mode", "train", "--repeats", "1", "--warmup", "0", "--threads", "1", "--matmul-size", "0",
+                     "--docs-per-window", "0,3", "--json", tmp_path / "b.json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [r["status"] for r in doc["runs"]] == ["ok", "ok"]
+    assert {s["name"]: s["path"] for s in doc["systems"]}["gated_deltanet:chunk_size=4 · 3 docs"] == \
+        "delta_rule: eager (document starts)"
+    assert "--docs-per-window 0,3" in doc["command"]
+    bad = run_cli("bench", "--mixer", "attention", "--docs-per-window", "two")
+    assert bad.exit_code == 2 and "whole numbers" in bad.output
+    run_cli("bench", "--mixer", "attention", "--dim", "8", "--seq-lens", "4", "--threads", "1",
+            "--matmul-size", "0", "--repeats", "1", "--docs-per-window", "9", "--json", tmp_path / "c.json")
+    assert "do not fit a window of 4 tokens" in (tmp_path / "c.json").read_text()
