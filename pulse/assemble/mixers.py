@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pulse.blocks.mixers.deltanet import DeltaNet, GatedDeltaNet
+from pulse.blocks.mixers.deltaproduct import GatedDeltaProduct
+from pulse.blocks.mixers.kda import KimiDeltaAttention
 from pulse.blocks.mixers.linear_attention import LinearAttention
 from pulse.blocks.mixers.mamba2 import Mamba2
 from pulse.blocks.mixers.ntm import NTMMemory
@@ -18,3 +20,5 @@ register("ntm", role="mixer", spec=s.NTMSpec, module=NTMMemory)
 register("gated_deltanet", role="mixer", spec=s.GatedDeltaNetSpec, module=GatedDeltaNet)
 register("deltanet", role="mixer", spec=s.DeltaNetSpec, module=DeltaNet)
 register("mamba2", role="mixer", spec=s.Mamba2Spec, module=Mamba2)
+register("kda", role="mixer", spec=s.KDASpec, module=KimiDeltaAttention)
+register("gated_deltaproduct", role="mixer", spec=s.GatedDeltaProductSpec, module=GatedDeltaProduct)

@@ -150,6 +150,31 @@ class DeltaNetSpec(_DeltaRuleSpec):
     kind: Literal["deltanet"] = "deltanet"
 
 
+class KDASpec(_DeltaRuleSpec):
+    """Kimi Delta Attention: the gated delta rule with a decay per key channel (a low-rank map of x).
+
+    S_t = (I − β_t k_t k_tᵀ) Diag(α_t) S_{t−1} + β_t k_t v_tᵀ, α_t ∈ (0, 1]^k; otherwise as gated_deltanet.
+    Chunkwise generalized delta rule. State h·k·v + (w−1)·(2K + V); params d·(2K + 3V + h + r) + r·K
+    + w·(2K + V) + v + h + K.
+    """
+
+    kind: Literal["kda"] = "kda"
+    chunk_size: int = Field(16, ge=1, description="tokens per chunk of the chunkwise form (speed and memory only)")
+    decay_rank: int | None = Field(None, ge=1, description="rank r of the map from x to the per-channel decay "
+                                                           "(default: head_dim)")
+
+
+class GatedDeltaProductSpec(_DeltaRuleSpec):
+    """Gated DeltaProduct: m delta-rule (Householder) steps per token, each with its own k, v and β.
+
+    S_t = Π_j (I − β_{t,j} k_{t,j} k_{t,j}ᵀ) α_t S_{t−1} + writes; m = 1 is gated_deltanet. State h·k·v
+    + (w−1)·(K + m·(K + V)); params d·(K + m·(K + V) + V + (m + 1)·h) + V·d + w·(K + m·(K + V)) + v + 2h.
+    """
+
+    kind: Literal["gated_deltaproduct"] = "gated_deltaproduct"
+    num_householder: int = Field(2, ge=1, description="delta-rule steps m per token (chunk_size counts these)")
+
+
 class Mamba2Spec(Spec):
     """Mamba-2 (SSD): selective SSM with one scalar decay per head, chunked matmul form.
 

@@ -1,0 +1,126 @@
+"""The generalized delta rule: a state transition that is a diagonal plus a rank-one term per token.
+
+    S_t = (Diag(w_t) + a_t b_tᵀ) S_{t−1} + k_t v_tᵀ,   o_t = S_tᵀ q_t          (S ∈ ℝ^{k×v} per head)
+
+with a per-channel decay w_t ∈ (0, 1]^k (given as log w_t ≤ 0). It covers
+
+- KDA (Kimi Delta Attention): S_t = (I − β_t k_t k_tᵀ) Diag(α_t) S_{t−1} + β_t k_t v_tᵀ, i.e.
+  w = α, a = −β k, b = k ⊙ α, and the write β k;
+- Gated DeltaNet: the same with α_t a scalar per head (`pulse.ops.delta_rule` is its faster form);
+- RWKV-7's transition Diag(w_t) − κ̂_t (κ̂_t ⊙ a_t)ᵀ (here in the k × v layout: a = −κ̂, b = κ̂ ⊙ a).
+
+`chunk_generalized_delta` is the chunkwise form. In a chunk of c tokens with state S₀ at its start,
+g_i the per-channel cumulative log-decay from the chunk start (g_{i−1} before token i) and u_i =
+b_iᵀ S_{i−1} the rank-one term's read,
+
+    S_i = e^{g_i} ⊙ S₀ + Σ_{j≤i} (e^{g_i − g_j} ⊙ a_j) u_jᵀ + Σ_{j≤i} (e^{g_i − g_j} ⊙ k_j) v_jᵀ
+    u_i = (b_i ⊙ e^{g_{i−1}})ᵀ S₀ + Σ_{j<i} A_ij u_j + Σ_{j<i} B_ij v_j,
+          A_ij = Σ_c b_ic a_jc e^{g_{i−1,c} − g_jc},  B_ij = Σ_c b_ic k_jc e^{g_{i−1,c} − g_jc}
+
+so (I − A) U = B V + (B' ⊙ e^{g_prev}) S₀: one unit lower triangular solve per chunk gives
+U = W₁ + W₂ S₀ for every chunk at once, independent of S₀; the outputs O = P_a U + P_k V + (Q ⊙ e^g) S₀
+(P_a, P_k the same pair sums with q_i and e^{g_i − g_j}, j ≤ i) and the chunk-end state
+S_c = (Diag(e^{g_c}) + A'ᵀ W₂) S₀ + A'ᵀ W₁ + K'ᵀ V are affine in S₀, so the carry is the delta
+rule's: one batched multiply-add per chunk on the CPU, log depth elsewhere
+(`pulse.ops.scan.affine_carry`). The per-channel decays enter only as e^{g_x − g_j} with x ≥ j,
+formed pairwise (a (c, c, k) tensor per chunk and head), so every exponent is ≤ 0 and nothing
+overflows however strong the decay: chunks are short (16 by default) for that reason.
+
+Document starts (`resets`, (b, t) bool; `pulse.ops.documents`) zero the state before their token:
+pairs across a start are masked out, only tokens before the chunk's first start read S₀, only the
+chunk's last document enters S_c, and S₀ passes a chunk only if nothing starts in it.
+
+`recurrent_generalized_delta` is the per-token loop it must agree with (values and gradients).
+
+# b batch · h heads · t time · n chunks · c chunk length · k key dim · v value dim
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pulse.ops import backend, documents, scan
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def recurrent_generalized_delta(
+    q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, log_w: Tensor, state: Tensor | None = None,
+    resets: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Reference. q, k, a, b, log_w (≤ 0): (b, h, t, k); v: (b, h, t, v); state: (b, h, k, v) or None for
+    zeros; resets: (b, t) bool or None. Returns o (b, h, t, v) and the state after the last token."""
+    s = q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1]) if state is None else state
+    outs = []
+    for i in range(q.shape[2]):
+        if resets is not None:
+            s = s.masked_fill(resets[:, i, None, None, None], 0)
+        read = torch.einsum("bhk,bhkv->bhv", b[:, :, i], s)  # u_i = b_iᵀ S_{i−1}
+        s = log_w[:, :, i].exp().unsqueeze(-1) * s + a[:, :, i].unsqueeze(-1) * read.unsqueeze(-2)
+        s = s + k[:, :, i].unsqueeze(-1) * v[:, :, i].unsqueeze(-2)
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, :, i], s))
+    return torch.stack(outs, dim=2), s
+
+
+def chunk_generalized_delta(
+    q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, log_w: Tensor, state: Tensor | None = None,
+    resets: Tensor | None = None, *, chunk_size: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """Chunkwise form of `recurrent_generalized_delta`; same arguments, same results. Half precision is
+    computed in float32 (the triangular solve needs it) and cast back."""
+    dtype = q.dtype
+    if dtype in _LOW_PRECISION:
+        q, k, v, a, b, log_w = (x.float() for x in (q, k, v, a, b, log_w))
+        state = None if state is None else state.float()
+    bsz, h, t, dk = q.shape
+    dv = v.shape[-1]
+    s0 = q.new_zeros(bsz, h, dk, dv) if state is None else state
+    c = max(1, min(chunk_size, t))
+    n = -(-t // c)
+    pad = n * c - t
+    if pad:  # padded tokens: decay 1, nothing written, nothing read, no rank-one term
+        q, k, v, a, b, log_w = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v, a, b, log_w))
+    q, k, a, b, log_w = (x.reshape(bsz, h, n, c, dk) for x in (q, k, a, b, log_w))
+    v = v.reshape(bsz, h, n, c, dv)
+    g = log_w.cumsum(dim=-2)  # (b, h, n, c, k): log decay from the chunk start through token i
+    g_prev = g - log_w  # … through token i − 1
+    ones = torch.ones(c, c, dtype=torch.bool, device=q.device)
+    before, upto = ones.tril(-1), ones.tril()  # j < i, j ≤ i
+    # pairwise per-channel decays, only where x ≥ j (every exponent ≤ 0): (b, h, n, c, c, k)
+    e_prev = (g_prev.unsqueeze(-2) - g.unsqueeze(-3)).masked_fill(~before[..., None], float("-inf")).exp()
+    e_out = (g.unsqueeze(-2) - g.unsqueeze(-3)).masked_fill(~upto[..., None], float("-inf")).exp()
+    start_read, start_out, end_a, end_k = b * g_prev.exp(), q * g.exp(), a * (g[..., -1:, :] - g).exp(), \
+        k * (g[..., -1:, :] - g).exp()
+    kept = None
+    if resets is not None:
+        same, visible, last, kept = documents.chunk_masks(resets, n, c)
+        e_prev, e_out = e_prev * same.unsqueeze(-1), e_out * same.unsqueeze(-1)
+        visible, last = visible.unsqueeze(-1), last.unsqueeze(-1)
+        start_read, start_out, end_a, end_k = start_read * visible, start_out * visible, end_a * last, end_k * last
+    pair = lambda x, y, e: torch.einsum("...ic,...jc,...ijc->...ij", x, y, e)  # noqa: E731
+    A, B = pair(b, a, e_prev), pair(b, k, e_prev)  # (b, h, n, c, c), strictly lower
+    P_a, P_k = pair(q, a, e_out), pair(q, k, e_out)  # lower, with the diagonal
+    # (I − A) U = B V + start_read S₀  →  U = W₁ + W₂ S₀
+    w = torch.linalg.solve_triangular(-A, torch.cat((B @ v, start_read), dim=-1), upper=False,
+                                      unitriangular=True)
+    w1, w2 = w.split((dv, dk), dim=-1)  # (…, c, v), (…, c, k)
+    local = end_a.transpose(-1, -2) @ w1 + end_k.transpose(-1, -2) @ v  # (b, h, n, k, v)
+    decay_end = g[..., -1, :].exp()  # (b, h, n, k)
+    if kept is not None:
+        decay_end = decay_end * kept.unsqueeze(-1)
+    transition = torch.diag_embed(decay_end) + end_a.transpose(-1, -2) @ w2  # (b, h, n, k, k)
+    starts, s = scan.affine_carry(s0, transition, local, dim=2)
+    out = P_a @ w1 + P_k @ v + (start_out + P_a @ w2) @ starts  # (b, h, n, c, v)
+    return out.reshape(bsz, h, n * c, dv)[:, :, :t].to(dtype), s.to(dtype)
+
+
+def generalized_delta(
+    q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, log_w: Tensor, state: Tensor | None = None,
+    resets: Tensor | None = None, *, chunk_size: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """`chunk_generalized_delta`; the path is recorded under "generalized_delta" in
+    `pulse.ops.backend.paths_taken()` (fla's chunk_kda / chunk_rwkv7 kernels are not wired in yet)."""
+    backend.record("generalized_delta", "eager" + (" (document starts)" if resets is not None else ""))
+    return chunk_generalized_delta(q, k, v, a, b, log_w, state, resets, chunk_size=chunk_size)
