@@ -55,7 +55,8 @@ def test_list_cards_glob_and_one_card_in_full():
 
 
 def test_python_list_models_and_create_model():
-    assert pulse.list_models("*pulse*") == ["pulse-delta-small", "pulse-hybrid-small", "pulse-small"]
+    assert pulse.list_models("*pulse*") == ["pulse-delta-small", "pulse-hybrid-small", "pulse-routed-small",
+                                            "pulse-small"]
     assert pulse.list_models() == CARDS
     model = pulse.create_model("pulse-small", depth=1, device="meta")
     assert len(model.layers) == 1

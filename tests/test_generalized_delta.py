@@ -86,3 +86,30 @@ def test_deltaproduct_with_one_step_per_token_is_gated_deltanet(dim):
     x = torch.randn(2, 13, dim, dtype=F64)
     assert_close(gdp(x)[0], gdn(x)[0], "one Householder step per token")
     assert_close(gdp(x, doc_starts=[[3], [0, 7]])[0], gdn(x, doc_starts=[[3], [0, 7]])[0], "with document starts")
+
+
+def test_routed_memory_with_one_memory_and_no_shared_one_is_gated_deltanet():
+    torch.manual_seed(0)
+    routed = pulse.build_mixer("pulse_routed", 16, num_memories=1, top_k=1, shared=False, head_dim=8,
+                               chunk_size=4, dtype=F64)
+    gdn = pulse.build_mixer("gated_deltanet", 16, head_dim=8, chunk_size=4, dtype=F64)
+    weights = {**routed.state_dict(), "in_proj.weight": routed.in_proj.weight[:-1]}  # the last row: the router
+    gdn.load_state_dict(weights)
+    x = torch.randn(2, 11, 16, dtype=F64)
+    assert_close(routed(x)[0], gdn(x)[0], "one memory, always chosen")
+
+
+def test_a_memory_no_token_is_routed_to_is_left_untouched():
+    torch.manual_seed(0)
+    m = pulse.build_mixer("pulse_routed", 16, num_memories=4, top_k=1, head_dim=8, chunk_size=4, dtype=F64)
+    x = torch.randn(1, 9, 16, dtype=F64)
+    _, state = m(x)
+    tok = torch.randn(1, 16, dtype=F64)
+    logits = m.in_proj(tok)[..., -m.num_memories:]
+    chosen, _ = m.route(logits)
+    _, after = m.step(tok, state)
+    banks = lambda s: s["kv"].view(1, m.banks, m.num_heads, *s["kv"].shape[-2:])  # noqa: E731
+    for memory in range(m.num_memories):
+        same = torch.equal(banks(after)[:, 1 + memory], banks(state)[:, 1 + memory])
+        assert same != bool(chosen[0, memory]), f"memory {memory}: chosen={bool(chosen[0, memory])}"
+    assert not torch.equal(banks(after)[:, 0], banks(state)[:, 0])  # the shared memory is always written

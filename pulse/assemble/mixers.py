@@ -8,6 +8,7 @@ from pulse.blocks.mixers.kda import KimiDeltaAttention
 from pulse.blocks.mixers.linear_attention import LinearAttention
 from pulse.blocks.mixers.mamba2 import Mamba2
 from pulse.blocks.mixers.ntm import NTMMemory
+from pulse.blocks.mixers.rwkv7 import RWKV7
 from pulse.blocks.mixers.sparse_state_attention import SparseStateAttention
 from pulse.blocks.mixers.ssm import SelectiveSSM
 from pulse.registry import register
@@ -22,3 +23,4 @@ register("deltanet", role="mixer", spec=s.DeltaNetSpec, module=DeltaNet)
 register("mamba2", role="mixer", spec=s.Mamba2Spec, module=Mamba2)
 register("kda", role="mixer", spec=s.KDASpec, module=KimiDeltaAttention)
 register("gated_deltaproduct", role="mixer", spec=s.GatedDeltaProductSpec, module=GatedDeltaProduct)
+register("rwkv7", role="mixer", spec=s.RWKV7Spec, module=RWKV7)

@@ -8,6 +8,7 @@ from pulse.blocks.pulse.allocator import AdaptiveStateAllocator
 from pulse.blocks.pulse.delta_slots import DeltaSlotLayer
 from pulse.blocks.pulse.hierarchical import HierarchicalStateManager
 from pulse.blocks.pulse.pulse_layer import PulseLayer
+from pulse.blocks.pulse.routed_memory import RoutedDeltaMemory
 from pulse.blocks.pulse.state_manager import StateManager
 from pulse.registry import register
 from pulse.specs import pulse as s
@@ -38,3 +39,4 @@ register("pulse", role="mixer", spec=s.PulseSpec, module=PulseLayer, builder=_pu
 register("pulse_managed", role="mixer", spec=s.PulseManagedSpec, builder=_pulse_managed)
 register("pulse_adaptive", role="mixer", spec=s.PulseAdaptiveSpec, builder=_pulse_adaptive)
 register("hierarchical", role="mixer", spec=s.HierarchicalSpec, module=HierarchicalStateManager)
+register("pulse_routed", role="mixer", spec=s.PulseRoutedSpec, module=RoutedDeltaMemory)

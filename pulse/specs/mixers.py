@@ -175,6 +175,22 @@ class GatedDeltaProductSpec(_DeltaRuleSpec):
     num_householder: int = Field(2, ge=1, description="delta-rule steps m per token (chunk_size counts these)")
 
 
+class RWKV7Spec(Spec):
+    """RWKV-7 time mixing: per head an e × e state with a per-channel decay and a rank-one removal
+    along a normalised key, scaled by a per-channel in-context learning rate; token shift, low-rank
+    maps for decay, learning rate and gate. S_t = (Diag(w_t) − (κ ⊙ a) κᵀ) S_{t−1} + k vᵀ (κ the normalised
+    removal key). State d·e + d
+    (e = d/h); params 4·d² + 2·d·(r_w + r_a + r_g) + 13·d.
+    """
+
+    kind: Literal["rwkv7"] = "rwkv7"
+    num_heads: int = Field(4, ge=1, description="heads h; each holds a (d/h) × (d/h) state")
+    decay_rank: int = Field(32, ge=1, description="rank r_w of the map from x to the per-channel decay")
+    iclr_rank: int = Field(32, ge=1, description="rank r_a of the map from x to the in-context learning rate")
+    gate_rank: int = Field(64, ge=1, description="rank r_g of the output gate")
+    chunk_size: int = Field(16, ge=1, description="tokens per chunk of the chunkwise form (speed and memory only)")
+
+
 class Mamba2Spec(Spec):
     """Mamba-2 (SSD): selective SSM with one scalar decay per head, chunked matmul form.
 

@@ -133,3 +133,28 @@ class HierarchicalSpec(SlotMixerFields):
     chunk_slots: int = Field(4, ge=1, description="slots of the chunk level")
     global_slots: int = Field(4, ge=1, description="slots of the global level")
     ratio: int = Field(2, ge=2, description="the chunk level ticks every `ratio` chunks, the global level every ratio²")
+
+
+class PulseRoutedSpec(Spec):
+    """PULSE's routed memory (Mixture-of-Memories): a router sends each token into the top-k of M gated
+    delta-rule memories (each with its own key/value projections), plus one shared memory every token
+    writes; a memory a token is not routed to is left untouched. State (M + 1)·h·k·v + conv."""
+
+    kind: Literal["pulse_routed"] = "pulse_routed"
+    num_memories: int = Field(4, ge=1, description="routed memories M")
+    top_k: int = Field(2, ge=1, description="memories each token writes and reads (besides the shared one)")
+    shared: bool = Field(True, description="one more memory that every token writes and reads")
+    num_heads: int = Field(4, ge=1, description="heads h per memory, each a k × v fast-weight matrix")
+    head_dim: int = Field(32, ge=1, description="key width k per head")
+    expand_v: float = Field(2.0, gt=0, description="value width per head as a multiple of head_dim (whole)")
+    conv_size: int = Field(4, ge=2, description="width of the short causal conv on q, k and v")
+    chunk_size: int = Field(64, ge=1, description="tokens per chunk of the chunkwise form (speed only)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PulseRoutedSpec":
+        if self.top_k > self.num_memories:
+            raise ValueError(f"top_k ({self.top_k}) exceeds num_memories ({self.num_memories}); lower top_k")
+        head_v = self.head_dim * self.expand_v
+        if head_v != int(head_v):
+            raise ValueError(f"head_dim · expand_v = {head_v} is not a whole value width; pick expand_v so it is")
+        return self

@@ -1,0 +1,170 @@
+"""PULSE's routed memory: a router sends each token into the top-k of M delta-rule memories.
+
+# b batch · t time · d model · h heads · k key head dim · v value head dim · w conv width
+# M routed memories · n = M + 1 memories with the shared one (M without) · K = h·k, V = h·v
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pulse.blocks.mixers.decay import decay_parameters, init_decay_
+from pulse.blocks.mixers.deltanet import GatedDeltaNet
+from pulse.contract import check_input
+from pulse.errors import PulseError
+from pulse.ops.causal_conv import causal_depthwise_conv
+from pulse.ops.delta_rule import delta_rule, recurrent_delta_rule
+from pulse.ops.documents import DocStarts, reset_rows, starts_mask, step_mask
+
+
+class RoutedDeltaMemory(GatedDeltaNet):
+    """The seed's router into a bank of states, on the frontier's memories (Mixture-of-Memories, Du et
+    al. 2025): M memories, each per head a k × v fast-weight matrix written by the gated delta rule
+    with its own key and value projections, plus (`shared`) one memory every token writes.
+
+        p_t = softmax(W_r x_t) ∈ Δ^M,   R_t = top-k(p_t),   g_{t,m} = p_{t,m} / Σ_{m'∈R_t} p_{t,m'}  (m ∈ R_t)
+        for each memory m:  k_m, v_m = silu(conv(W_k^m x)), silu(conv(W_v^m x));  q shared by the memories
+        S_{m,t} = α_{m,t} (I − β_{m,t} k k ᵀ) S_{m,t−1} + β_{m,t} k v ᵀ   if m ∈ R_t (or m is the shared memory)
+        S_{m,t} = S_{m,t−1}                                                otherwise (no write, no decay)
+        o_t = Σ_{m∈R_t} g_{t,m} S_{m,t}ᵀ q_t + S_{0,t}ᵀ q_t,   y_t = W_o (rmsnorm(o_t) ⊙ silu(W_g x_t))
+
+    A memory a token is not routed to is left untouched (β = 0 and α = 1 for it), so capacity grows
+    with M while each token writes k + 1 memories; the router learns through the gates g (the
+    top-k choice itself has no gradient, as in MoM and mixture-of-experts layers). All memories run
+    as extra heads of one chunkwise delta rule (`pulse.ops.delta_rule`): on a CPU that computes the
+    untouched memories too, so the cost below counts all n of them; `step` is the recurrence.
+
+    State: conv inputs (w−1)·(K + n·(K + V)) and n·h·k·v numbers, whatever the length.
+    Cost per token: 2·d·(K + n·(K + V) + V + 2·n·h + M) + 2·V·d (projections) + 2·w·(K + n·(K + V)) (conv)
+    + n·[c·(5K + 3V) + 6·h·k·v] (the memories) + 12·(K + n·(K + V)) + 4·M.
+    Params: d·(K + n·(K + V) + V + 2·n·h + M) + V·d + w·(K + n·(K + V)) + v + 2·n·h.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_memories: int = 4,
+        top_k: int = 2,
+        shared: bool = True,
+        num_heads: int = 4,
+        head_dim: int = 32,
+        expand_v: float = 2.0,
+        conv_size: int = 4,
+        chunk_size: int = 64,
+        eps: float = 1e-5,
+        device=None,
+        dtype=None,
+    ):
+        if num_memories < 1 or not 1 <= top_k <= num_memories:
+            raise PulseError(f"pulse_routed needs num_memories ≥ 1 and 1 ≤ top_k ≤ num_memories; got num_memories="
+                             f"{num_memories}, top_k={top_k}.")
+        super().__init__(dim, num_heads=num_heads, head_dim=head_dim, expand_v=expand_v, conv_size=conv_size,
+                         chunk_size=chunk_size, eps=eps, device=device, dtype=dtype)
+        factory = {"device": device, "dtype": dtype}
+        self.num_memories, self.top_k, self.shared = num_memories, top_k, shared
+        n, h, K, V = num_memories + int(shared), num_heads, self.key_width, self.value_width
+        self.banks = n
+        # q, n keys, n values, the output gate, n βs, n decay inputs, the router's M logits
+        self.in_proj = nn.Linear(dim, K + n * (K + V) + V + 2 * n * h + num_memories, bias=False, **factory)
+        self.conv_weight = nn.Parameter(torch.empty(K + n * (K + V), conv_size, **factory))
+        self.A_log, self.dt_bias = decay_parameters(n * h, **factory)
+        with torch.no_grad():
+            bound = 1 / math.sqrt(conv_size)
+            self.conv_weight.uniform_(-bound, bound)
+        init_decay_(self.A_log, self.dt_bias, a_min=1e-4)
+
+    def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Tensor]:
+        state = super().init_state(batch, device=device, dtype=dtype)
+        state["kv"] = state["kv"].repeat(1, self.banks, 1, 1)  # (b, n·h, k, v): memory-major
+        return state
+
+    def _check_state(self, state: object, batch: int) -> None:
+        kv = state.get("kv") if isinstance(state, dict) else None
+        conv = state.get("conv") if isinstance(state, dict) else None
+        n, h = self.banks, self.num_heads
+        if not isinstance(kv, Tensor) or not isinstance(conv, Tensor) \
+                or tuple(kv.shape) != (batch, n * h, self.head_dim, self.head_v) \
+                or tuple(conv.shape) != (batch, self.conv_size - 1, self.conv_weight.shape[0]):
+            raise PulseError(f"RoutedDeltaMemory got a state that does not fit a batch of {batch}; pass the state "
+                             "its forward or init_state returned.")
+
+    def route(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Router logits (b, t, M) → which memories each token writes (b, t, M) bool and their gates (b, t, M)."""
+        p = logits.float().softmax(dim=-1)
+        top, idx = p.topk(self.top_k, dim=-1)
+        chosen = torch.zeros_like(p, dtype=torch.bool).scatter(-1, idx, True)
+        gates = torch.zeros_like(p).scatter(-1, idx, top / top.sum(-1, keepdim=True))
+        return chosen, gates.to(logits.dtype)
+
+    def _memories(self, x: Tensor, conv_state: Tensor, resets: Tensor | None) -> tuple[Tensor, ...]:
+        """q, k, v (b, n·h, t, ·), β and log α (b, n·h, t) with the routing applied, the gates (b, t, M),
+        the output gate and the conv state."""
+        b, t, _ = x.shape
+        n, M, h, e, ev = self.banks, self.num_memories, self.num_heads, self.head_dim, self.head_v
+        K, V = self.key_width, self.value_width
+        conv_in, gate, beta, pre, logits = self.in_proj(x).split((K + n * (K + V), V, n * h, n * h, M), dim=-1)
+        conv_in, conv_state = causal_depthwise_conv(conv_in, self.conv_weight, None, conv_state, resets)
+        q, k, v = F.silu(conv_in).split((K, n * K, n * V), dim=-1)
+        q = F.normalize(q.view(b, t, h, e), dim=-1) / math.sqrt(e)
+        k = F.normalize(k.view(b, t, n * h, e), dim=-1)
+        chosen, gates = self.route(logits)
+        writes = chosen if not self.shared else torch.cat((torch.ones_like(chosen[..., :1]), chosen), dim=-1)
+        writes = writes.repeat_interleave(h, dim=-1).to(x.dtype)  # (b, t, n·h)
+        beta = torch.sigmoid(beta) * writes
+        log_decay = -self.A_log.exp() * F.softplus(pre + self.dt_bias) * writes  # ≤ 0; 0 where not written
+        heads = lambda z: z.transpose(1, 2)  # noqa: E731  (b, t, n·h, ·) → (b, n·h, t, ·)
+        q_all = q.repeat(1, 1, n, 1)  # every memory is read with the token's query
+        return (heads(q_all), heads(k), heads(v.view(b, t, n * h, ev)), beta.transpose(1, 2),
+                log_decay.transpose(1, 2), gates, gate.view(b, t, h, -1), conv_state)
+
+    def _combine(self, o: Tensor, gates: Tensor) -> Tensor:
+        """o (b, n·h, t, v) → (b, h, t, v): the routed memories weighted by their gates, plus the shared one."""
+        b, _, t, ev = o.shape
+        o = o.view(b, self.banks, self.num_heads, t, ev)
+        weights = gates.permute(0, 2, 1)[:, :, None, :, None]  # (b, M, 1, t, 1)
+        routed = (o[:, int(self.shared):] * weights).sum(1)
+        return routed + o[:, 0] if self.shared else routed
+
+    def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
+                doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
+        check_input(self, x)
+        if state is None:
+            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        self._check_state(state, x.shape[0])
+        resets = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+        q, k, v, beta, log_decay, gates, gate, conv_state = self._memories(x, state["conv"], resets)
+        o, kv = delta_rule(q, k, v, beta, log_decay, state["kv"], resets, chunk_size=self.chunk_size)
+        return self._output(self._combine(o, gates), gate), {"conv": conv_state, "kv": kv}
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor], *,
+             doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        check_input(self, x_t, ndim=2)
+        self._check_state(state, x_t.shape[0])
+        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
+        if rows is not None:
+            state = reset_rows(state, self.init_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype), rows)
+        q, k, v, beta, log_decay, gates, gate, conv_state = self._memories(x_t.unsqueeze(1), state["conv"], None)
+        o, kv = recurrent_delta_rule(q, k, v, beta, log_decay, state["kv"])  # one token: the recurrence
+        return self._output(self._combine(o, gates), gate).squeeze(1), {"conv": conv_state, "kv": kv}
+
+    def flops_per_token(self, seq_len: int) -> float:
+        d, h, w, n, M = self.dim, self.num_heads, self.conv_size, self.banks, self.num_memories
+        K, V = self.key_width, self.value_width
+        c = max(1, min(self.chunk_size, seq_len))
+        proj = 2.0 * d * (K + n * (K + V) + V + 2 * n * h + M) + 2.0 * V * d
+        memories = n * (c * (5 * K + 3 * V) + 6.0 * h * self.head_dim * self.head_v)
+        return proj + 2.0 * w * (K + n * (K + V)) + memories + 12.0 * (K + n * (K + V)) + 4.0 * M
+
+    def state_numel(self, seq_len: int) -> int:
+        conv = (self.conv_size - 1) * self.conv_weight.shape[0]
+        return conv + self.banks * self.num_heads * self.head_dim * self.head_v
+
+    def param_count(self) -> int:
+        d, h, w, n, M = self.dim, self.num_heads, self.conv_size, self.banks, self.num_memories
+        K, V = self.key_width, self.value_width
+        return d * (K + n * (K + V) + V + 2 * n * h + M) + V * d + w * (K + n * (K + V)) + self.head_v + 2 * n * h
