@@ -1,7 +1,8 @@
-"""The PULSE `delta` gate: slots written by the delta rule (pulse/blocks/pulse/delta_slots.py).
+"""The `pulse_delta` kind (once the PULSE `delta` gate): slots written by the delta rule
+(pulse/blocks/pulse/delta_slots.py).
 
 The block contract (shape, causal, split, step, batch, gradient, param formula) is covered by
-tests/test_mixer_properties.py as `pulse:gate=delta`, and the chunkwise op against its per-token
+tests/test_mixer_properties.py as the kind `pulse_delta`, and the chunkwise op against its per-token
 reference by tests/test_recall_mixers.py; this file holds what is particular to the slot bank.
 """
 
@@ -12,14 +13,14 @@ import torch
 
 import pulse
 from pulse.blocks.pulse.delta_slots import DeltaSlotLayer
-from pulse.errors import PulseError
+from pulse.errors import PulseError, PulseWarning
 
 F64 = torch.float64
 
 
 def layer(**kwargs) -> DeltaSlotLayer:
     torch.manual_seed(0)
-    m = pulse.build_mixer("pulse", 16, gate="delta", num_slots=8, num_heads=2, dtype=F64, **kwargs)
+    m = pulse.build_mixer("pulse_delta", 16, num_slots=8, num_heads=2, dtype=F64, **kwargs)
     assert isinstance(m, DeltaSlotLayer)
     return m
 
@@ -55,25 +56,45 @@ def test_outputs_do_not_depend_on_the_chunk_size(chunk):
     torch.testing.assert_close(layer(chunk_size=chunk)(x)[0], layer(chunk_size=16)(x)[0])
 
 
-def test_spec_refuses_what_the_delta_gate_does_not_have():
+def test_the_old_spelling_loads_as_pulse_delta_with_a_note_and_refuses_what_it_does_not_have():
+    with pytest.warns(PulseWarning, match='was renamed kind "pulse_delta"'):
+        old = pulse.build_mixer("pulse", 16, gate="delta", local="conv", communication=False)
+    assert isinstance(old, DeltaSlotLayer)
     with pytest.raises(PulseError, match="communication = true cannot apply"):
         pulse.build_mixer("pulse", 16, gate="delta", communication=True)
-    with pytest.raises(PulseError, match='local = "attention" cannot apply.*local=conv'):
+    with pytest.raises(PulseError, match='local = "attention" cannot apply'):
         pulse.build_mixer("pulse", 16, gate="delta", local="attention")
-    # what the delta path is anyway may be said: a recipe written for gru switches with --set
-    assert isinstance(pulse.build_mixer("pulse", 16, gate="delta", local="conv", communication=False), DeltaSlotLayer)
-    with pytest.raises(PulseError, match="conv_size ≥ 2"):
-        pulse.build_mixer("pulse", 16, gate="delta", conv_size=1)
+    with pytest.raises(PulseError, match="conv_size"):
+        pulse.build_mixer("pulse_delta", 16, conv_size=1)
     with pytest.raises(PulseError, match="gate"):
         pulse.build_mixer("pulse_managed", 16, gate="delta")  # the managed/adaptive banks keep gated blends
+    with pytest.raises(PulseError, match="gate"):
+        pulse.build_mixer("pulse_delta", 16, gate="delta")  # the new kind has no gate to choose
     with pytest.raises(PulseError, match="must divide slot_dim"):
         DeltaSlotLayer(16, num_heads=3, device="meta")
 
 
-@pytest.mark.parametrize("kind", ["pulse:gate=delta", "gated_deltanet", "deltanet"])
+def test_an_old_recipe_and_its_checkpoint_load_unchanged(tmp_path):
+    """A recipe (and a stored one, as checkpoints hold) written with kind "pulse", gate "delta" builds the
+    same module, and weights saved from the new kind load into it: the parameter names are unchanged."""
+    old = {"model": {"dim": 16, "depth": 1, "layout": ["p"], "mixers": {
+        "p": {"kind": "pulse", "gate": "delta", "local": "conv", "communication": False, "num_heads": 2,
+              "num_slots": 8, "slot_dim": None, "chunk_size": 64, "conv_size": 4}}}}
+    with pytest.warns(PulseWarning, match="was renamed"):
+        recipe = pulse.recipe_from_dict(old)
+    assert recipe.model.mixers["p"].kind == "pulse_delta"
+    new = pulse.recipe_from_dict({"model": {"dim": 16, "depth": 1, "layout": ["p"], "mixers": {
+        "p": {"kind": "pulse_delta", "num_heads": 2, "num_slots": 8}}}})
+    assert recipe.hash() == new.hash()
+    torch.manual_seed(0)
+    saved = pulse.build_model(new).state_dict()
+    model = pulse.build_model(recipe)
+    model.load_state_dict(saved)  # strict: every name matches
+
+
+@pytest.mark.parametrize("kind", ["pulse_delta", "gated_deltanet", "deltanet"])
 def test_a_foreign_state_is_a_clear_error(kind):
-    name, _, gate = kind.partition(":gate=")
-    m = pulse.build_mixer(name, 16, num_heads=2, dtype=F64, **({"gate": gate} if gate else {}))
+    m = pulse.build_mixer(kind, 16, num_heads=2, dtype=F64)
     x = torch.randn(2, 4, 16, dtype=F64)
     with pytest.raises(PulseError, match="does not fit a batch of 2"):
         m(x, m.init_state(3))
@@ -88,7 +109,7 @@ def test_decay_rates_are_never_weight_decayed():
     from pulse.train.optim import make_optimizer
 
     recipe = pulse.recipe_from_dict({"model": {"dim": 16, "depth": 2, "layout": ["p"], "mixers": {
-        "p": {"kind": "pulse", "gate": "delta", "num_heads": 2}}}})
+        "p": {"kind": "pulse_delta", "num_heads": 2}}}})
     model = pulse.build_model(recipe)
     opt = make_optimizer(model, TrainSpec(weight_decay=0.1, no_decay=[]))
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
@@ -98,7 +119,7 @@ def test_decay_rates_are_never_weight_decayed():
 
 def test_it_is_gated_deltanet_sized_by_slots():
     torch.manual_seed(0)
-    slots = pulse.build_mixer("pulse", 32, gate="delta", num_slots=6, slot_dim=40, num_heads=2, dtype=F64)
+    slots = pulse.build_mixer("pulse_delta", 32, num_slots=6, slot_dim=40, num_heads=2, dtype=F64)
     torch.manual_seed(0)
     gdn = pulse.build_mixer("gated_deltanet", 32, head_dim=6, expand_v=20 / 6, num_heads=2, dtype=F64)
     x = torch.randn(2, 9, 32, dtype=F64)
@@ -108,9 +129,21 @@ def test_it_is_gated_deltanet_sized_by_slots():
 
 def test_low_precision_runs_in_float32_inside():
     torch.manual_seed(0)
-    m = pulse.build_mixer("pulse", 32, gate="delta", num_heads=2)
+    m = pulse.build_mixer("pulse_delta", 32, num_heads=2)
     x = torch.randn(2, 70, 32)
     y, _ = m(x)
     y16, _ = m.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert y16.dtype == torch.bfloat16
     torch.testing.assert_close(y16.float(), y, rtol=0.1, atol=0.1)
+
+
+def test_a_recipe_that_changes_a_cards_mixer_kind_replaces_the_table():
+    """text-hybrid.toml takes pulse-hybrid-small's `pulse` table (kind pulse, gate gru) and names kind
+    pulse_delta: the card's gru keys mean nothing to the new kind and are not merged in."""
+    from pulse.specs.load import deep_merge
+
+    card = {"mixers": {"pulse": {"kind": "pulse", "gate": "gru", "num_slots": 16}}}
+    assert deep_merge(card, {"mixers": {"pulse": {"kind": "pulse_delta", "num_heads": 2}}}) == \
+        {"mixers": {"pulse": {"kind": "pulse_delta", "num_heads": 2}}}
+    assert deep_merge(card, {"mixers": {"pulse": {"num_slots": 8}}}) == \
+        {"mixers": {"pulse": {"kind": "pulse", "gate": "gru", "num_slots": 8}}}

@@ -229,7 +229,7 @@ layout = {layout}
 kind = "{positions}"
 """
 MIXER_TABLES = {
-    "pulse": 'kind = "pulse"\ngate = "delta"\nnum_slots = 4\nchunk_size = 4',
+    "pulse": 'kind = "pulse_delta"\nnum_slots = 4\nchunk_size = 4',
     "pulse_gru": 'kind = "pulse"\ngate = "gru"\nnum_slots = 4\nchunk_size = 4',
     "gdn": 'kind = "gated_deltanet"\nchunk_size = 4\nhead_dim = 4',
     "attn": 'kind = "attention"',

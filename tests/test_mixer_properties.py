@@ -2,7 +2,7 @@
 
 A new mixer kind is tested here as soon as it is registered; nobody writes a new test. So is
 every slot update of the `pulse` kind (each choice of its `gate` field, written as
-`pulse:gate=delta`, the syntax of `pulse bench --mixer`). Checks run in float64 at
+`pulse:gate=mingru`, the syntax of `pulse bench --mixer`). Checks run in float64 at
 hypothesis-drawn batch sizes and awkward lengths.
 """
 

@@ -254,9 +254,10 @@ def test_delta_slots_are_plotted_from_the_bank_each_chunk_started_from(tmp_path)
     prompt = "Slots written by the delta rule!"
     fig = viz.plot_state_dynamics(prompt, save_path=tmp_path / "states.png")
     titles = [a.get_title() for a in fig.axes]
-    assert any("the bank starts empty" in t for t in titles) and any("(pulse)" in t for t in titles)
+    assert any("the bank starts empty" in t for t in titles) and any("(pulse_delta)" in t for t in titles)
     final = viz.states(prompt)
-    assert set(final) == {"layer 0 (pulse)", "layer 1 (pulse)"} and final["layer 0 (pulse)"].shape == (5, 8)
+    assert set(final) == {"layer 0 (pulse_delta)", "layer 1 (pulse_delta)"}
+    assert final["layer 0 (pulse_delta)"].shape == (5, 8)
     viz.plot_state_similarity(final, save_path=tmp_path / "similarity.png")
     with pytest.raises(pulse.PulseError, match="TokenToStateRouter"):
         viz.plot_routing(prompt)

@@ -11,7 +11,7 @@ learning rates (and over model widths with --dims, which gives several state siz
 per kind, as in Zoology's figure) into OUT/mqar-<seq>-<pairs>/<kind>/. A rerun skips
 finished points and resumes unfinished ones. A kind with a shipped recipe uses it:
 recipes/mqar-<kind>.toml (`attention`, `pulse` — pure, no attention layer — `pulse_delta` —
-pure, gate "delta" — `hybrid`, `gated_deltanet`, `mamba2`; all share the task and the training budget). Any other
+pure, kind `pulse_delta` — `hybrid`, `gated_deltanet`, `mamba2`; all share the task and the training budget). Any other
 name is a registered mixer kind put in both layers of mqar-attention.toml with its
 default settings (without the rotary positions only attention applies), and is
 skipped with a note when this checkout does not register it.

@@ -20,14 +20,17 @@ from pulse.assemble.component import build_component, spec_arguments
 from pulse.assemble.context import BuildContext
 from pulse.errors import PulseError
 from pulse.specs.base import Spec
-from pulse.specs.load import format_errors
+from pulse.specs.load import format_errors, migrate_mixer
 from pulse.specs.recipe import RecipeBase, spec_class
 
 __all__ = ["BuildContext", "build_component", "build_mixer", "build_model", "make_spec", "spec_arguments"]
 
 
 def make_spec(kind: str, role: str | None = None, **params: Any) -> Spec:
-    """Validate `params` through the spec of `kind`; a PulseError says what is wrong."""
+    """Validate `params` through the spec of `kind`; a PulseError says what is wrong. An old spelling (kind
+    "pulse" with gate "delta") becomes the kind it was renamed (pulse_delta), with a note."""
+    table = migrate_mixer({"kind": kind, **params}, f"{kind} spec")
+    kind, params = table["kind"], {k: v for k, v in table.items() if k != "kind"}
     entry = registry.get(kind, role)
     cls = spec_class(entry.kind)
     try:

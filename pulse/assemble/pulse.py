@@ -1,5 +1,5 @@
 """Registrations of the PULSE slot mixers: kind ↔ spec ↔ module (builders where a manager or allocator is
-composed in)."""
+composed in). Each kind is one class: `pulse_delta` (the old gate "delta") is its own kind."""
 
 from __future__ import annotations
 
@@ -12,12 +12,6 @@ from pulse.blocks.pulse.routed_memory import RoutedDeltaMemory
 from pulse.blocks.pulse.state_manager import StateManager
 from pulse.registry import register
 from pulse.specs import pulse as s
-
-
-def _pulse(spec: s.PulseSpec, ctx: BuildContext) -> PulseLayer | DeltaSlotLayer:
-    if spec.gate == "delta":
-        return DeltaSlotLayer(ctx.dim, **spec.delta_args(), **ctx.factory())
-    return PulseLayer(ctx.dim, num_slots=spec.num_slots, **spec.layer_args(), **ctx.factory())
 
 
 def _pulse_managed(spec: s.PulseManagedSpec, ctx: BuildContext) -> PulseLayer:
@@ -35,7 +29,8 @@ def _pulse_adaptive(spec: s.PulseAdaptiveSpec, ctx: BuildContext) -> PulseLayer:
     return PulseLayer(ctx.dim, num_slots=spec.max_slots, allocator=allocator, **spec.layer_args(), **ctx.factory())
 
 
-register("pulse", role="mixer", spec=s.PulseSpec, module=PulseLayer, builder=_pulse)
+register("pulse", role="mixer", spec=s.PulseSpec, module=PulseLayer)
+register("pulse_delta", role="mixer", spec=s.PulseDeltaSpec, module=DeltaSlotLayer)
 register("pulse_managed", role="mixer", spec=s.PulseManagedSpec, builder=_pulse_managed)
 register("pulse_adaptive", role="mixer", spec=s.PulseAdaptiveSpec, builder=_pulse_adaptive)
 register("hierarchical", role="mixer", spec=s.HierarchicalSpec, module=HierarchicalStateManager)

@@ -10,6 +10,7 @@ import json
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pulse import registry
-from pulse.errors import PulseError, did_you_mean
+from pulse.errors import PulseError, PulseWarning, did_you_mean
 from pulse.specs.limits import (
     MAX_FILE_CHARS,
     MAX_NESTING,
@@ -134,10 +135,13 @@ def read_table(path: str | Path) -> dict[str, Any]:
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """`over` wins; tables merge key by key, everything else is replaced."""
+    """`over` wins; tables merge key by key, everything else is replaced — and so is a table whose `kind`
+    `over` changes (another component: the old one's keys mean nothing to it)."""
     out = copy.deepcopy(dict(base))
     for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+        old = out.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping) and value.get("kind", old.get("kind")) == \
+                old.get("kind"):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -208,7 +212,36 @@ def resolve(data: dict[str, Any], overrides: Iterable[str] = ()) -> dict[str, An
         raise PulseError("`model` must be a table ([model]), not a value.")
     model = resolve_cards(data["model"])
     model.setdefault("kind", DEFAULT_MODEL_KIND)
+    mixers = model.get("mixers")
+    if isinstance(mixers, dict):
+        model = {**model, "mixers": {name: migrate_mixer(table, f"model.mixers.{name}")
+                                     for name, table in mixers.items()}}
     return {**data, "model": model}
+
+
+# A `pulse` table with gate = "delta" is the kind `pulse_delta` now; its keys that only the chunk-recurrent
+# gates read go (with their only values the delta path ever took), the rest carry over.
+_DELTA_DROPS = {"gate": ("delta",), "local": ("conv",), "communication": (False,)}
+
+
+def migrate_mixer(table: Any, where: str = "the mixer") -> Any:
+    """An old `kind = "pulse"`, `gate = "delta"` table as `kind = "pulse_delta"`, with a note saying so
+    (a PulseWarning); anything else unchanged. Stored recipes and checkpoints go through it too, so old
+    runs keep loading: the module and its weights' names are the same."""
+    if not isinstance(table, dict) or table.get("kind") != "pulse" or table.get("gate") != "delta":
+        return table
+    clashes = [f"{key} = {json.dumps(table[key])}" for key, ok in _DELTA_DROPS.items()
+               if key in table and table[key] not in ok]
+    if clashes:
+        raise PulseError(
+            f"{where}: gate \"delta\" (now kind \"pulse_delta\") has no slot communication and its local path is "
+            f"always its short conv, so {' and '.join(clashes)} cannot apply; remove them from this mixer's table."
+        )
+    warnings.warn(PulseWarning(
+        f"{where}: kind \"pulse\" with gate \"delta\" was renamed kind \"pulse_delta\"; write "
+        "kind = \"pulse_delta\" and drop gate (and local, communication) — it loads as before meanwhile."
+    ), stacklevel=2)
+    return {"kind": "pulse_delta", **{k: v for k, v in table.items() if k not in ("kind", *_DELTA_DROPS)}}
 
 
 def validate(data: dict[str, Any], *, source: str = "<recipe>") -> RecipeBase:

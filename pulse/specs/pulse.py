@@ -1,4 +1,4 @@
-"""Specs of the PULSE slot mixers: pulse, pulse_managed, pulse_adaptive, hierarchical."""
+"""Specs of the PULSE slot mixers: pulse, pulse_delta, pulse_managed, pulse_adaptive, hierarchical, pulse_routed."""
 
 from __future__ import annotations
 
@@ -47,44 +47,28 @@ class PulseSpec(SlotMixerFields):
 
     kind: Literal["pulse"] = "pulse"
     num_slots: int = Field(16, ge=1, description="slots s per sequence")
-    gate: Literal["gru", "lstm", "mingru", "delta"] = Field(
-        "gru",
-        description="slot update: gru, lstm (with a cell state), mingru (linear in the state, scanned) or delta "
-        "(each token writes key-addressed values into the slots, correcting what they hold: stores associations)",
-    )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _delta_defaults(cls, data):
-        # what the delta path is, written into the spec, so a stored recipe says it and reloads
-        if isinstance(data, dict) and data.get("gate") == "delta":
-            data = {"communication": False, "local": "conv", **data}
-        return data
+
+class PulseDeltaSpec(Spec):
+    """PULSE slots written by the delta rule: each token writes key-addressed values into the slots it
+    addresses, correcting what they hold (stores associations). The old `pulse` with gate = "delta"."""
+
+    kind: Literal["pulse_delta"] = "pulse_delta"
+    num_slots: int = Field(16, ge=1, description="slots s per sequence (the key space of every head)")
+    slot_dim: int | None = Field(None, ge=1, description="width k of each slot; omit for the model dim")
+    chunk_size: int = Field(64, ge=1, description="tokens per block of the chunkwise form (any gives the same outputs)")
+    num_heads: int = Field(4, ge=1, description="heads h; must divide slot_dim (each head holds s × k/h)")
+    conv_size: int = Field(4, ge=2, description="taps of the short causal conv that hands each token its neighbours")
 
     @model_validator(mode="after")
-    def _delta(self) -> "PulseSpec":
-        if self.gate != "delta":
-            return self
-        clashes = [f"{name} = {shown}" for name, shown, fits in (
-            ("communication", str(self.communication).lower(), not self.communication),
-            ("local", f'"{self.local}"', self.local == "conv"),
-        ) if name in self.model_fields_set and not fits]
-        if clashes:
-            raise ValueError(
-                f"gate \"delta\" has no slot communication and its local path is always its short conv, so "
-                f"{' and '.join(clashes)} cannot apply; remove them from this mixer's table or set "
-                "communication = false and local = \"conv\" (e.g. --set model.mixers.NAME.local=conv)"
-            )
-        if self.conv_size < 2:
-            raise ValueError(
-                f"gate \"delta\" needs conv_size ≥ 2 (got {self.conv_size}): "
-                "its short conv hands each token its neighbours"
-            )
+    def _heads(self) -> "PulseDeltaSpec":
+        if self.slot_dim is not None:
+            divides("num_heads", self.num_heads, self.slot_dim, "slot_dim")
         return self
 
-    def delta_args(self) -> dict:
-        """The DeltaSlotLayer keyword arguments (gate = "delta")."""
-        return {name: getattr(self, name) for name in ("num_slots", "slot_dim", "chunk_size", "num_heads", "conv_size")}
+    def check_dim(self, dim: int) -> None:
+        if self.slot_dim is None:
+            divides("num_heads", self.num_heads, dim)
 
 
 class PulseManagedSpec(SlotMixerFields):

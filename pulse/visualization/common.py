@@ -30,7 +30,7 @@ def layer_kind(module: nn.Module) -> str:
             return entry.kind
     name = type(module).__name__
     return {
-        "PulseLayer": "pulse", "DeltaSlotLayer": "pulse", "HierarchicalStateManager": "hierarchical"
+        "PulseLayer": "pulse", "DeltaSlotLayer": "pulse_delta", "HierarchicalStateManager": "hierarchical"
     }.get(name, name)
 
 

@@ -66,7 +66,7 @@ class StateVisualizer:
     """Slot dynamics, slot similarity, routing and allocation figures for a model with PULSE layers.
 
     `model` is a PulseForCausalLM or any module whose forward takes token ids (b, t) and
-    contains PULSE slot layers (pulse with any gate — for gate "delta" the slots are the rows of
+    contains PULSE slot layers (pulse with any gate, pulse_delta — whose slots are the rows of
     its delta-rule bank, and there is no routing — pulse_managed, pulse_adaptive, hierarchical).
     Every plot returns the matplotlib Figure and writes it when save_path
     is given.
