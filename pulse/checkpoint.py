@@ -28,6 +28,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
+from pulse.specs.recipe import recipe_hash
 from pulse.version import __version__
 
 WEIGHTS = "model.safetensors"
@@ -75,12 +76,6 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def recipe_hash(data: dict[str, Any]) -> str:
-    """sha256 of a recipe dict's canonical JSON (the same as RecipeBase.hash)."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _unique_tensors(model: nn.Module) -> dict[str, Tensor]:

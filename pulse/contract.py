@@ -17,6 +17,12 @@ from torch import Tensor, nn
 from pulse.errors import PulseError
 
 
+def count_params(module: nn.Module, *, trainable: bool = False) -> int:
+    """Parameters counted once each, however many modules share them (tied embeddings: `parameters()`
+    yields a shared tensor once); `trainable` counts only those that require gradients."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+
+
 def no_weight_decay(param: nn.Parameter) -> nn.Parameter:
     """Tag a parameter that weight decay would harm (a log-decay rate, learned initial slots or
     memory): the optimiser never decays it, whatever its shape. Returns the parameter."""

@@ -12,6 +12,8 @@ import torch
 import torchinfo
 from torch import nn
 
+from pulse.contract import count_params
+
 
 @dataclass
 class BlockCost:
@@ -152,16 +154,15 @@ def summarize(model: nn.Module, *, seq_len: int, batch: int = 1, table: bool = T
     """Costs of `model` at sequence length `seq_len`. Build the model on device="meta" to
     inspect any size for free; with table=True torchinfo walks a meta forward pass for the
     per-layer rows (output shapes, parameters with tied ones marked) and the mult-adds."""
-    params = {id(p): p for p in model.parameters()}.values()
-    param = next(iter(params), None)
+    param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
     summary = Summary(
         seq_len=seq_len,
         batch=batch,
         dtype=str(dtype).removeprefix("torch."),
         blocks=block_costs(model, seq_len=seq_len, batch=batch, dtype=dtype),
-        total_params=sum(p.numel() for p in params),
-        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        total_params=count_params(model),
+        trainable_params=count_params(model, trainable=True),
     )
     if table and callable(getattr(model, "example_input", None)):
         summary.layers, summary.mult_adds = layer_table(model, seq_len=seq_len, batch=batch, depth=depth)
@@ -187,7 +188,7 @@ def layer_table(model: nn.Module, *, seq_len: int, batch: int, depth: int) -> tu
     rows are repeated, renamed, for the others: the work grows with the kinds of layer, not
     the depth, while the table and the mult-adds still cover every layer.
     """
-    param = next(iter({id(p): p for p in model.parameters()}.values()), None)
+    param = next(model.parameters(), None)
     device = param.device if param is not None else None
     layers = getattr(model, "layers", None)
     kind_of: list[int] = []  # layer index → position of its kind's representative in the probe

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pulse.api.source import open_source
+from pulse.contract import count_params
 from pulse.errors import PulseError, did_you_mean
 from pulse.specs.load import card_names, card_path, named_recipe, read_table, recipe_names, resolve, validate
 
@@ -30,11 +31,6 @@ class Card:
     kind: str
     params: int
     description: str
-
-
-def unique_params(model: nn.Module) -> int:
-    """Parameters counted once each, however many modules share them (tied embeddings)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -53,7 +49,7 @@ def list_cards(pattern: str = "*") -> list[Card]:
         recipe = validate(resolve(table), source=str(path))
         model = build_model(recipe, device="meta")
         description = str(table.get("card", {}).get("description", ""))
-        out.append(Card(name, path, recipe.model.kind, unique_params(model), description))
+        out.append(Card(name, path, recipe.model.kind, count_params(model), description))
     return out
 
 

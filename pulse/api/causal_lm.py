@@ -228,15 +228,23 @@ class PulseForCausalLM(nn.Module):
                 streamer(s.tokens)
         return torch.cat(columns, dim=1)
 
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The ids generation starts from: the prompt in the model's tokenizer, or its bos alone for an empty
+        prompt; a PulseError when the prompt is empty and there is no bos."""
+        tok = self.tokenizer
+        ids = tok.encode(prompt) or ([tok.bos_id] if tok.bos_id is not None else [])
+        if not ids:
+            raise PulseError("the prompt is empty and this model's vocabulary has no bos token to start from; "
+                             "give a prompt (--prompt TEXT).")
+        return ids
+
     def generate_text(self, prompt: str, max_new_tokens: int | None = None, **kwargs: Any) -> str:
         """The text generated after `prompt` (the model's tokenizer; stops at eos when it has one);
         64 new tokens unless max_new_tokens or max_length says otherwise."""
         if max_new_tokens is None and kwargs.get("max_length") is None:
             max_new_tokens = 64
         tok = self.tokenizer
-        ids = tok.encode(prompt) or ([tok.bos_id] if tok.bos_id is not None else [])
-        if not ids:
-            raise PulseError("the prompt is empty and this vocabulary has no bos token to start from; give a prompt.")
+        ids = self.prompt_ids(prompt)
         device = next(self.parameters()).device
         kwargs.setdefault("eos_token_id", tok.eos_id)
         kwargs.setdefault("vocab_limit", tok.vocab_size)

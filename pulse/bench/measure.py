@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.bench.machine import sync
+from pulse.contract import count_params
 from pulse.errors import PulseError
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory", "cannot allocate memory")
@@ -233,7 +234,6 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     try:
         start = time.perf_counter()
         model = build_system(req["system"], device, dtype)
-        params = {id(p): p for p in model.parameters()}.values()
         fpt = flops_per_token(model, seq_len)
         x = example(model, batch, seq_len, device, dtype)
         starts = document_starts(batch, seq_len, req["system"].get("docs_per_window", 0), device)
@@ -281,7 +281,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
         "status": "ok",
         "unit": unit,
         "times_s": times,
-        "params": sum(p.numel() for p in params),
+        "params": count_params(model),
         "flops_per_token": fpt,
         "flops": flops,
         "memory_bytes": max(0, memory),

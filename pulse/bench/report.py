@@ -10,7 +10,9 @@ from typing import Any
 
 from rich.table import Table
 
+from pulse.bench.schema import SCHEMA
 from pulse.errors import PulseError
+from pulse.units import fmt_bytes, fmt_count
 
 
 def _ms(seconds: float) -> str:
@@ -19,17 +21,11 @@ def _ms(seconds: float) -> str:
 
 
 def _bytes(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f} B"
+    return fmt_bytes(n, ".3g")
 
 
 def _count(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.3g}"
+    return fmt_count(n, ".3g")
 
 
 def machine_line(doc: dict[str, Any]) -> str:
@@ -213,7 +209,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise PulseError(f"{path}: cannot read a bench JSON document ({err}).") from None
-    if doc.get("schema") != "pulse.bench/1":
+    if doc.get("schema") != SCHEMA:
         raise PulseError(f"{path}: not a `pulse bench --json` document (schema {doc.get('schema')!r}).")
     return doc
 

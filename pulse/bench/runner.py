@@ -23,10 +23,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pulse.bench import plan
+from pulse.bench.schema import SCHEMA
 from pulse.bench.summary import summarize_system
 from pulse.errors import PulseError
-
-SCHEMA = "pulse.bench/1"
 
 
 @dataclass(frozen=True)
@@ -89,16 +88,13 @@ def recipe_system(recipe: Any, name: str | None = None) -> System:
 
 def parse_mixer(text: str) -> tuple[str, dict[str, Any]]:
     """`KIND` or `KIND:key=value,key=value` (values read as TOML) → (kind, params)."""
-    from pulse.specs.load import parse_override
+    from pulse.specs.load import parse_override, set_path
 
     kind, _, rest = text.partition(":")
     params: dict[str, Any] = {}
     for item in re.split(r",(?=\s*[A-Za-z_][\w.]*\s*=)", rest) if rest.strip() else []:
         parts, value = parse_override(item)
-        node = params
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        set_path(params, parts, value, item)
     return kind.strip(), params
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+SCHEMA = "pulse.bench/1"  # the id every bench document carries (bump it when the layout changes)
+
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _SPREAD = {
     "type": "object",
@@ -82,7 +84,7 @@ DOCUMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["schema", "created", "command", "elapsed_s", "settings", "machine", "baseline", "systems", "runs"],
     "properties": {
-        "schema": {"const": "pulse.bench/1"},
+        "schema": {"const": SCHEMA},
         "created": {"type": "string"},
         "command": {"type": ["string", "null"]},
         "elapsed_s": {"type": "number"},

@@ -12,9 +12,10 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from pulse.cli.app import app
-from pulse.cli.common import console, fmt_count, handle_errors, make_table
+from pulse.cli.common import console, handle_errors, make_table
 from pulse.errors import PulseError
 from pulse.registry import Role
+from pulse.units import fmt_count
 
 
 def _short(value) -> str:

@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 import typer
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, UnverifiedOption, console, err_console, fmt_bytes, handle_errors, open_lm
+from pulse.cli.common import SetOption, UnverifiedOption, console, err_console, handle_errors, open_lm
 from pulse.errors import PulseError
+from pulse.units import fmt_bytes
 
 
 def _export(source: Path, out: Path, fmt: str, batch: int, tolerance: float, seed: int,

@@ -65,9 +65,7 @@ def generate(
                          "drop --temperature (and --sample, --top-k, --top-p) for greedy decoding.")
     model = open_lm(source, set_, seed, allow_unverified)
     tok = model.tokenizer
-    ids = tok.encode(prompt) or ([tok.bos_id] if tok.bos_id is not None else [])
-    if not ids:
-        raise PulseError("the prompt is empty and this model's vocabulary has no bos token; pass --prompt TEXT.")
+    ids = model.prompt_ids(prompt)
     steps = model.stream(
         # the library's one decoding rule: greedy unless --sample, or a sampling setting is given
         torch.tensor([ids]), max_new_tokens, do_sample=True if sample else None, temperature=temperature,

@@ -18,13 +18,13 @@ from pulse.cli.common import (
     complete_recipe,
     console,
     err_console,
-    fmt_bytes,
-    fmt_count,
     handle_errors,
     make_table,
     open_cli_source,
 )
+from pulse.contract import count_params
 from pulse.errors import PulseError
+from pulse.units import fmt_bytes, fmt_count
 
 RecipeArg = Annotated[
     Path,
@@ -117,7 +117,7 @@ def build(
     rows = block_costs(model, seq_len=1)
     for row in rows:
         table.add_row(row.name, row.type, f"0 (tied to {', '.join(row.tied_to)})" if row.tied_to else f"{row.params:,}")
-    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    total = count_params(model)
     table.add_section()
     table.add_row("[bold]total[/]", "", f"[bold]{total:,}[/]")
     console.print(table)

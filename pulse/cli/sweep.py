@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 
 from pulse.cli.app import app
-from pulse.cli.common import SetOption, complete_recipe, console, fmt_count, handle_errors, make_table
+from pulse.cli.common import SetOption, complete_recipe, console, handle_errors, make_table
+from pulse.units import fmt_count
 
 
 @app.command()

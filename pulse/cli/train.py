@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -69,7 +68,7 @@ def train(
     out_dir = out or (Path("runs") / source.location.stem if source.origin == "recipe" else where)
     reporter = RichReporter(console, live=None, every=print_every or spec.train.log_every, quiet=quiet)
     run_training(spec, out_dir, resume=resume, force=force, reporter=reporter, allow_unverified=allow_unverified)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if ddp.world_size() > 1:
         ddp.exit_worker(0)
 
 
@@ -205,7 +204,7 @@ def _context_curve(checkpoint: Path, lengths: str, task: str | None, overrides: 
     table = make_table(title=f"context curve · {doc['checkpoint']} (trained at {doc['train_seq_len']:,})")
     for col in ("window", "bits/byte", "first bin", "last bin (from)", "state", "time"):
         table.add_column(col, justify="right", no_wrap=True)
-    from pulse.cli.common import fmt_bytes
+    from pulse.units import fmt_bytes
 
     skipped = []
     for p in doc["points"]:

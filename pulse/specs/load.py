@@ -11,7 +11,7 @@ import sys
 import types
 import typing
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,17 +167,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def set_path(data: dict[str, Any], parts: Sequence[str], value: Any, text: str) -> None:
+    """data[a][b][c] = value for parts [a, b, c], making the tables on the way; `text` names the override."""
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise PulseError(f"--set `{text}`: `{part}` is a value, not a table, so it has no keys.")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     data = copy.deepcopy(data)
     for text in overrides:
         parts, value = parse_override(text)
-        node = data
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise PulseError(f"--set `{text}`: `{part}` is a value, not a table, so it has no keys.")
-            node = child
-        node[parts[-1]] = value
+        set_path(data, parts, value, text)
     return data
 
 

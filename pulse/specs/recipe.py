@@ -43,8 +43,7 @@ class RecipeBase(Spec):
 
     def hash(self) -> str:
         """sha256 of the canonical JSON form: equal recipes hash equally."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return recipe_hash(self.to_dict())
 
 
 def _union(classes: list[type]) -> Any:
@@ -107,3 +106,10 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "PULSE recipe"
     return schema
+
+
+def recipe_hash(data: dict[str, Any]) -> str:
+    """sha256 of a recipe dict's canonical JSON (sorted keys, no spaces): what RecipeBase.hash and the
+    checkpoints' metadata use."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

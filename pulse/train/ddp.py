@@ -43,9 +43,14 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def world_size() -> int:
+    """How many processes torchrun started (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(preference: str = "auto") -> Dist:
     """Join the process group torchrun describes (if any) and pick this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(preference, local_rank)
     if world <= 1:

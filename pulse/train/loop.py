@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from pulse.assemble import build_model
+from pulse.contract import count_params
 from pulse.errors import PulseError
 from pulse.tasks import build_task
 from pulse.tasks.base import Batch, Sums, Task
@@ -86,10 +87,6 @@ class RunResult:
             "checkpoint": str(self.checkpoint) if self.checkpoint else None, "plots": [str(p) for p in self.plots],
             "init_from": self.init_from,
         }
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
 
 
 def _non_finite(what: str, value: float, step: int, run: RunDir) -> PulseError:

@@ -11,19 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pulse.train.loop import RunResult
+from pulse.units import fmt_count
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def _fmt_count(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def fmt_duration(seconds: float) -> str:
@@ -72,7 +66,7 @@ class RichReporter:
             resumed += f" · weights from {started['from']}{at}"
         world = f" × {info['world']} processes" if info["world"] > 1 else ""
         self.console.print(
-            f"[bold]train[/] {info['recipe']} · model {info['model']} ({_fmt_count(info['params'])} params) · "
+            f"[bold]train[/] {info['recipe']} · model {info['model']} ({fmt_count(info['params'])} params) · "
             f"task {info['task']} · {info['steps']} steps × batch {info['batch_size']} · {info['device']}{world} "
             f"→ {info['out_dir']}{resumed}",
             highlight=False,
@@ -105,7 +99,7 @@ class RichReporter:
         if self.progress is not None:
             eta = self.eta(step, time.perf_counter() - self.clock)
             self.progress.update(self.bar, completed=step, loss=f"{values['loss']:.4f}",
-                                 metric=f"{values[self.metric]:.4f}", tps=_fmt_count(values["tokens_per_s"]),
+                                 metric=f"{values[self.metric]:.4f}", tps=fmt_count(values["tokens_per_s"]),
                                  eta="?" if eta is None else fmt_duration(eta))
 
     def eta(self, step: int, elapsed: float) -> float | None:
@@ -120,7 +114,7 @@ class RichReporter:
     def plain_line(self, step: int, values: dict[str, float], elapsed: float) -> str:
         eta = self.eta(step, elapsed)
         return (f"step {step}/{self.steps} · loss {values['loss']:.4f} · {self.metric} {values[self.metric]:.4f} · "
-                f"{_fmt_count(values['tokens_per_s'])} tok/s · elapsed {fmt_duration(elapsed)} · "
+                f"{fmt_count(values['tokens_per_s'])} tok/s · elapsed {fmt_duration(elapsed)} · "
                 f"ETA {'?' if eta is None else fmt_duration(eta)}")
 
     def eval(self, record: dict[str, Any]) -> None:
@@ -144,7 +138,7 @@ class RichReporter:
         table.add_row("wall time", f"{result.elapsed:.1f} s")
         overall = result.tokens / max(result.elapsed, 1e-9)
         table.add_row(
-            "tokens", f"{_fmt_count(result.tokens)} ({_fmt_count(overall)}/s overall, eval and saving included)"
+            "tokens", f"{fmt_count(result.tokens)} ({fmt_count(overall)}/s overall, eval and saving included)"
         )
         table.add_row("parameters", f"{result.params:,}")
         if result.train:

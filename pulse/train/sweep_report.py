@@ -39,7 +39,7 @@ def state_elements(recipe: Any) -> int:
 
 def point_row(point: Any, status: str, error: str | None, metric: str) -> dict[str, Any]:
     from pulse.assemble import build_model
-    from pulse.train.loop import count_params
+    from pulse.contract import count_params
 
     summary = read_summary(point.out_dir) if status != "failed" else None
     value = summary["eval"].get(metric) if summary else None
