@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -140,16 +141,77 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool
 
 def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Reporter | None, d: ddp.Dist,
            allow_unverified: bool = False) -> RunResult:
-    spec = recipe.train
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
+    """A run in three stages: build (or resume) it, loop over the steps, finish (final eval, weights, summary)."""
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
     say = reporter.message if reporter is not None else (lambda text: None)
     if force:
         run.replace(say)
     ddp.barrier(d)
     point = run.prepare(recipe, resume=resume, say=say)
     run.clean_partial()
+    session = _build(recipe, run, point, d, reporter, say, allow_unverified)
+    stopped, last_train, last_eval = _loop(session)
+    return _finish(session, stopped, last_train, last_eval)
 
+
+@dataclass
+class _Session:
+    """One run between its stages: what `_build` makes, `_loop` advances and `_finish` closes."""
+
+    recipe: Any
+    run: RunDir
+    d: ddp.Dist
+    reporter: Reporter | None
+    say: Callable[[str], None]
+    task: Task
+    model: nn.Module
+    head: nn.Module | None
+    module: TaskModule
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    tokenizer: Any
+    log: MetricsLog
+    resumed: Any = None  # the checkpoint this run continues, if any
+    started: dict[str, Any] | None = None  # where fine-tuning weights came from (train.init_from)
+    step: int = 0
+    tokens: int = 0
+    elapsed0: float = 0.0  # seconds spent before this process (a resumed run's)
+    clock0: float = field(default_factory=time.perf_counter)
+    names: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> Any:
+        return self.recipe.train
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + time.perf_counter() - self.clock0
+
+    def evaluate(self) -> dict[str, float]:
+        spec = self.spec
+        metrics = evaluate(self.task, self.model, self.head, batch_size=spec.eval_batch_size or spec.batch_size,
+                           device=self.d.device, precision=spec.precision, dist=self.d)
+        record = {"split": "eval", "step": self.step, "time": self.elapsed(), **metrics}
+        self.log.write(record)
+        if self.reporter is not None:
+            self.reporter.eval(record)
+        return metrics
+
+    def save(self) -> Path:
+        # batches are a function of the step, so the data position is the number of global batches drawn
+        state = {"step": self.step, "data_position": self.step, "tokens": self.tokens, "elapsed": self.elapsed(),
+                 "optimizer": optimizer_state(self.optimizer, self.names), "rng": rng_state(), "world": self.d.world}
+        path = self.run.save(self.step, model=self.model, head=self.head, recipe=self.recipe, state=state,
+                             keep_last=self.spec.keep_last, tokenizer=self.tokenizer)
+        ddp.barrier(self.d)
+        return path
+
+
+def _build(recipe: Any, run: RunDir, point: Any, d: ddp.Dist, reporter: Reporter | None,
+           say: Callable[[str], None], allow_unverified: bool) -> _Session:
+    """The task, model, head, optimiser and schedule, from the checkpoint `point` when resuming, from
+    train.init_from when fine-tuning; the run directory marked and the metrics log reopened."""
+    spec = recipe.train
     task = build_task(recipe.task)
     seed_everything(spec.seed)
     model = build_model(recipe, device=d.device)
@@ -157,143 +219,165 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
     tokenizer = getattr(task, "tokenizer", None)
     if point is not None:
         check_tokenizer(point.path, tokenizer)
-    if hasattr(task, "prepare"):  # a corpus is tokenized once (rank 0 first; the others then find it whole)
-        if d.main:
-            from pulse.data.corpus import progress_lines
-
-            corpus = task.prepare(say=say, progress=progress_lines(say))
-            if not corpus.reused:
-                say(f"tokenized the corpus once into {corpus.root} (reused by later runs)")
-        ddp.barrier(d)
-        task.prepare()
+    _prepare_data(task, d, say)
     head = task.make_head(model, device=d.device)
     module = TaskModule(task, model, head)
     optimizer = make_optimizer(module, spec)
     scheduler = make_scheduler(optimizer, spec)
     if point is not None:
         point.apply(model=model, head=head, module=module, optimizer=optimizer, scheduler=scheduler)
-    resumed = point
-    names = param_names(module)
     started = None
     if spec.init_from is not None:  # fine-tuning: a fresh run starts from those weights, a resumed one keeps its own
-        started = read_record(run.root) if resumed else init_weights(
+        started = read_record(run.root) if point else init_weights(
             model, head, spec.init_from, say=say, tokenizer=tokenizer, allow_unverified=allow_unverified
         )
-        if d.main and not resumed:
+        if d.main and not point:
             run.root.mkdir(parents=True, exist_ok=True)
             write_record(run.root, started)
-    step = resumed.step if resumed else 0
-    tokens = resumed.tokens if resumed else 0
-    elapsed0 = resumed.elapsed if resumed else 0.0
-    log = MetricsLog(run.metrics_path, writer=d.main)
+    session = _Session(recipe, run, d, reporter, say, task, model, head, module, optimizer, scheduler, tokenizer,
+                       MetricsLog(run.metrics_path, writer=d.main), resumed=point, started=started,
+                       step=point.step if point else 0, tokens=point.tokens if point else 0,
+                       elapsed0=point.elapsed if point else 0.0, names=param_names(module))
     if d.main:
         run.root.mkdir(parents=True, exist_ok=True)
         run.mark(recipe)
-        log.restart(step)
+        session.log.restart(session.step)
     ddp.barrier(d)
-
-    wrapped = ddp.wrap(module, d, find_unused=head is not None)
-    params = [p for p in module.parameters() if p.requires_grad]
-    eval_size = spec.eval_batch_size or spec.batch_size
-    clock0 = time.perf_counter()
-
-    def elapsed() -> float:
-        return elapsed0 + time.perf_counter() - clock0
-
     if reporter is not None:
         reporter.start({
             "recipe": recipe.source, "model": recipe.model.kind, "params": count_params(module), "task": task.kind,
             "metric": task.metric, "steps": spec.steps, "batch_size": spec.batch_size, "device": str(d.device),
-            "world": d.world, "out_dir": str(run.root), "resumed_from": resumed.step if resumed else None,
-            "init_from": started, "max_time": spec.max_time, "elapsed": elapsed0,
+            "world": d.world, "out_dir": str(run.root), "resumed_from": point.step if point else None,
+            "init_from": started, "max_time": spec.max_time, "elapsed": session.elapsed0,
         })
+    return session
 
-    def do_eval(at: int) -> dict[str, float]:
-        metrics = evaluate(task, model, head, batch_size=eval_size, device=d.device, precision=spec.precision, dist=d)
-        record = {"split": "eval", "step": at, "time": elapsed(), **metrics}
-        log.write(record)
-        if reporter is not None:
-            reporter.eval(record)
+
+def _prepare_data(task: Task, d: ddp.Dist, say: Callable[[str], None]) -> None:
+    """A corpus is tokenized once (rank 0 first; the others then find it whole)."""
+    if not hasattr(task, "prepare"):
+        return
+    if d.main:
+        from pulse.data.corpus import progress_lines
+
+        corpus = task.prepare(say=say, progress=progress_lines(say))
+        if not corpus.reused:
+            say(f"tokenized the corpus once into {corpus.root} (reused by later runs)")
+    ddp.barrier(d)
+    task.prepare()
+
+
+@dataclass
+class _Window:
+    """The training statistics since the last log line."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    tokens: int = 0
+
+    def add(self, sums: dict[str, float], tokens: int, seconds: float) -> None:
+        for k, v in sums.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.tokens += tokens
+        self.seconds += seconds
+
+    def rate(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+    def flush(self, s: _Session, lr: float, norm: float) -> dict[str, float]:
+        """Write the window's log line and start a new window; returns its metrics."""
+        metrics = s.task.metrics(self.sums)
+        s.log.write({"split": "train", "step": s.step, "time": s.elapsed(), "lr": lr, "grad_norm": norm,
+                     "tokens": s.tokens, "tokens_per_s": self.rate(), **metrics})
+        self.sums, self.seconds, self.tokens = {}, 0.0, 0
         return metrics
 
-    def save(at: int) -> Path:
-        # batches are a function of the step, so the data position is the number of global batches drawn
-        state = {"step": at, "data_position": at, "tokens": tokens, "elapsed": elapsed(),
-                 "optimizer": optimizer_state(optimizer, names), "rng": rng_state(), "world": d.world}
-        path = run.save(at, model=model, head=head, recipe=recipe, state=state, keep_last=spec.keep_last,
-                        tokenizer=tokenizer)
-        ddp.barrier(d)
-        return path
 
-    time_spent = spec.max_time is not None and elapsed0 >= spec.max_time
-    stopped = "already complete" if step >= spec.steps or time_spent else "done"
-    window: dict[str, float] = {}
-    window_time, window_tokens, last_train, last_eval = 0.0, 0, {}, {}
-    injected = faults.injected_step(run.root)
+def _loop(s: _Session) -> tuple[str, dict[str, float], dict[str, float]]:
+    """Optimiser steps until train.steps or train.max_time, with log lines, evals and checkpoints on their
+    schedules. Returns how it stopped and the last train and eval metrics."""
+    spec = s.spec
+    wrapped = ddp.wrap(s.module, s.d, find_unused=s.head is not None)
+    params = [p for p in s.module.parameters() if p.requires_grad]
+    time_spent = spec.max_time is not None and s.elapsed0 >= spec.max_time
+    stopped = "already complete" if s.step >= spec.steps or time_spent else "done"
+    window, last_train, last_eval = _Window(), {}, {}
+    injected = faults.injected_step(s.run.root)
     from pulse.train.progress import SlowSteps  # progress imports this module's RunResult
 
     slow = SlowSteps(spec.threads)
-    while step < spec.steps and not time_spent:
+    while s.step < spec.steps and not time_spent:
         t0 = time.perf_counter()
-        sums, step_tokens = _step(task, wrapped, recipe, step, d)
-        loss = faults.loss_at(sums["loss_sum"] / max(sums["count"], 1.0), step + 1, injected)
-        if not math.isfinite(loss):
-            raise _non_finite("training loss", loss, step + 1, run)
-        norm = torch.nn.utils.clip_grad_norm_(params, spec.grad_clip if spec.grad_clip > 0 else math.inf)
-        if not torch.isfinite(norm):
-            raise _non_finite("gradient norm", float(norm), step + 1, run)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens += step_tokens
-        window_time += time.perf_counter() - t0
-        noticed = slow(time.perf_counter() - t0)
+        sums, step_tokens, lr, norm = _optimizer_step(s, wrapped, params, injected)
+        seconds = time.perf_counter() - t0
+        window.add(sums, step_tokens, seconds)
+        noticed = slow(seconds)
         if noticed:
-            say(noticed)
-        window_tokens += step_tokens
-        for k, v in sums.items():
-            window[k] = window.get(k, 0.0) + v
-        metrics = task.metrics(sums)
-        if reporter is not None:
-            reporter.step(step, {"loss": metrics["loss"], task.metric: metrics[task.metric],
-                                 "tokens_per_s": window_tokens / max(window_time, 1e-9)})
-        if step % spec.log_every == 0 or step == spec.steps:
-            last_train = task.metrics(window)
-            log.write({"split": "train", "step": step, "time": elapsed(), "lr": lr, "grad_norm": float(norm),
-                       "tokens": tokens, "tokens_per_s": window_tokens / max(window_time, 1e-9), **last_train})
-            window, window_time, window_tokens = {}, 0.0, 0
+            s.say(noticed)
+        if s.reporter is not None:
+            metrics = s.task.metrics(sums)
+            s.reporter.step(s.step, {"loss": metrics["loss"], s.task.metric: metrics[s.task.metric],
+                                     "tokens_per_s": window.rate()})
+        if s.step % spec.log_every == 0 or s.step == spec.steps:
+            last_train = window.flush(s, lr, norm)
         if spec.max_time is not None:
-            over = torch.tensor([float(elapsed() >= spec.max_time)], device=d.device)
-            time_spent = bool(ddp.all_sum(over, d).item() > 0)
-            if time_spent and step < spec.steps:
+            over = torch.tensor([float(s.elapsed() >= spec.max_time)], device=s.d.device)
+            time_spent = bool(ddp.all_sum(over, s.d).item() > 0)
+            if time_spent and s.step < spec.steps:
                 stopped = "time limit"
-                say(f"time budget of {spec.max_time:g} s reached at step {step}; finishing up")
-        finishing = step == spec.steps or time_spent
-        if spec.eval_every and step % spec.eval_every == 0 and not finishing:
-            last_eval = do_eval(step)
-        if spec.checkpoint_every and step % spec.checkpoint_every == 0 and not finishing:
-            save(step)
+                s.say(f"time budget of {spec.max_time:g} s reached at step {s.step}; finishing up")
+        finishing = s.step == spec.steps or time_spent
+        if spec.eval_every and s.step % spec.eval_every == 0 and not finishing:
+            last_eval = s.evaluate()
+        if spec.checkpoint_every and s.step % spec.checkpoint_every == 0 and not finishing:
+            s.save()
+    return stopped, last_train, last_eval
 
+
+def _optimizer_step(s: _Session, wrapped: nn.Module, params: list[Tensor],
+                    injected: int | None) -> tuple[dict[str, float], int, float, float]:
+    """One step: forward and backward, the non-finite checks, clipping, AdamW and the schedule.
+    Returns the step's sums, its tokens, the learning rate it used and the gradient norm."""
+    spec = s.spec
+    sums, step_tokens = _step(s.task, wrapped, s.recipe, s.step, s.d)
+    loss = faults.loss_at(sums["loss_sum"] / max(sums["count"], 1.0), s.step + 1, injected)
+    if not math.isfinite(loss):
+        raise _non_finite("training loss", loss, s.step + 1, s.run)
+    norm = torch.nn.utils.clip_grad_norm_(params, spec.grad_clip if spec.grad_clip > 0 else math.inf)
+    if not torch.isfinite(norm):
+        raise _non_finite("gradient norm", float(norm), s.step + 1, s.run)
+    lr = s.optimizer.param_groups[0]["lr"]
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.step += 1
+    s.tokens += step_tokens
+    return sums, step_tokens, lr, float(norm)
+
+
+def _finish(s: _Session, stopped: str, last_train: dict[str, float], last_eval: dict[str, float]) -> RunResult:
+    """The final eval and checkpoint (unless the run was complete already), the final weights, the plots
+    and summary.json."""
+    run = s.run
     if stopped != "already complete" or not run.complete():
-        last_eval = do_eval(step)
-        checkpoint = save(step)
+        last_eval = s.evaluate()
+        checkpoint = s.save()
     else:
         checkpoint = run.complete()[-1][1]
-        last_eval = _last_record(run, "eval") or do_eval(step)
+        last_eval = _last_record(run, "eval") or s.evaluate()
         last_train = _last_record(run, "train")
-    run.save_final(model=model, head=head, recipe=recipe, tokenizer=tokenizer)
-    plots = plot_run(run.root, task.metric) if d.main else []
+    run.save_final(model=s.model, head=s.head, recipe=s.recipe, tokenizer=s.tokenizer)
+    plots = plot_run(run.root, s.task.metric) if s.d.main else []
     result = RunResult(
-        out_dir=run.root, step=step, steps=spec.steps, elapsed=elapsed(), tokens=tokens, params=count_params(module),
-        metric=task.metric, higher_is_better=task.higher_is_better, train=last_train, eval=last_eval, stopped=stopped,
-        resumed_from=resumed.step if resumed else None, checkpoint=checkpoint, plots=plots, init_from=started,
+        out_dir=run.root, step=s.step, steps=s.spec.steps, elapsed=s.elapsed(), tokens=s.tokens,
+        params=count_params(s.module), metric=s.task.metric, higher_is_better=s.task.higher_is_better,
+        train=last_train, eval=last_eval, stopped=stopped, resumed_from=s.resumed.step if s.resumed else None,
+        checkpoint=checkpoint, plots=plots, init_from=s.started,
     )
     run.write_summary(result.to_dict())
-    ddp.barrier(d)
-    if reporter is not None:
-        reporter.finish(result)
+    ddp.barrier(s.d)
+    if s.reporter is not None:
+        s.reporter.finish(result)
     return result
 
 
