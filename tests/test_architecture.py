@@ -191,12 +191,16 @@ def test_no_weight_decay_on_log_rates_and_initial_slots():
     from pulse.specs.run import TrainSpec
     from pulse.train.optim import make_optimizer
 
-    recipe = pulse.recipe_from_dict({"model": {"dim": 16, "depth": 3, "layout": ["s", "p", "n"], "mixers": {
-        "s": {"kind": "ssm"}, "p": {"kind": "pulse", "num_heads": 2}, "n": {"kind": "ntm", "memory_slots": 4}}}})
+    recipe = pulse.recipe_from_dict({"model": {"dim": 16, "depth": 4, "layout": ["s", "p", "n", "a"], "mixers": {
+        "s": {"kind": "ssm"}, "p": {"kind": "pulse", "num_heads": 2}, "n": {"kind": "ntm", "memory_slots": 4},
+        "a": {"kind": "sparse_state_attention", "num_heads": 2}}}})
     model = pulse.build_model(recipe)
     opt = make_optimizer(model, TrainSpec(weight_decay=0.1))
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    tagged = [model.layers[0].mixer.A_log, model.layers[1].mixer.slot_init, model.layers[2].mixer.initial_memory]
+    tagged = [model.layers[0].mixer.A_log, model.layers[1].mixer.slot_init, model.layers[2].mixer.initial_memory,
+              model.layers[3].mixer.slots]
+    simple = pulse.SimplePulse(input_dim=4, slot_dim=8, num_slots=3, output_dim=2)
+    assert getattr(simple.slots, "_no_weight_decay", False)
     assert all(id(p) not in decayed for p in tagged)
     assert any(id(p) in decayed for p in model.parameters())
     assert math.isfinite(sum(float(p.sum()) for p in tagged))

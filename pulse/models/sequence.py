@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from pulse.blocks.pulse.propagator import StatePropagator
 from pulse.blocks.pulse.router import TokenToStateRouter
+from pulse.contract import no_weight_decay
 from pulse.errors import PulseError, seed_alias
 from pulse.models.stack import Residual, ResidualStack
 
@@ -62,7 +63,7 @@ class SimplePulse(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.input_dim, self.slot_dim, self.num_slots, self.output_dim = input_dim, slot_dim, num_slots, output_dim
         self.num_iterations = num_iterations
-        self.slots = nn.Parameter(torch.randn(num_slots, slot_dim, **factory) * slot_dim**-0.5)
+        self.slots = no_weight_decay(nn.Parameter(torch.randn(num_slots, slot_dim, **factory) * slot_dim**-0.5))
         self.feature_scale = nn.Parameter(torch.randn(input_dim, slot_dim, **factory) * slot_dim**-0.5)
         self.feature_bias = nn.Parameter(torch.randn(input_dim, slot_dim, **factory) * slot_dim**-0.5)
         self.router = TokenToStateRouter(slot_dim, num_heads=num_heads, **factory)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pulse.contract import check_input
+from pulse.contract import check_input, no_weight_decay
 from pulse.errors import PulseError
 from pulse.ops import backend
 from pulse.ops.causal_conv import causal_depthwise_conv
@@ -55,7 +55,7 @@ class SparseStateAttention(nn.Module):
         self.dim, self.num_slots, self.top_k = dim, num_slots, top_k
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.chunk_size, self.conv_size = chunk_size, conv_size
-        self.slots = nn.Parameter(torch.empty(num_slots, dim, **factory))
+        self.slots = no_weight_decay(nn.Parameter(torch.empty(num_slots, dim, **factory)))  # learned initial slots
         self.q = nn.Linear(dim, dim, bias=False, **factory)
         self.k = nn.Linear(dim, dim, bias=False, **factory)
         self.v = nn.Linear(dim, dim, bias=False, **factory)
