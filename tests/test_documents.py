@@ -234,3 +234,19 @@ MIXER_TABLES = {
     "gdn": 'kind = "gated_deltanet"\nchunk_size = 4\nhead_dim = 4',
     "attn": 'kind = "attention"',
 }
+
+
+def test_attention_reads_long_windows_block_by_block_as_each_document_alone():
+    """Windows longer than one block of queries (512): each block reads only the keys from its earliest
+    document start, and every position still equals its document alone; so does a window continuing a cache."""
+    from pulse import contract
+
+    torch.manual_seed(0)
+    m = pulse.build_mixer("attention", 16, num_heads=2, dtype=F64)
+    x = torch.randn(2, 1300, 16, dtype=F64)
+    contract.check_documents(m, x, [[0, 300, 700, 1299], [511, 512, 1024]], torch.randn(2, 3, 16, dtype=F64))
+    _, state = m(x[:, :600])
+    y, _ = m(x[:, 600:], state, doc_starts=[[100], [700 - 600]])
+    for row, start in ((0, 700), (1, 700)):
+        assert_close(y[row : row + 1, start - 600 :], m(x[row : row + 1, start:])[0], f"row {row} after its start")
+    assert_close(y[0:1, :100], m(x[:1, :700])[0][:, 600:], "row 0 before its start continues the cache")

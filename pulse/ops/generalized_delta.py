@@ -88,17 +88,17 @@ def chunk_generalized_delta(
     g_prev = g - log_w  # … through token i − 1
     ones = torch.ones(c, c, dtype=torch.bool, device=q.device)
     before, upto = ones.tril(-1), ones.tril()  # j < i, j ≤ i
-    # pairwise per-channel decays, only where x ≥ j (every exponent ≤ 0): (b, h, n, c, c, k)
-    e_prev = (g_prev.unsqueeze(-2) - g.unsqueeze(-3)).masked_fill(~before[..., None], float("-inf")).exp()
-    e_out = (g.unsqueeze(-2) - g.unsqueeze(-3)).masked_fill(~upto[..., None], float("-inf")).exp()
     start_read, start_out, end_a, end_k = b * g_prev.exp(), q * g.exp(), a * (g[..., -1:, :] - g).exp(), \
         k * (g[..., -1:, :] - g).exp()
     kept = None
     if resets is not None:
         same, visible, last, kept = documents.chunk_masks(resets, n, c)
-        e_prev, e_out = e_prev * same.unsqueeze(-1), e_out * same.unsqueeze(-1)
+        before, upto = before & same, upto & same  # (b, 1, n, c, c): pairs of one document only
         visible, last = visible.unsqueeze(-1), last.unsqueeze(-1)
         start_read, start_out, end_a, end_k = start_read * visible, start_out * visible, end_a * last, end_k * last
+    # pairwise per-channel decays, only where x ≥ j (every exponent ≤ 0): (b, h, n, c, c, k)
+    e_prev = (g_prev.unsqueeze(-2) - g.unsqueeze(-3)).masked_fill(~before[..., None], float("-inf")).exp()
+    e_out = (g.unsqueeze(-2) - g.unsqueeze(-3)).masked_fill(~upto[..., None], float("-inf")).exp()
     pair = lambda x, y, e: torch.einsum("...ic,...jc,...ijc->...ij", x, y, e)  # noqa: E731
     A, B = pair(b, a, e_prev), pair(b, k, e_prev)  # (b, h, n, c, c), strictly lower
     P_a, P_k = pair(q, a, e_out), pair(q, k, e_out)  # lower, with the diagonal

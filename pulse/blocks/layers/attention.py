@@ -76,9 +76,12 @@ class CausalSelfAttention(nn.Module):
         mask = torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n)
         if resets is not None or "start" in state:
             first = self._first_keys(resets, state.get("start"), b, n, t, x.device)  # (b, t)
-            mask = mask & (torch.arange(n + t, device=x.device) >= first.unsqueeze(-1))  # (b, t, n+t)
             new["start"] = first[:, -1]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
+            if self.capture_sink is None:
+                y = self._by_blocks(q, k, v, first, n)
+            else:  # the figures need every probability: one dense masked pass
+                mask = mask & (torch.arange(n + t, device=x.device) >= first.unsqueeze(-1))  # (b, t, n+t)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))
         elif n == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
@@ -89,6 +92,23 @@ class CausalSelfAttention(nn.Module):
             self.capture_sink("attention", torch.softmax(scores, dim=-1).detach())  # (b, h, t, n+t)
         y = self.out(y.transpose(1, 2).reshape(b, t, d))
         return y, new
+
+    @staticmethod
+    def _by_blocks(q: Tensor, k: Tensor, v: Tensor, first: Tensor, n: int, block: int = 512) -> Tensor:
+        """Attention with document starts, a block of queries at a time: block [i, j) reads only the keys from
+        the earliest document start among its queries (over the batch) to its last query, under a mask of
+        its own. With many documents per window this reads a fraction of the keys a dense (t, n+t) mask
+        would, and never builds that mask."""
+        t = q.shape[2]
+        keys = torch.arange(n + t, device=q.device)
+        outs = []
+        for i in range(0, t, block):
+            j = min(i + block, t)
+            lo = int(first[:, i:j].min())
+            visible = (keys[lo : n + j] >= first[:, i:j, None]) & (keys[lo : n + j] <= n + keys[i:j, None])
+            outs.append(F.scaled_dot_product_attention(q[:, :, i:j], k[:, :, lo : n + j], v[:, :, lo : n + j],
+                                                       attn_mask=visible.unsqueeze(1)))  # (b, h, j − i, e)
+        return torch.cat(outs, dim=2)
 
     @staticmethod
     def _first_keys(resets: Tensor | None, start: Tensor | None, b: int, n: int, t: int, device) -> Tensor:
