@@ -35,6 +35,8 @@ FORBIDDEN = {
     "api": {"train", "bench", "cli", "hf"},
     "train": {"cli"},
     "bench": {"cli"},
+    "units": {"ops", "specs", "blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint",
+              "registry", "data", "hf", "contract"},
 }
 for _room in FORBIDDEN:
     FORBIDDEN[_room] |= TOP
