@@ -101,6 +101,25 @@ class GatedDeltaNet(nn.Module):
                 "forward or init_state returned."
             )
 
+    def _open(self, x: Tensor, state: dict[str, Tensor] | None, doc_starts: DocStarts
+              ) -> tuple[dict[str, Tensor], Tensor | None]:
+        """What every forward of this family starts with: the input checked, the state made or checked, the
+        document starts as a (b, t) mask (or None)."""
+        check_input(self, x)
+        if state is None:
+            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        self._check_state(state, x.shape[0])
+        return state, starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+
+    def _open_step(self, x_t: Tensor, state: dict[str, Tensor], doc_starts: Tensor | None) -> dict[str, Tensor]:
+        """What every step of this family starts with: checks, and the rows a document starts in reset."""
+        check_input(self, x_t, ndim=2)
+        self._check_state(state, x_t.shape[0])
+        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
+        if rows is None:
+            return state
+        return reset_rows(state, self.init_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype), rows)
+
     def _inputs(self, x: Tensor, conv_state: Tensor, resets: Tensor | None = None) -> tuple[Tensor, ...]:
         """q, k (b, h, t, k), v (b, h, t, v), β and log α (b, h, t) or None, gate (b, t, h, v), conv state."""
         b, t, _ = x.shape
@@ -126,22 +145,14 @@ class GatedDeltaNet(nn.Module):
 
     def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
                 doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
-        check_input(self, x)
-        if state is None:
-            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        self._check_state(state, x.shape[0])
-        resets = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+        state, resets = self._open(x, state, doc_starts)
         q, k, v, beta, log_decay, gate, conv_state = self._inputs(x, state["conv"], resets)
         o, kv = delta_rule(q, k, v, beta, log_decay, state["kv"], resets, chunk_size=self.chunk_size)
         return self._output(o, gate), {"conv": conv_state, "kv": kv}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor], *,
              doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        check_input(self, x_t, ndim=2)
-        self._check_state(state, x_t.shape[0])
-        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
-        if rows is not None:
-            state = reset_rows(state, self.init_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype), rows)
+        state = self._open_step(x_t, state, doc_starts)
         q, k, v, beta, log_decay, gate, conv_state = self._inputs(x_t.unsqueeze(1), state["conv"])
         o, kv = recurrent_delta_rule(q, k, v, beta, log_decay, state["kv"])  # one token: the recurrence
         return self._output(o, gate).squeeze(1), {"conv": conv_state, "kv": kv}

@@ -13,11 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.blocks.mixers.deltanet import GatedDeltaNet
-from pulse.contract import check_input
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.delta_rule import delta_rule, recurrent_delta_rule
-from pulse.ops.documents import DocStarts, reset_rows, starts_mask, step_mask
+from pulse.ops.documents import DocStarts
 
 
 class GatedDeltaProduct(GatedDeltaNet):
@@ -92,11 +91,7 @@ class GatedDeltaProduct(GatedDeltaNet):
 
     def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
                 doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
-        check_input(self, x)
-        if state is None:
-            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        self._check_state(state, x.shape[0])
-        resets = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+        state, resets = self._open(x, state, doc_starts)
         q, k, v, beta, log_decay, resets_m, gate, conv_state = self._micro(x, state["conv"], resets)
         o, kv = delta_rule(q, k, v, beta, log_decay, state["kv"], resets_m, chunk_size=self.chunk_size)
         m = self.num_householder
@@ -104,11 +99,7 @@ class GatedDeltaProduct(GatedDeltaNet):
 
     def step(self, x_t: Tensor, state: dict[str, Tensor], *,
              doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        check_input(self, x_t, ndim=2)
-        self._check_state(state, x_t.shape[0])
-        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
-        if rows is not None:
-            state = reset_rows(state, self.init_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype), rows)
+        state = self._open_step(x_t, state, doc_starts)
         q, k, v, beta, log_decay, _, gate, conv_state = self._micro(x_t.unsqueeze(1), state["conv"], None)
         o, kv = recurrent_delta_rule(q, k, v, beta, log_decay, state["kv"])  # m micro-steps of the recurrence
         return self._output(o[:, :, -1:], gate).squeeze(1), {"conv": conv_state, "kv": kv}

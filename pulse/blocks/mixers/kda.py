@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from pulse.blocks.mixers.decay import init_decay_
 from pulse.blocks.mixers.deltanet import GatedDeltaNet
-from pulse.contract import check_input, no_weight_decay
+from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
-from pulse.ops.documents import DocStarts, reset_rows, starts_mask, step_mask
+from pulse.ops.documents import DocStarts
 from pulse.ops.generalized_delta import generalized_delta, recurrent_generalized_delta
 
 
@@ -87,22 +87,14 @@ class KimiDeltaAttention(GatedDeltaNet):
 
     def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
                 doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
-        check_input(self, x)
-        if state is None:
-            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        self._check_state(state, x.shape[0])
-        resets = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+        state, resets = self._open(x, state, doc_starts)
         q, kw, v, a, bb, log_alpha, gate, conv_state = self._kda_inputs(x, state["conv"], resets)
         o, kv = generalized_delta(q, kw, v, a, bb, log_alpha, state["kv"], resets, chunk_size=self.chunk_size)
         return self._output(o, gate), {"conv": conv_state, "kv": kv}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor], *,
              doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        check_input(self, x_t, ndim=2)
-        self._check_state(state, x_t.shape[0])
-        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
-        if rows is not None:
-            state = reset_rows(state, self.init_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype), rows)
+        state = self._open_step(x_t, state, doc_starts)
         q, kw, v, a, bb, log_alpha, gate, conv_state = self._kda_inputs(x_t.unsqueeze(1), state["conv"], None)
         o, kv = recurrent_generalized_delta(q, kw, v, a, bb, log_alpha, state["kv"])  # one token: the recurrence
         return self._output(o, gate).squeeze(1), {"conv": conv_state, "kv": kv}

@@ -14,11 +14,10 @@ from torch import Tensor, nn
 
 from pulse.blocks.mixers.decay import decay_parameters, init_decay_
 from pulse.blocks.mixers.deltanet import GatedDeltaNet
-from pulse.contract import check_input
 from pulse.errors import PulseError
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.delta_rule import delta_rule, recurrent_delta_rule
-from pulse.ops.documents import DocStarts, reset_rows, starts_mask, step_mask
+from pulse.ops.documents import DocStarts
 
 
 class RoutedDeltaMemory(GatedDeltaNet):
@@ -132,22 +131,14 @@ class RoutedDeltaMemory(GatedDeltaNet):
 
     def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
                 doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
-        check_input(self, x)
-        if state is None:
-            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
-        self._check_state(state, x.shape[0])
-        resets = starts_mask(doc_starts, x.shape[0], x.shape[1], x.device, type(self).__name__)
+        state, resets = self._open(x, state, doc_starts)
         q, k, v, beta, log_decay, gates, gate, conv_state = self._memories(x, state["conv"], resets)
         o, kv = delta_rule(q, k, v, beta, log_decay, state["kv"], resets, chunk_size=self.chunk_size)
         return self._output(self._combine(o, gates), gate), {"conv": conv_state, "kv": kv}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor], *,
              doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        check_input(self, x_t, ndim=2)
-        self._check_state(state, x_t.shape[0])
-        rows = step_mask(doc_starts, x_t.shape[0], x_t.device, type(self).__name__)
-        if rows is not None:
-            state = reset_rows(state, self.init_state(x_t.shape[0], device=x_t.device, dtype=x_t.dtype), rows)
+        state = self._open_step(x_t, state, doc_starts)
         q, k, v, beta, log_decay, gates, gate, conv_state = self._memories(x_t.unsqueeze(1), state["conv"], None)
         o, kv = recurrent_delta_rule(q, k, v, beta, log_decay, state["kv"])  # one token: the recurrence
         return self._output(self._combine(o, gates), gate).squeeze(1), {"conv": conv_state, "kv": kv}
