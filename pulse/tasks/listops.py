@@ -8,9 +8,8 @@ SM (sum mod 10). The root is an operator; below it each node becomes an operator
 probability 0.25 (never at max_depth) with 2 … max_args arguments, otherwise a digit.
 Expressions are redrawn until their length lies in min_len … max_len tokens.
 
-A language model reads the token ids; its hidden state at each row's last token goes
-through a task head (d → 10). A sequence model reads one-hot tokens with a padding
-mask and answers itself (output_mode 'last' or 'mean', output_dim 10).
+A language model or a sequence model answers as every `SequenceClassification` does
+(pulse/tasks/classify.py): 16 token ids in, 10 classes out.
 
 # b batch · t time · d model · v vocabulary (16)
 """
@@ -20,13 +19,9 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from pulse.specs.tasks import ListOpsSpec
-from pulse.tasks.base import Batch, IndexedTask, Sums, classification_sums
-from pulse.tasks.io import is_token_model, require_sequence_model, require_token_model, sequence_outputs
+from pulse.tasks.classify import SequenceClassification
 
 PAD = 0
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -98,15 +93,12 @@ def evaluate(tokens: list[str]) -> int:
     return result
 
 
-class ListOps(IndexedTask):
+class ListOps(SequenceClassification):
     """ListOps classification; accuracy of the predicted value."""
 
     kind = "listops"
-    metric = "accuracy"
-
-    def __init__(self, spec: ListOpsSpec):
-        self.spec = spec
-        self._cache: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
+    vocab_size = len(VOCAB)
+    num_classes = NUM_CLASSES
 
     def size(self, split: str) -> int:
         return self.spec.num_train if split == "train" else self.spec.num_test
@@ -115,49 +107,6 @@ class ListOps(IndexedTask):
         """Expression `index` of a split: its own random stream, so any example can be drawn alone."""
         return expression(random.Random(f"listops:{self.spec.seed}:{split}:{index}"), self.spec)
 
-    def _encoded(self, split: str, index: int) -> tuple[np.ndarray, int]:
-        key = (split, index)
-        if key not in self._cache:
-            tokens, value = self.example(split, index)
-            self._cache[key] = (np.array([TOKEN_ID[tok] for tok in tokens], dtype=np.int64), value)
-        return self._cache[key]
-
-    def batch(self, split: str, indices: np.ndarray) -> Batch:
-        examples = [self._encoded(split, int(i)) for i in indices]
-        t = max(len(ids) for ids, _ in examples)
-        ids = np.full((len(examples), t), PAD, dtype=np.int64)
-        for row, (tokens, _) in enumerate(examples):
-            ids[row, : len(tokens)] = tokens
-        return {
-            "ids": torch.from_numpy(ids),
-            "lengths": torch.tensor([len(tokens) for tokens, _ in examples]),
-            "labels": torch.tensor([value for _, value in examples]),
-        }
-
-    def targets(self, batch: Batch) -> int:
-        return batch["labels"].numel()
-
-    def tokens(self, batch: Batch) -> int:
-        return int(batch["lengths"].sum())
-
-    def check_model(self, model: nn.Module) -> None:
-        if is_token_model(model):
-            require_token_model(model, self.kind, len(VOCAB))
-        elif getattr(model, "output_mode", None) == "mean":
-            require_sequence_model(model, self.kind, input_dim=len(VOCAB), output_dim=NUM_CLASSES, output_mode="mean")
-        else:
-            require_sequence_model(model, self.kind, input_dim=len(VOCAB), output_dim=NUM_CLASSES, output_mode="last")
-
-    def make_head(self, model: nn.Module, *, device=None, dtype=None) -> nn.Module | None:
-        return nn.Linear(model.dim, NUM_CLASSES, device=device, dtype=dtype) if is_token_model(model) else None
-
-    def forward(self, model: nn.Module, head: nn.Module | None, batch: Batch) -> Sums:
-        ids, lengths = batch["ids"], batch["lengths"]
-        if is_token_model(model):
-            h, _ = model.features(ids)  # (b, t, d)
-            logits = head(h[torch.arange(ids.shape[0], device=ids.device), lengths - 1])  # (b, 10)
-        else:
-            mask = torch.arange(ids.shape[1], device=ids.device) < lengths.unsqueeze(1)  # (b, t)
-            x = F.one_hot(ids, len(VOCAB)).to(next(model.parameters()).dtype)  # (b, t, v)
-            logits = sequence_outputs(model, x, mask)
-        return classification_sums(logits, batch["labels"])
+    def encoded(self, split: str, index: int) -> tuple[np.ndarray, int]:
+        tokens, value = self.example(split, index)
+        return np.array([TOKEN_ID[tok] for tok in tokens], dtype=np.int64), value
