@@ -142,7 +142,7 @@ ADVICE = {
     "model key": (["build", "transformer", "--dim=64"], "use --set model.dim=64"),
     "typo": (["summarize", "transformer", "--seq-lenn", "8"], "did you mean --seq-len?"),
     "hf sampling": (["generate", "transformer", "--do-sample"], "use --sample"),
-    "hf length": (["generate", "transformer", "--max-length", "9"], "--max-new-tokens"),
+    "length": (["generate", "transformer", "--max-tokens", "9"], "--max-new-tokens"),
     "fine-tune": (["train", "transformer", "--pretrained", "runs/x"], "--init RUN"),
     "output": (["build", "transformer", "--output", "x"], "use --out"),
 }
@@ -162,6 +162,38 @@ def test_commands_from_other_tools_are_answered_with_ours():
     assert result.exit_code == 2 and "pulse train RECIPE --init RUN" in " ".join(result.output.split())
     typo = run_cli("summarise", "transformer")
     assert typo.exit_code == 2 and "summarize" in typo.output
+
+
+def test_the_original_pulse_command_lines_run_as_written(tmp_path, monkeypatch):
+    """The seed README's command-line section, with a TOML recipe (#29 item 1)."""
+    from test_benchmark import SMALL
+    from test_train import recipe_dict, write_recipe
+
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("build", "transformer", "--out", "output").exit_code == 0
+    write_recipe(tmp_path / "pulse_base.toml", recipe_dict(steps=2, eval_every=0))
+    trained = run_cli("train", "--config", "pulse_base.toml", "--output-dir", "./trained", "-q")
+    assert trained.exit_code == 0 and (tmp_path / "trained" / "summary.json").is_file(), trained.output
+    yaml = run_cli("train", "--config", "configs/pulse_base.yaml", "--output-dir", "./output")
+    assert yaml.exit_code == 2 and "recipes are TOML, not YAML" in yaml.output and "Traceback" not in yaml.output
+    text = run_cli("generate", "--model", "./output/model.pt", "--prompt", "Hello world", "--max-length", "20")
+    assert text.exit_code == 0 and "9 new tokens" in text.output  # 20 in all: the 11 prompt bytes and 9 new
+    info = run_cli("info", "--model", "./output/model.pt", "--json")
+    assert info.exit_code == 0 and info.stdout == run_cli("summarize", "output", "--json").stdout
+    bench = run_cli("benchmark", "--task", "lra", "--model", "./output/model.pt", "--only", "listops",
+                    "--budget", "0.0005", "--out", "bench", "-q", *(a for v in SMALL for a in ("--set", v)))
+    assert bench.exit_code == 0 and (tmp_path / "bench" / "benchmark.md").is_file(), bench.output
+    converted = run_cli("convert", "--input", "output", "--output", "model.onnx", "--format", "onnx")
+    assert converted.exit_code == 0 and (tmp_path / "model.onnx").is_file()
+
+
+def test_seed_spellings_are_aliases_in_help_and_given_once():
+    help_text = " ".join(run_cli("train", "-h").output.split())
+    assert "--config RECIPE or --model RECIPE means the same" in help_text and "--out,--output-dir" in help_text
+    twice = run_cli("generate", "transformer", "--model", "transformer")
+    assert twice.exit_code == 2 and "give it once" in " ".join(twice.output.split())
+    both = run_cli("generate", "transformer", "--max-length", "20", "--max-new-tokens", "3")
+    assert both.exit_code == 2 and "give one" in both.output
 
 
 def test_info_is_summarize():

@@ -40,6 +40,7 @@ from pulse.specs.limits import check_stored_paths
 from pulse.specs.load import find_recipe, named_recipe, read_table, recipe_from_dict, resolve, validate
 from pulse.specs.recipe import RecipeBase
 
+SEED_WEIGHTS = ("model.pt", "model.pth", "pytorch_model.bin")  # names the original PULSE gave a run's weights
 PICKLE = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 WHAT_TO_GIVE = ("give a recipe (.toml), a zoo card or shipped recipe name (`pulse list`), a checkpoint directory "
                 "or a run directory (`pulse train --out`)")
@@ -152,7 +153,11 @@ def open_source(source: str | Path, overrides: Iterable[str] = (), *, tables: Ma
     hash or checksum.
     """
     overrides = tuple(overrides)
-    path = Path(source)
+    path = _seed_weights_path(Path(source))
+    if path.suffix.lower() in (".yaml", ".yml"):
+        from pulse.specs.load import yaml_refusal
+
+        raise PulseError(yaml_refusal(path))
     if path.suffix.lower() in PICKLE:
         raise PulseError(f"{path} is a pickle file (`{path.suffix}`); PULSE never loads pickle, because unpickling "
                          f"runs code. PULSE checkpoints are safetensors directories: {WHAT_TO_GIVE}.")
@@ -167,6 +172,14 @@ def open_source(source: str | Path, overrides: Iterable[str] = (), *, tables: Ma
     if tables:
         raise PulseError(f"{path} is a recipe; give its {', '.join(tables)} table(s) in the file itself or with --set.")
     return _open_recipe(path if path.exists() else find_recipe(source), overrides)
+
+
+def _seed_weights_path(path: Path) -> Path:
+    """`RUN/model.pt` (the original PULSE spelling of a run's weights) means RUN, when there is no such file."""
+    if path.name in SEED_WEIGHTS and not path.exists() and path.parent.is_dir() and (
+            is_run(path.parent) or (path.parent / WEIGHTS).is_file()):
+        return path.parent
+    return path
 
 
 def _open_recipe(path: Path, overrides: tuple[str, ...]) -> Source:

@@ -8,6 +8,7 @@ from pulse.cli import bench  # noqa: F401
 from pulse.cli import generate  # noqa: F401
 from pulse.cli import train  # noqa: F401  (registers train, eval)
 from pulse.cli import sweep  # noqa: F401
+from pulse.cli import benchmark  # noqa: F401
 from pulse.cli import export  # noqa: F401  (registers export, convert)
 from pulse.cli import viz  # noqa: F401
 from pulse.cli import data  # noqa: F401  (registers data prepare|inspect, tokenizer train)

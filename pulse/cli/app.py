@@ -90,10 +90,43 @@ def suggest_flag(option: str, value: str | None, flags: list[str]) -> str:
     return "see the command's -h for its options."
 
 
+def take_alias(args: list[str], aliases: tuple[str, ...]) -> tuple[list[str], str | None]:
+    """`--model PATH` (or `--model=PATH`) moved to the front as the positional argument it stands for.
+
+    Returns the rewritten arguments and the alias used (None when none was). Arguments after `--`
+    are left alone.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    for i, arg in enumerate(args[:end]):
+        name, eq, value = arg.partition("=")
+        if name not in aliases:
+            continue
+        if eq:
+            return [value, *args[:i], *args[i + 1:]], name
+        if i + 1 >= end or args[i + 1].startswith("-"):
+            raise UsageError(f"{name} needs a value: {name} PATH.")
+        return [args[i + 1], *args[:i], *args[i + 2:]], name
+    return args, None
+
+
 class PulseCommand(TyperCommand):
-    """A typer command whose unknown-option error names the flag the user most likely wanted."""
+    """A typer command whose unknown-option error names the flag the user most likely wanted.
+
+    `positional_aliases`: the original PULSE spellings of the first argument (`--model PATH`,
+    `--config FILE`), accepted in its place; the argument's help names them.
+    """
+
+    positional_aliases: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        first = next((p for p in self.params if not p.param_type_name == "option"), None)
+        if self.positional_aliases and first is not None:
+            spelled = " or ".join(f"{a} {(first.name or 'PATH').upper()}" for a in self.positional_aliases)
+            first.help = f"{getattr(first, 'help', None) or ''} (The original PULSE spelling {spelled} means the same.)"
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args, alias = take_alias(list(args), self.positional_aliases)
         given = list(args)  # the parser consumes `args` in place
         try:
             return super().parse_args(ctx, args)
@@ -111,6 +144,11 @@ class PulseCommand(TyperCommand):
                     value = given[index + 1]
             raise NoSuchOption(err.option_name, message=f"No such option: {name}; {suggest_flag(name, value, flags)}",
                                ctx=ctx) from None
+        except UsageError as err:
+            if alias is None or "unexpected extra argument" not in err.message:
+                raise
+            raise UsageError(f"{alias} and a first argument both name what to open; give it once, either as "
+                             f"the first argument or as {alias} PATH.", ctx=ctx) from None
 
 
 class PulseGroup(TyperGroup):
@@ -129,8 +167,10 @@ class PulseGroup(TyperGroup):
 class PulseTyper(typer.Typer):
     """typer.Typer whose commands default to PulseCommand."""
 
-    def command(self, *args: Any, **kwargs: Any):  # type: ignore[override]
-        kwargs.setdefault("cls", PulseCommand)
+    def command(self, *args: Any, aliases: tuple[str, ...] = (), **kwargs: Any):  # type: ignore[override]
+        """`aliases`: flags that stand for the command's first argument (see PulseCommand)."""
+        cls = type("PulseCommand", (PulseCommand,), {"positional_aliases": aliases}) if aliases else PulseCommand
+        kwargs.setdefault("cls", cls)
         return super().command(*args, **kwargs)
 
 

@@ -122,7 +122,7 @@ def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, se
     return shlex.join(words)
 
 
-@app.command()
+@app.command(aliases=("--config", "--model"))
 @handle_errors
 def bench(
     recipe: Annotated[

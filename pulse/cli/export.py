@@ -65,7 +65,7 @@ TolOpt = Annotated[float, typer.Option("--tolerance", min=0.0, help="Largest max
 SeedOpt = Annotated[int, typer.Option(help="Seed for fresh weights from a recipe and for the check inputs.")]
 
 
-@app.command()
+@app.command(aliases=("--model",))
 @handle_errors
 def export(
     source: Annotated[

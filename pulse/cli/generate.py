@@ -17,7 +17,7 @@ MAX_NEW_TOKENS = 1_000_000
 PROGRESS_EVERY = 5.0  # seconds between progress lines when the text is printed at the end
 
 
-@app.command()
+@app.command(aliases=("--model",))
 @handle_errors
 def generate(
     source: Annotated[
@@ -27,9 +27,14 @@ def generate(
         ),
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", min=0, max=MAX_NEW_TOKENS,
-                                                help="Tokens to generate at most (up to 1,000,000: longer output "
-                                                     "belongs in a script calling generate()).")] = 64,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", "-n", min=0, max=MAX_NEW_TOKENS,
+                                                       help="Tokens to generate at most (default 64; up to 1,000,000: "
+                                                            "longer output belongs in a script calling generate()).")
+                              ] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", min=1,
+                                                   help="Total tokens, the prompt's included (the original PULSE "
+                                                        "meaning, and Hugging Face's); instead of --max-new-tokens.")
+                          ] = None,
     sample: Annotated[
         bool,
         typer.Option(
@@ -63,9 +68,18 @@ def generate(
     if temperature is not None and not temperature > 0:
         raise PulseError(f"--temperature {temperature:g}: a temperature samples and must be > 0; "
                          "drop --temperature (and --sample, --top-k, --top-p) for greedy decoding.")
+    if max_length is not None and max_new_tokens is not None:
+        raise PulseError(f"--max-length {max_length} and --max-new-tokens {max_new_tokens} both set the length; "
+                         "give one: --max-length counts the prompt's tokens, --max-new-tokens only the new ones.")
     model = open_lm(source, set_, seed, allow_unverified)
     tok = model.tokenizer
     ids = model.prompt_ids(prompt)
+    max_new_tokens = 64 if max_new_tokens is None else max_new_tokens
+    if max_length is not None:
+        if max_length <= len(ids):
+            raise PulseError(f"--max-length {max_length} leaves no room after the prompt's {len(ids)} tokens; "
+                             f"give --max-length above {len(ids)}, or --max-new-tokens N for N new tokens.")
+        max_new_tokens = min(max_length - len(ids), MAX_NEW_TOKENS)
     steps = model.stream(
         # the library's one decoding rule: greedy unless --sample, or a sampling setting is given
         torch.tensor([ids]), max_new_tokens, do_sample=True if sample else None, temperature=temperature,

@@ -26,6 +26,7 @@ from pulse.contract import count_params
 from pulse.errors import PulseError
 from pulse.units import fmt_bytes, fmt_count
 
+SEED_SPELLINGS = ("--config", "--model")  # the original PULSE flags for the recipe or run argument
 RecipeArg = Annotated[
     Path,
     typer.Argument(help="A recipe (.toml), a zoo card or shipped recipe name, or a run or checkpoint directory.",
@@ -83,7 +84,7 @@ def _cost_table(summary, title: str) -> Table:
     return table
 
 
-@app.command()
+@app.command(aliases=SEED_SPELLINGS)
 @handle_errors
 def build(
     recipe: RecipeArg,
@@ -140,8 +141,8 @@ def build(
         console.print(f"wrote initialized weights (seed {seed}) to [bold]{path}[/] and the resolved recipe beside it")
 
 
-@app.command(name="info", hidden=True, help="Another name for `pulse summarize`.")
-@app.command()
+@app.command(name="info", hidden=True, help="Another name for `pulse summarize`.", aliases=SEED_SPELLINGS)
+@app.command(aliases=SEED_SPELLINGS)
 @handle_errors
 def summarize(
     recipe: RecipeArg,

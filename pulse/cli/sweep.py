@@ -15,7 +15,7 @@ from pulse.cli.common import SetOption, complete_recipe, console, handle_errors,
 from pulse.units import fmt_count
 
 
-@app.command()
+@app.command(aliases=("--config",))
 @handle_errors
 def sweep(
     recipe: Annotated[

@@ -13,7 +13,7 @@ from pulse.cli.common import SetOption, complete_recipe, console, handle_errors,
 from pulse.errors import PulseError
 
 
-@app.command()
+@app.command(aliases=("--config", "--model"))
 @handle_errors
 def train(
     recipe: Annotated[
@@ -21,7 +21,9 @@ def train(
                              autocompletion=complete_recipe),
     ],
     set_: SetOption = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<recipe name>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "--output-dir", help="Run directory (default: runs/<recipe name>).")
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Continue from the run directory's newest checkpoint (fail if there is none); "
@@ -85,7 +87,7 @@ def _task_table(value: str) -> dict:
     return {"kind": value}
 
 
-@app.command(name="eval")
+@app.command(name="eval", aliases=("--model",))
 @handle_errors
 def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint or run directory (pulse train's --out).")],

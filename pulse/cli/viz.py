@@ -14,7 +14,7 @@ from pulse.errors import PulseError
 What = Literal["all", "states", "attention"]
 
 
-@app.command()
+@app.command(aliases=("--model",))
 @handle_errors
 def viz(
     source: Annotated[

@@ -104,9 +104,18 @@ def card_path(name: str) -> Path:
     )
 
 
+def yaml_refusal(path: Path) -> str:
+    """The one line a YAML config gets: recipes are TOML, and how to write this one."""
+    return (f"{path}: PULSE recipes are TOML, not YAML; write the same settings as {path.with_suffix('.toml')} "
+            "with tables [model], [task] and [train] (`pulse cp pulse " + str(path.with_suffix(".toml")) +
+            "` copies a recipe to start from, `pulse schema` describes every field).")
+
+
 def read_table(path: str | Path) -> dict[str, Any]:
     """Parse a TOML or JSON file into a dict, with a clear error for a missing or broken file."""
     path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise PulseError(yaml_refusal(path))
     if not path.exists():
         raise PulseError(f"{path}: no such file; check the path (recipes live in recipes/, cards in zoo/).")
     if path.is_dir():

@@ -1,0 +1,187 @@
+"""Benchmark suites: one model recipe trained and scored on every task of a suite, beside a baseline.
+
+    pulse benchmark recipes/lra-image-pulse.toml --task lra --vs recipes/lra-image-transformer.toml
+
+A suite (`lra`, `babi`) is a list of task tables at the published sizes (the LRA paper's sequence
+lengths; bAbI's generated tasks 1, 2, 3, 6 and 15) with a step count each at budget 1. For every
+recipe and task the recipe's [model] is refitted to the task (`task.fit_model`: vocabulary, input
+and output widths), its [task] replaced, its [train] kept but for the steps (× `budget`), the
+batch size and the learning rate (each of `lrs`: the best one per task is reported, as every
+quality claim here is the best of a small sweep). Each (recipe, task, lr) trains into its own run
+directory with the ordinary training loop, so a rerun skips finished runs and resumes unfinished
+ones exactly, as `pulse sweep` does. A task that reads local files (LRA Text) runs only when its
+data is given (`data={"text": PATH}`); otherwise its row says so.
+
+`--set` applies to every run; `--set NAME.task.x=v` (NAME a suite task) only to that task's.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulse.errors import PulseError, did_you_mean
+from pulse.train.sweep import Point, finished, run_inline
+
+
+@dataclass(frozen=True)
+class SuiteTask:
+    """One task of a suite: its [task] table, its steps at budget 1, and where local data goes."""
+
+    name: str
+    task: dict[str, Any]
+    steps: int
+    batch_size: int = 32
+    data_field: str | None = None  # the task field a --data NAME=PATH sets
+    needs_data: bool = False  # no generator: skipped unless --data names the files
+
+
+def _lra() -> tuple[SuiteTask, ...]:
+    # the LRA paper's lengths (Tay et al. 2021, table 1): ListOps 2K, Text 4K, Retrieval 4K per document,
+    # Image 1K (32×32), Pathfinder 1K (32×32)
+    return (
+        SuiteTask("listops", {"kind": "listops", "min_len": 500, "max_len": 2000}, 2000),
+        SuiteTask("text", {"kind": "lra_text", "max_len": 4000}, 2000, data_field="path", needs_data=True),
+        SuiteTask("retrieval", {"kind": "lra_retrieval", "max_len": 4000}, 2000, batch_size=16, data_field="path"),
+        SuiteTask("image", {"kind": "lra_image"}, 3000, data_field="path"),
+        SuiteTask("pathfinder", {"kind": "pathfinder", "resolution": 32}, 3000),
+    )
+
+
+def _babi() -> tuple[SuiteTask, ...]:
+    return tuple(SuiteTask(f"qa{n}", {"kind": "babi", "task_id": n}, 2000, data_field="path") for n in (1, 2, 3, 6, 15))
+
+
+SUITES: dict[str, Callable[[], tuple[SuiteTask, ...]]] = {"lra": _lra, "babi": _babi}
+
+
+def suite(name: str) -> tuple[SuiteTask, ...]:
+    if name not in SUITES:
+        raise PulseError(f"--task {name}: no such benchmark suite{did_you_mean(name, SUITES)}; the suites are "
+                         f"{', '.join(SUITES)}.")
+    return SUITES[name]()
+
+
+@dataclass
+class Cell:
+    """One (system, task): its runs, one per learning rate, or why it did not run."""
+
+    system: str
+    task: str
+    points: list[Point] = field(default_factory=list)
+    skipped: str | None = None
+
+
+def _scoped(overrides: Sequence[str], names: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """--set values for every run, and those scoped to one suite task (`pathfinder.task.x=v`)."""
+    common, scoped = [], {n: [] for n in names}
+    for text in overrides:
+        head, _, rest = text.partition(".")
+        if head in scoped and rest:
+            scoped[head].append(rest)
+        else:
+            common.append(text)
+    return common, scoped
+
+
+def system_name(path: Path, taken: Sequence[str]) -> str:
+    name = path.parent.name if path.name in ("model.safetensors", "model.pt") else path.stem or path.name
+    base, n = name, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def plan(recipes: Sequence[str | Path], suite_name: str, *, budget: float = 1.0, lrs: Sequence[float] = (),
+         only: Sequence[str] = (), data: dict[str, str] | None = None, overrides: Sequence[str] = (),
+         out: str | Path | None = None) -> tuple[Path, list[Cell]]:
+    """Every (recipe, task, lr) run, validated before anything trains; raises PulseError on the first bad one."""
+    from pulse.api.source import open_source
+    from pulse.assemble import build_model
+    from pulse.specs.load import recipe_from_dict
+    from pulse.tasks import build_task
+
+    if not budget > 0:
+        raise PulseError(f"--budget {budget}: the budget scales every task's steps and must be above 0, e.g. 0.1.")
+    tasks = suite(suite_name)
+    names = [t.name for t in tasks]
+    for name in [*only, *(data or {})]:
+        if name not in names:
+            raise PulseError(f"`{name}` is not a task of the {suite_name} suite{did_you_mean(name, names)}; its "
+                             f"tasks are {', '.join(names)}.")
+    tasks = tuple(t for t in tasks if not only or t.name in only)
+    common, scoped = _scoped(overrides, names)
+    root = Path(out) if out is not None else Path("runs") / f"benchmark-{suite_name}-{Path(recipes[0]).stem}"
+    cells, systems = [], []
+    for recipe_path in recipes:
+        source = open_source(recipe_path)
+        system = system_name(Path(recipe_path), systems)
+        systems.append(system)
+        base = source.recipe.to_dict()
+        for entry in tasks:
+            cell = Cell(system, entry.name)
+            cells.append(cell)
+            table = dict(entry.task)
+            given = (data or {}).get(entry.name)
+            if given is not None:
+                table[entry.data_field or "path"] = str(given)
+            elif entry.needs_data:
+                cell.skipped = f"needs local data: --data {entry.name}=PATH"
+                continue
+            steps = max(1, round(entry.steps * budget))
+            train = {**base.get("train", {}), "steps": steps, "batch_size": entry.batch_size, "max_time": None}
+            train["warmup_steps"] = min(train.get("warmup_steps", 0), steps // 5)
+            for lr in lrs or [train.get("lr")]:
+                settings = {k: v for k, v in {**train, "lr": lr}.items() if v is not None}
+                data_ = {**base, "task": table, "train": settings}
+                described = f"{recipe_path} on {suite_name}/{entry.name}"
+                recipe = recipe_from_dict(data_, [*common, *scoped[entry.name]], source=described)
+                task = build_task(recipe.task)
+                data_["model"] = task.fit_model(base["model"])
+                recipe = recipe_from_dict(data_, [*common, *scoped[entry.name]], source=described)
+                task.check_model(build_model(recipe, device="meta"))
+                lr_name = f"lr={recipe.train.lr:g}"
+                cell.points.append(Point(name=f"{system}/{entry.name}/{lr_name}", values={"train.lr": f"{lr:g}"},
+                                         recipe=recipe, out_dir=root / system / entry.name / lr_name))
+    return root, cells
+
+
+def run(cells: Sequence[Cell], *, reporter: Callable[[Point], Any] | None = None,
+        say: Callable[[str], None] = print) -> dict[str, tuple[str, str | None]]:
+    """Train every unfinished run (finished ones are skipped, interrupted ones resume); status per run name."""
+    status: dict[str, tuple[str, str | None]] = {}
+    for point in (p for c in cells for p in c.points):
+        if finished(point):
+            status[point.name] = ("skipped", None)
+            say(f"{point.name}: finished before, skipped")
+            continue
+        say(f"{point.name}: training into {point.out_dir}")
+        error = run_inline(point, reporter(point) if reporter else None)
+        status[point.name] = ("failed", error) if error else ("trained", None)
+        say(f"{point.name}: {'failed: ' + error if error else 'trained'}")
+    return status
+
+
+def benchmark(recipes: Sequence[str | Path], suite_name: str, *, budget: float = 1.0, lrs: Sequence[float] = (),
+              only: Sequence[str] = (), data: dict[str, str] | None = None, overrides: Sequence[str] = (),
+              out: str | Path | None = None, reporter: Callable[[Point], Any] | None = None,
+              say: Callable[[str], None] = print, command: str | None = None) -> dict[str, Any]:
+    """Plan, train, and write benchmark.json, benchmark.md and benchmark.png into the output directory."""
+    from pulse.train.benchmark_report import document, write
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    root, cells = plan(recipes, suite_name, budget=budget, lrs=lrs, only=only, data=data, overrides=overrides,
+                       out=out)
+    status = run(cells, reporter=reporter, say=say)
+    command = command or shlex.join(["pulse", "benchmark", str(recipes[0]), "--task", suite_name,
+                                     *(a for r in recipes[1:] for a in ("--vs", str(r)))])
+    doc = document(cells, status, suite=suite_name, budget=budget, command=command, load=load)
+    doc["paths"] = [str(p) for p in write(root, doc)]
+    return doc
+
+
+__all__ = ["SUITES", "Cell", "SuiteTask", "benchmark", "plan", "run", "suite"]
