@@ -245,15 +245,7 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
             _reset_peak_rss()
             base = _proc_status().get("VmRSS", _peak_rss())
             out["memory_fixed_bytes"] = _first_call_growth(model, batch, seq_len, device, dtype, base)
-        if mode == "forward":
-            times, unit, flops = run_forward(model, x, req, starts), "batch", batch * seq_len * fpt
-        elif mode == "train":
-            # backward ≈ twice the forward FLOPs; the optimizer step is not counted
-            times, unit, flops = run_train(model, x, req, starts), "batch", 3 * batch * seq_len * fpt
-        else:
-            times, out["prefill_s"] = run_generate(model, x, req, starts)
-            unit = "token"
-            flops = batch * ((seq_len + 1) * flops_per_token(model, seq_len + 1) - seq_len * fpt)
+        times, unit, flops = _timed(model, x, req, starts, fpt, out)
         if device.startswith("cuda"):
             memory = torch.cuda.max_memory_allocated(torch.device(device)) - base
             kind = "peak CUDA memory allocated above the built model"
@@ -261,18 +253,8 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
             memory = _peak_rss() - base
             kind = "peak RSS growth above the built model"
             out["process_peak_rss_bytes"] = _peak_rss()
-    except (MemoryError, torch.OutOfMemoryError) as err:
-        return {**out, "status": "skipped", "reason": _oom(err), "detail": str(err)[:2000]}
-    except RuntimeError as err:
-        if any(marker in str(err).lower() for marker in OOM_MARKERS):
-            return {**out, "status": "skipped", "reason": _oom(err), "detail": str(err)[:2000]}
-        return {**out, "status": "failed", "reason": f"{type(err).__name__}: {_first_line(err)}",
-                "traceback": traceback.format_exc(limit=-8)}
-    except PulseError as err:
-        return {**out, "status": "skipped", "reason": str(err)}
-    except Exception as err:  # a bug in a block: report it with the run, do not lose the other measurements
-        return {**out, "status": "failed", "reason": f"{type(err).__name__}: {_first_line(err)}",
-                "traceback": traceback.format_exc(limit=-8)}
+    except Exception as err:  # out of memory, a refusal, or a bug in a block: recorded, the other lengths go on
+        return _failure(out, err)
     # the part of this process's time that grows with T, for projecting longer lengths (pulse.bench.plan)
     per_call = statistics.median(times) * (req["generate_tokens"] if mode == "generate" else 1)
     out["scaling_s"] = (req["warmup"] + req["repeats"]) * per_call + out.get("prefill_s", 0.0)
@@ -289,6 +271,29 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
         "paths": backend.paths_taken(),
         "load_avg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
+
+
+def _timed(model: Any, x: Any, req: dict[str, Any], starts: Any, fpt: float,
+           out: dict[str, Any]) -> tuple[list[float], str, float]:
+    """The timings of req's mode, their unit (a batch or a new token) and the FLOPs each one does."""
+    batch, seq_len, mode = req["batch"], req["seq_len"], req["mode"]
+    if mode == "forward":
+        return run_forward(model, x, req, starts), "batch", batch * seq_len * fpt
+    if mode == "train":  # backward ≈ twice the forward FLOPs; the optimizer step is not counted
+        return run_train(model, x, req, starts), "batch", 3 * batch * seq_len * fpt
+    times, out["prefill_s"] = run_generate(model, x, req, starts)
+    return times, "token", batch * ((seq_len + 1) * flops_per_token(model, seq_len + 1) - seq_len * fpt)
+
+
+def _failure(out: dict[str, Any], err: Exception) -> dict[str, Any]:
+    """A measurement that did not finish: out of memory or refused (skipped), or a bug (failed, with its traceback)."""
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
+            isinstance(err, RuntimeError) and any(marker in str(err).lower() for marker in OOM_MARKERS)):
+        return {**out, "status": "skipped", "reason": _oom(err), "detail": str(err)[:2000]}
+    if isinstance(err, PulseError):
+        return {**out, "status": "skipped", "reason": str(err)}
+    return {**out, "status": "failed", "reason": f"{type(err).__name__}: {_first_line(err)}",
+            "traceback": traceback.format_exc(limit=-8)}
 
 
 def _first_line(err: BaseException, limit: int = 200) -> str:
