@@ -36,20 +36,33 @@ class System:
     spec: dict[str, Any]
 
 
+def _spec_default(name: str) -> Any:
+    from pulse.specs.bench import BenchSpec
+
+    return BenchSpec.model_fields[name].default
+
+
+FLAG_NAMES = {"max_memory_gb": "max-memory"}  # a setting whose flag is not its name with dashes
+NO_FLAG = ("seq_lens", "guard", "seed")  # spelled otherwise (--seq-lens a,b; --no-guard) or not a flag
+
+
 @dataclass(frozen=True)
 class Settings:
+    """What `pulse bench` measures: a recipe's [bench] fields (their defaults are BenchSpec's), then the
+    command line's machine settings. `flags()` spells them as the command that repeats a run."""
+
     seq_lens: tuple[int, ...]
-    batch: int = 1
-    mode: str = "forward"
-    repeats: int = 5
-    warmup: int = 1
-    rounds: int = 1
-    generate_tokens: int = 8
-    dtype: str = "float32"
+    batch: int = _spec_default("batch")
+    mode: str = _spec_default("mode")
+    repeats: int = _spec_default("repeats")
+    warmup: int = _spec_default("warmup")
+    rounds: int = _spec_default("rounds")
+    generate_tokens: int = _spec_default("generate_tokens")
+    dtype: str = _spec_default("dtype")
     device: str = "cpu"
     threads: int | None = None
-    max_seconds: float | None = None
-    timeout: float = 600.0
+    max_seconds: float | None = _spec_default("max_seconds")
+    timeout: float = _spec_default("timeout")
     max_memory_gb: float | None = None
     matmul_size: int = 2048
     fit_from: int | None = None
@@ -64,6 +77,15 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["seq_lens"] = tuple(sorted(set(values["seq_lens"])))
         return cls(**values)
+
+    def flags(self) -> list[str]:
+        """Every setting as command-line words: --seq-lens a,b, --batch 1, …, --no-guard when it is off."""
+        words = ["--seq-lens", ",".join(map(str, self.seq_lens))]
+        for name, value in asdict(self).items():
+            if name not in NO_FLAG and value is not None:
+                flag = FLAG_NAMES.get(name, name.replace("_", "-"))
+                words += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
+        return words + ([] if self.guard else ["--no-guard"])
 
     def check(self) -> None:
         if self.mode not in ("forward", "train", "generate"):

@@ -108,14 +108,7 @@ def _command(recipe: Path | None, vs: list[str], mixers: list[str], dim: int, se
     words = ["pulse", "bench"] + ([str(recipe)] if recipe else [])
     words += [w for p in vs for w in ("--vs", p)] + [w for m in mixers for w in ("--mixer", m)]
     words += ["--dim", str(dim)] if mixers else []
-    words += ["--seq-lens", ",".join(map(str, settings.seq_lens))]
-    for name in ("batch", "mode", "repeats", "warmup", "rounds", "generate_tokens", "dtype", "device", "threads",
-                 "max_seconds", "timeout", "max_memory_gb", "matmul_size", "fit_from"):
-        value = getattr(settings, name)
-        if value is not None:
-            flag = {"max_memory_gb": "max-memory"}.get(name, name.replace("_", "-"))
-            words += [f"--{flag}", f"{value:g}" if isinstance(value, float) else str(value)]
-    words += [] if settings.guard else ["--no-guard"]
+    words += settings.flags()
     words += [] if compile_ == "auto" else ["--compile", compile_]
     words += [] if docs == "0" else ["--docs-per-window", docs]
     words += [w for s in sets for w in ("--set", s)]
