@@ -26,3 +26,9 @@ def _corpus_cache(tmp_path_factory):
         os.environ.pop("PULSE_CACHE", None)
     else:
         os.environ["PULSE_CACHE"] = old
+
+
+if os.environ.get("PULSE_TEST_REGISTER"):  # a module of tests/ whose register() adds kinds before collection
+    import importlib
+
+    importlib.import_module(os.environ["PULSE_TEST_REGISTER"]).register()

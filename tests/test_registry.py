@@ -84,3 +84,22 @@ def test_the_registry_records_where_each_kind_is_defined():
     entry = registry.get("linear_attention")
     assert entry.defined_in == "pulse/blocks/mixers/linear_attention.py"
     assert registry.get("rotary").defined_in == "pulse/specs/layers.py"
+
+
+@pytest.mark.parametrize("kind", registry.kinds("mixer"))
+def test_every_value_a_spec_allows_builds(kind):
+    """Each value of a spec's choice fields (a Literal) that the spec accepts, the block accepts too — for kinds
+    built by the default builder and by their own builders alike (no value the recipe allows fails later)."""
+    import typing
+
+    from pulse.specs.recipe import spec_class
+
+    for name, field in spec_class(kind).model_fields.items():
+        if name == "kind" or typing.get_origin(field.annotation) is not typing.Literal:
+            continue
+        for value in typing.get_args(field.annotation):
+            try:
+                pulse.make_spec(kind, **{name: value})
+            except pulse.PulseError:
+                continue  # the spec itself refuses it beside the other defaults (a rule across fields)
+            pulse.build_mixer(kind, 64, device="meta", **{name: value})

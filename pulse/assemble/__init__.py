@@ -11,10 +11,10 @@ from torch import nn
 
 from pulse import registry
 from pulse.assemble import (
-    layers,  # noqa: F401  (registers the first kinds)
-    mixers,  # noqa: F401  (linear_attention, sparse_state_attention, ssm, ntm)
-    models,  # noqa: F401  (lm, simple_pulse, sequence_pulse)
-    pulse,  # noqa: F401  (pulse, pulse_managed, pulse_adaptive, hierarchical)
+    layers,  # noqa: F401  (registers attention, the MLPs, norms and positions)
+    mixers,  # noqa: F401  (registers the other mixers: the delta-rule family, SSMs, linear attention, …)
+    models,  # noqa: F401  (registers the models)
+    pulse,  # noqa: F401  (registers the PULSE slot family)
 )
 from pulse.assemble.component import build_component, spec_arguments
 from pulse.assemble.context import BuildContext
