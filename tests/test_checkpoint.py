@@ -169,7 +169,8 @@ def test_a_checkpoint_saved_before_the_stack_became_a_child_loads_unchanged(name
     """tests/data/before-composition: weights named layers.*, positions.*, final_norm.* (the models inherited the
     residual stack then), with their outputs on a fixed input; they load and compute exactly that today."""
     root = Path(__file__).parent / "data" / "before-composition"
-    model = pulse.load_checkpoint(root / name).eval()
+    model, _ = pulse.load_checkpoint(root / name)
+    model.eval()
     expected = load_file(str(root / "expected.safetensors"))
     with torch.no_grad():
         out = model(expected[f"{name}.input"])
