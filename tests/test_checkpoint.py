@@ -176,3 +176,13 @@ def test_a_checkpoint_saved_before_the_stack_became_a_child_loads_unchanged(name
         out = model(expected[f"{name}.input"])
     out = out[0] if isinstance(out, tuple) else out
     torch.testing.assert_close(out, expected[f"{name}.output"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_transformers_export_saved_before_the_stack_became_a_child_loads_unchanged():
+    transformers = pytest.importorskip("transformers", reason="the `hf` extra (transformers) is not installed")
+    root = Path(__file__).parent / "data" / "before-composition"
+    model = transformers.AutoModelForCausalLM.from_pretrained(root / "hf", trust_remote_code=True).eval()
+    expected = load_file(str(root / "expected.safetensors"))
+    with torch.no_grad():
+        logits = model(input_ids=expected["lm.input"]).logits
+    torch.testing.assert_close(logits, expected["lm.output"], rtol=1e-5, atol=1e-6)
