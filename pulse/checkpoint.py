@@ -18,7 +18,7 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any
 
@@ -284,11 +284,29 @@ def check_values(tensors: dict[str, Tensor], path: Path, allow_unverified: bool 
                          "checkpoints/), or pass --allow-unverified (allow_unverified=True) to load them anyway.")
 
 
+# the names a model's stack weights had when the models inherited the stack (checkpoints saved before)
+BEFORE_COMPOSITION = ("positions.", "layers.", "final_norm.")
+
+
+def stack_weight_name(name: str, known: Container[str]) -> str:
+    """A weight name saved before the models held their stack as a child (`layers.0.…`, or `model.layers.0.…`
+    under a training or Transformers wrapper) as it is named now (`stack.layers.0.…`) when that name is one of
+    `known`; any other name as it is."""
+    if name in known:
+        return name
+    for prefix in ("", "model."):
+        rest = name[len(prefix):]
+        if name.startswith(prefix) and rest.startswith(BEFORE_COMPOSITION) and f"{prefix}stack.{rest}" in known:
+            return f"{prefix}stack.{rest}"
+    return name
+
+
 def fit_tensors(model: nn.Module, tensors: dict[str, Tensor], path: Path) -> None:
     """Load already-read `tensors` into `model` strictly (names, tied groups, shapes); a dtype that differs from
     the model's is converted, and said (a PulseWarning)."""
     groups: dict[int, list[str]] = {}
     expected = model.state_dict(keep_vars=True)
+    tensors = {stack_weight_name(n, expected): t for n, t in tensors.items()}  # saved before the stack was a child
     for name, tensor in expected.items():
         groups.setdefault(id(tensor), []).append(name)
     state: dict[str, Tensor] = {}

@@ -59,7 +59,7 @@ class Logits(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         lm = self.lm
         fresh = {"pos": 0, "layers": [None] * len(lm.layers)}  # None: each layer starts the sequence
-        h, _ = lm.run(lm.embed(ids), fresh)  # (b, t, d)
+        h, _ = lm.stack.run(lm.embed(ids), fresh)  # (b, t, d)
         return lm.head(h)
 
 

@@ -190,7 +190,9 @@ def layer_table(model: nn.Module, *, seq_len: int, batch: int, depth: int) -> tu
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else None
-    layers = getattr(model, "layers", None)
+    holder = getattr(model, "stack", model)  # the module whose child `layers` is (a model's residual stack)
+    base = "stack." if holder is not model else ""
+    layers = getattr(holder, "layers", None)
     kind_of: list[int] = []  # layer index → position of its kind's representative in the probe
     probe: list[int] = []
     if isinstance(layers, nn.ModuleList):
@@ -201,17 +203,19 @@ def layer_table(model: nn.Module, *, seq_len: int, batch: int, depth: int) -> tu
                 first[sig] = len(probe)
                 probe.append(i)
             kind_of.append(first[sig])
-        model.layers = nn.ModuleList([layers[i] for i in probe])
+        probed = holder.layers = nn.ModuleList([layers[i] for i in probe])
     try:
         example = model.example_input(batch, seq_len, device=device)
         info = torchinfo.summary(model, input_data=[example], depth=depth, verbose=0, device=device)
     finally:
         if isinstance(layers, nn.ModuleList):
-            model.layers = layers
+            holder.layers = layers
     counts = module_params(model)
     paths = {}
     for prefix, module in model.named_modules(remove_duplicate=False):
         paths.setdefault(id(module), prefix)
+    if isinstance(layers, nn.ModuleList):
+        paths[id(probed)] = f"{base}layers"  # the walked list stands for the whole one
     owner = {}  # module id → representative position, for every module inside a probed layer
     for k, i in enumerate(probe):
         for m in layers[i].modules():
@@ -231,8 +235,8 @@ def layer_table(model: nn.Module, *, seq_len: int, batch: int, depth: int) -> tu
             path = paths.get(id(layer.module), "")
             name = layer.var_name if layer.depth else "(model)"
             if index is not None and layers is not None:
-                rep = f"layers.{probe[kind_of[index]]}"
-                path = f"layers.{index}" + path[len(rep):] if path.startswith(rep) else path
+                rep = f"{base}layers.{probe[kind_of[index]]}"
+                path = f"{base}layers.{index}" + path[len(rep):] if path.startswith(rep) else path
                 if layer.module is layers[probe[kind_of[index]]]:
                     name = str(index)
             own = counts.get(path, ModuleParams(layer.num_params, layer.num_params, []))

@@ -149,10 +149,10 @@ def test_weights_from_a_different_recipe_name_the_misshapen_tensors(checkpoint):
     assert "shape mismatch" in message and "embed.weight: file (256, 32), model (256, 48)" in message
     assert "different recipe" in message and str(checkpoint) in message
     deeper = pulse.build_model(tiny_recipe(depth=3))
-    with pytest.raises(pulse.PulseError, match=r"missing \['layers\.2\."):
+    with pytest.raises(pulse.PulseError, match=r"missing \['stack\.layers\.2\."):
         load_weights(deeper, checkpoint)
     shallower = pulse.build_model(tiny_recipe(depth=1))
-    with pytest.raises(pulse.PulseError, match=r"unexpected \['layers\.1\."):
+    with pytest.raises(pulse.PulseError, match=r"unexpected \['stack\.layers\.1\."):
         load_weights(shallower, checkpoint)
 
 

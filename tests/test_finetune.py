@@ -79,7 +79,7 @@ def test_a_mismatched_recipe_names_every_tensor(base_run):
     deeper_model = {**recipe_dict()["model"], "depth": 2}
     deeper = pulse.build_model(pulse.recipe_from_dict({**recipe_dict(), "model": deeper_model}))
     text = str(pytest.raises(PulseError, init_weights, deeper, None, base_run).value)
-    extra = [n for n in deeper.state_dict() if n.startswith("layers.1.")]
+    extra = [n for n in deeper.state_dict() if n.startswith("stack.layers.1.")]
     assert extra and all(f"{n}: missing from the checkpoint" in text for n in extra)
     shallow = pulse.build_model(pulse.recipe_from_dict({**recipe_dict(), "model": {**recipe_dict()["model"], "depth": 1,
                                                                                   "tie_embeddings": False}}))
@@ -164,3 +164,14 @@ def test_steps_much_slower_than_at_the_start_are_said_once_naming_train_threads(
     messages = [m for m in said if m]
     assert len(messages) == 1 and "train.threads = 2" in messages[0] and "9×" in messages[0]
     assert said.index(messages[0]) == 29  # the first whole window of slow steps, not the slow warm-up steps
+
+
+def test_fine_tuning_starts_from_a_checkpoint_saved_before_the_stack_became_a_child(tmp_path):
+    """train.init_from on weights named layers.* (tests/data/before-composition) loads them into stack.layers.*."""
+    old = Path(__file__).parent / "data" / "before-composition" / "sequence"
+    recipe = pulse.recipe_from_dict({"model": json.loads((old / "recipe.json").read_text())["model"]})
+    model = pulse.build_model(recipe)
+    init_weights(model, None, old)
+    saved = load_file(str(old / "model.safetensors"))
+    assert all(torch.equal(model.state_dict()[f"stack.{n}" if n.split(".")[0] in ("layers", "final_norm") else n], t)
+               for n, t in saved.items())

@@ -310,4 +310,4 @@ def test_the_layer_table_walks_each_kind_of_layer_once_and_still_covers_every_la
     calls.clear()
     deep = summarize(build(60), seq_len=64, depth=4)
     assert len(calls) == walked == 2  # the work is per kind of layer, not per layer
-    assert sum(1 for r in deep.layers if r.depth == 2 and r.type == "Residual") == 60
+    assert sum(1 for r in deep.layers if r.depth == 3 and r.type == "Residual") == 60  # model → stack → layers

@@ -125,7 +125,7 @@ def test_slot_records_match_the_state_and_weights_are_distributions(mixed):
     for i, layer in enumerate(mixed.model.layers):
         if not isinstance(layer.mixer, ChunkRecurrentMixer):
             continue
-        path = f"model.layers.{i}.mixer"
+        path = f"model.stack.layers.{i}.mixer"
         (slots,) = cap.get(path, "slots")
         assert slots.shape[:2] == (2, math.ceil(18 / 4))  # one view per chunk read
         init, _ = layer.mixer.bank()
@@ -245,7 +245,7 @@ def test_delta_slots_are_plotted_from_the_bank_each_chunk_started_from(tmp_path)
     torch.testing.assert_close(watched, plain)  # the chunk-at-a-time forward gives the same outputs
     _, after4 = lm.model(x[:, :4])
     for index in range(2):
-        banks = cap.get(f"layers.{index}.mixer", "slots")[0]
+        banks = cap.get(f"stack.layers.{index}.mixer", "slots")[0]
         assert banks.shape == (2, 3, 5, 8)  # 3 chunks of 4 (the last partial), 5 slots of width 8
         assert not banks[:, 0].any()  # every sequence starts from an empty bank
         # chunk 1 started from the bank the first 4 tokens left, heads side by side

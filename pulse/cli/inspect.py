@@ -34,6 +34,11 @@ RecipeArg = Annotated[
 ]
 
 
+def _shown(path: str) -> str:
+    """A block's path as the tables show it: `layers.2.mixer` (the model's residual stack, `stack.`, implied)."""
+    return path.removeprefix("stack.")
+
+
 def _params_label(count) -> str:
     """"1.71M params", or "tied to embed.weight, 0 new params" for a module whose weights live elsewhere."""
     if count.tied_to and count.new_params == 0:
@@ -76,7 +81,7 @@ def _cost_table(summary, title: str) -> Table:
         table.add_column(col, justify=just, no_wrap=True)
     for b in summary.blocks:
         params = "0 (tied)" if b.tied_to else f"{b.params:,}"
-        table.add_row(b.name, b.type, params, fmt_bytes(b.state_bytes) if b.state_bytes else "—",
+        table.add_row(_shown(b.name), b.type, params, fmt_bytes(b.state_bytes) if b.state_bytes else "—",
                       fmt_count(b.flops_per_token) if b.flops_per_token else "—")
     table.add_section()
     table.add_row("[bold]total[/]", "", f"[bold]{summary.total_params:,}[/]",
@@ -117,7 +122,8 @@ def build(
     table.add_column("params", justify="right", no_wrap=True)
     rows = block_costs(model, seq_len=1)
     for row in rows:
-        table.add_row(row.name, row.type, f"0 (tied to {', '.join(row.tied_to)})" if row.tied_to else f"{row.params:,}")
+        tied = f"0 (tied to {', '.join(map(_shown, row.tied_to))})" if row.tied_to else f"{row.params:,}"
+        table.add_row(_shown(row.name), row.type, tied)
     total = count_params(model)
     table.add_section()
     table.add_row("[bold]total[/]", "", f"[bold]{total:,}[/]")
@@ -149,7 +155,7 @@ def summarize(
     set_: SetOption = None,
     seq_len: Annotated[int, typer.Option("--seq-len", min=1, help="Sequence length for state size and FLOPs.")] = 1024,
     batch: Annotated[int, typer.Option(min=1, help="Batch size for state bytes and the torchinfo pass.")] = 1,
-    depth: Annotated[int, typer.Option(help="Depth of the torchinfo table.")] = 3,
+    depth: Annotated[int, typer.Option(help="Depth of the torchinfo table.")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Print the costs as JSON instead of tables.")] = False,
     allow_unverified: UnverifiedOption = False,
 ) -> None:

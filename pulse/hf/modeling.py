@@ -91,6 +91,8 @@ class PulseHFForCausalLM(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> PulseHFForCausalLM:
+        # an export written before the models held their stack as a child names its weights model.layers.…
+        kwargs.setdefault("key_mapping", {r"^model\.(positions|layers|final_norm)\.": r"model.stack.\1."})
         model = super().from_pretrained(*args, **kwargs)
         model._restore_computed_tensors()
         return model

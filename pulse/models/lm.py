@@ -11,12 +11,13 @@ import torch
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
-from pulse.models.stack import Residual, ResidualStack
+from pulse.models.stack import Residual, ResidualStack, StackHolder
 from pulse.ops.documents import DocStarts
 
 
-class LanguageModel(ResidualStack):
-    """Token embedding → the residual stack (positions → layers → final norm) → head (tied or not).
+class LanguageModel(StackHolder):
+    """Token embedding → the residual stack (positions → layers → final norm; the child `stack`) → head (tied
+    or not).
 
     The state is the stack's, {"pos": tokens seen so far, "layers": one state per layer};
     passing it back continues the sequence exactly (split and step equal one full pass).
@@ -35,20 +36,20 @@ class LanguageModel(ResidualStack):
         device=None,
         dtype=None,
     ):
-        super().__init__(layers=layers, final_norm=final_norm, positions=positions)
+        super().__init__()
         self.vocab_size, self.dim = vocab_size, dim
         self.embed = nn.Embedding(vocab_size, dim, device=device, dtype=dtype)
+        self.stack = ResidualStack(layers=layers, final_norm=final_norm, positions=positions)
         self.head = nn.Linear(dim, vocab_size, bias=False, device=device, dtype=dtype)
         if tie_embeddings:
             self.head.weight = self.embed.weight
         self.tie_embeddings = tie_embeddings
-        self._order_modules("embed", "head")
         nn.init.normal_(self.embed.weight, std=0.02)
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         device = device if device is not None else self.embed.weight.device
         dtype = dtype if dtype is not None else self.embed.weight.dtype
-        return self.stack_state(batch, device=device, dtype=dtype)
+        return self.stack.stack_state(batch, device=device, dtype=dtype)
 
     def example_input(self, batch: int, seq_len: int, *, device=None) -> Tensor:
         """Token ids of the right shape for inspection tools (summarize, bench)."""
@@ -70,7 +71,7 @@ class LanguageModel(ResidualStack):
         self._check_ids(ids, 2)
         if state is None:
             state = self.init_state(ids.shape[0])
-        return self.run(self.embed(ids), state, doc_starts)
+        return self.stack.run(self.embed(ids), state, doc_starts)
 
     def forward(self, ids: Tensor, state: dict[str, Any] | None = None, *,
                 doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Any]]:
@@ -83,5 +84,5 @@ class LanguageModel(ResidualStack):
         """Logits (b, v) for one new token per row, in O(1) for recurrent mixers; doc_starts (b,) bool
         starts those rows afresh at this token."""
         self._check_ids(ids_t, 1)
-        h, state = self.run_step(self.embed(ids_t), state, doc_starts)
+        h, state = self.stack.run_step(self.embed(ids_t), state, doc_starts)
         return self.head(h), state

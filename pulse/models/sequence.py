@@ -15,7 +15,7 @@ from pulse.blocks.pulse.propagator import StatePropagator
 from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.contract import no_weight_decay
 from pulse.errors import PulseError, seed_alias
-from pulse.models.stack import Residual, ResidualStack
+from pulse.models.stack import Residual, ResidualStack, StackHolder
 
 OUTPUT_MODES = ("last", "all", "mean")
 
@@ -111,8 +111,8 @@ class SimplePulse(nn.Module):
         return s * d + 2 * i * d + self.router.param_count() + self.propagator.param_count() + 2 * d + d * o + o
 
 
-class SequenceModel(ResidualStack):
-    """Encoder: x (b, t, i) → W_in x → the residual stack (any registered mixers) → head.
+class SequenceModel(StackHolder):
+    """Encoder: x (b, t, i) → W_in x → the residual stack (any registered mixers; the child `stack`) → head.
 
     output_mode 'last' gives head(h) at each row's last real step (b, o); 'all' gives
     head(h) at every step (b, t, o), zero at padded steps; 'mean' gives head of the
@@ -148,20 +148,20 @@ class SequenceModel(ResidualStack):
         device=None,
         dtype=None,
     ):
-        super().__init__(layers=layers, final_norm=final_norm, positions=positions)
+        super().__init__()
         if output_mode not in OUTPUT_MODES:
             raise PulseError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}.")
         self.input_dim, self.dim, self.output_dim, self.output_mode = input_dim, dim, output_dim, output_mode
         self.proj = nn.Linear(input_dim, dim, device=device, dtype=dtype)
+        self.stack = ResidualStack(layers=layers, final_norm=final_norm, positions=positions)
         self.head = nn.Linear(dim, output_dim, device=device, dtype=dtype)
-        self._order_modules("proj", "head")
 
     def init_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         device = device if device is not None else self.proj.weight.device
         dtype = dtype if dtype is not None else self.proj.weight.dtype
         zeros = torch.zeros(batch, self.dim, device=device, dtype=dtype)
         return {
-            **self.stack_state(batch, device=device, dtype=dtype),
+            **self.stack.stack_state(batch, device=device, dtype=dtype),
             "sum": zeros,
             "last": zeros.clone(),
             "count": torch.zeros(batch, dtype=torch.long, device=device),
@@ -208,7 +208,7 @@ class SequenceModel(ResidualStack):
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         mask = self._check(x, mask, state)
-        h, stack = self.run(self.proj(x), state)  # (b, t, d)
+        h, stack = self.stack.run(self.proj(x), state)  # (b, t, d)
         real = mask.unsqueeze(-1).to(h.dtype)  # (b, t, 1)
         lengths = mask.sum(dim=1)  # (b,)
         last = h[torch.arange(h.shape[0], device=h.device), (lengths - 1).clamp(min=0)]  # (b, d)
@@ -226,7 +226,7 @@ class SequenceModel(ResidualStack):
         if x_t.ndim != 2:
             raise PulseError(f"SequenceModel.step expects (batch, {self.input_dim}), got {tuple(x_t.shape)}.")
         self._check(x_t.unsqueeze(1), None, state)
-        h, stack = self.run_step(self.proj(x_t), state)  # (b, d)
+        h, stack = self.stack.run_step(self.proj(x_t), state)  # (b, d)
         new_state = {**state, **stack, "sum": state["sum"] + h, "last": h,
                      "count": state["count"] + 1}
         y = self._read(h.unsqueeze(1), torch.ones_like(h[:, :1]).unsqueeze(1), new_state)

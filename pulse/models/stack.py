@@ -38,11 +38,30 @@ class Residual(nn.Module):
         return x_t, state
 
 
+class StackHolder(nn.Module):
+    """A model around a `stack` (ResidualStack) child: its layers, positions and final norm read through."""
+
+    stack: ResidualStack
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.stack.layers
+
+    @property
+    def positions(self) -> nn.Module | None:
+        return self.stack.positions
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.stack.final_norm
+
+
 class ResidualStack(nn.Module):
     """Additive positions (optional) → residual layers → final norm, over (b, t, d) features.
 
-    Model kinds derive from it (so their weights keep the names positions.*, layers.*,
-    final_norm.*) and wrap `run` / `run_step` with their own input and output layers.
+    Model kinds hold it as their child `stack` (weights stack.positions.*, stack.layers.*,
+    stack.final_norm.*; `StackHolder` reads them as model.layers …) and wrap `run` / `run_step`
+    with their own input and output layers.
     The state is {"pos": tokens seen so far, "layers": one state per layer}; passing it back
     continues the sequence exactly, so split forwards and `step` equal one full pass.
     `doc_starts` (pulse.ops.documents) is checked once and handed to every mixer; learned
@@ -56,13 +75,6 @@ class ResidualStack(nn.Module):
         self.positions = positions
         self.layers = nn.ModuleList(layers)
         self.final_norm = final_norm
-
-    def _order_modules(self, first: str, last: str) -> None:
-        """Put the wrapping model's input layer first and its head last, so weights, summaries and
-        optimiser groups keep the order input → positions → layers → final norm → head."""
-        order = [first, "positions", "layers", "final_norm", last]
-        names = [n for n in order if n in self._modules] + [n for n in self._modules if n not in order]
-        self._modules = {name: self._modules[name] for name in names}
 
     def stack_state(self, batch: int, *, device=None, dtype=None) -> dict[str, Any]:
         return {

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from pulse.api.source import open_source
-from pulse.checkpoint import WEIGHTS, _read_header, atomic_write_text, load_weights, read_metadata
+from pulse.checkpoint import WEIGHTS, _read_header, atomic_write_text, load_weights, read_metadata, stack_weight_name
 from pulse.errors import PulseError
 from pulse.runfiles import HEAD, INIT_RECORD
 
@@ -45,8 +45,9 @@ def check_tokenizer(folder: Path, tokenizer: Any) -> None:
 def fit_report(module: nn.Module, path: Path) -> list[str]:
     """Every way the tensors in `path` fail to fit `module` (tied names count once); [] when they fit."""
     header, _ = _read_header(path)
-    found = {name: tuple(entry.get("shape", ())) for name, entry in header.items()}
     expected = module.state_dict(keep_vars=True)
+    # names saved before the models held their stack as a child are read as they are named now
+    found = {stack_weight_name(name, expected): tuple(entry.get("shape", ())) for name, entry in header.items()}
     groups: dict[int, list[str]] = {}
     for name, tensor in expected.items():
         groups.setdefault(id(tensor), []).append(name)

@@ -42,6 +42,7 @@ from pulse.checkpoint import (
     read_stored_recipe,
     read_tensors,
     recipe_hash,
+    stack_weight_name,
     tensors_digest,
 )
 from pulse.errors import PulseError
@@ -89,6 +90,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, names: dict[int, str]
     """Put saved per-parameter state back; the groups' hyperparameters stay those the optimiser was built with."""
     order = [p for g in optimizer.param_groups for p in g["params"]]
     known = {names[id(p)] for p in order}
+    saved = {stack_weight_name(n, known): v for n, v in saved.items()}  # names from before the stack was a child
     unknown = sorted(set(saved) - known)
     if unknown:
         raise PulseError(f"{where}: optimiser state for parameters this model does not have ({unknown[:4]}); "

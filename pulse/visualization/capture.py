@@ -64,7 +64,7 @@ def capture(model: nn.Module) -> Iterator[Capture]:
 
     >>> with capture(model) as cap:
     ...     model(ids)
-    >>> cap.get("model.layers.0.mixer", "slots")
+    >>> cap.get("model.stack.layers.0.mixer", "slots")
     """
     modules = watched(model)
     if not modules:
