@@ -177,3 +177,165 @@ class PasskeySpec(Spec):
         if self.depth_min > self.depth_max:
             raise ValueError(f"depth_min ({self.depth_min}) exceeds depth_max ({self.depth_max})")
         return self
+
+
+class LraTextSpec(Spec):
+    """LRA Text: byte-level classification of local documents (IMDb's aclImdb/, or one folder per label)."""
+
+    kind: Literal["lra_text"] = "lra_text"
+    path: str = Field(
+        ..., min_length=1,
+        description="a local folder: IMDb's aclImdb/ (train|test/pos|neg/*.txt; unsup/ is ignored), or one "
+                    "subfolder of text files per label (labels: the sorted folder names), optionally under train/ "
+                    "and test/",
+    )
+    max_len: int = Field(4000, ge=1, description="bytes read from the start of each document (LRA: 4,000)")
+    pattern: str = Field("*.txt", min_length=1, description="files that are documents, in each label folder")
+    test_fraction: float = Field(
+        0.1, gt=0, lt=1,
+        description="share of each label's documents held out for testing when the folder has no train/ and test/",
+    )
+    eval_examples: int | None = Field(
+        None, ge=1, description="held-out documents scored, spread evenly over the test split; omit for all (LRA)"
+    )
+    seed: int = Field(0, description="seed of the train/test split of a folder without train/ and test/")
+
+
+class LraRetrievalSpec(Spec):
+    """LRA Retrieval: are two byte-level documents related? LRA's AAN pairs from local files, or generated pairs."""
+
+    kind: Literal["lra_retrieval"] = "lra_retrieval"
+    path: str | None = Field(
+        None,
+        description="LRA's AAN data: a folder holding new_aan_pairs.train.tsv and new_aan_pairs.test.tsv (or "
+                    ".eval.tsv), or that common prefix (…/new_aan_pairs); omit for generated pairs",
+    )
+    held_out: Literal["test", "eval"] = Field(
+        "test", description="the AAN file held out for accuracy: test (LRA's reported number) or eval (validation)"
+    )
+    max_len: int = Field(4000, ge=2, description="bytes read from the start of each document (LRA: 4,000)")
+    eval_examples: int | None = Field(
+        None, ge=1, description="held-out AAN pairs scored, spread evenly over the file; omit for all (LRA)"
+    )
+    num_train: int = Field(20_000, ge=1, description="generated training pairs (each from its own index)")
+    num_test: int = Field(1_000, ge=1, description="generated held-out pairs")
+    num_topics: int = Field(32, ge=2, le=1024, description="generated sources; a pair is related when both "
+                                                           "documents come from the same one")
+    lexicon_size: int = Field(512, ge=16, le=8192, description="made-up words shared by every generated source")
+    topic_strength: float = Field(
+        0.15, gt=0, le=1,
+        description="share of a generated document's word transitions drawn from its source's own bigrams (the "
+                    "rest follow the grammar all sources share); lower spreads the evidence thinner",
+    )
+    seed: int = Field(0, description="seed of the generated sources and pairs (the test set uses a separate stream)")
+
+
+class PathfinderSpec(Spec):
+    """LRA Pathfinder / Path-X: do the two dots sit on the two ends of one dashed curve? Generated images."""
+
+    kind: Literal["pathfinder"] = "pathfinder"
+    resolution: Literal[32, 64, 128] = Field(
+        32, description="image side in pixels; the sequence is resolution² pixels (LRA Pathfinder: 32, Path-X: 128)"
+    )
+    contour_length: int = Field(
+        6, ge=2, le=16,
+        description="paddles per contour (each 4 px at resolution 32, scaled with it), the difficulty: a curve of "
+                    "6 spans about 22 px of a 32 px image; longer curves leave room for fewer distractors",
+    )
+    distractors: int = Field(
+        2, ge=0, le=32, description="contours that touch no dot in a negative image; every image draws distractors + 2"
+    )
+    max_turn: float = Field(40.0, gt=0, le=90, description="largest change of direction between paddles, in degrees")
+    num_train: int = Field(20_000, ge=1, description="training images (each generated from its index)")
+    num_test: int = Field(1_000, ge=1, description="held-out images")
+    seed: int = Field(0, description="seed of the generated images (the test set uses a separate stream)")
+
+
+class LraImageSpec(Spec):
+    """LRA Image: 10-way classification of 32×32 grey images as 1,024-pixel sequences (CIFAR-10, or shapes)."""
+
+    kind: Literal["lra_image"] = "lra_image"
+    path: str | None = Field(
+        None,
+        description="CIFAR-10's binary version: the cifar-10-batches-bin folder of cifar-10-binary.tar.gz, a folder "
+                    "holding it, or one batch file (its last num_test records are the test split); omit for "
+                    "generated shapes",
+    )
+    num_train: int | None = Field(
+        None, ge=1,
+        description="training examples: generated (default 10,000), or the first CIFAR records (default all)",
+    )
+    num_test: int | None = Field(
+        None, ge=1,
+        description="held-out examples: generated (default 1,000), or the first CIFAR test records (default all; "
+                    "for one batch file, a tenth of it)",
+    )
+    noise: float = Field(12.0, ge=0, le=128, description="standard deviation of the generated images' pixel noise")
+    seed: int = Field(0, description="seed of the generated images (the test set uses a separate stream)")
+
+
+BABI_GENERATED = (1, 2, 3, 6, 15)
+
+
+class BabiSpec(Spec):
+    """The bAbI question-answering tasks: a story, a question about it, a one-word answer (a class)."""
+
+    kind: Literal["babi"] = "babi"
+    task_id: int = Field(
+        1, ge=1, le=20,
+        description="which of the 20 tasks (qa1 … qa20); without `path`, one of the generated ones: 1 (single "
+                    "supporting fact), 2 (two), 3 (three), 6 (yes/no questions), 15 (basic deduction)",
+    )
+    path: str | None = Field(
+        None,
+        description="Facebook's bAbI release (the tasks_1-20_v1-2 folder) or one of its folders (en, en-10k, hn, "
+                    "…) holding qa{N}_{name}_train.txt and _test.txt; omit to generate the stories",
+    )
+    subset: str = Field(
+        "en", min_length=1,
+        description="the release's folder read when `path` is the release root: en (1,000 training questions per "
+                    "task), en-10k (10,000), hn, hn-10k, shuffled, shuffled-10k",
+    )
+    max_sentences: int | None = Field(
+        None, ge=1,
+        description="keep only the last this many story sentences before each question (MemN2N kept 50); omit "
+                    "for all of them",
+    )
+    num_train: int | None = Field(
+        None, ge=1,
+        description="training questions: generated (default 10,000, the en-10k size), or the first of the file's "
+                    "(default all)",
+    )
+    num_test: int | None = Field(
+        None, ge=1,
+        description="held-out questions: generated (default 1,000), or the first of the file's (default all)",
+    )
+    questions_per_story: int | None = Field(
+        None, ge=1,
+        description="generated tasks 1, 2, 3, 6: questions in each story (default 5, as in the original); task 15 "
+                    "always asks about its 4 people",
+    )
+    sentences_per_question: int | None = Field(
+        None, ge=1,
+        description="generated tasks 1, 2, 3, 6: statements before each question (tasks 2 and 3: at least this "
+                    "many, until an object can be asked about); omit for the original's pacing: 2 in tasks 1 and "
+                    "6; in 2 and 3 a question with probability ½ after each statement from the 3rd on",
+    )
+    seed: int = Field(0, description="seed of the generated stories (each story its own stream; test separate)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "BabiSpec":
+        shaping = [n for n in ("questions_per_story", "sentences_per_question") if getattr(self, n) is not None]
+        if self.path is None and self.task_id not in BABI_GENERATED:
+            raise ValueError(
+                f"task_id {self.task_id} is not generated here (generated: {', '.join(map(str, BABI_GENERATED))}); "
+                "for the others set path to the folder of Facebook's bAbI release (tasks_1-20_v1-2, unpacked "
+                "from tasks_1-20_v1-2.tar.gz)"
+            )
+        if shaping and self.path is not None:
+            raise ValueError(f"{' and '.join(shaping)} shape generated stories, but path reads the release's "
+                             "stories; remove them (or remove path)")
+        if shaping and self.task_id == 15:
+            raise ValueError(f"{' and '.join(shaping)} shape generated tasks 1, 2, 3 and 6; task 15's stories are "
+                             "the original's (8 facts, then a question about each of 4 people): remove them")
+        return self
