@@ -16,18 +16,7 @@ from pulse.specs.tasks import LraImageSpec, PathfinderSpec
 from pulse.tasks import LraImage, Pathfinder, build_task
 from pulse.tasks.image import SHAPES, shape_image
 from pulse.tasks.pathfinder import pathfinder_image
-
-
-def tiny_lm(vocab: int):
-    return pulse.build_model(pulse.recipe_from_dict({"model": {
-        "kind": "lm", "vocab_size": vocab, "dim": 16, "depth": 1, "layout": ["attn"],
-        "mixers": {"attn": {"kind": "attention", "num_heads": 2}}}}))
-
-
-def tiny_sequence(input_dim: int, output_dim: int, mode: str):
-    return pulse.build_model(pulse.recipe_from_dict({"model": {
-        "kind": "sequence_pulse", "input_dim": input_dim, "output_dim": output_dim, "output_mode": mode,
-        "dim": 16, "depth": 1, "layout": ["attn"], "mixers": {"attn": {"kind": "attention", "num_heads": 2}}}}))
+from test_tasks import tiny_lm, tiny_sequence
 
 
 def connected(image) -> bool:

@@ -14,18 +14,7 @@ from pulse.errors import PulseError
 from pulse.specs.tasks import LraRetrievalSpec, LraTextSpec
 from pulse.tasks import LraRetrieval, LraText, build_task
 from pulse.tasks.retrieval import SHARED, PairHead, generated_pair, read_pairs
-
-
-def tiny_lm(vocab: int = 256):
-    return pulse.build_model(pulse.recipe_from_dict({"model": {
-        "kind": "lm", "vocab_size": vocab, "dim": 16, "depth": 1, "layout": ["attn"],
-        "mixers": {"attn": {"kind": "attention", "num_heads": 2}}}}))
-
-
-def tiny_sequence(input_dim: int, output_dim: int, mode: str):
-    return pulse.build_model(pulse.recipe_from_dict({"model": {
-        "kind": "sequence_pulse", "input_dim": input_dim, "output_dim": output_dim, "output_mode": mode,
-        "dim": 16, "depth": 1, "layout": ["attn"], "mixers": {"attn": {"kind": "attention", "num_heads": 2}}}}))
+from test_tasks import tiny_lm, tiny_sequence
 
 
 def recipe(task: dict):
@@ -131,7 +120,7 @@ def test_lra_text_needs_a_path_but_validation_reads_nothing(tmp_path):
 def test_lra_text_drives_both_model_families(tmp_path):
     labelled(tmp_path, {"a": 4, "b": 4, "c": 4})
     task = LraText(LraTextSpec(path=str(tmp_path), test_fraction=0.25))
-    model = tiny_lm()
+    model = tiny_lm(256)
     task.check_model(model)
     head = task.make_head(model)
     assert head.out_features == 3
@@ -235,7 +224,7 @@ def padded(batch: dict, extra: int) -> dict:
 def test_two_towers_share_one_encoder_and_ignore_padding(family):
     task = LraRetrieval(LraRetrievalSpec(max_len=64, num_train=8, num_topics=3))
     torch.manual_seed(0)
-    model = tiny_lm() if family == "lm" else tiny_sequence(256, 12, family.split("_")[1])
+    model = tiny_lm(256) if family == "lm" else tiny_sequence(256, 12, family.split("_")[1])
     task.check_model(model)
     head = task.make_head(model)
     assert isinstance(head, PairHead) and head.hidden.in_features == 4 * (16 if family == "lm" else 12)

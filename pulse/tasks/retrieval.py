@@ -257,12 +257,7 @@ class LraRetrieval(SequenceClassification):
 
     def fit_model(self, model: dict[str, Any]) -> dict[str, Any]:
         """A copy of a recipe's model table sized for this task (a sequence model's output is the tower's vector)."""
-        model = dict(model)
-        if "vocab_size" in model or model.get("kind") == "lm":
-            model["vocab_size"] = self.vocab_size
+        model = super().fit_model(model)
         if "input_dim" in model:
-            model["input_dim"] = self.vocab_size
             model["output_dim"] = model.get("dim", 128)
-            if model.get("output_mode") not in ("last", "mean"):
-                model["output_mode"] = "last"
         return model
