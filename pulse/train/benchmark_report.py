@@ -85,7 +85,8 @@ def markdown(doc: dict[str, Any]) -> str:
             value = "—" if r["value"] is None else f"{r['value']:.4f}"
             wall = "—" if r["wall_s"] is None else f"{r['wall_s']:.0f} s"
             lines.append(f"- `{r['name']}`: {value}, {r['step'] or 0}/{r['steps']} steps, {wall}, "
-                         f"{r['params']:,} params, state {r['state_elements']:,}, {r['status']}")
+                         f"{r['params']:,} params, state {r['state_elements']:,}, "
+                         f"{'finished before' if r['status'] == 'skipped' else r['status']}")
     return "\n".join(lines) + "\n"
 
 
