@@ -14,7 +14,7 @@ from pulse.errors import PulseError
 from pulse.specs.tasks import BABI_GENERATED, BabiSpec
 from pulse.tasks import Babi, build_task
 from pulse.tasks import babi_gen as gen
-from test_tasks import tiny_lm, tiny_sequence
+from test_tasks import check_task_head, tiny_lm, tiny_sequence
 
 TRAIN = (
     "1 Mary moved to the bathroom.\n"
@@ -225,14 +225,7 @@ def test_a_language_model_answers_through_a_task_head():
         task.check_model(tiny_lm(20))
     model = tiny_lm(64)
     task.check_model(model)
-    head = task.make_head(model)
-    assert isinstance(head, torch.nn.Linear) and head.out_features == 6
-    batch = task.train_batch(0, batch_size=4, seed=0)
-    sums = task.forward(model, head, batch)
-    sums["loss_sum"].backward()
-    assert head.weight.grad is not None and sums["count"].item() == 4
-    padded = {**batch, "ids": torch.cat([batch["ids"], torch.zeros(4, 5, dtype=torch.long)], dim=1)}
-    torch.testing.assert_close(task.forward(model, head, padded)["loss_sum"], sums["loss_sum"])
+    check_task_head(task, model, 6)
 
 
 def test_a_sequence_model_answers_with_a_mask():

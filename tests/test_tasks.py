@@ -252,18 +252,22 @@ def test_listops_lengths_that_cannot_occur_are_rejected():
                                 "task": {"kind": "listops", "max_depth": 2, "max_args": 4, "min_len": 50}})
 
 
-def test_listops_reads_a_language_model_through_a_task_head():
-    task = ListOps(ListOpsSpec(min_len=10, max_len=30, max_depth=3, max_args=4, num_train=8))
-    model = tiny_lm(len(VOCAB))
+def check_task_head(task, model, classes: int) -> None:
+    """A classification task's head on a language model: its width, a backward pass through it, and right
+    padding that changes nothing (a causal model never lets it reach the last real token)."""
     head = task.make_head(model)
-    assert isinstance(head, torch.nn.Linear) and head.out_features == 10
+    assert isinstance(head, torch.nn.Linear) and head.out_features == classes
     batch = task.train_batch(0, batch_size=4, seed=0)
     sums = task.forward(model, head, batch)
     sums["loss_sum"].backward()
     assert head.weight.grad is not None and sums["count"].item() == 4
-    # right padding cannot change the answer of a causal model
     padded = {**batch, "ids": torch.cat([batch["ids"], torch.zeros(4, 5, dtype=torch.long)], dim=1)}
     torch.testing.assert_close(task.forward(model, head, padded)["loss_sum"], sums["loss_sum"])
+
+
+def test_listops_reads_a_language_model_through_a_task_head():
+    task = ListOps(ListOpsSpec(min_len=10, max_len=30, max_depth=3, max_args=4, num_train=8))
+    check_task_head(task, tiny_lm(len(VOCAB)), 10)
 
 
 def test_listops_drives_a_sequence_model_with_a_mask():
