@@ -35,7 +35,7 @@ class SequenceClassification(IndexedTask, ABC):
     """One label per sequence; accuracy. Subclasses set `kind`, `vocab_size`, `num_classes`, `size`, `encoded`."""
 
     metric = "accuracy"
-    vocab_size: int
+    vocab_size: int  # a class attribute, or a property where the data decides (bAbI's words, a folder's labels)
     num_classes: int
     pad_id: int = PAD
     cache_examples = True  # keep encoded examples in memory (generated tasks); False for large file-backed sets

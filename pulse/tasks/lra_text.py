@@ -174,7 +174,7 @@ class LraText(SequenceClassification):
         return self._load()
 
     @property
-    def num_classes(self) -> int:  # type: ignore[override]  (known only from the data)
+    def num_classes(self) -> int:  # known only from the data
         return len(self.labels)
 
     def size(self, split: str) -> int:
