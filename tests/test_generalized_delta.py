@@ -67,6 +67,26 @@ def test_a_scalar_decay_is_the_gated_delta_rule():
     assert_close(s_ours, s_theirs, "state")
 
 
+def test_chunks_past_the_factored_range_take_the_pairwise_form_with_the_same_results():
+    """A chunk whose decay passes the factored form's range (here 1,000 nats in float64) is summed pairwise;
+    its neighbours stay factored. Values and gradients still equal the recurrence."""
+    gen = torch.Generator().manual_seed(3)
+    leaves = list(kda_inputs(2, 2, 24, 4, 3, gen))
+    strong = torch.zeros(2, 2, 24, 4, dtype=F64)
+    strong[0, 1, 9] = -1000.0  # one token that forgets (almost) everything in one head of one row
+    strong[1, 0, 17:19, :2] = -600.0  # two channels across two tokens
+    leaves[4] = (leaves[4].detach() + strong).requires_grad_(True)
+    outs = [kda_call(chunk_generalized_delta, leaves, None, chunk_size=8),
+            kda_call(recurrent_generalized_delta, leaves, None)]
+    weights = [torch.randn_like(z) for z in outs[0]]
+    grads = [torch.autograd.grad(sum((z * w).sum() for z, w in zip(out, weights)), leaves) for out in outs]
+    for fast, slow in zip(outs[0], outs[1]):
+        assert_close(fast, slow, "values")
+    for fast, slow in zip(*grads):
+        assert torch.isfinite(fast).all()
+        assert_close(fast, slow, "gradients")
+
+
 def test_strong_decays_stay_finite():
     """Decays near zero (log w = −60 per token) form no positive exponent: no overflow, no NaN."""
     gen = torch.Generator().manual_seed(1)

@@ -22,9 +22,12 @@ U = W₁ + W₂ S₀ for every chunk at once, independent of S₀; the outputs O
 (P_a, P_k the same pair sums with q_i and e^{g_i − g_j}, j ≤ i) and the chunk-end state
 S_c = (Diag(e^{g_c}) + A'ᵀ W₂) S₀ + A'ᵀ W₁ + K'ᵀ V are affine in S₀, so the carry is the delta
 rule's: one batched multiply-add per chunk on the CPU, log depth elsewhere
-(`pulse.ops.scan.affine_carry`). The per-channel decays enter only as e^{g_x − g_j} with x ≥ j,
-formed pairwise (a (c, c, k) tensor per chunk and head), so every exponent is ≤ 0 and nothing
-overflows however strong the decay: chunks are short (16 by default) for that reason.
+(`pulse.ops.scan.affine_carry`). The per-channel decays enter only as e^{g_x − g_j} with x ≥ j. They
+are factored, e^{g_x} · e^{−g_j}, so the four pair sums are one (2c × k)(k × 2c) product per chunk;
+e^{−g_j} grows with the decay since the chunk start, so a chunk whose decay passes e^{−40} (float32;
+e^{−400} in float64) is summed pairwise instead, a (c, c, k) tensor with every exponent ≤ 0: nothing
+overflows however strong the decay, and mild decays (RWKV-7's are at most 0.61 nats a token) never
+leave the fast form.
 
 Document starts (`resets`, (b, t) bool; `pulse.ops.documents`) zero the state before their token:
 pairs across a start are masked out, only tokens before the chunk's first start read S₀, only the
@@ -37,6 +40,8 @@ chunk's last document enters S_c, and S₀ passes a chunk only if nothing starts
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -44,6 +49,7 @@ from torch import Tensor
 from pulse.ops import backend, documents, scan
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_FACTOR_LIMIT = {torch.float32: 40.0, torch.float64: 400.0}  # largest −g (chunk log decay) factored
 
 
 def recurrent_generalized_delta(
@@ -95,13 +101,9 @@ def chunk_generalized_delta(
         same, visible, last, kept = documents.chunk_masks(resets, n, c)
         before, upto = before & same, upto & same  # (b, 1, n, c, c): pairs of one document only
         visible, last = visible.unsqueeze(-1), last.unsqueeze(-1)
+    A, B, P_a, P_k = _pair_sums(q, k, a, b, g, g_prev, start_read, start_out, before, upto)
+    if resets is not None:
         start_read, start_out, end_a, end_k = start_read * visible, start_out * visible, end_a * last, end_k * last
-    # pairwise per-channel decays, only where x ≥ j (every exponent ≤ 0): (b, h, n, c, c, k)
-    e_prev = (g_prev.unsqueeze(-2) - g.unsqueeze(-3)).masked_fill(~before[..., None], float("-inf")).exp()
-    e_out = (g.unsqueeze(-2) - g.unsqueeze(-3)).masked_fill(~upto[..., None], float("-inf")).exp()
-    pair = lambda x, y, e: torch.einsum("...ic,...jc,...ijc->...ij", x, y, e)  # noqa: E731
-    A, B = pair(b, a, e_prev), pair(b, k, e_prev)  # (b, h, n, c, c), strictly lower
-    P_a, P_k = pair(q, a, e_out), pair(q, k, e_out)  # lower, with the diagonal
     # (I − A) U = B V + start_read S₀  →  U = W₁ + W₂ S₀
     w = torch.linalg.solve_triangular(-A, torch.cat((B @ v, start_read), dim=-1), upper=False,
                                       unitriangular=True)
@@ -114,6 +116,36 @@ def chunk_generalized_delta(
     starts, s = scan.affine_carry(s0, transition, local, dim=2)
     out = P_a @ w1 + P_k @ v + (start_out + P_a @ w2) @ starts  # (b, h, n, c, v)
     return out.reshape(bsz, h, n * c, dv)[:, :, :t].to(dtype), s.to(dtype)
+
+
+def _pair_sums(q: Tensor, k: Tensor, a: Tensor, b: Tensor, g: Tensor, g_prev: Tensor, rows_b: Tensor,
+               rows_q: Tensor, before: Tensor, upto: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A, B (pairs j < i, rows read with b) and P_a, P_k (pairs j ≤ i, rows read with q), each
+    Σ_c x_ic y_jc e^{g_x,ic − g_jc} per chunk: (b, h, n, c, c).
+
+    Factored, e^{g_x,i − g_j} = e^{g_x,i} · e^{−g_j}, it is one product per chunk, [b e^{g_prev}; q e^{g}]
+    [a e^{−g}; k e^{−g}]ᵀ. e^{−g_j} grows with the decay since the chunk start, so chunks whose decay
+    passes `_FACTOR_LIMIT` (e^{−40} in float32: strong, rare decays) take the pairwise form instead,
+    with every exponent ≤ 0; the factored values of those chunks (from a clamped g, finite) are replaced.
+    """
+    c = q.shape[-2]
+    limit = _FACTOR_LIMIT[g.dtype]
+    cols = torch.cat((a, k), dim=-2) * (-torch.cat((g, g), dim=-2).clamp(min=-limit)).exp()
+    sums = torch.cat((rows_b, rows_q), dim=-2) @ cols.transpose(-1, -2)  # (b, h, n, 2c, 2c)
+    A, B, P_a, P_k = sums[..., :c, :c], sums[..., :c, c:], sums[..., c:, :c], sums[..., c:, c:]
+    strong = g[..., -1, :].amin(-1) < -limit  # (b, h, n): chunks the factored form cannot take
+    if g.device.type != "meta" and bool(strong.any()):  # meta tensors (summaries) hold no values
+        at = strong.nonzero(as_tuple=True)
+        lower = lambda m: m.expand(*strong.shape, c, c)[at]  # noqa: E731
+        gs, gps = g[at], g_prev[at]
+        e_prev = (gps.unsqueeze(-2) - gs.unsqueeze(-3)).masked_fill(~lower(before)[..., None], -math.inf).exp()
+        e_out = (gs.unsqueeze(-2) - gs.unsqueeze(-3)).masked_fill(~lower(upto)[..., None], -math.inf).exp()
+        pair = lambda x, y, e: torch.einsum("...ic,...jc,...ijc->...ij", x[at], y[at], e)  # noqa: E731
+        A, B = A.index_put(at, pair(b, a, e_prev)), B.index_put(at, pair(b, k, e_prev))
+        P_a, P_k = P_a.index_put(at, pair(q, a, e_out)), P_k.index_put(at, pair(q, k, e_out))
+    zero = torch.zeros((), dtype=A.dtype, device=A.device)
+    return (torch.where(before, A, zero), torch.where(before, B, zero), torch.where(upto, P_a, zero),
+            torch.where(upto, P_k, zero))
 
 
 def generalized_delta(

@@ -188,7 +188,7 @@ class RWKV7Spec(Spec):
     decay_rank: int = Field(32, ge=1, description="rank r_w of the map from x to the per-channel decay")
     iclr_rank: int = Field(32, ge=1, description="rank r_a of the map from x to the in-context learning rate")
     gate_rank: int = Field(64, ge=1, description="rank r_g of the output gate")
-    chunk_size: int = Field(16, ge=1, description="tokens per chunk of the chunkwise form (speed and memory only)")
+    chunk_size: int = Field(32, ge=1, description="tokens per chunk of the chunkwise form (speed and memory only)")
 
 
 class Mamba2Spec(Spec):

@@ -33,7 +33,8 @@ class KimiDeltaAttention(GatedDeltaNet):
     W_↑ W_↓ of rank r, one A per head): each channel of the memory forgets at its own rate, so one
     head keeps fast- and slow-changing associations side by side. In the generalized delta rule
     (`pulse.ops.generalized_delta`): w = α, a = −β k, b = k ⊙ α, write β k; computed chunkwise
-    (`chunk_size` tokens, 16 by default: the per-channel decays are formed pairwise in a chunk),
+    (`chunk_size` tokens, 16 by default: a chunk whose decay passes e^{−40} is summed pairwise, so
+    short chunks keep most in the factored form),
     `step` is the recurrence.
 
     State: conv inputs (w−1)·(2K + V) and S, h·k·v numbers, whatever the length.

@@ -53,7 +53,7 @@ class RWKV7(nn.Module):
         decay_rank: int = 32,
         iclr_rank: int = 32,
         gate_rank: int = 64,
-        chunk_size: int = 16,
+        chunk_size: int = 32,
         eps: float = 64e-5,
         device=None,
         dtype=None,
