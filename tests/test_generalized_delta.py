@@ -133,3 +133,22 @@ def test_a_memory_no_token_is_routed_to_is_left_untouched():
         same = torch.equal(banks(after)[:, 1 + memory], banks(state)[:, 1 + memory])
         assert same != bool(chosen[0, memory]), f"memory {memory}: chosen={bool(chosen[0, memory])}"
     assert not torch.equal(banks(after)[:, 0], banks(state)[:, 0])  # the shared memory is always written
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_routed_memories_over_their_own_tokens_equal_the_recurrence_over_all_tokens(top_k):
+    """`forward` runs each routed memory over its routed tokens only (pulse.ops.routing); `step` holds the
+    unchosen memories token by token. With a carried state, two rows and document starts (one after some
+    memory's last token, which must then end the window empty) both give the same outputs and state."""
+    torch.manual_seed(2)
+    m = pulse.build_mixer("pulse_routed", 16, num_memories=3, top_k=top_k, head_dim=8, chunk_size=4, dtype=F64)
+    x, warm = torch.randn(2, 14, 16, dtype=F64), torch.randn(2, 5, 16, dtype=F64)
+    _, state = m(warm)
+    starts = [[4, 13], [0, 9]]
+    out, final = m(x, state, doc_starts=starts)
+    steps, s = [], state
+    for i in range(x.shape[1]):
+        y, s = m.step(x[:, i], s, doc_starts=torch.tensor([i in row for row in starts]))
+        steps.append(y)
+    assert_close(out, torch.stack(steps, dim=1), "outputs")
+    assert_close(final["kv"], s["kv"], "state")

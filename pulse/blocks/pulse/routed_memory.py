@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from pulse.blocks.mixers.decay import decay_parameters, init_decay_
 from pulse.blocks.mixers.deltanet import GatedDeltaNet
 from pulse.errors import PulseError
+from pulse.ops import routing
 from pulse.ops.causal_conv import causal_depthwise_conv
 from pulse.ops.delta_rule import delta_rule, recurrent_delta_rule
 from pulse.ops.documents import DocStarts
@@ -33,13 +34,18 @@ class RoutedDeltaMemory(GatedDeltaNet):
 
     A memory a token is not routed to is left untouched (β = 0 and α = 1 for it), so capacity grows
     with M while each token writes k + 1 memories; the router learns through the gates g (the
-    top-k choice itself has no gradient, as in MoM and mixture-of-experts layers). All memories run
-    as extra heads of one chunkwise delta rule (`pulse.ops.delta_rule`): on a CPU that computes the
-    untouched memories too, so the cost below counts all n of them; `step` is the recurrence.
+    top-k choice itself has no gradient, as in MoM and mixture-of-experts layers). In `forward` the
+    shared memory runs over every token and each routed memory over only the tokens routed to it,
+    gathered into one run in order (`pulse.ops.routing`; all M runs as one batched chunkwise delta
+    rule, `pulse.ops.delta_rule`) — the same recurrence, since a memory is neither read nor changed
+    at the other tokens; `step` is the recurrence over all n memories with the unchosen ones held.
+    The projections and convs run on every token for every memory (a key's conv reads its memory's
+    projections of the tokens just before, routed there or not).
 
     State: conv inputs (w−1)·(K + n·(K + V)) and n·h·k·v numbers, whatever the length.
     Cost per token: 2·d·(K + n·(K + V) + V + 2·n·h + M) + 2·V·d (projections) + 2·w·(K + n·(K + V)) (conv)
-    + n·[c·(5K + 3V) + 6·h·k·v] (the memories) + 12·(K + n·(K + V)) + 4·M.
+    + (s + top_k)·[c·(5K + 3V) + 6·h·k·v] (the memories a token is in, s = 1 with the shared one;
+    balanced routing, the runs pad to the busiest memory) + 12·(K + n·(K + V)) + 4·M.
     Params: d·(K + n·(K + V) + V + 2·n·h + M) + V·d + w·(K + n·(K + V)) + v + 2·n·h.
     """
 
@@ -100,9 +106,9 @@ class RoutedDeltaMemory(GatedDeltaNet):
         gates = torch.zeros_like(p).scatter(-1, idx, top / top.sum(-1, keepdim=True))
         return chosen, gates.to(logits.dtype)
 
-    def _memories(self, x: Tensor, conv_state: Tensor, resets: Tensor | None) -> tuple[Tensor, ...]:
-        """q, k, v (b, n·h, t, ·), β and log α (b, n·h, t) with the routing applied, the gates (b, t, M),
-        the output gate and the conv state."""
+    def _streams(self, x: Tensor, conv_state: Tensor, resets: Tensor | None) -> tuple[Tensor, ...]:
+        """Per token, before routing: q (b, t, h, k), k (b, t, n, h, k), v (b, t, n, h, v), β and log α
+        (b, t, n, h), the router's logits (b, t, M), the output gate (b, t, h, v) and the conv state."""
         b, t, _ = x.shape
         n, M, h, e, ev = self.banks, self.num_memories, self.num_heads, self.head_dim, self.head_v
         K, V = self.key_width, self.value_width
@@ -110,45 +116,72 @@ class RoutedDeltaMemory(GatedDeltaNet):
         conv_in, conv_state = causal_depthwise_conv(conv_in, self.conv_weight, None, conv_state, resets)
         q, k, v = F.silu(conv_in).split((K, n * K, n * V), dim=-1)
         q = F.normalize(q.view(b, t, h, e), dim=-1) / math.sqrt(e)
-        k = F.normalize(k.view(b, t, n * h, e), dim=-1)
-        chosen, gates = self.route(logits)
-        writes = chosen if not self.shared else torch.cat((torch.ones_like(chosen[..., :1]), chosen), dim=-1)
-        writes = writes.repeat_interleave(h, dim=-1).to(x.dtype)  # (b, t, n·h)
-        beta = torch.sigmoid(beta) * writes
-        log_decay = -self.A_log.exp() * F.softplus(pre + self.dt_bias) * writes  # ≤ 0; 0 where not written
-        heads = lambda z: z.transpose(1, 2)  # noqa: E731  (b, t, n·h, ·) → (b, n·h, t, ·)
-        q_all = q.repeat(1, 1, n, 1)  # every memory is read with the token's query
-        return (heads(q_all), heads(k), heads(v.view(b, t, n * h, ev)), beta.transpose(1, 2),
-                log_decay.transpose(1, 2), gates, gate.view(b, t, h, -1), conv_state)
+        k = F.normalize(k.view(b, t, n, h, e), dim=-1)
+        log_decay = -self.A_log.exp() * F.softplus(pre + self.dt_bias)  # (b, t, n·h), ≤ 0
+        return (q, k, v.view(b, t, n, h, ev), torch.sigmoid(beta).view(b, t, n, h), log_decay.view(b, t, n, h),
+                logits, gate.view(b, t, h, -1), conv_state)
 
-    def _combine(self, o: Tensor, gates: Tensor) -> Tensor:
-        """o (b, n·h, t, v) → (b, h, t, v): the routed memories weighted by their gates, plus the shared one."""
-        b, _, t, ev = o.shape
-        o = o.view(b, self.banks, self.num_heads, t, ev)
-        weights = gates.permute(0, 2, 1)[:, :, None, :, None]  # (b, M, 1, t, 1)
-        routed = (o[:, int(self.shared):] * weights).sum(1)
-        return routed + o[:, 0] if self.shared else routed
+    def _routed(self, q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_decay: Tensor, chosen: Tensor,
+                gates: Tensor, kv: Tensor, resets: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The M routed memories, each over its own tokens only (`pulse.ops.routing`): k, v, β, log α per
+        memory (b, t, M, h, ·), kv (b, M, h, k, v) → Σ_m g_m o_m (b, h, t, v) and the states (b, M, h, k, v)."""
+        b, t, h = q.shape[0], q.shape[1], self.num_heads
+        positions, valid = routing.compact(chosen)  # (b, M, L)
+        M, L = positions.shape[1:]
+        heads = lambda z: z.reshape(b * M, L, h, -1).transpose(1, 2)  # noqa: E731  (b, M, L, h·f) → (b·M, h, L, f)
+        on = valid.unsqueeze(-1).to(beta.dtype)  # padding: β = 0 and α = 1, nothing written or decayed
+        q, k, v = (heads(routing.gather(z.flatten(-2), positions)) for z in (q, k, v))
+        beta, log_decay = ((routing.gather(z, positions) * on).reshape(b * M, L, h).transpose(1, 2)
+                           for z in (beta, log_decay))
+        starts, keep = routing.run_starts(resets, positions, valid)
+        o, kv = delta_rule(q, k, v, beta, log_decay, kv.reshape(b * M, *kv.shape[2:]),
+                           None if starts is None else starts.reshape(b * M, L), chunk_size=self.chunk_size)
+        if keep is not None:  # a document started after the memory's last token: it ends the window empty
+            kv = kv * keep.reshape(b * M, 1, 1, 1).to(kv.dtype)
+        weights = routing.gather(gates.unsqueeze(-1), positions) * on  # (b, M, L, 1), 0 on padding
+        o = o.transpose(1, 2).reshape(b, M, L, -1) * weights
+        return routing.scatter(o, positions, t).view(b, t, h, -1).transpose(1, 2), kv.view(b, M, *kv.shape[1:])
 
     def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
                 doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
         state, resets = self._open(x, state, doc_starts)
-        q, k, v, beta, log_decay, gates, gate, conv_state = self._memories(x, state["conv"], resets)
-        o, kv = delta_rule(q, k, v, beta, log_decay, state["kv"], resets, chunk_size=self.chunk_size)
-        return self._output(self._combine(o, gates), gate), {"conv": conv_state, "kv": kv}
+        q, k, v, beta, log_decay, logits, gate, conv_state = self._streams(x, state["conv"], resets)
+        chosen, gates = self.route(logits)
+        kv = state["kv"].view(x.shape[0], self.banks, self.num_heads, self.head_dim, self.head_v)
+        s = int(self.shared)
+        o, kv_routed = self._routed(q, k[:, :, s:], v[:, :, s:], beta[:, :, s:], log_decay[:, :, s:], chosen, gates,
+                                    kv[:, s:], resets)
+        finals = [kv_routed]
+        if self.shared:  # every token writes the shared memory: one dense run
+            tr = lambda z: z.transpose(1, 2)  # noqa: E731
+            o_shared, kv_shared = delta_rule(tr(q), tr(k[:, :, 0]), tr(v[:, :, 0]), tr(beta[:, :, 0]),
+                                             tr(log_decay[:, :, 0]), kv[:, 0], resets, chunk_size=self.chunk_size)
+            o, finals = o + o_shared, [kv_shared.unsqueeze(1), kv_routed]
+        kv = torch.cat(finals, dim=1).flatten(1, 2)  # (b, n·h, k, v), memory-major, the shared one first
+        return self._output(o, gate), {"conv": conv_state, "kv": kv}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor], *,
              doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         state = self._open_step(x_t, state, doc_starts)
-        q, k, v, beta, log_decay, gates, gate, conv_state = self._memories(x_t.unsqueeze(1), state["conv"], None)
-        o, kv = recurrent_delta_rule(q, k, v, beta, log_decay, state["kv"])  # one token: the recurrence
-        return self._output(self._combine(o, gates), gate).squeeze(1), {"conv": conv_state, "kv": kv}
+        q, k, v, beta, log_decay, logits, gate, conv_state = self._streams(x_t.unsqueeze(1), state["conv"], None)
+        chosen, gates = self.route(logits)
+        writes = chosen if not self.shared else torch.cat((torch.ones_like(chosen[..., :1]), chosen), dim=-1)
+        writes = writes.unsqueeze(-1).to(x_t.dtype)  # (b, 1, n, 1): a memory not chosen is left as it is
+        tr = lambda z: z.flatten(2, 3).transpose(1, 2)  # noqa: E731  (b, 1, n, h, ·) → (b, n·h, 1, ·)
+        q_all = q.unsqueeze(2).expand(-1, -1, self.banks, -1, -1)  # every memory is read with the token's query
+        o, kv = recurrent_delta_rule(tr(q_all), tr(k), tr(v), tr(beta * writes), tr(log_decay * writes),
+                                     state["kv"])  # one token: the recurrence
+        o = o.view(o.shape[0], self.banks, self.num_heads, 1, -1)
+        routed = (o[:, int(self.shared):] * gates.permute(0, 2, 1)[:, :, None, :, None]).sum(1)
+        o = routed + o[:, 0] if self.shared else routed
+        return self._output(o, gate).squeeze(1), {"conv": conv_state, "kv": kv}
 
     def flops_per_token(self, seq_len: int) -> float:
         d, h, w, n, M = self.dim, self.num_heads, self.conv_size, self.banks, self.num_memories
         K, V = self.key_width, self.value_width
         c = max(1, min(self.chunk_size, seq_len))
         proj = 2.0 * d * (K + n * (K + V) + V + 2 * n * h + M) + 2.0 * V * d
-        memories = n * (c * (5 * K + 3 * V) + 6.0 * h * self.head_dim * self.head_v)
+        memories = (int(self.shared) + self.top_k) * (c * (5 * K + 3 * V) + 6.0 * h * self.head_dim * self.head_v)
         return proj + 2.0 * w * (K + n * (K + V)) + memories + 12.0 * (K + n * (K + V)) + 4.0 * M
 
     def state_numel(self, seq_len: int) -> int:
