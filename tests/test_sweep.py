@@ -223,7 +223,7 @@ def test_recall_table_runs_sweeps_per_kind_and_width_then_reads_them_back(tmp_pa
         assert len(doc["points"]) == 4 and {p["status"] for p in doc["points"]} == {"trained"}
         for dim in ("8", "16"):
             best = max((p for p in doc["points"] if p["values"]["model.dim"] == dim), key=lambda p: p["value"])
-            assert (f"| 16/2 | {kind} | {dim} | {best['value']:.4f} | {best['values']['train.lr']} "
+            assert (f"| 16/2 | {kind} | {dim} | {best['value']:.4f} | {best['values']['train.lr']} | 1e-3, 1e-2 "
                     f"| {best['state_elements']:,} | {best['params']:,} | 3/3 |") in md
     # attention's state is its KV cache: 2 layers × (K, V) × 16 tokens × d
     assert "| 16/2 | attention | 8 |" in md and f"| {2 * 2 * 16 * 8:,} |" in md
@@ -248,23 +248,53 @@ def test_recall_table_curriculum_starts_the_longer_setting_from_the_shorter_sett
     runs, docs = tmp_path / "runs", tmp_path / "docs"
     args = ["--settings", "32/4,16/2", "--kinds", "attention", "--lrs", "1e-3,1e-2", "--curriculum",
             "--out", str(runs), "--docs", str(docs), *(a for s in TINY for a in ("--set", s)),
-            "--set", "32/4:train.steps=2"]
+            "--set", "32/4:train.steps=2", "--set", "32/4:train.lr=3e-3"]
     assert tool.main(args) == 0
     short = json.loads((runs / "mqar-16-2" / "attention" / "sweep.json").read_text())
     best = max(short["points"], key=lambda p: p["value"])
     start = runs / "mqar-32-4" / "attention+from-16-2"
     assert json.loads((start / "curriculum.json").read_text())["dir"] == best["dir"]
     assert not (runs / "mqar-32-4" / "attention").exists()  # with --curriculum the longer setting only starts warm
-    for point in json.loads((start / "sweep.json").read_text())["points"]:
+    points = json.loads((start / "sweep.json").read_text())["points"]
+    assert [p["values"]["train.lr"] for p in points] == ["3e-3"]  # the stage's own learning-rate grid
+    for point in points:
         assert point["steps"] == 2  # the per-setting override won over the common one
         record = json.loads((Path(point["dir"]) / "init_from.json").read_text())
         assert record["from"] == best["dir"]
     md = (docs / "recall.md").read_text()
     assert "| 32/4 | attention (from 16/2) |" in md and "/2 + 3 at 16/2 |" in md and " s at 16/2 |" in md
+    assert "| 3e-3 | 3e-3 |" in md  # one rate at that stage, and the table says so
     assert tool.main(["--read-only", "--settings", "16/2,32/4", "--kinds", "attention", "--out", str(runs),
                       "--docs", str(docs)]) == 0
     again = (docs / "recall.md").read_text()
     assert "| 32/4 | attention (from 16/2) |" in again and "attention at 32/4: no sweep in" in again
+
+
+def test_zoology_protocol_trains_on_the_mixture_and_scores_every_test_setting(tmp_path):
+    tool = load_tool("recall_table")
+    zoo = load_tool("zoology")
+    plan = zoo.budget_plan(0.5, 256)
+    assert plan["mixture"][0] == (64, 4, 50_000) and plan["epochs"] == 16
+    assert plan["steps"] == -(-90_000 // 256) * 16
+    runs, docs = tmp_path / "runs", tmp_path / "docs"
+    args = ["--protocol", "zoology", "--budget", "0.0005", "--kinds", "linear_attention", "--dims", "8",
+            "--lrs", "1e-3", "--batch", "16", "--test-examples", "4", "--out", str(runs), "--docs", str(docs),
+            "--set", "train.threads=1", "--set", "train.device=cpu"]
+    assert tool.main(args) == 0
+    point = runs / "zoology" / "linear_attention" / "lr=1e-3,dim=8"
+    recipe = json.loads((point / "recipe.json").read_text())
+    assert recipe["task"]["mixture"] == [[64, 4, 50], [128, 8, 10], [256, 16, 10], [256, 32, 10], [256, 64, 10]]
+    assert recipe["task"]["seq_len"] == 256 and recipe["train"]["steps"] == 6
+    scores = json.loads((point / "zoology-tests.json").read_text())
+    assert list(scores) == ["64/4", "64/8", "64/16", "128/32", "256/64", "512/128", "1024/256"]
+    md = (docs / "zoology.md").read_text()
+    row, = [line for line in md.splitlines() if line.startswith("| linear_attention |")]
+    assert row.startswith("| linear_attention | 8 | 1e-3 | 1e-3 | " + " | ".join(f"{v:.3f}" for v in scores.values()))
+    assert "Budget 0.0005 of Zoology's: 90 training examples" in md and "6 steps" in md
+    assert (docs / "zoology.png").read_bytes().startswith(b"\x89PNG")
+    assert tool.main([*args[:-4], "--read-only", "--docs", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "zoology.md").read_text().splitlines()[4:] == md.splitlines()[4:]
+    assert tool.main(["--protocol", "zoology", "--budget", "2", "--out", str(runs), "--docs", str(docs)]) == 2
 
 
 def test_text_table_compares_transformer_hybrid_and_pulse_at_the_same_steps_for_bytes_and_bpe(tmp_path):

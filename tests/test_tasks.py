@@ -98,6 +98,23 @@ def test_mqar_matches_the_zoology_layout():
         assert all(x[t] == 0 for t in range(2 * k, 32) if t not in queried)
 
 
+def test_mqar_mixture_trains_on_each_setting_padded_and_tests_on_its_own():
+    spec = MqarSpec(vocab_size=64, seq_len=32, num_kv_pairs=4, mixture=[(16, 2, 30), (32, 4, 20)])
+    task = Mqar(spec)
+    assert task.size("train") == 50 and task.size("test") == spec.num_test
+    batch = task.batch("train", np.arange(50))
+    ids, labels = batch["ids"], batch["labels"]
+    assert ids.shape == labels.shape == (50, 32)
+    short, long = labels[:30], labels[30:]
+    assert ((short != IGNORE).sum(1) == 2).all() and ((long != IGNORE).sum(1) == 4).all()
+    assert (ids[:30, 16:] == 0).all() and (short[:, 16:] == IGNORE).all()  # padding: no token, no label
+    assert (ids[30:, 16:] != 0).any()
+    assert task.batch("test", np.arange(4))["ids"].shape == (4, 32)
+    with pytest.raises(PulseError, match=r"mixture entry \[64, 2, 10\] needs an even seq_len ≤ task.seq_len \(32\)"):
+        pulse.recipe_from_dict({"model": {"from": "transformer-small"},
+                                "task": {"kind": "mqar", "seq_len": 32, "mixture": [[64, 2, 10]]}})
+
+
 def test_mqar_query_distances_follow_the_power_law():
     spec = MqarSpec(vocab_size=512, seq_len=256, num_kv_pairs=1, random_non_queries=False)
     _, labels = generate_mqar(spec, 4000, rng_for(3, "train"))

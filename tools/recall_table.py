@@ -5,6 +5,8 @@
     python tools/recall_table.py --settings 128/8 --kinds attention,pulse --lrs 1e-3,3e-3 --parallel 2 \\
         --note "2-core CPU shared with other jobs"
     python tools/recall_table.py --settings 128/8,256/16 --kinds pulse_delta --curriculum  # 256/16 from 128/8's best
+    python tools/recall_table.py --settings 128/8,256/16 --curriculum --set 256/16:train.lr=1e-3,3e-3  # a stage's grid
+    python tools/recall_table.py --protocol zoology --budget 0.02 …  # Zoology's protocol: tools/zoology.py
 
 For each MQAR setting (seq_len/num_kv_pairs) and each kind, one `pulse sweep` over the
 learning rates (and over model widths with --dims, which gives several state sizes
@@ -13,7 +15,8 @@ finished points and resumes unfinished ones. A kind with a shipped recipe uses i
 recipes/mqar-<kind>.toml (`attention`, `pulse` — pure, no attention layer — `pulse_delta` —
 pure, kind `pulse_delta` — `hybrid`, `gated_deltanet`, `mamba2`; all share the task and the training budget). Any other
 name is a registered mixer kind put in both layers of mqar-attention.toml with its
-default settings (without the rotary positions only attention applies), and is
+default settings, or those of KIND:key=value,… (`pulse_routed:num_memories=3,top_k=1`; list such kinds with
+`;` between them) (without the rotary positions only attention applies), and is
 skipped with a note when this checkout does not register it.
 
 Written: DOCS/recall.md (best accuracy per kind, setting and width, with the recurrent
@@ -25,6 +28,7 @@ cache included — parameters, steps, wall time and the machine) and DOCS/recall
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import shlex
@@ -70,21 +74,53 @@ def overrides_for(sets: list[str], seq: int, pairs: int) -> list[str]:
     return chosen
 
 
+def split_kind(kind: str) -> tuple[str, dict[str, Any]]:
+    """`pulse_routed:num_memories=3,top_k=1` → ("pulse_routed", {"num_memories": 3, "top_k": 1}); values as TOML."""
+    import tomllib
+
+    name, _, rest = kind.partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise PulseError(f"--kinds `{kind}`: expected KIND:key=value,…, e.g. pulse_routed:num_memories=3,top_k=1.")
+        try:
+            params[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            params[key.strip()] = value.strip()
+    return name.strip(), params
+
+
+def kinds_list(text: str) -> list[str]:
+    """--kinds: names separated by commas, or by `;` when any carries settings (KIND:key=value,…)."""
+    return [k.strip() for k in text.split(";" if ":" in text else ",") if k.strip()]
+
+
 def kind_recipe(kind: str, sweep_dir: Path) -> Path | None:
-    """recipes/mqar-<kind>.toml, else mqar-attention.toml with both layers of this registered mixer kind."""
-    shipped = RECIPES / f"mqar-{kind.replace('_', '-')}.toml"
-    if shipped.is_file():
+    """recipes/mqar-<kind>.toml, else mqar-attention.toml with both layers of this registered mixer kind (with the
+    settings of KIND:key=value,… when given)."""
+    name, params = split_kind(kind)
+    shipped = RECIPES / f"mqar-{name.replace('_', '-')}.toml"
+    if shipped.is_file() and not params:
         return shipped
-    if kind not in registry.kinds("mixer"):
+    if name not in registry.kinds("mixer"):
         return None
     data = read_table(RECIPES / "mqar-attention.toml")
     # rotary positions live inside attention layers; a recurrent mixer orders tokens itself (as mqar-pulse.toml)
-    model = {k: v for k, v in data["model"].items() if k != "positions" or kind == "attention"}
-    data["model"] = {**model, "layout": [kind], "mixers": {kind: {"kind": kind}}}
+    model = {k: v for k, v in data["model"].items() if k != "positions" or name == "attention"}
+    data["model"] = {**model, "layout": [name], "mixers": {name: {"kind": name, **params}}}
     path = sweep_dir / "recipe.json"
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
+
+
+def stage_lrs(sets: list[str], default: str) -> tuple[str, list[str]]:
+    """The learning-rate grid of one setting and its other overrides: a `train.lr=…` among the setting's --set
+    (`SEQ/PAIRS:train.lr=1e-3,3e-3`) is that stage's own grid; otherwise --lrs."""
+    grid = [item.split("=", 1)[1] for item in sets if item.split("=", 1)[0].strip() == "train.lr"]
+    rest = [item for item in sets if item.split("=", 1)[0].strip() != "train.lr"]
+    return (grid[-1] if grid else default), rest
 
 
 def best_points(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -111,7 +147,7 @@ def collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
     before: dict[str, dict[str, Any]] = {}  # kind → its best entry at the previous setting
     for seq, pairs in sorted(parse_settings(args.settings)):
         best_here: dict[str, dict[str, Any]] = {}
-        for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
+        for kind in kinds_list(args.kinds):
             root = Path(args.out) / f"mqar-{seq}-{pairs}"
             runs: list[tuple[Path, dict[str, Any] | None]] = []
             if args.read_only:
@@ -143,8 +179,9 @@ def collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
                         notes.append(f"{kind}: not a registered mixer kind in this checkout, skipped "
                                      f"(registered: {', '.join(registry.kinds('mixer'))}).")
                         continue
-                    grids = [f"train.lr={args.lrs}", *([f"model.dim={args.dims}"] if args.dims else [])]
-                    sets = [f"task.seq_len={seq}", f"task.num_kv_pairs={pairs}", *overrides_for(args.set, seq, pairs),
+                    lrs, sets = stage_lrs(overrides_for(args.set, seq, pairs), args.lrs)
+                    grids = [f"train.lr={lrs}", *([f"model.dim={args.dims}"] if args.dims else [])]
+                    sets = [f"task.seq_len={seq}", f"task.num_kv_pairs={pairs}", *sets,
                             *([f"train.init_from={source['dir']}"] if source else [])]
                     result = sweep(recipe, grids, overrides=sets, out=sweep_dir, parallel=args.parallel,
                                    say=lambda text, tag=f"[{label} {seq}/{pairs}]": print(tag, text, flush=True))
@@ -175,23 +212,23 @@ def _load_line(entries: list[dict[str, Any]]) -> str:
 
 
 def markdown(entries: list[dict[str, Any]], notes: list[str], command: str, note: str | None) -> str:
-    lrs = sorted({lr for e in entries for lr in e["lrs"]}, key=float)
     machines = sorted({e["machine"] for e in entries})
     one = len(machines) == 1
     lines = [
         "# MQAR recall against recurrent state", "",
         f"Written by `{command}` on {time.strftime('%Y-%m-%d', time.gmtime())}."
         + (f" **{note}**" if note else ""), "",
-        f"Each row is the best held-out accuracy of a learning-rate sweep ({', '.join(lrs)}) of one kind at one "
-        "MQAR setting (seq_len/num_kv_pairs) and width. State: the recurrent state per sequence in elements at the "
+        "Each row is the best held-out accuracy over the learning rates tried (column `of`: a sweep where it "
+        "lists several, one rate where it lists one) for one kind at one MQAR setting (seq_len/num_kv_pairs) and "
+        "width. State: the recurrent state per sequence in elements at the "
         "task's seq_len (each block's `state_numel`; attention counts its KV cache, 2·t·d per layer). Steps, wall "
         "time: of the best point. A kind marked (from S) is a length curriculum (--curriculum): every point of "
         "its sweep started from that kind's best weights at setting S, so its steps and wall time add S's. Every "
         "point of every sweep is in its sweep.md."
         + (f" Machine: {machines[0]}." if one else "") + _load_line(entries), "",
-        "| setting | kind | d | accuracy | best lr | state (elements) | params | steps | wall time |"
+        "| setting | kind | d | accuracy | best lr | of | state (elements) | params | steps | wall time |"
         + ("" if one else " machine |"),
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + ("" if one else " --- |"),
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |" + ("" if one else " --- |"),
     ]
     for e in sorted(entries, key=lambda e: (e["seq_len"], e["kind"], e["row"]["state_elements"])):
         r = e["row"]
@@ -199,7 +236,7 @@ def markdown(entries: list[dict[str, Any]], notes: list[str], command: str, note
         steps = f"{r['step']}/{r['steps']}" + (f" + {src['step']} at {src['setting']}" if src else "")
         wall = f"{r['wall_s']:.0f} s" + (f" + {src['wall_s']:.0f} s at {src['setting']}" if src else "")
         lines.append(f"| {e['setting']} | {e['kind']} | {e['dim']} | {r['value']:.4f} | {r['values']['train.lr']} "
-                     f"| {r['state_elements']:,} | {r['params']:,} | {steps} | {wall} |"
+                     f"| {', '.join(e['lrs'])} | {r['state_elements']:,} | {r['params']:,} | {steps} | {wall} |"
                      + ("" if one else f" {e['machine']} |"))
     if notes:
         lines += ["", "Not in the table:", "", *(f"- {n}" for n in notes)]
@@ -290,6 +327,9 @@ def run_tool(parser: argparse.ArgumentParser, argv: list[str] | None, tool: str,
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--protocol" in args or any(a.startswith("--protocol=") for a in args):
+        return _protocol(args)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", default="128/8,256/16", help="MQAR settings SEQ_LEN/NUM_KV_PAIRS,…")
     parser.add_argument("--kinds", default=KINDS, help="attention, pulse, hybrid, or registered mixer kinds")
@@ -297,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dims", default=None, help="model widths to sweep too, e.g. 64,128 (default: the recipe's)")
     parser.add_argument("--set", action="append", default=[],
                         help="a recipe override for every sweep, or for one setting as SEQ/PAIRS:KEY=VALUE "
-                        "(repeatable)")
+                        "(repeatable); SEQ/PAIRS:train.lr=A,B is that setting's own learning-rate grid")
     add_common_arguments(parser, out="runs/recall", docs="recall.md and recall.png are")
     parser.add_argument("--curriculum", action="store_true",
                         help="start each longer setting from the kind's best weights at the setting before it")
@@ -309,6 +349,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {docs / 'recall.md'} and {docs / 'recall.png'} ({len(entries)} rows; {len(notes)} notes)")
 
     return run_tool(parser, argv, "recall_table", collect, write)
+
+
+def _protocol(args: list[str]) -> int:
+    """--protocol zoology: tools/zoology.py (Zoology's train-on-a-mixture, test-longer protocol); --protocol
+    settings: this file's sweeps per setting (the default)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--protocol", choices=["settings", "zoology"], default="settings")
+    known, rest = parser.parse_known_args(args)
+    if known.protocol == "settings":
+        return main(rest)
+    spec = importlib.util.spec_from_file_location("tools_zoology", Path(__file__).with_name("zoology.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(args)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,19 @@ class MqarSpec(Spec):
         True, description="fill non-query positions after the pairs with random tokens instead of 0"
     )
     seed: int = Field(0, description="seed of the generated data (the test set uses a separate stream)")
+    mixture: list[tuple[int, int, int]] | None = Field(
+        None, description="train on a mixture of settings instead, [[seq_len, num_kv_pairs, examples], …] (Zoology's "
+        "protocol), each padded at the end to seq_len; num_train is then their total and the test set stays at "
+        "seq_len/num_kv_pairs")
 
     @model_validator(mode="after")
     def _check(self) -> "MqarSpec":
+        for seq, pairs, count in self.mixture or ():
+            if count < 1 or seq > self.seq_len or seq % 2 or 4 * pairs > seq or not 1 <= pairs < self.vocab_size // 2:
+                raise ValueError(
+                    f"mixture entry [{seq}, {pairs}, {count}] needs an even seq_len ≤ task.seq_len ({self.seq_len}), "
+                    f"1 ≤ num_kv_pairs ≤ seq_len/4 and < vocab_size/2 ({self.vocab_size // 2}), and examples ≥ 1"
+                )
         if self.seq_len % 2:
             raise ValueError(f"seq_len ({self.seq_len}) must be even; use {self.seq_len + 1}")
         if self.vocab_size <= self.seq_len:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pulse.specs.tasks import MqarSpec
-from pulse.tasks.base import IGNORE
+from pulse.tasks.base import IGNORE, Batch, rng_for
 from pulse.tasks.io import GeneratedTokenTask
 
 
@@ -78,9 +78,31 @@ def generate(spec: MqarSpec, num_examples: int, rng: np.random.Generator) -> tup
     return torch.from_numpy(np.ascontiguousarray(inputs)), torch.from_numpy(np.ascontiguousarray(labels))
 
 
+def generate_mixture(spec: MqarSpec, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training set of `spec.mixture`: each setting's examples, padded at the end to spec.seq_len (token 0,
+    no label: a causal model reads the padding only after every query), one setting after another."""
+    inputs, labels = [], []
+    for seq, pairs, count in spec.mixture or ():
+        x, y = generate(spec.model_copy(update={"seq_len": seq, "num_kv_pairs": pairs}), count, rng)
+        inputs.append(torch.nn.functional.pad(x, (0, spec.seq_len - seq)))
+        labels.append(torch.nn.functional.pad(y, (0, spec.seq_len - seq), value=IGNORE))
+    return torch.cat(inputs), torch.cat(labels)
+
+
 class Mqar(GeneratedTokenTask):
-    """MQAR over fixed generated train and test sets; accuracy at query positions."""
+    """MQAR over fixed generated train and test sets; accuracy at query positions. With `mixture`, the
+    training set is a mixture of settings (`generate_mixture`)."""
 
     kind = "mqar"
     metric = "accuracy"
     make = staticmethod(generate)
+
+    def size(self, split: str) -> int:
+        if split == "train" and self.spec.mixture:
+            return sum(count for _, _, count in self.spec.mixture)
+        return super().size(split)
+
+    def batch(self, split: str, indices: np.ndarray) -> Batch:
+        if split == "train" and self.spec.mixture and split not in self._data:
+            self._data[split] = generate_mixture(self.spec, rng_for(self.spec.seed, split))
+        return super().batch(split, indices)
