@@ -233,3 +233,106 @@ def test_fla_ssd_matches_the_chunked_reference():
     for a, r in zip(list(fast) + list(grads[0]), list(ref) + list(grads[1])):
         scale = r.abs().max().clamp_min(1)
         torch.testing.assert_close(a.float() / scale, r / scale, rtol=rtol, atol=atol)
+
+
+# the generalized delta rule: kda through fla's chunk_kda, everything else through its chunk_rwkv7 (DPLR)
+
+
+def _fake_fla(monkeypatch):
+    """fla's two kernels as its documentation states them, written out per token in fla's layout (b, t, h, ·),
+    so that PULSE's argument order and notation can be checked on a CPU: chunk_rwkv7 reads along `a` and
+    writes along `b`, S ← Diag(e^w) S + b (aᵀ S) + k vᵀ; chunk_kda S ← (I − β k kᵀ) Diag(e^g) S + β k vᵀ."""
+    import sys
+    import types
+
+    def loop(q, k, v, initial_state, update):
+        s, outs = initial_state.clone(), []
+        for i in range(q.shape[1]):
+            s = update(s, i)
+            outs.append(torch.einsum("bhk,bhkv->bhv", q[:, i], s))
+        return torch.stack(outs, dim=1), s
+
+    def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False):
+        read = lambda s, i: torch.einsum("bhk,bhkv->bhv", a[:, i], s)  # noqa: E731
+        return loop(scale * r, k, v, initial_state, lambda s, i: s * w[:, i].exp()[..., None]
+                    + b[:, i, ..., None] * read(s, i)[..., None, :] + k[:, i, ..., None] * v[:, i, :, None, :])
+
+    def chunk_kda(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
+        def update(s, i):
+            s = s * g[:, i].exp()[..., None]
+            kk, bt = k[:, i], beta[:, i, :, None]
+            s = s - bt[..., None] * kk[..., None] * torch.einsum("bhk,bhkv->bhv", kk, s)[..., None, :]
+            return s + (bt * kk)[..., None] * v[:, i, :, None, :]
+        return loop(scale * q, k, v, initial_state, update)
+
+    modules = {"fla": types.ModuleType("fla"), "fla.ops": types.ModuleType("fla.ops"),
+               "fla.ops.rwkv7": types.ModuleType("fla.ops.rwkv7"), "fla.ops.kda": types.ModuleType("fla.ops.kda")}
+    modules["fla.ops.rwkv7"].chunk_rwkv7 = chunk_rwkv7
+    modules["fla.ops.kda"].chunk_kda = chunk_kda
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
+
+
+def _generalized_inputs(t=11, b=2, h=2, k=4, v=3):
+    torch.manual_seed(t)
+    q, keys = torch.randn(b, h, t, k), F.normalize(torch.randn(b, h, t, k), dim=-1)
+    beta, log_w = torch.rand(b, h, t), -torch.rand(b, h, t, k)
+    return q, keys, torch.randn(b, h, t, v), beta, log_w, torch.randn(b, h, k, v)
+
+
+def test_generalized_delta_and_kda_map_their_arguments_onto_fla_as_fla_documents_them(monkeypatch):
+    from pulse.ops.generalized_delta import chunk_generalized_delta, generalized_delta, kda_rule
+
+    q, k, v, beta, log_w, s0 = _generalized_inputs()
+    a, b = -beta[..., None] * k, k * log_w.exp()  # KDA's write-side and read-side vectors
+    ref = chunk_generalized_delta(q, beta[..., None] * k, v, a, b, log_w, s0, chunk_size=4)
+    _fake_fla(monkeypatch)
+    backend.reset_paths()
+    for got in (generalized_delta(q, beta[..., None] * k, v, a, b, log_w, s0, chunk_size=4),
+                kda_rule(q, k, v, beta, log_w, s0, chunk_size=4)):
+        for x, y in zip(got, ref):
+            torch.testing.assert_close(x, y)
+    assert backend.paths_taken()["generalized_delta"] == "fla" and backend.paths_taken()["kda"] == "fla"
+    starts = torch.zeros(2, 11, dtype=torch.bool)
+    starts[0, 5] = True
+    kda_rule(q, k, v, beta, log_w, s0, starts, chunk_size=4)  # fla's kernels take no document starts
+    assert backend.paths_taken()["kda"] == "eager (document starts)"
+
+
+def test_generalized_delta_on_cpu_takes_the_eager_path_and_falls_back_when_fla_fails(monkeypatch):
+    from pulse.ops.generalized_delta import chunk_generalized_delta, kda_rule
+
+    q, k, v, beta, log_w, s0 = _generalized_inputs()
+    ref = chunk_generalized_delta(q, beta[..., None] * k, v, -beta[..., None] * k, k * log_w.exp(), log_w, s0,
+                                  chunk_size=4)
+    backend.reset_paths()
+    torch.testing.assert_close(kda_rule(q, k, v, beta, log_w, s0, chunk_size=4)[0], ref[0])
+    assert backend.paths_taken()["kda"] == "eager"
+    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
+    monkeypatch.setattr(pulse_fla, "probe_generalized", lambda *a: (_ for _ in ()).throw(RuntimeError("no kda")))
+    backend._failed.discard("kda")
+    with pytest.warns(UserWarning, match="kda fell back to the eager path because fla failed"):
+        out, _ = kda_rule(q, k, v, beta, log_w, s0, chunk_size=4)
+    torch.testing.assert_close(out, ref[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's kernels need a CUDA device; none here")
+@pytest.mark.skipif(pulse_fla.unavailable_reason() is not None,
+                    reason=f"fla not importable: {pulse_fla.unavailable_reason()} (pip install 'pulse[gpu]')")
+@pytest.mark.parametrize("op", ["kda", "generalized_delta"])
+def test_fla_generalized_delta_matches_the_chunked_reference(op):
+    from pulse.ops.generalized_delta import chunk_generalized_delta, generalized_delta, kda_rule
+
+    q, k, v, beta, log_w, s0 = (x.cuda() for x in _generalized_inputs(t=200, h=3, k=32, v=32))
+    a, b = -beta[..., None] * k, k * log_w.exp()
+    ref = chunk_generalized_delta(q, beta[..., None] * k, v, a, b, log_w, s0)
+    backend.reset_paths()
+    bf = lambda *xs: [x.bfloat16() for x in xs]  # noqa: E731
+    got = kda_rule(*bf(q, k, v, beta), log_w, s0) if op == "kda" else \
+        generalized_delta(*bf(q, beta[..., None] * k, v, a, b), log_w, s0)
+    expect_fla_or_its_documented_refusal(op, gated=True)
+    rtol, atol = contract.TOLERANCES[torch.bfloat16]
+    for x, r in zip(got, ref):
+        scale = r.abs().max().clamp_min(1)
+        torch.testing.assert_close(x.float() / scale, r / scale, rtol=rtol, atol=atol)

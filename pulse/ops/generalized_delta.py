@@ -152,7 +152,45 @@ def generalized_delta(
     q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, log_w: Tensor, state: Tensor | None = None,
     resets: Tensor | None = None, *, chunk_size: int = 16,
 ) -> tuple[Tensor, Tensor]:
-    """`chunk_generalized_delta`; the path is recorded under "generalized_delta" in
-    `pulse.ops.backend.paths_taken()` (fla's chunk_kda / chunk_rwkv7 kernels are not wired in yet)."""
-    backend.record("generalized_delta", "eager" + (" (document starts)" if resets is not None else ""))
-    return chunk_generalized_delta(q, k, v, a, b, log_w, state, resets, chunk_size=chunk_size)
+    """`chunk_generalized_delta`, run by fla's diagonal-plus-low-rank kernel (`chunk_rwkv7`) on CUDA where
+    it is installed and allowed (pulse.ops.fla); the path is recorded under "generalized_delta" in
+    `pulse.ops.backend.paths_taken()`. With document starts it is always the chunked form."""
+    if resets is not None:
+        backend.record("generalized_delta", "eager (document starts)")
+        return chunk_generalized_delta(q, k, v, a, b, log_w, state, resets, chunk_size=chunk_size)
+    from pulse.ops import fla
+
+    def kernel() -> tuple[Tensor, Tensor]:
+        return fla.dplr(q, k, v, a, b, log_w, _zeros_or(state, q, v))
+
+    out = fla.dispatch("generalized_delta", q, lambda: fla.probe_generalized(q.device, q.dtype, "dplr"), kernel)
+    return out if out is not None else chunk_generalized_delta(q, k, v, a, b, log_w, state, chunk_size=chunk_size)
+
+
+def kda_rule(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_alpha: Tensor, state: Tensor | None = None,
+    resets: Tensor | None = None, *, chunk_size: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """KDA's rule S_t = (I − β_t k_t k_tᵀ) Diag(α_t) S_{t−1} + β_t k_t v_tᵀ (q, k, log α (b, h, t, k), v
+    (b, h, t, v), β (b, h, t)): fla's `chunk_kda` on CUDA where installed and allowed, else the generalized
+    rule with w = α, a = −β k, b = k ⊙ α and the write β k. Recorded under "kda"."""
+    bk = beta.unsqueeze(-1) * k
+
+    def eager() -> tuple[Tensor, Tensor]:
+        return chunk_generalized_delta(q, bk, v, -bk, k * log_alpha.exp(), log_alpha, state, resets,
+                                       chunk_size=chunk_size)
+
+    if resets is not None:
+        backend.record("kda", "eager (document starts)")
+        return eager()
+    from pulse.ops import fla
+
+    def kernel() -> tuple[Tensor, Tensor]:
+        return fla.kda(q, k, v, beta, log_alpha, _zeros_or(state, q, v))
+
+    out = fla.dispatch("kda", q, lambda: fla.probe_generalized(q.device, q.dtype, "kda"), kernel)
+    return out if out is not None else eager()
+
+
+def _zeros_or(state: Tensor | None, q: Tensor, v: Tensor) -> Tensor:
+    return q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1]) if state is None else state

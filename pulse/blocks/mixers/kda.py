@@ -18,7 +18,7 @@ from pulse.blocks.mixers.deltanet import GatedDeltaNet
 from pulse.contract import no_weight_decay
 from pulse.errors import PulseError
 from pulse.ops.documents import DocStarts
-from pulse.ops.generalized_delta import generalized_delta, recurrent_generalized_delta
+from pulse.ops.generalized_delta import kda_rule, recurrent_generalized_delta
 
 
 class KimiDeltaAttention(GatedDeltaNet):
@@ -32,7 +32,8 @@ class KimiDeltaAttention(GatedDeltaNet):
     Gated DeltaNet's error-correcting write with the decay made per key channel (a low-rank map
     W_↑ W_↓ of rank r, one A per head): each channel of the memory forgets at its own rate, so one
     head keeps fast- and slow-changing associations side by side. In the generalized delta rule
-    (`pulse.ops.generalized_delta`): w = α, a = −β k, b = k ⊙ α, write β k; computed chunkwise
+    (`pulse.ops.generalized_delta.kda_rule`; fla's `chunk_kda` on CUDA where installed): w = α,
+    a = −β k, b = k ⊙ α, write β k; computed chunkwise
     (`chunk_size` tokens, 16 by default: a chunk whose decay passes e^{−40} is summed pairwise, so
     short chunks keep most in the factored form),
     `step` is the recurrence.
@@ -76,28 +77,28 @@ class KimiDeltaAttention(GatedDeltaNet):
         init_decay_(self.A_log, self.dt_bias, a_min=1.0)
 
     def _kda_inputs(self, x: Tensor, conv_state: Tensor, resets: Tensor | None) -> tuple[Tensor, ...]:
-        """q, write k·β, v, a, b, log α (b, h, t, ·), the gate (b, t, h, v) and the conv state."""
+        """q, k, v (b, h, t, ·), β (b, h, t), log α (b, h, t, k), the gate (b, t, h, v) and the conv state."""
         q, k, v, beta, _, gate, conv_state = self._inputs(x, conv_state, resets)
         b, t = x.shape[0], x.shape[1]
         h, e = self.num_heads, self.head_dim
         pre = self.decay_up(self.decay_down(x)) + self.dt_bias  # (b, t, K)
         log_alpha = -self.A_log.exp().repeat_interleave(e) * F.softplus(pre)
         log_alpha = log_alpha.view(b, t, h, e).transpose(1, 2)  # (b, h, t, k), ≤ 0
-        beta = beta.unsqueeze(-1)
-        return q, beta * k, v, -beta * k, k * log_alpha.exp(), log_alpha, gate, conv_state
+        return q, k, v, beta, log_alpha, gate, conv_state
 
     def forward(self, x: Tensor, state: dict[str, Tensor] | None = None, *,
                 doc_starts: DocStarts = None) -> tuple[Tensor, dict[str, Tensor]]:
         state, resets = self._open(x, state, doc_starts)
-        q, kw, v, a, bb, log_alpha, gate, conv_state = self._kda_inputs(x, state["conv"], resets)
-        o, kv = generalized_delta(q, kw, v, a, bb, log_alpha, state["kv"], resets, chunk_size=self.chunk_size)
+        q, k, v, beta, log_alpha, gate, conv_state = self._kda_inputs(x, state["conv"], resets)
+        o, kv = kda_rule(q, k, v, beta, log_alpha, state["kv"], resets, chunk_size=self.chunk_size)
         return self._output(o, gate), {"conv": conv_state, "kv": kv}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor], *,
              doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         state = self._open_step(x_t, state, doc_starts)
-        q, kw, v, a, bb, log_alpha, gate, conv_state = self._kda_inputs(x_t.unsqueeze(1), state["conv"], None)
-        o, kv = recurrent_generalized_delta(q, kw, v, a, bb, log_alpha, state["kv"])  # one token: the recurrence
+        q, k, v, beta, log_alpha, gate, conv_state = self._kda_inputs(x_t.unsqueeze(1), state["conv"], None)
+        bk = beta.unsqueeze(-1) * k  # one token: the recurrence, w = α, a = −β k, b = k ⊙ α, write β k
+        o, kv = recurrent_generalized_delta(q, bk, v, -bk, k * log_alpha.exp(), log_alpha, state["kv"])
         return self._output(o, gate).squeeze(1), {"conv": conv_state, "kv": kv}
 
     def flops_per_token(self, seq_len: int) -> float:
