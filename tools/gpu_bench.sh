@@ -10,14 +10,17 @@
 #   DEVICE=cpu DTYPE=float32 DIM=64 HEADS=4 LENS=256 tools/gpu_bench.sh /tmp/gpu-dry
 # PYTHON names the interpreter (default python3). On a machine that cannot reach a package index,
 # WHEELS=DIR (made by tools/gpu_wheels.sh) installs those wheels into a private site directory
-# first, and the source tree runs as `python -m pulse` without being installed.
+# first, and the source tree runs as `python -m pulse` without being installed; INSTALL_ONLY=1 stops
+# after the install (for DIR-tilelang, carried in a call of its own: see tools/gpu_wheels.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 if [ -n "${WHEELS:-}" ]; then
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pulse-site "$WHEELS"/*.whl
-  export PYTHONPATH="/tmp/pulse-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  if [ -n "${INSTALL_ONLY:-}" ]; then ls /tmp/pulse-site; exit 0; fi
 fi
+if [ -d /tmp/pulse-site ]; then export PYTHONPATH="/tmp/pulse-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"; fi
+"$python" -c "import importlib.util as u; print('tilelang', 'present' if u.find_spec('tilelang') else 'absent')"
 out=${1:-docs/bench}
 mkdir -p "$out"
 device=${DEVICE:-cuda}
@@ -35,7 +38,9 @@ EOF
 "$python" -m pulse bench --mixer "attention:num_heads=$heads" --mixer "linear_attention:num_heads=$heads" \
   --mixer "pulse:gate=mingru,num_heads=$heads" --mixer "pulse:gate=gru,num_heads=$heads" \
   --mixer "pulse:gate=lstm,num_heads=$heads" --mixer ssm --mixer "mamba2:num_heads=$((2 * dim / 64))" \
-  --mixer "gated_deltanet:num_heads=$heads" \
+  --mixer "gated_deltanet:num_heads=$heads" --mixer "kda:num_heads=$heads" \
+  --mixer "gated_deltaproduct:num_heads=$heads" --mixer "rwkv7:num_heads=$heads" \
+  --mixer "pulse_routed:num_heads=$heads" \
   --dim "$dim" --device "$device" --dtype "$dtype" --mode train --seq-lens "$lens" \
   --repeats 5 --warmup 2 --timeout 180 --max-seconds "$budget" --matmul-size 0 \
   --json "$out/gpu-train.json" --text "$out/gpu-train.txt"
