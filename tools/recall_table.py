@@ -240,7 +240,9 @@ def markdown(entries: list[dict[str, Any]], notes: list[str], command: str, note
                      + ("" if one else f" {e['machine']} |"))
     if notes:
         lines += ["", "Not in the table:", "", *(f"- {n}" for n in notes)]
-    lines += ["", "![accuracy against recurrent state size](recall.png)"]
+    lines += ["", "![accuracy against recurrent state size](recall.png)", "",
+              "Zoology's protocol (train on a mixture of settings, test on longer ones): zoology.md "
+              "(`python tools/recall_table.py --protocol zoology`)."]
     return "\n".join(lines) + "\n"
 
 
