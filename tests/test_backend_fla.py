@@ -138,19 +138,26 @@ def _delta_inputs(t, gated, device="cpu", dk=8):
     return q, k, v, beta, log_decay, torch.randn(b, h, dk, dk, device=device)
 
 
+def check_eager_then_fallback(monkeypatch, op: str, probe: str, call, reference) -> None:
+    """On the CPU `call()` takes the eager path and equals `reference`; with fla pretending to be ready and its
+    `probe` failing, it warns, falls back, still equals `reference`, and records why."""
+    backend.reset_paths()
+    torch.testing.assert_close(call(), reference)
+    assert backend.paths_taken()[op] == "eager"
+    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
+    monkeypatch.setattr(pulse_fla, probe, lambda *a: (_ for _ in ()).throw(RuntimeError("Triton < 3.7.1")))
+    backend._failed.discard(op)
+    with pytest.warns(UserWarning, match=f"{op} fell back to the eager path because fla failed"):
+        torch.testing.assert_close(call(), reference)
+    assert backend.paths_taken()[op].startswith("eager (fla failed: RuntimeError")
+
+
 def test_delta_rule_on_cpu_takes_the_eager_path_and_falls_back_when_fla_fails(monkeypatch):
     from pulse.ops.delta_rule import chunk_delta_rule, delta_rule
 
     args = _delta_inputs(9, gated=True)
-    backend.reset_paths()
-    torch.testing.assert_close(delta_rule(*args, chunk_size=4)[0], chunk_delta_rule(*args, chunk_size=4)[0])
-    assert backend.paths_taken()["delta_rule"] == "eager"
-    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
-    monkeypatch.setattr(pulse_fla, "probe_delta", lambda *a: (_ for _ in ()).throw(RuntimeError("Triton < 3.7.1")))
-    backend._failed.discard("delta_rule")
-    with pytest.warns(UserWarning, match="delta_rule fell back to the eager path because fla failed"):
-        out, _ = delta_rule(*args, chunk_size=4)
-    torch.testing.assert_close(out, chunk_delta_rule(*args, chunk_size=4)[0])
+    check_eager_then_fallback(monkeypatch, "delta_rule", "probe_delta", lambda: delta_rule(*args, chunk_size=4)[0],
+                              chunk_delta_rule(*args, chunk_size=4)[0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's kernels need a CUDA device; none here")
@@ -199,17 +206,9 @@ def test_ssd_as_gla_equals_the_recurrence_on_cpu():
 def test_ssd_on_cpu_takes_the_eager_path_and_falls_back_when_fla_fails(monkeypatch):
     from pulse.ops.ssd import chunk_ssd, ssd
 
-    x, dt, A, B, C, s0 = _ssd_inputs(9)
-    backend.reset_paths()
-    torch.testing.assert_close(ssd(x, dt, A, B, C, s0, chunk_size=4)[0], chunk_ssd(x, dt, A, B, C, s0, chunk_size=4)[0])
-    assert backend.paths_taken()["ssd"] == "eager"
-    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
-    monkeypatch.setattr(pulse_fla, "probe", lambda *a: (_ for _ in ()).throw(RuntimeError("Triton < 3.7.1")))
-    backend._failed.discard("ssd")
-    with pytest.warns(UserWarning, match="ssd fell back to the eager path because fla failed"):
-        out, _ = ssd(x, dt, A, B, C, s0, chunk_size=4)
-    torch.testing.assert_close(out, chunk_ssd(x, dt, A, B, C, s0, chunk_size=4)[0])
-    assert backend.paths_taken()["ssd"].startswith("eager (fla failed: RuntimeError")
+    args = _ssd_inputs(9)
+    check_eager_then_fallback(monkeypatch, "ssd", "probe", lambda: ssd(*args, chunk_size=4)[0],
+                              chunk_ssd(*args, chunk_size=4)[0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's kernels need a CUDA device; none here")
@@ -306,15 +305,8 @@ def test_generalized_delta_on_cpu_takes_the_eager_path_and_falls_back_when_fla_f
     q, k, v, beta, log_w, s0 = _generalized_inputs()
     ref = chunk_generalized_delta(q, beta[..., None] * k, v, -beta[..., None] * k, k * log_w.exp(), log_w, s0,
                                   chunk_size=4)
-    backend.reset_paths()
-    torch.testing.assert_close(kda_rule(q, k, v, beta, log_w, s0, chunk_size=4)[0], ref[0])
-    assert backend.paths_taken()["kda"] == "eager"
-    monkeypatch.setattr(pulse_fla, "fla_ready", lambda x: True)
-    monkeypatch.setattr(pulse_fla, "probe_generalized", lambda *a: (_ for _ in ()).throw(RuntimeError("no kda")))
-    backend._failed.discard("kda")
-    with pytest.warns(UserWarning, match="kda fell back to the eager path because fla failed"):
-        out, _ = kda_rule(q, k, v, beta, log_w, s0, chunk_size=4)
-    torch.testing.assert_close(out, ref[0])
+    check_eager_then_fallback(monkeypatch, "kda", "probe_generalized",
+                              lambda: kda_rule(q, k, v, beta, log_w, s0, chunk_size=4)[0], ref[0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's kernels need a CUDA device; none here")
