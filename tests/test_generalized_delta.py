@@ -152,3 +152,20 @@ def test_routed_memories_over_their_own_tokens_equal_the_recurrence_over_all_tok
         steps.append(y)
     assert_close(out, torch.stack(steps, dim=1), "outputs")
     assert_close(final["kv"], s["kv"], "state")
+
+
+def test_chunks_halve_where_most_would_decay_past_the_factored_range():
+    """Strong decays everywhere (50 nats a token in float64, 800 per 16-token chunk) run in chunks of 8, each
+    inside the factored range (400); mild ones keep the asked length. The results equal the recurrence."""
+    from pulse.ops.generalized_delta import _chunk_for
+
+    strong, mild = torch.full((1, 2, 40, 4), -50.0, dtype=F64), torch.full((1, 2, 40, 4), -0.5, dtype=F64)
+    assert _chunk_for(strong, 16) == 8 and _chunk_for(mild, 16) == 16
+    assert _chunk_for(torch.full((1, 2, 40, 4), -500.0, dtype=F64), 16) == 4  # past the range even per token
+    gen = torch.Generator().manual_seed(4)
+    leaves = list(kda_inputs(1, 2, 40, 4, 3, gen))
+    leaves[4] = (leaves[4].detach() + strong).requires_grad_(True)
+    fast = kda_call(chunk_generalized_delta, leaves, None, chunk_size=16)
+    slow = kda_call(recurrent_generalized_delta, leaves, None)
+    for a, b in zip(fast, slow):
+        assert_close(a, b, "values")

@@ -27,7 +27,8 @@ are factored, e^{g_x} · e^{−g_j}, so the four pair sums are one (2c × k)(k �
 e^{−g_j} grows with the decay since the chunk start, so a chunk whose decay passes e^{−40} (float32;
 e^{−400} in float64) is summed pairwise instead, a (c, c, k) tensor with every exponent ≤ 0: nothing
 overflows however strong the decay, and mild decays (RWKV-7's are at most 0.61 nats a token) never
-leave the fast form.
+leave the fast form. Where more than an eighth of the chunks would, the chunks are halved (down to
+4 tokens) first (`_chunk_for`).
 
 Document starts (`resets`, (b, t) bool; `pulse.ops.documents`) zero the state before their token:
 pairs across a start are masked out, only tokens before the chunk's first start read S₀, only the
@@ -83,7 +84,7 @@ def chunk_generalized_delta(
     bsz, h, t, dk = q.shape
     dv = v.shape[-1]
     s0 = q.new_zeros(bsz, h, dk, dv) if state is None else state
-    c = max(1, min(chunk_size, t))
+    c = _chunk_for(log_w, max(1, min(chunk_size, t)))
     n = -(-t // c)
     pad = n * c - t
     if pad:  # padded tokens: decay 1, nothing written, nothing read, no rank-one term
@@ -116,6 +117,23 @@ def chunk_generalized_delta(
     starts, s = scan.affine_carry(s0, transition, local, dim=2)
     out = P_a @ w1 + P_k @ v + (start_out + P_a @ w2) @ starts  # (b, h, n, c, v)
     return out.reshape(bsz, h, n * c, dv)[:, :, :t].to(dtype), s.to(dtype)
+
+
+def _chunk_for(log_w: Tensor, c: int) -> int:
+    """The chunk length to run at: `c`, halved (not below 4) while more than an eighth of the chunks (per row and
+    head) would decay past the factored form's range, whose pairwise sums cost about c times more. Strong decays
+    (KDA after training at a high learning rate) then stay factored in shorter chunks; results do not change."""
+    if log_w.device.type == "meta":
+        return c
+    limit = _FACTOR_LIMIT.get(log_w.dtype, _FACTOR_LIMIT[torch.float32])
+    t = log_w.shape[-2]
+    while c > 4:
+        n = -(-t // c)
+        totals = F.pad(log_w, (0, 0, 0, n * c - t)).unflatten(-2, (n, c)).sum(-2).amin(-1)  # (b, h, n)
+        if float((totals < -limit).float().mean()) <= 0.125:
+            break
+        c //= 2
+    return c
 
 
 def _pair_sums(q: Tensor, k: Tensor, a: Tensor, b: Tensor, g: Tensor, g_prev: Tensor, rows_b: Tensor,
