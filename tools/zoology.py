@@ -183,6 +183,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """Zoology's frontier: one panel per test setting, accuracy against state (log x), a line per kind."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullFormatter
 
     from pulse.checkpoint import atomic_write
 
@@ -197,6 +198,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="os^Dv<>PX*hp"[i % 12], color=f"C{i % 10}", label=kind, markersize=6)
         ax.set_xscale("log")
+        states = [r["states"][key] for r in rows]  # whole decades, labelled at powers of ten only
+        ax.set_xlim(10 ** math.floor(math.log10(min(states))), 10 ** math.ceil(math.log10(max(states) * 1.01)))
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{seq} tokens, {pairs} pairs", fontsize=9)
         ax.set_xlabel("state (elements)", fontsize=8)
