@@ -309,22 +309,46 @@ def test_generalized_delta_on_cpu_takes_the_eager_path_and_falls_back_when_fla_f
                               lambda: kda_rule(q, k, v, beta, log_w, s0, chunk_size=4)[0], ref[0])
 
 
+def check_generalized_parity(op: str, device: str, dtype: torch.dtype, t: int) -> None:
+    """`op` ("kda" or "generalized_delta") through fla in `dtype` against the float32 chunked reference: outputs,
+    final state, and the gradients of a random projection of both with respect to every input."""
+    from pulse.ops.generalized_delta import chunk_generalized_delta, generalized_delta, kda_rule
+
+    leaves = [x.to(device) for x in _generalized_inputs(t=t, h=3, k=32, v=32)]
+    low = [x.to(dtype) for x in leaves[:4]] + leaves[4:]  # log decays and the state stay float32
+    for x in leaves + low:
+        x.requires_grad_(True)
+
+    def call(q, k, v, beta, log_w, s0, fn):
+        a, b = -beta[..., None] * k, k * log_w.exp()
+        if fn is kda_rule:
+            return kda_rule(q, k, v, beta, log_w, s0)
+        return fn(q, beta[..., None] * k, v, a, b, log_w, s0)
+
+    backend.reset_paths()
+    got = call(*low, kda_rule if op == "kda" else generalized_delta)
+    expect_fla_or_its_documented_refusal(op, gated=True)
+    ref = call(*leaves, chunk_generalized_delta)
+    weights = [torch.randn_like(r) for r in ref]
+    grads = [torch.autograd.grad(sum((o.float() * w).sum() for o, w in zip(out, weights)), xs)
+             for out, xs in ((got, low), (ref, leaves))]
+    rtol, atol = contract.TOLERANCES[dtype]
+    for x, r in zip([*got, *grads[0]], [*ref, *grads[1]]):
+        scale = r.abs().max().clamp_min(1)  # relative to each tensor's size
+        torch.testing.assert_close(x.float() / scale, r.float() / scale, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("op", ["kda", "generalized_delta"])
+def test_the_fla_parity_check_runs_on_the_cpu_through_the_stand_in(monkeypatch, op):
+    """The GPU test's body, on the CPU through the stand-in fla in float32: so that what runs behind its skip is
+    exercised on every machine. `fla` must be the path taken, and values and gradients must agree."""
+    _fake_fla(monkeypatch)
+    check_generalized_parity(op, "cpu", torch.float32, t=24)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fla's kernels need a CUDA device; none here")
 @pytest.mark.skipif(pulse_fla.unavailable_reason() is not None,
                     reason=f"fla not importable: {pulse_fla.unavailable_reason()} (pip install 'pulse[gpu]')")
 @pytest.mark.parametrize("op", ["kda", "generalized_delta"])
 def test_fla_generalized_delta_matches_the_chunked_reference(op):
-    from pulse.ops.generalized_delta import chunk_generalized_delta, generalized_delta, kda_rule
-
-    q, k, v, beta, log_w, s0 = (x.cuda() for x in _generalized_inputs(t=200, h=3, k=32, v=32))
-    a, b = -beta[..., None] * k, k * log_w.exp()
-    ref = chunk_generalized_delta(q, beta[..., None] * k, v, a, b, log_w, s0)
-    backend.reset_paths()
-    bf = lambda *xs: [x.bfloat16() for x in xs]  # noqa: E731
-    got = kda_rule(*bf(q, k, v, beta), log_w, s0) if op == "kda" else \
-        generalized_delta(*bf(q, beta[..., None] * k, v, a, b), log_w, s0)
-    expect_fla_or_its_documented_refusal(op, gated=True)
-    rtol, atol = contract.TOLERANCES[torch.bfloat16]
-    for x, r in zip(got, ref):
-        scale = r.abs().max().clamp_min(1)
-        torch.testing.assert_close(x.float() / scale, r / scale, rtol=rtol, atol=atol)
+    check_generalized_parity(op, "cuda", torch.bfloat16, t=200)
