@@ -156,7 +156,8 @@ class HFTokenizer:
     def __init__(self, tokenizer, *, source: str = "<tokenizer>", specials: dict[str, str | None] | None = None):
         self.tokenizer = tokenizer
         self.source = source
-        self.vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
+        # ids run 0 … vocab_size − 1: the largest id + 1, not the count (a tokenizer.json may number sparsely)
+        self.vocab_size = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1) + 1
         names = specials or {}
 
         def find(kind: str, candidates: tuple[str, ...]) -> int | None:

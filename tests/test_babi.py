@@ -90,6 +90,20 @@ def test_malformed_files_name_the_file_and_line(tmp_path, train, message):
     assert "qa1_single-supporting-fact_train.txt" in str(err.value)
 
 
+@pytest.mark.parametrize("data, message", [
+    (b"1 Mary moved to the bathroom.\n2 Where is Mary?\t\n", r"line 2: a question line needs the question, a tab, "
+                                                           r"the answer"),
+    (b"1 Mary moved to the bathroom.\n2 Where is Mary?\tbath\xffroom\t1\n", r"line 2: not UTF-8 text \(byte 51"),
+    (b"1 Mary moved to the bathroom.\n\x00\x01\x02\x00garbage\n", r"line 2: a NUL byte, so this is binary"),
+])
+def test_a_missing_answer_or_binary_bytes_name_the_file_and_line(tmp_path, data, message):
+    path = release(tmp_path) / "en" / "qa1_single-supporting-fact_train.txt"
+    path.write_bytes(data)
+    with pytest.raises(PulseError, match=message) as err:
+        Babi(BabiSpec(path=str(tmp_path))).size("train")
+    assert str(path) in str(err.value)
+
+
 def test_missing_folders_and_files_say_what_is_there(tmp_path):
     with pytest.raises(PulseError, match="does not exist; set task.path to the folder of Facebook's bAbI release"):
         Babi(BabiSpec(path=str(tmp_path / "nope"))).size("train")

@@ -93,6 +93,8 @@ def _show(info: dict[str, Any]) -> None:
     for label, value in rows:
         table.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
+    if "key_covers" in info:
+        console.print(f"the cache key covers {info['key_covers']}.", highlight=False)
 
 
 @data_app.command()

@@ -1,9 +1,11 @@
 """Tokenize once: a corpus becomes two memory-mapped token files and a manifest, reused until it changes.
 
     <cache>/<name>-<key>/
-      train.bin        the training documents' ids, each followed by the tokenizer's eos (uint16 or uint32)
+      train.bin        the training documents' ids, each followed by the tokenizer's eos (uint16 or uint32, by
+                       the largest id the tokenizer can emit)
       val.bin          the held-out documents' ids, the same way
-      manifest.json    sources (path, size, mtime), tokenizer digest, split, counts, sha256 of each .bin, version
+      manifest.json    sources (path, size, mtime, hash of the first and last MiB), tokenizer digest, split,
+                       counts, sha256 of each .bin, version
 
 The key hashes what the files hold: the sources' identities, the reading settings, the
 tokenizer's digest, the split and the format version. A changed source or tokenizer is a
@@ -20,6 +22,7 @@ the tokenizer in batches; only one batch is ever in memory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -33,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from pulse.data.readers import CorpusFile, corpus_files, corpus_name, count_documents, describe, documents
+from pulse.data.readers import KEY_COVERS, CorpusFile, corpus_files, corpus_name, count_documents, describe, documents
 from pulse.errors import PulseError
 
 VERSION = 1
@@ -50,8 +53,35 @@ def cache_root(spec: Any) -> Path:
     return Path(os.environ.get("PULSE_CACHE") or Path.home() / ".cache" / "pulse").expanduser() / "corpora"
 
 
-def dtype_for(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+def cache_setting(spec: Any) -> str:
+    """The setting that chose cache_root(spec), to name in an error."""
+    if spec.cache_dir:
+        return f"task.cache_dir (now `{spec.cache_dir}`)"
+    if os.environ.get("PULSE_CACHE"):
+        return f"PULSE_CACHE (now `{os.environ['PULSE_CACHE']}`) or task.cache_dir"
+    return "PULSE_CACHE or task.cache_dir"
+
+
+def _unwritable(folder: Path, spec: Any, err: OSError) -> PulseError:
+    """A cache folder that cannot be written, as one error saying which setting to change."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        why = f"{blocker} is a file, not a folder"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = f"{err.filename or folder} is read-only ({err.strerror})"
+    else:
+        why = f"{err.strerror or err} ({err.filename or folder})"
+    return PulseError(f"cannot write the token cache in {folder}: {why}; set {cache_setting(spec)} to a folder "
+                      "this user can write.")
+
+
+def dtype_for(largest: int) -> np.dtype:
+    """The narrowest unsigned integer that holds ids up to `largest`; a PulseError past uint32."""
+    for dtype in (np.uint16, np.uint32):
+        if largest <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise PulseError(f"the tokenizer's largest id, {largest:,}, does not fit the token cache's widest integer "
+                     "(uint32); use a tokenizer with fewer ids.")
 
 
 @dataclass
@@ -102,7 +132,7 @@ def check_entry(root: Path, key: str) -> str | None:
     """None when the entry at `root` is whole and of `key`; else what is wrong with it."""
     try:
         manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return "missing"
     except (OSError, ValueError):
         return "damaged (its manifest does not read)"
@@ -149,6 +179,10 @@ class _Writer:
         self.text_bytes = 0
 
     def write(self, ids: np.ndarray) -> None:
+        if len(ids) and (ids.min() < 0 or ids.max() > np.iinfo(self.dtype).max):
+            bad = int(ids.max() if ids.max() > np.iinfo(self.dtype).max else ids.min())
+            raise PulseError(f"the tokenizer emitted id {bad:,}, outside the {self.dtype.name} the cache chose from "
+                             "its vocabulary; its vocabulary does not list every id it emits: fix the tokenizer.")
         data = ids.astype(self.dtype, copy=False).tobytes()
         self.file.write(data)
         self.hash.update(data)
@@ -182,19 +216,31 @@ def training_documents(spec: Any) -> Iterator[bytes | str]:
     for file in files:
         for doc in documents(file, spec):
             if mask is None:
-                yield doc[: int(len(doc) * (1 - spec.val_fraction))]
+                yield _head(doc, 1 - spec.val_fraction)
             elif not mask[index]:
                 yield doc
             index += 1
 
 
+def _head(doc: bytes | str, share: float) -> bytes | str:
+    """The first `share` of a document, cut at a character boundary (a cut UTF-8 character would make the whole
+    head undecodable, and a tokenizer learned from it would skip it)."""
+    cut = int(len(doc) * share)
+    while isinstance(doc, bytes) and 0 < cut < len(doc) and doc[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return doc[:cut]
+
+
 def build(spec: Any, tokenizer: Any, files: list[CorpusFile], key: str, settings: dict[str, Any], root: Path,
           progress: Progress | None = None) -> None:
     """Tokenize the corpus into a temporary folder beside `root`, then rename it into place."""
-    root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as err:
+        raise _unwritable(root.parent, spec, err) from None
     try:
         manifest = _tokenize(spec, tokenizer, files, tmp, progress)
         manifest.update(key=key, version=VERSION, settings=settings, corpus=describe(spec),
@@ -207,6 +253,8 @@ def build(spec: Any, tokenizer: Any, files: list[CorpusFile], key: str, settings
         except OSError:
             if check_entry(root, key) is not None:  # not another process's whole entry: a real failure
                 raise
+    except OSError as err:  # reading errors are PulseErrors already: this is the cache (full disk, gone folder)
+        raise _unwritable(root.parent, spec, err) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -243,7 +291,7 @@ def _tokenize(spec: Any, tokenizer: Any, files: list[CorpusFile], out: Path, pro
     if total == 0:
         raise PulseError(f"the corpus {describe(spec)} holds no documents; give files with text in them.")
     mask = _held_out(total, spec)
-    dtype = dtype_for(tokenizer.vocab_size)
+    dtype = dtype_for(tokenizer.vocab_size - 1)  # its largest id (HFTokenizer: the vocabulary's largest + 1)
     writers = {s: _Writer(out / f"{s}.bin", dtype) for s in SPLITS}
     eos = np.asarray([tokenizer.eos_id] if tokenizer.eos_id is not None else [], dtype=np.int64)
     state = {"documents": 0, "text_bytes": 0, "skipped": 0, "total": total}
@@ -336,8 +384,8 @@ def inspect_corpus(spec: Any, tokenizer: Any) -> dict[str, Any]:
     root = cache_root(spec) / f"{corpus_name(spec)}-{key[:16]}"
     problem = check_entry(root, key)
     out: dict[str, Any] = {"corpus": describe(spec), "files": len(files), "cache": str(root),
-                           "cache_state": "fresh" if problem is None else problem, "tokenizer": tokenizer.digest(),
-                           "vocab_size": tokenizer.vocab_size}
+                           "cache_state": "fresh" if problem is None else problem, "key_covers": KEY_COVERS,
+                           "tokenizer": tokenizer.digest(), "vocab_size": tokenizer.vocab_size}
     if problem is not None:
         out["documents"] = sum(count_documents(f, spec) for f in files)
         out["source_bytes"] = sum(f.identity()["size"] for f in files)

@@ -6,11 +6,37 @@ downloaded. Each spec is one registered `task` kind.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from pulse.specs.base import Spec
+
+
+def _given_path(value: str) -> str:
+    """A path that is given is not blank: `""` would read the current directory."""
+    if not value.strip():
+        raise ValueError("is empty, which would read the current directory; give the file or folder to read, or "
+                         "remove task.path")
+    return value
+
+
+def _pattern_below(value: str) -> str:
+    """A glob relative to task.path that stays inside it: not empty, not absolute, no `..`."""
+    if not value.strip():
+        raise ValueError('is empty; give a glob relative to task.path, such as "**/*" (every file) or "*.txt"')
+    if value.startswith(("/", "\\", "~")) or PureWindowsPath(value).drive:
+        raise ValueError(f"`{value}` is absolute; a pattern is relative to task.path: set task.path to the folder "
+                         "and task.pattern to the glob below it")
+    if ".." in PurePosixPath(value.replace("\\", "/")).parts:
+        raise ValueError(f"`{value}` climbs out of task.path with `..`; set task.path to the folder that holds the "
+                         "files instead")
+    return value
+
+
+GivenPath = Annotated[str, AfterValidator(_given_path)]
+Pattern = Annotated[str, AfterValidator(_pattern_below)]
 
 
 class MqarSpec(Spec):
@@ -26,7 +52,7 @@ class MqarSpec(Spec):
     random_non_queries: bool = Field(
         True, description="fill non-query positions after the pairs with random tokens instead of 0"
     )
-    seed: int = Field(0, description="seed of the generated data (the test set uses a separate stream)")
+    seed: int = Field(0, ge=0, description="seed of the generated data (the test set uses a separate stream)")
     mixture: list[tuple[int, int, int]] | None = Field(
         None, description="train on a mixture of settings instead, [[seq_len, num_kv_pairs, examples], …] (Zoology's "
         "protocol), each padded at the end to seq_len; num_train is then their total and the test set stays at "
@@ -65,7 +91,7 @@ class SelectiveCopySpec(Spec):
     num_tokens: int = Field(16, ge=1, description="content tokens to copy")
     num_train: int = Field(12_800, ge=1, description="training examples (a fixed set)")
     num_test: int = Field(1_000, ge=1, description="held-out examples")
-    seed: int = Field(0, description="seed of the generated data")
+    seed: int = Field(0, ge=0, description="seed of the generated data")
 
     @model_validator(mode="after")
     def _check(self) -> "SelectiveCopySpec":
@@ -89,7 +115,7 @@ class CopySpec(Spec):
     )
     num_train: int = Field(100_000, ge=1, description="training examples (each generated from its index)")
     num_test: int = Field(1_000, ge=1, description="held-out examples")
-    seed: int = Field(0, description="seed of the generated data")
+    seed: int = Field(0, ge=0, description="seed of the generated data")
 
     @model_validator(mode="after")
     def _check(self) -> "CopySpec":
@@ -116,7 +142,7 @@ class ListOpsSpec(Spec):
     max_args: int = Field(10, ge=2, description="most arguments per operator")
     num_train: int = Field(20_000, ge=1, description="training expressions (each generated from its index)")
     num_test: int = Field(1_000, ge=1, description="held-out expressions")
-    seed: int = Field(0, description="seed of the generated data")
+    seed: int = Field(0, ge=0, description="seed of the generated data")
 
     @model_validator(mode="after")
     def _check(self) -> "ListOpsSpec":
@@ -138,7 +164,7 @@ class TextSpec(Spec):
     into a cached token file; reports loss per token, perplexity and bits per byte."""
 
     kind: Literal["text"] = "text"
-    path: str | None = Field(
+    path: GivenPath | None = Field(
         None, description="a file, a directory, a glob, or a saved dataset folder; omit for the Python standard "
                           "library's own sources"
     )
@@ -147,7 +173,7 @@ class TextSpec(Spec):
                             "text (one file = one document), jsonl, parquet (one line / row = one document), dataset"
     )
     text_field: str = Field("text", min_length=1, description="the JSON field, Parquet column or dataset column")
-    pattern: str = Field("**/*", description="files to read under a directory `path`")
+    pattern: Pattern = Field("**/*", description="files to read under a directory `path`")
     tokenizer: str = Field("bytes", min_length=1,
                            description="\"bytes\", or a Hugging Face tokenizer.json (or a folder holding one)")
     invalid_utf8: Literal["skip", "refuse"] = Field(
@@ -165,7 +191,7 @@ class TextSpec(Spec):
     )
     cache_dir: str | None = Field(None, description="where tokenized corpora are kept (default: $PULSE_CACHE, else "
                                                     "~/.cache/pulse/corpora)")
-    seed: int = Field(0, description="seed of the train/validation split")
+    seed: int = Field(0, ge=0, description="seed of the train/validation split")
 
 
 class PasskeySpec(Spec):
@@ -180,7 +206,7 @@ class PasskeySpec(Spec):
                            description="\"bytes\", or a Hugging Face tokenizer.json (or a folder holding one)")
     num_train: int = Field(100_000, ge=1, description="training examples (each generated from its index)")
     num_test: int = Field(200, ge=1, description="held-out examples (depths spread evenly)")
-    seed: int = Field(0, description="seed of the keys and depths")
+    seed: int = Field(0, ge=0, description="seed of the keys and depths")
 
     @model_validator(mode="after")
     def _check(self) -> "PasskeySpec":
@@ -193,14 +219,14 @@ class LraTextSpec(Spec):
     """LRA Text: byte-level classification of local documents (IMDb's aclImdb/, or one folder per label)."""
 
     kind: Literal["lra_text"] = "lra_text"
-    path: str = Field(
-        ..., min_length=1,
+    path: GivenPath = Field(
+        ...,
         description="a local folder: IMDb's aclImdb/ (train|test/pos|neg/*.txt; unsup/ is ignored), or one "
                     "subfolder of text files per label (labels: the sorted folder names), optionally under train/ "
                     "and test/",
     )
     max_len: int = Field(4000, ge=1, description="bytes read from the start of each document (LRA: 4,000)")
-    pattern: str = Field("*.txt", min_length=1, description="files that are documents, in each label folder")
+    pattern: Pattern = Field("*.txt", description="files that are documents, in each label folder")
     test_fraction: float = Field(
         0.1, gt=0, lt=1,
         description="share of each label's documents held out for testing when the folder has no train/ and test/",
@@ -208,14 +234,14 @@ class LraTextSpec(Spec):
     eval_examples: int | None = Field(
         None, ge=1, description="held-out documents scored, spread evenly over the test split; omit for all (LRA)"
     )
-    seed: int = Field(0, description="seed of the train/test split of a folder without train/ and test/")
+    seed: int = Field(0, ge=0, description="seed of the train/test split of a folder without train/ and test/")
 
 
 class LraRetrievalSpec(Spec):
     """LRA Retrieval: are two byte-level documents related? LRA's AAN pairs from local files, or generated pairs."""
 
     kind: Literal["lra_retrieval"] = "lra_retrieval"
-    path: str | None = Field(
+    path: GivenPath | None = Field(
         None,
         description="LRA's AAN data: a folder holding new_aan_pairs.train.tsv and new_aan_pairs.test.tsv (or "
                     ".eval.tsv), or that common prefix (…/new_aan_pairs); omit for generated pairs",
@@ -237,7 +263,8 @@ class LraRetrievalSpec(Spec):
         description="share of a generated document's word transitions drawn from its source's own bigrams (the "
                     "rest follow the grammar all sources share); lower spreads the evidence thinner",
     )
-    seed: int = Field(0, description="seed of the generated sources and pairs (the test set uses a separate stream)")
+    seed: int = Field(0, ge=0,
+                      description="seed of the generated sources and pairs (the test set uses a separate stream)")
 
 
 class PathfinderSpec(Spec):
@@ -258,14 +285,14 @@ class PathfinderSpec(Spec):
     max_turn: float = Field(40.0, gt=0, le=90, description="largest change of direction between paddles, in degrees")
     num_train: int = Field(20_000, ge=1, description="training images (each generated from its index)")
     num_test: int = Field(1_000, ge=1, description="held-out images")
-    seed: int = Field(0, description="seed of the generated images (the test set uses a separate stream)")
+    seed: int = Field(0, ge=0, description="seed of the generated images (the test set uses a separate stream)")
 
 
 class LraImageSpec(Spec):
     """LRA Image: 10-way classification of 32×32 grey images as 1,024-pixel sequences (CIFAR-10, or shapes)."""
 
     kind: Literal["lra_image"] = "lra_image"
-    path: str | None = Field(
+    path: GivenPath | None = Field(
         None,
         description="CIFAR-10's binary version: the cifar-10-batches-bin folder of cifar-10-binary.tar.gz, a folder "
                     "holding it, or one batch file (its last num_test records are the test split); omit for "
@@ -281,7 +308,7 @@ class LraImageSpec(Spec):
                     "for one batch file, a tenth of it)",
     )
     noise: float = Field(12.0, ge=0, le=128, description="standard deviation of the generated images' pixel noise")
-    seed: int = Field(0, description="seed of the generated images (the test set uses a separate stream)")
+    seed: int = Field(0, ge=0, description="seed of the generated images (the test set uses a separate stream)")
 
 
 BABI_GENERATED = (1, 2, 3, 6, 15)
@@ -296,7 +323,7 @@ class BabiSpec(Spec):
         description="which of the 20 tasks (qa1 … qa20); without `path`, one of the generated ones: 1 (single "
                     "supporting fact), 2 (two), 3 (three), 6 (yes/no questions), 15 (basic deduction)",
     )
-    path: str | None = Field(
+    path: GivenPath | None = Field(
         None,
         description="Facebook's bAbI release (the tasks_1-20_v1-2 folder) or one of its folders (en, en-10k, hn, "
                     "…) holding qa{N}_{name}_train.txt and _test.txt; omit to generate the stories",
@@ -331,7 +358,7 @@ class BabiSpec(Spec):
                     "many, until an object can be asked about); omit for the original's pacing: 2 in tasks 1 and "
                     "6; in 2 and 3 a question with probability ½ after each statement from the 3rd on",
     )
-    seed: int = Field(0, description="seed of the generated stories (each story its own stream; test separate)")
+    seed: int = Field(0, ge=0, description="seed of the generated stories (each story its own stream; test separate)")
 
     @model_validator(mode="after")
     def _check(self) -> "BabiSpec":

@@ -50,14 +50,33 @@ def _line_error(path: Path, number: int, raw: str, what: str) -> PulseError:
                       "the ID counting up from 1 in each story. Fix or remove the line.")
 
 
+def read_text(path: Path) -> str:
+    """A bAbI file's text: a PulseError naming the file and line when it is unreadable, not UTF-8, or binary."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise PulseError(f"task.path: cannot read {path} ({err.strerror or err}); give the release's file.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise PulseError(f"{path}, line {line}: not UTF-8 text (byte {err.start}: {err.reason}); bAbI files are "
+                         "UTF-8 text: give the release's file, or convert this one.") from None
+    if "\0" in text:
+        raise PulseError(f"{path}, line {text.count(chr(10), 0, text.index(chr(0))) + 1}: a NUL byte, so this is "
+                         "binary, not a bAbI text file; give the release's file.")
+    return text
+
+
 def read_stories(path: Path) -> list[list[Line]]:
     """A bAbI file's stories, each a list of lines (text, answer); a statement's answer is None."""
     stories: list[list[Line]] = []
     last = 0
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw in enumerate(read_text(path).splitlines(), 1):
         if not raw.strip():
             continue
-        head, _, rest = raw.strip().partition(" ")
+        # tabs are kept: a trailing tab still marks a question (one whose answer is missing)
+        head, _, rest = raw.strip(" \r\n\f\v").partition(" ")
         if not (head.isascii() and head.isdigit()) or not rest.strip():
             raise _line_error(path, number, raw, "expected a line ID (a number), a space and text")
         line_id = int(head)
