@@ -320,33 +320,100 @@ def test_checkpoint_corrupter_training_state_falls_back_and_keeps_the_older_chec
     assert not failures, "\n".join(failures)
 
 
-def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
+def test_kills_and_stop_signals_at_random_moments_then_resume_is_bit_identical(tmp_path):
+    """SIGKILL at any moment loses only what followed the newest checkpoint; SIGTERM and Ctrl-C (SIGINT) lose
+    nothing: the run finishes its step, saves it and says how to continue (exit 128 + the signal)."""
     counts: Counter = Counter()
-    data = recipe_dict(steps=60, checkpoint_every=3, eval_every=30, log_every=3)
+    data = recipe_dict(steps=60, checkpoint_every=7, eval_every=30, log_every=3)
     path = write_recipe(tmp_path / "r.toml", data)
     reference = train(pulse.recipe_from_dict(data), tmp_path / "ref")
     run = RunDir(tmp_path / "run")
     rng = random.Random("pulse-faults-kill")
-    for _ in range(3):
+    failures = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGKILL):
+        before = run.complete()[-1][0] if run.complete() else 0
         proc = subprocess.Popen([str(PULSE), "train", str(path), "--out", str(run.root), "-q"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
-        while not run.complete() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 1.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        # a graceful stop is sent mid-run (the first new checkpoint has landed, 2 steps of 60 later at most);
+        # a kill may land anywhere, a checkpoint being written included
+        landed = lambda: run.complete() and run.complete()[-1][0] > before  # noqa: E731
+        while not landed() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 1.5) if sig == signal.SIGKILL else 0.0)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate()
         counts["inputs"] += 1
         newest = run.complete()
         if newest:
             # the newest whole checkpoint must read back, whatever moment the kill hit
             load_weights(pulse.build_model(pulse.recipe_from_dict(data)), newest[-1][1])
+        if sig != signal.SIGKILL:
+            said = " ".join(stderr.split())
+            step = int(said.split("stopped after step ")[1].split()[0]) if "stopped after step " in said else None
+            if proc.returncode != 128 + sig or step is None or "Traceback" in said:
+                counts["tracebacks" if "Traceback" in said else "silently wrong"] += 1
+                failures.append(f"{signal.Signals(sig).name}: exit {proc.returncode}: {said[-400:]}")
+            elif newest[-1][0] != step or "Run the same command again" not in said:
+                counts["data lost"] += 1
+                failures.append(f"{signal.Signals(sig).name}: stopped at {step}, newest checkpoint {newest[-1][0]}")
+            assert not [p for p in run.checkpoints.iterdir() if p.name.startswith(".")]
     resumed = train(pulse.recipe_from_dict(data), run.root)
     a, b = weights(tmp_path / "ref"), weights(run.root)
     same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and resumed.eval == reference.eval
-    counts["correct" if same else "silently wrong"] += counts["inputs"]
-    report("SIGKILL + resume", counts)
-    assert same and not (run.root / ".pulse-lock").exists()
+    if not same:
+        counts["silently wrong"] += 1
+        failures.append("the resumed run differs from the uninterrupted one")
+    counts["correct"] = counts["inputs"] - sum(counts[k] for k in ("tracebacks", "silently wrong", "data lost"))
+    report("SIGKILL / SIGTERM / SIGINT + resume", counts)
+    assert not failures and not (run.root / ".pulse-lock").exists(), "\n".join(failures)
+
+
+def test_a_second_signal_stops_at_once_and_the_previous_checkpoint_stays_the_newest(tmp_path, monkeypatch):
+    """The second signal arrives while the stop's checkpoint is being written: that checkpoint is removed whole, the
+    previous one stays the newest, and the run resumes from it exactly."""
+    import pulse.train.rundir as rundir
+    import pulse.train.stop as stop
+
+    monkeypatch.setattr(stop, "REPEAT_S", 0.0)  # no repeat window: the second signal counts at once
+    data = recipe_dict(steps=12, checkpoint_every=4, eval_every=0)
+    reference = train(pulse.recipe_from_dict(data), tmp_path / "ref")
+    write = rundir.save_checkpoint
+
+    def second_signal_midway(model, recipe, out, **kwargs):
+        write(model, recipe, out, **kwargs)
+        if "step-00000006" in str(out):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    class SignalAt(Messages):
+        def step(self, step, values):
+            if step == 6:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(rundir, "save_checkpoint", second_signal_midway)
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="second SIGTERM: stopped at once") as stopped:
+        train(pulse.recipe_from_dict(data), tmp_path / "run", reporter=SignalAt())
+    assert not hasattr(stopped.value, "exit_code")  # not the stop that saved
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handlers are put back
+    run = RunDir(tmp_path / "run")
+    assert [s for s, _ in run.complete()] == [4] and not list(run.checkpoints.glob(".*"))
+    assert not (run.root / ".pulse-lock").exists()
+    monkeypatch.setattr(rundir, "save_checkpoint", write)
+    resumed = train(pulse.recipe_from_dict(data), run.root)
+    a, b = weights(tmp_path / "ref"), weights(run.root)
+    assert resumed.resumed_from == 4 and all(torch.equal(a[k], b[k]) for k in a) and resumed.eval == reference.eval
+    report("second signal while saving", Counter(inputs=1, correct=1))
+
+
+def test_a_repeat_within_the_window_is_the_same_request():
+    """torchrun forwards the Ctrl-C the terminal already sent each worker: a repeat at once is not a second signal."""
+    from pulse.train.stop import StopRequest
+
+    request = StopRequest(announce=False)
+    request(signal.SIGINT)
+    request(signal.SIGINT)  # the forwarded copy: no KeyboardInterrupt
+    assert request.requested and request.signum == signal.SIGINT
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -174,14 +174,18 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path):
 
 
 def test_two_processes_under_torchrun_match_one_process(tmp_path):
+    """Two ranks equal one process; a stop signal to one rank alone stops both after the same step, with a
+    checkpoint there, and the rerun continues from it."""
     data = recipe_dict(steps=6, eval_every=3, checkpoint_every=3)
     single = train(pulse.recipe_from_dict(data), tmp_path / "one")
     path = write_recipe(tmp_path / "r.toml", {**data, "train": {**data["train"], "grad_accum": 2}})
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
-         str(PULSE), "train", str(path), "--out", str(tmp_path / "two"), "-q"],
-        capture_output=True, text=True, timeout=300,
-    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
+               str(PULSE), "train", str(path), "--out", str(tmp_path / "two"), "-q"]
+    stopped = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, faults.SIGNAL_VARIABLE: "4@1"})  # SIGTERM to rank 1 after step 4
+    assert stopped.returncode != 0 and " ".join(stopped.stderr.split()).count("stopped after step 4 of 6") == 2
+    assert [s for s, _ in RunDir(tmp_path / "two").complete()] == [3, 4]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in a:
@@ -189,7 +193,7 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path):
     records = read_metrics(tmp_path / "two/metrics.jsonl")
     assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6]  # rank 0 alone writes
     summary = json.loads((tmp_path / "two/summary.json").read_text())
-    assert summary["eval"]["loss"] == pytest.approx(single.eval["loss"], rel=1e-4)
+    assert summary["eval"]["loss"] == pytest.approx(single.eval["loss"], rel=1e-4) and summary["resumed_from"] == 4
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path):

@@ -45,9 +45,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except PulseError as err:
             err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as err:  # a training run's stop says where it saved and how to go on
+            err_console.print(f"[yellow]interrupted[/]{': ' + escape(str(err)) if str(err) else ''}", soft_wrap=True)
+            raise typer.Exit(getattr(err, "exit_code", 130)) from None
         except OSError as err:
             from pulse.paths import full_disk
 

@@ -4,7 +4,8 @@ Per optimiser step: every micro-batch of this rank runs forward and backward (DD
 syncs gradients on the last), the loss is the mean over the whole global batch's
 targets, the global gradient norm is clipped, AdamW steps, the schedule advances.
 Batches are a function of the step, so the step is the data position and a resumed
-run is bit-identical to an uninterrupted one on CPU.
+run is bit-identical to an uninterrupted one on CPU. Ctrl-C or SIGTERM ends the run after
+the step in flight with a checkpoint (pulse.train.stop).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pulse.train.optim import make_optimizer, make_scheduler
 from pulse.train.plots import plot_run
 from pulse.train.rundir import RunDir
 from pulse.train.state import MetricsLog, optimizer_state, param_names, rng_state, seed_everything
+from pulse.train.stop import Stopped, StopRequest, on_signals, signal_name
 
 
 class TaskModule(nn.Module):
@@ -115,6 +117,8 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool
     a checkpoint and applies changed [train] settings (model and task must match);
     force=True moves a run already in `out_dir` aside first; anything else is refused.
     Only one process writes a run directory at a time.
+    SIGINT (Ctrl-C) and SIGTERM stop it after the step in flight with a checkpoint and raise
+    `Stopped` (a KeyboardInterrupt) saying how to continue; a second signal stops at once.
     train.init_from starts a fresh run from another run's weights (fine-tuning); allow_unverified=True
     accepts init weights that lack their checksum or recipe hash.
     """
@@ -128,7 +132,8 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool
     run = RunDir(out_dir, writer=d.main)
     try:
         run.acquire()
-        return _train(recipe, run, resume, force, reporter if d.main else None, d, allow_unverified)
+        with on_signals(announce=d.main) as stop:
+            return _train(recipe, run, resume, force, reporter if d.main else None, d, allow_unverified, stop)
     except OSError as err:
         if full_disk(err):
             raise PulseError(f"no space left on the device while writing {run.root}; every checkpoint already "
@@ -140,7 +145,7 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool
 
 
 def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Reporter | None, d: ddp.Dist,
-           allow_unverified: bool = False) -> RunResult:
+           allow_unverified: bool = False, stop: StopRequest | None = None) -> RunResult:
     """A run in three stages: build (or resume) it, loop over the steps, finish (final eval, weights, summary)."""
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
@@ -151,8 +156,22 @@ def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Report
     point = run.prepare(recipe, resume=resume, say=say)
     run.clean_partial()
     session = _build(recipe, run, point, d, reporter, say, allow_unverified)
-    stopped, last_train, last_eval = _loop(session)
+    stop = stop or StopRequest(announce=False)
+    stopped, last_train, last_eval = _loop(session, stop)
+    if stopped == "signal":
+        raise _stop_here(session, stop)
     return _finish(session, stopped, last_train, last_eval)
+
+
+def _stop_here(s: _Session, stop: StopRequest) -> Stopped:
+    """The checkpoint at a stop signal (unless the newest one is of this step already), and what to say."""
+    path = s.run.step_dir(s.step) if s.saved == s.step else s.save()  # the same decision on every rank
+    close = getattr(s.reporter, "close", None)
+    if close is not None:
+        close()
+    return Stopped(f"{signal_name(stop.signum)} received: stopped after step {s.step} of {s.spec.steps} and saved "
+                   f"the weights and the full training state in {path}. Run the same command again to continue "
+                   f"exactly from there (`pulse train {s.run.root}` continues this run too).", stop.signum)
 
 
 @dataclass
@@ -175,6 +194,7 @@ class _Session:
     resumed: Any = None  # the checkpoint this run continues, if any
     started: dict[str, Any] | None = None  # where fine-tuning weights came from (train.init_from)
     step: int = 0
+    saved: int | None = None  # the step of the newest checkpoint this run holds
     tokens: int = 0
     elapsed0: float = 0.0  # seconds spent before this process (a resumed run's)
     clock0: float = field(default_factory=time.perf_counter)
@@ -203,6 +223,7 @@ class _Session:
                  "optimizer": optimizer_state(self.optimizer, self.names), "rng": rng_state(), "world": self.d.world}
         path = self.run.save(self.step, model=self.model, head=self.head, recipe=self.recipe, state=state,
                              keep_last=self.spec.keep_last, tokenizer=self.tokenizer)
+        self.saved = self.step
         ddp.barrier(self.d)
         return path
 
@@ -236,7 +257,8 @@ def _build(recipe: Any, run: RunDir, point: Any, d: ddp.Dist, reporter: Reporter
             write_record(run.root, started)
     session = _Session(recipe, run, d, reporter, say, task, model, head, module, optimizer, scheduler, tokenizer,
                        MetricsLog(run.metrics_path, writer=d.main), resumed=point, started=started,
-                       step=point.step if point else 0, tokens=point.tokens if point else 0,
+                       step=point.step if point else 0, saved=point.step if point else None,
+                       tokens=point.tokens if point else 0,
                        elapsed0=point.elapsed if point else 0.0, names=param_names(module))
     if d.main:
         run.root.mkdir(parents=True, exist_ok=True)
@@ -293,22 +315,23 @@ class _Window:
         return metrics
 
 
-def _loop(s: _Session) -> tuple[str, dict[str, float], dict[str, float]]:
-    """Optimiser steps until train.steps or train.max_time, with log lines, evals and checkpoints on their
-    schedules. Returns how it stopped and the last train and eval metrics."""
+def _loop(s: _Session, stop: StopRequest) -> tuple[str, dict[str, float], dict[str, float]]:
+    """Optimiser steps until train.steps, train.max_time or a stop signal, with log lines, evals and checkpoints
+    on their schedules. Returns how it stopped ("signal" included) and the last train and eval metrics."""
     spec = s.spec
     wrapped = ddp.wrap(s.module, s.d, find_unused=s.head is not None)
     params = [p for p in s.module.parameters() if p.requires_grad]
     time_spent = spec.max_time is not None and s.elapsed0 >= spec.max_time
     stopped = "already complete" if s.step >= spec.steps or time_spent else "done"
     window, last_train, last_eval = _Window(), {}, {}
-    injected = faults.injected_step(s.run.root)
+    injected, signalled_at = faults.injected_step(s.run.root), faults.signal_step(s.d.rank)
     from pulse.train.progress import SlowSteps  # progress imports this module's RunResult
 
     slow = SlowSteps(spec.threads)
     while s.step < spec.steps and not time_spent:
         t0 = time.perf_counter()
         sums, step_tokens, lr, norm = _optimizer_step(s, wrapped, params, injected)
+        faults.send_signal_at(s.step, signalled_at)
         seconds = time.perf_counter() - t0
         window.add(sums, step_tokens, seconds)
         noticed = slow(seconds)
@@ -320,18 +343,31 @@ def _loop(s: _Session) -> tuple[str, dict[str, float], dict[str, float]]:
                                      "tokens_per_s": window.rate()})
         if s.step % spec.log_every == 0 or s.step == spec.steps:
             last_train = window.flush(s, lr, norm)
-        if spec.max_time is not None:
-            over = torch.tensor([float(s.elapsed() >= spec.max_time)], device=s.d.device)
-            time_spent = bool(ddp.all_sum(over, s.d).item() > 0)
-            if time_spent and s.step < spec.steps:
-                stopped = "time limit"
-                s.say(f"time budget of {spec.max_time:g} s reached at step {s.step}; finishing up")
+        time_spent, signalled = _agree(s, stop)
+        if time_spent and s.step < spec.steps:
+            stopped = "time limit"
+            s.say(f"time budget of {spec.max_time:g} s reached at step {s.step}; finishing up")
         finishing = s.step == spec.steps or time_spent
         if spec.eval_every and s.step % spec.eval_every == 0 and not finishing:
             last_eval = s.evaluate()
         if spec.checkpoint_every and s.step % spec.checkpoint_every == 0 and not finishing:
             s.save()
+        if signalled and not finishing:  # this step's eval and checkpoint are done, as in an uninterrupted run
+            return "signal", last_train, last_eval
     return stopped, last_train, last_eval
+
+
+def _agree(s: _Session, stop: StopRequest) -> tuple[bool, bool]:
+    """Whether train.max_time is spent and whether a stop signal came, the same on every rank: one rank's
+    yes is everyone's, after the same step (a rank that got no signal takes the others')."""
+    over = s.spec.max_time is not None and s.elapsed() >= s.spec.max_time
+    if not s.d.active:
+        return over, stop.requested
+    mine = [float(over), float(stop.requested), float(stop.signum or 0)]
+    over_n, stops, signums = ddp.all_sum(torch.tensor(mine, dtype=torch.float64, device=s.d.device), s.d).tolist()
+    if stops and not stop.requested:
+        stop(round(signums / stops))
+    return over_n > 0, stops > 0
 
 
 def _optimizer_step(s: _Session, wrapped: nn.Module, params: list[Tensor],

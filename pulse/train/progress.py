@@ -127,9 +127,14 @@ class RichReporter:
     def _print(self, text: str) -> None:
         (self.progress.console if self.progress is not None else self.console).print(text, highlight=False)
 
-    def finish(self, result: RunResult) -> None:
+    def close(self) -> None:
+        """Take the bar down (a run that stops early, at a signal, has no summary)."""
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
+
+    def finish(self, result: RunResult) -> None:
+        self.close()
         table = Table(title=f"run summary · {result.out_dir}", title_justify="left", show_header=False)
         table.add_column(style="bold", no_wrap=True)
         table.add_column()

@@ -136,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PulseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # stopped by a signal; a run saves a checkpoint first (pulse.train.stop)
+        print(f"interrupted: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 130)
     return 0
 
 
