@@ -58,7 +58,7 @@ def test_an_escaped_pair_and_a_byte_order_mark_still_read(tmp_path):
     ({"pattern": "/etc/*"}, r"task.pattern: `/etc/\*` is absolute"),
     ({"pattern": "../**/*.txt"}, r"task.pattern: `../\*\*/\*.txt` climbs out of task.path"),
     ({"pattern": "sub/../../*.txt"}, r"climbs out of task.path"),
-    ({"path": ""}, r"task.path: is empty, which would read the current directory"),
+    ({"path": ""}, r"task.path: is empty, which would read the current directory; give the file or folder to read"),
     ({"path": "  "}, r"task.path: is empty"),
     ({"seed": -1}, r"task.seed: input should be greater than or equal to 0"),
     ({"kind": "lra_text", "path": "x", "pattern": "../*.txt"}, r"task.pattern: .* climbs out"),
@@ -193,3 +193,14 @@ def test_a_one_document_corpus_is_cut_for_the_tokenizer_at_a_character_boundary(
     (tmp_path / "one.txt").write_bytes(("a" + "é" * 100).encode())  # 201 bytes: 95 % falls inside an é
     (head,) = training_documents(spec(tmp_path / "one.txt", tmp_path))
     assert head.decode("utf-8") == "a" + "é" * 94
+
+
+@pytest.mark.parametrize("args, message", [
+    (["", "--vocab-size", "300"], r"an empty PATH would read the current directory"),
+    (["c.txt", "--text-field", "", "--vocab-size", "300"], r"--text-field is empty"),
+])
+def test_tokenizer_train_refuses_an_empty_path_or_field(tmp_path, args, message):
+    (tmp_path / "c.txt").write_text("some text " * 20)
+    args = [str(tmp_path / a) if a == "c.txt" else a for a in args]
+    one_error(run_cli("tokenizer", "train", *args, "--out", tmp_path / "tok.json"), message)
+    assert not (tmp_path / "tok.json").exists()

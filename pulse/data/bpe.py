@@ -52,6 +52,11 @@ def train_bpe(paths: list[str], *, vocab_size: int, fmt: str = "auto", text_fiel
     if vocab_size < 256 + len(SPECIALS):
         raise PulseError(f"--vocab-size {vocab_size}: a byte-level BPE needs at least {256 + len(SPECIALS)} ids "
                          f"(256 bytes and {len(SPECIALS)} special tokens).")
+    if any(not str(path).strip() for path in paths):
+        raise PulseError("an empty PATH would read the current directory; give the files, folders, globs or saved "
+                         "datasets to learn from.")
+    if not text_field:
+        raise PulseError("--text-field is empty; give the JSON field or column that holds the text.")
     seen = {"documents": 0, "bytes": 0, "skipped": 0}
 
     def reported() -> Iterator[str]:

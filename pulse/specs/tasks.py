@@ -17,8 +17,7 @@ from pulse.specs.base import Spec
 def _given_path(value: str) -> str:
     """A path that is given is not blank: `""` would read the current directory."""
     if not value.strip():
-        raise ValueError("is empty, which would read the current directory; give the file or folder to read, or "
-                         "remove task.path")
+        raise ValueError("is empty, which would read the current directory; give the file or folder to read")
     return value
 
 
