@@ -204,3 +204,11 @@ def test_tokenizer_train_refuses_an_empty_path_or_field(tmp_path, args, message)
     args = [str(tmp_path / a) if a == "c.txt" else a for a in args]
     one_error(run_cli("tokenizer", "train", *args, "--out", tmp_path / "tok.json"), message)
     assert not (tmp_path / "tok.json").exists()
+
+
+def test_a_cache_kept_inside_the_corpus_folder_is_not_read_as_text(tmp_path):
+    text_corpus(tmp_path / "c", 10)
+    s = TextSpec(path=str(tmp_path / "c"), seq_len=16, cache_dir=str(tmp_path / "c" / "cache"))
+    first = open_corpus(s, ByteTokenizer())
+    again = open_corpus(s, ByteTokenizer())
+    assert again.reused and again.root == first.root and again.manifest["documents"] == 10

@@ -99,6 +99,13 @@ class Corpus:
         return "reused" if self.reused else "prepared"
 
 
+def sources(spec: Any) -> list[CorpusFile]:
+    """The corpus's files less any inside the token cache (a cache kept under task.path is not text: read, it
+    would change the key and be tokenized into the next entry on every run)."""
+    cache = cache_root(spec).absolute()
+    return [f for f in corpus_files(spec) if not f.path.absolute().is_relative_to(cache)]
+
+
 def corpus_key(spec: Any, tokenizer: Any, files: list[CorpusFile]) -> tuple[str, dict[str, Any]]:
     """(key, what it hashes): the identity of the token files this corpus and tokenizer give."""
     settings = {"version": VERSION, "tokenizer": tokenizer.digest(), "vocab_size": tokenizer.vocab_size,
@@ -112,7 +119,7 @@ def corpus_key(spec: Any, tokenizer: Any, files: list[CorpusFile]) -> tuple[str,
 def open_corpus(spec: Any, tokenizer: Any, *, progress: Progress | None = None,
                 say: Callable[[str], None] | None = None, prepare: bool = True) -> Corpus:
     """The prepared corpus of `spec` under `tokenizer`: reused when its entry is whole, else prepared now."""
-    files = corpus_files(spec)
+    files = sources(spec)
     key, settings = corpus_key(spec, tokenizer, files)
     root = cache_root(spec) / f"{corpus_name(spec)}-{key[:16]}"
     problem = check_entry(root, key)
@@ -209,7 +216,7 @@ def _held_out(total: int, spec: Any) -> np.ndarray | None:
 def training_documents(spec: Any) -> Iterator[bytes | str]:
     """The documents of the training split, as a prepare would split them (for a tokenizer learned on them alone);
     a one-document corpus gives its first (1 − val_fraction) of bytes."""
-    files = corpus_files(spec)
+    files = sources(spec)
     total = sum(count_documents(f, spec) for f in files)
     mask = _held_out(total, spec)
     index = 0
@@ -379,7 +386,7 @@ def _remove_stale(root: Path, settings: dict[str, Any]) -> None:
 
 def inspect_corpus(spec: Any, tokenizer: Any) -> dict[str, Any]:
     """What `pulse data inspect` shows: sizes from the manifest when the cache is fresh, else from the sources."""
-    files = corpus_files(spec)
+    files = sources(spec)
     key, _ = corpus_key(spec, tokenizer, files)
     root = cache_root(spec) / f"{corpus_name(spec)}-{key[:16]}"
     problem = check_entry(root, key)
