@@ -64,10 +64,13 @@ def test_an_escaped_pair_and_a_byte_order_mark_still_read(tmp_path):
     ({"kind": "lra_text", "path": "x", "pattern": "../*.txt"}, r"task.pattern: .* climbs out"),
     ({"kind": "babi", "path": ""}, r"task.path: is empty"),
     ({"kind": "mqar", "seed": -1}, r"task.seed: input should be greater than or equal to 0"),
+    ({"train": {"seed": -1}}, r"train.seed: input should be greater than or equal to 0"),
 ])
 def test_task_paths_patterns_and_seeds_are_refused_up_front(task, message):
+    train = task.pop("train", None)
+    data = {"model": {"from": "transformer-small"}, "task": {"kind": "text", **task}}
     with pytest.raises(PulseError, match=message):
-        pulse.recipe_from_dict({"model": {"from": "transformer-small"}, "task": {"kind": "text", **task}})
+        pulse.recipe_from_dict({**data, "train": train} if train else data)
 
 
 def test_a_pattern_below_the_folder_reads_only_what_is_below_it(tmp_path):

@@ -40,7 +40,7 @@ class TrainSpec(Spec):
     precision: Literal["float32", "bf16"] = Field(
         "float32", description="bf16 runs the forward pass under bfloat16 autocast; weights stay float32"
     )
-    seed: int = Field(0, description="seed for weights, data order and sampling")
+    seed: int = Field(0, ge=0, description="seed for weights, data order and sampling")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = torch's default)")
     max_time: float | None = Field(
