@@ -215,3 +215,10 @@ def test_a_cache_kept_inside_the_corpus_folder_is_not_read_as_text(tmp_path):
     first = open_corpus(s, ByteTokenizer())
     again = open_corpus(s, ByteTokenizer())
     assert again.reused and again.root == first.root and again.manifest["documents"] == 10
+
+
+def test_a_null_text_is_named_null(tmp_path):
+    (tmp_path / "c.jsonl").write_text('{"text": "fine"}\n{"text": null}\n')
+    s = spec(tmp_path / "c.jsonl", tmp_path)
+    with pytest.raises(PulseError, match=r"c.jsonl:2: the text field holds null \(no value\), not text"):
+        list(documents(corpus_files(s)[0], s))

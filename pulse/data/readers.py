@@ -254,8 +254,9 @@ def _no_surrogate(value: str, where: str) -> None:
 def _text_or_fail(value: Any, where: str, row: int | None) -> str:
     if not isinstance(value, str):
         at = f" row {row}" if row is not None else ""
-        raise PulseError(f"{where}{at}: the text field holds {type(value).__name__}, not text; point task.text_field "
-                         "at a text column.")
+        held = "null (no value)" if value is None else type(value).__name__
+        raise PulseError(f"{where}{at}: the text field holds {held}, not text; point task.text_field at a text "
+                         "column, or remove the empty rows.")
     return value
 
 
