@@ -60,10 +60,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        # mkstemp makes the file 0600; give it the mode a plain open() would have
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
@@ -72,6 +69,14 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
                 f"the previous {path.name} is intact" if path.exists() else "nothing was written there") +
                 " and no partial file was left. Free some space and run the command again.") from None
         raise
+
+
+def usual_mode(path: str | Path) -> None:
+    """Give `path` the mode a plain open() would have (0666 less the umask): mkstemp, and writers that go through a
+    temporary file (safetensors' save_file), leave 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -1,8 +1,14 @@
-"""pulse eval --harness: lm-evaluation-harness on PULSE models, offline, on the tasks PULSE ships."""
+"""pulse eval --harness: lm-evaluation-harness on PULSE models, offline, on the tasks PULSE ships; and the plain
+`lm_eval --model hf` on the export of every shipped byte-level language-model recipe.
+
+Cost: lm-eval's index of its own ~15,000 tasks takes about a minute to build, so it is built as rarely as
+possible — the shipped tasks need none, the in-process checks that need it share one (harness._task_manager),
+and one `lm_eval` process checks the plain CLI."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,49 +23,96 @@ pytest.importorskip("lm_eval", reason="the eval extra (pip install 'pulse[eval]'
 pytest.importorskip("accelerate", reason="the eval extra (pip install 'pulse[eval]') is not installed")
 
 from pulse.hf.export import export_hf  # noqa: E402
-from pulse.hf.harness import local_tasks_dir  # noqa: E402
+from pulse.hf.harness import LOCAL, local_tasks_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+SMALL = ["model.dim=32", "model.mixers.pulse.chunk_size=8"]
+
+
+def byte_language_recipes() -> list[str]:
+    """Every shipped recipe of a language model that reads bytes (vocabulary 256, or 259 with bos/eos/pad)."""
+    from pulse.tokenizer import ByteTokenizer
+
+    names = []
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        source = pulse.open_source(path)
+        if source.recipe.model.kind != "lm":
+            continue
+        try:
+            tokenizer = source.tokenizer
+        except pulse.PulseError:  # a token model below 256 ids (bAbI) reads no text
+            continue
+        if isinstance(tokenizer, ByteTokenizer):
+            names.append(path.name)
+    return names
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """A small hybrid with bos/eos (vocab 259), its weights written by `pulse build --out`."""
+    """recipes/hybrid.toml as shipped (bytes, vocabulary 256: no bos/eos), narrowed; weights by `pulse build`."""
     out = tmp_path_factory.mktemp("harness") / "run"
-    result = run_cli("build", ROOT / "recipes/hybrid.toml", "--set", "model.dim=32", "--set", "model.depth=3",
-                     "--set", "model.vocab_size=259", "--set", "model.mixers.pulse.chunk_size=8", "--out", out)
+    result = run_cli("build", ROOT / "recipes/hybrid.toml", *(a for s in SMALL for a in ("--set", s)), "--out", out)
     assert result.exit_code == 0, result.output
     return out
 
 
-def test_harness_runs_the_shipped_tasks_offline_and_writes_its_json(built):
+@pytest.fixture(scope="module")
+def ours(built) -> dict:
+    """`pulse eval --harness` on both shipped tasks, once for the checks below."""
     result = run_cli("eval", built, "--harness", "pulse_arith_mc,pulse_continuation", "--limit", "6", "--json",
                      env=OFFLINE)
     assert result.exit_code == 0, result.output
-    shown = json.loads(result.stdout)
-    assert 0.0 <= shown["results"]["pulse_arith_mc"]["acc,none"] <= 1.0
-    assert shown["results"]["pulse_continuation"]["perplexity,none"] > 1.0
+    return json.loads(result.stdout)
+
+
+def test_harness_runs_the_shipped_tasks_offline_and_writes_its_json(built, ours):
+    assert 0.0 <= ours["results"]["pulse_arith_mc"]["acc,none"] <= 1.0
+    assert ours["results"]["pulse_continuation"]["perplexity,none"] > 1.0
     written = json.loads((built / "harness" / "pulse_arith_mc+pulse_continuation.json").read_text())
-    assert written["results"]["pulse_arith_mc"]["acc,none"] == shown["results"]["pulse_arith_mc"]["acc,none"]
+    assert written["results"] == ours["results"]
 
 
-def test_the_plain_lm_eval_cli_on_an_export_gives_the_same_numbers(built, tmp_path):
-    lm = pulse.PulseForCausalLM.from_pretrained(built)
-    export_hf(lm, tmp_path / "hf")
-    ours = run_cli("eval", built, "--harness", "pulse_continuation", "--json", env=OFFLINE)
-    assert ours.exit_code == 0, ours.output
+def test_the_plain_lm_eval_cli_on_a_byte_export_gives_the_same_numbers(built, ours, tmp_path):
+    """The audit's case: a vocabulary-256 export crashed inside lm-eval (no bos/eos for its prefix)."""
+    export_hf(pulse.PulseForCausalLM.from_pretrained(built), tmp_path / "hf")
     cli = Path(sys.executable).parent / "lm_eval"
     done = subprocess.run(
         [str(cli), "--model", "hf", "--model_args", f"pretrained={tmp_path / 'hf'},trust_remote_code=True",
-         "--tasks", "pulse_continuation", "--include_path", str(local_tasks_dir()), "--device", "cpu",
-         "--output_path", str(tmp_path / "out")],
+         "--tasks", "pulse_arith_mc,pulse_continuation", "--include_path", str(local_tasks_dir()), "--limit", "6",
+         "--device", "cpu", "--output_path", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=600, env={**os.environ, **OFFLINE}, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    theirs = json.loads(next((tmp_path / "out").rglob("results*.json")).read_text())["results"]["pulse_continuation"]
-    mine = json.loads(ours.stdout)["results"]["pulse_continuation"]
-    assert theirs["perplexity,none"] == pytest.approx(mine["perplexity,none"], rel=1e-4)
-    assert theirs["acc,none"] == mine["acc,none"]
+    theirs = json.loads(next((tmp_path / "out").rglob("results*.json")).read_text())["results"]
+    for task, metric in (("pulse_arith_mc", "acc,none"), ("pulse_continuation", "perplexity,none"),
+                         ("pulse_continuation", "acc,none")):
+        assert theirs[task][metric] == pytest.approx(ours["results"][task][metric], rel=1e-4), (task, metric)
+
+
+@pytest.mark.parametrize("recipe", byte_language_recipes())
+def test_lm_evals_hf_model_runs_on_the_export_of_every_shipped_byte_recipe(recipe, tmp_path):
+    """lm-eval's own `hf` model (what `lm_eval --model hf` builds) loads the export by path and scores it."""
+    import lm_eval
+
+    from pulse.hf.harness import _task_manager
+
+    lm = pulse.PulseForCausalLM.from_recipe(ROOT / "recipes" / recipe, ["model.dim=32"])
+    export_hf(lm, tmp_path / "hf")
+    manager = _task_manager((str(local_tasks_dir()),), defaults=False)
+    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={tmp_path / 'hf'},trust_remote_code=True",
+                                      tasks=list(LOCAL), limit=2, device="cpu", task_manager=manager,
+                                      bootstrap_iters=0, verbosity="ERROR")["results"]
+    assert 0.0 <= results["pulse_arith_mc"]["acc,none"] <= 1.0
+    assert results["pulse_continuation"]["perplexity,none"] > 1.0
+
+
+def test_no_accelerate_note_on_a_harness_run(built, caplog):
+    """lm-eval warns "do not launch via accelerate" whenever it is handed a model object; PULSE launches nothing."""
+    from pulse.hf.harness import run_harness
+
+    with caplog.at_level(logging.WARNING):
+        run_harness(pulse.PulseForCausalLM.from_pretrained(built), ["pulse_arith_mc"], limit=1)
+    assert not [r for r in caplog.records if "accelerate" in r.getMessage()], caplog.text
 
 
 @pytest.mark.parametrize("args, message", [

@@ -85,14 +85,14 @@ def test_the_export_loads_with_remote_code_and_its_tokenizer_matches(hybrid):
 
 def test_a_fresh_process_needs_only_import_pulse(hybrid):
     _, out = hybrid
-    code = ("import pulse, transformers\n"
+    code = ("import pulse, sys\n"
+            "print('transformers' in sys.modules)\n"  # import pulse stays free of Transformers
+            "import transformers\n"
             f"m = transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})\n"
             "print(type(m).__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0 and done.stdout.strip().endswith("PulseHFForCausalLM"), done.stderr[-2000:]
-    code = "import pulse, sys; print('transformers' in sys.modules)"  # import pulse stays free of Transformers
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
-        == "False"
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[0] == "False" and done.stdout.split()[-1] == "PulseHFForCausalLM", done.stdout
 
 
 def test_padding_right_is_exact_and_left_or_carried_is_refused(hybrid):
@@ -189,3 +189,98 @@ def test_a_model_trained_with_reset_at_eos_exports_its_document_starts(tmp_path)
     torch.testing.assert_close(ours[:, 9:], fresh, rtol=1e-5, atol=1e-5)
     theirs = hf.generate(ids, max_new_tokens=5, do_sample=False)
     assert torch.equal(theirs[:, 20:], lm.generate(ids[:, 9:], max_new_tokens=5)[:, 11:][:, : theirs.shape[1] - 20])
+
+
+def copy_of(out: Path, tmp_path: Path, edit=None) -> Path:
+    """A copy of the export `out`, its config.json dict passed through `edit` (returns nothing: edits in place)."""
+    import shutil
+
+    bad = tmp_path / "copy"
+    shutil.copytree(out, bad)
+    if edit is not None:
+        config = json.loads((bad / "config.json").read_text())
+        edit(config)
+        (bad / "config.json").write_text(json.dumps(config))
+    return bad
+
+
+def test_transformers_refuses_damaged_weights_as_pulse_generate_does(hybrid, tmp_path):
+    """The audit: one flipped byte in model.safetensors loaded through Transformers with no error (loss 5.56
+    instead of 2.98) while `pulse generate DIR` refused it."""
+    import struct
+
+    bad = copy_of(hybrid[1], tmp_path)
+    data = bytearray((bad / "model.safetensors").read_bytes())
+    data[8 + struct.unpack("<Q", data[:8])[0] + 100] ^= 0x40  # inside the first tensor's bytes: the header is intact
+    (bad / "model.safetensors").write_bytes(bytes(data))
+    for remote in (False, True):
+        with pytest.raises(pulse.PulseError, match=r"do not match the checksum in config.json.*Export again"):
+            AutoModelForCausalLM.from_pretrained(bad, trust_remote_code=remote)
+    assert run_cli("generate", bad, "--prompt", "a").exit_code == 2
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("depth", 4, r"missing \['stack.layers.3"),  # the audit's edit gave NaN logits
+    ("dim", 48, r"shape mismatch.*embed.weight: file \(259, 32\), model \(259, 48\)"),
+    ("vocab_size", 300, r"shape mismatch.*embed.weight: file \(259, 32\), model \(300, 32\)"),
+])
+def test_transformers_refuses_a_config_that_does_not_fit_the_weights(hybrid, tmp_path, key, value, message):
+    bad = copy_of(hybrid[1], tmp_path, lambda c: c["recipe"]["model"].update({key: value}))
+    with pytest.raises(pulse.PulseError, match=message) as err:
+        AutoModelForCausalLM.from_pretrained(bad, trust_remote_code=True)
+    assert "config.json" in str(err.value) and "export again" in str(err.value)
+
+
+def test_an_export_without_its_checksum_loads_only_when_allowed(hybrid, tmp_path):
+    bad = copy_of(hybrid[1], tmp_path, lambda c: c.pop("weights_sha256"))
+    with pytest.raises(pulse.PulseError, match="records no weights_sha256"):
+        AutoModelForCausalLM.from_pretrained(bad)
+    assert type(AutoModelForCausalLM.from_pretrained(bad, allow_unverified=True)).__name__ == "PulseHFForCausalLM"
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json"])
+def test_broken_json_in_an_export_is_named_with_its_line(hybrid, tmp_path, name):
+    """An invalid config.json was "not a PULSE checkpoint"; a broken tokenizer_config.json was skipped unsaid."""
+    bad = copy_of(hybrid[1], tmp_path)
+    text = (bad / name).read_text()
+    (bad / name).write_text(text.replace("{", "{\n  oops,", 1))
+    result = run_cli("generate", bad, "--prompt", "a", "-n", "2")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output[-2000:]
+    assert f"{bad / name} is not valid JSON (line 2, column 3" in " ".join(result.stderr.split()), result.stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_file_of_an_export_has_the_mode_the_umask_gives(hybrid, tmp_path, umask):
+    """model.safetensors came out 0600 whatever the umask (safetensors writes through a temporary file)."""
+    import os
+
+    old = os.umask(umask)
+    try:
+        export_hf(hybrid[0], tmp_path / "x")
+    finally:
+        os.umask(old)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "x").iterdir()}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask) and "model.safetensors" in modes
+
+
+def test_a_vocabulary_without_bos_or_eos_declares_one_the_model_reads_as_a_newline(tmp_path):
+    """A byte model at 256 ids has no special token; lm-eval needs a bos (its prefix) and an eos (its stop and
+    pad). The export declares <|endoftext|> (id 256) for both, and the model reads it as the newline byte; the
+    text itself encodes and decodes as before (newlines kept when special tokens are skipped), and PULSE reads
+    the export with its 256 ids."""
+    torch.manual_seed(0)
+    lm = pulse.PulseForCausalLM.from_recipe(ROOT / "recipes/hybrid.toml", ["model.dim=32"]).eval()
+    assert lm.tokenizer.vocab_size == 256 and lm.tokenizer.eos_id is None
+    export_hf(lm, tmp_path / "x")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "x")
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "x").eval()
+    assert tok.bos_token_id == tok.eos_token_id == 256 and hf.config.bos_token_id == 10
+    assert hf.config.eos_token_id is None  # generate() runs to max_new_tokens, as `pulse generate` does
+    text = "one\ntwo Ċ"
+    ids = tok(text)["input_ids"]
+    assert ids == lm.tokenizer.encode(text) and tok.decode(ids, skip_special_tokens=True) == text
+    with torch.no_grad():
+        torch.testing.assert_close(hf(torch.tensor([[256, *ids]])).logits, lm(torch.tensor([[10, *ids]])).logits,
+                                   rtol=1e-5, atol=1e-5)
+    back = pulse.open_source(tmp_path / "x").tokenizer
+    assert back.vocab_size == 256 and back.eos_id is None and back.encode(text) == ids

@@ -43,6 +43,29 @@ def hf_tokenizer(lm: Any):
     return tok.to_hf() if isinstance(tok, ByteTokenizer) else tok
 
 
+DECLARED = "<|endoftext|>"  # what an export declares as bos and eos when the tokenizer has neither
+
+
+def special_tokens(tok: Any) -> tuple[dict[str, str], dict[str, int]]:
+    """The bos/eos/pad token names an export declares (tokenizer_config.json), and the ids the model reads in
+    place of declared tokens it does not have.
+
+    A vocabulary with no eos (the byte tokenizer at 256 ids) gets `<|endoftext|>` as eos, and as bos too when it
+    has no bos either: lm-eval needs both (its prefix for an empty context, its stop and pad). Transformers gives
+    the token the next id, one past the model's vocabulary, and the model reads it as the newline byte (the
+    tokenizer's id for "\\n") — a token it knows, which begins and ends a line of the text it learned; it never
+    predicts it. tokenizer.json stays the run's own: PULSE reads the export with the vocabulary it trained on.
+    """
+    names = {k: tok.tokenizer.id_to_token(i) for k, i in
+             (("bos_token", tok.bos_id), ("eos_token", tok.eos_id), ("pad_token", tok.pad_id)) if i is not None}
+    newline = tok.tokenizer.encode("\n", add_special_tokens=False).ids
+    if tok.eos_id is not None or len(newline) != 1:
+        return names, {}
+    names["eos_token"] = DECLARED
+    names.setdefault("bos_token", DECLARED)
+    return names, {str(tok.vocab_size): newline[0]}
+
+
 def hf_model(lm: Any):
     """PulseForCausalLM `lm` as a PulseHFForCausalLM holding the same weights (config with auto_map, checksum)."""
     from pulse.checkpoint import _unique_tensors, tensors_digest
@@ -50,10 +73,14 @@ def hf_model(lm: Any):
     from pulse.version import __version__
 
     tok = hf_tokenizer(lm)
+    names, aliases = special_tokens(tok)
+    # config.json names ids of the model's own vocabulary: a declared bos as the id it is read as, a declared eos
+    # not at all (generate() runs to max_new_tokens, as `pulse generate` does)
+    bos = tok.bos_id if tok.bos_id is not None else next(iter(aliases.values()), None)
     config = PulseHFConfig(recipe=lm.recipe.to_dict(), pulse_version=__version__, pulse_format=FORMAT,
-                           weights_sha256=tensors_digest(_unique_tensors(lm.model)), bos_token_id=tok.bos_id,
+                           weights_sha256=tensors_digest(_unique_tensors(lm.model)), bos_token_id=bos,
                            eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, reset_token_id=lm.reset_token_id,
-                           auto_map=AUTO_MAP,
+                           token_aliases=aliases or None, auto_map=AUTO_MAP,
                            architectures=["PulseHFForCausalLM"])
     model = PulseHFForCausalLM(config)
     model.model.load_state_dict(lm.model.state_dict())
@@ -62,6 +89,7 @@ def hf_model(lm: Any):
 
 def export_hf(lm: Any, out: str | Path, *, force: bool = False) -> Path:
     """Write PulseForCausalLM `lm` (its weights, recipe and tokenizer) as a Transformers directory at `out`."""
+    from pulse.checkpoint import usual_mode
     from pulse.paths import check_output_dir, move_aside
 
     out = Path(out)
@@ -77,6 +105,8 @@ def export_hf(lm: Any, out: str | Path, *, force: bool = False) -> Path:
         _write_tokenizer(hf_tokenizer(lm), tmp)
         for name, text in STUBS.items():
             (tmp / name).write_text(text, encoding="utf-8")
+        for file in tmp.iterdir():
+            usual_mode(file)  # safetensors writes model.safetensors 0600 whatever the umask
         if out.exists():
             shutil.rmtree(out) if not any(out.iterdir()) else move_aside(out)
         tmp.rename(out)
@@ -88,8 +118,7 @@ def export_hf(lm: Any, out: str | Path, *, force: bool = False) -> Path:
 def _write_tokenizer(tok: Any, folder: Path) -> None:
     """tokenizer.json plus what AutoTokenizer needs to build a PreTrainedTokenizerFast from it."""
     tok.save(folder)
-    names = {k: tok.tokenizer.id_to_token(i) for k, i in
-             (("bos_token", tok.bos_id), ("eos_token", tok.eos_id), ("pad_token", tok.pad_id)) if i is not None}
+    names, _ = special_tokens(tok)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False, **names}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (folder / "special_tokens_map.json").write_text(json.dumps(names, indent=2, sort_keys=True) + "\n")

@@ -18,8 +18,11 @@ fails at once with one line saying so, instead of waiting on a network that is n
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,6 @@ from typing import Any
 from pulse.errors import PulseError
 
 EXTRA = 'pip install "pulse[eval]"'
-NEWLINE = 10
 TASKS = Path(__file__).resolve().parent / "tasks"
 LOCAL = {
     "pulse_arith_mc": ("arith_mc.jsonl", """output_type: multiple_choice
@@ -84,7 +86,6 @@ def run_harness(lm: Any, tasks: list[str], *, include_path: Path | None = None, 
     _require()
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     paths = [str(local_tasks_dir())]
     if include_path is not None:
@@ -92,18 +93,17 @@ def run_harness(lm: Any, tasks: list[str], *, include_path: Path | None = None, 
             raise PulseError(f"--include-path {include_path}: no task files (*.yaml) in it; give the folder that "
                              "holds your lm-eval task YAMLs.")
         paths.append(str(include_path))
-    manager = TaskManager(include_path=paths)
+    # the shipped tasks alone need no index of the harness's ~15,000 (a minute to build)
+    manager = _task_manager(tuple(paths), defaults=not set(tasks) <= set(LOCAL))
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=3)
         hint = f" (did you mean {', '.join(f'`{c}`' for c in close)}?)" if close else ""
         raise PulseError(f"--harness: no task named `{unknown[0]}`{hint}; the local tasks are "
                          f"{', '.join(LOCAL)}, and `lm_eval ls tasks` lists the harness's own.")
-    model, tokenizer = hf_pair(lm)
-    # a vocabulary without bos/eos (the byte tokenizer at 256 ids) starts empty contexts from a newline byte
-    prefix = None if (tokenizer.bos_token_id is not None or tokenizer.eos_token_id is not None) else NEWLINE
-    wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device),
-                   prefix_token_id=prefix)
+    model, tokenizer = hf_pair(lm)  # the export's tokenizer: a vocabulary without bos/eos declares them (export.py)
+    with _quiet_about_accelerate():
+        wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
     try:
         return lm_eval.simple_evaluate(model=wrapped, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
                                        task_manager=manager, log_samples=False, bootstrap_iters=0,
@@ -115,6 +115,38 @@ def run_harness(lm: Any, tasks: list[str], *, include_path: Path | None = None, 
                              "save_to_disk), point a task YAML's dataset_path at the local copy and give its folder "
                              "with --include-path DIR; or pass --online.") from None
         raise
+
+
+@functools.lru_cache(maxsize=4)
+def _task_manager(paths: tuple[str, ...], *, defaults: bool):
+    """lm-eval's index of the tasks under `paths` (and its own, with `defaults`), built once per process."""
+    from lm_eval.tasks import TaskManager
+
+    try:
+        return TaskManager(include_path=list(paths), include_defaults=defaults)
+    except TypeError:  # an lm-eval from before include_defaults
+        return TaskManager(include_path=list(paths))
+
+
+# what lm-eval logs whenever it is handed a model object, as here, rather than a name to load
+ACCELERATE_NOTE = "`pretrained` model kwarg is not of type `str`"
+
+
+class _DropNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(ACCELERATE_NOTE)
+
+
+@contextlib.contextmanager
+def _quiet_about_accelerate():
+    """Drop lm-eval's "do not launch via accelerate" warning (this process launches nothing), and only it."""
+    log = logging.getLogger("lm_eval.models.huggingface")
+    note = _DropNote()
+    log.addFilter(note)
+    try:
+        yield
+    finally:
+        log.removeFilter(note)
 
 
 def _offline(err: BaseException) -> bool:
@@ -130,12 +162,12 @@ def hf_pair(lm: Any):
     """PulseForCausalLM → (PulseHFForCausalLM with its weights, PreTrainedTokenizerFast of its tokenizer)."""
     from transformers import PreTrainedTokenizerFast
 
-    from pulse.hf.export import hf_model, hf_tokenizer
+    from pulse.hf.export import hf_model, hf_tokenizer, special_tokens
 
     tok = hf_tokenizer(lm)
-    names = {k: tok.tokenizer.id_to_token(i) for k, i in
-             (("bos_token", tok.bos_id), ("eos_token", tok.eos_id), ("pad_token", tok.pad_id)) if i is not None}
-    return hf_model(lm).eval(), PreTrainedTokenizerFast(tokenizer_object=tok.tokenizer, **names)
+    names, _ = special_tokens(tok)
+    copy = type(tok.tokenizer).from_str(tok.tokenizer.to_str())  # Transformers adds declared tokens to its argument
+    return hf_model(lm).eval(), PreTrainedTokenizerFast(tokenizer_object=copy, **names)
 
 
 def table(results: dict[str, Any]) -> str:

@@ -36,10 +36,14 @@ class PulseHFConfig(PretrainedConfig):
     model_type = MODEL_TYPE
 
     def __init__(self, recipe: dict[str, Any] | None = None, pulse_version: str | None = None,
-                 weights_sha256: str | None = None, reset_token_id: int | None = None, **kwargs: Any):
+                 weights_sha256: str | None = None, reset_token_id: int | None = None,
+                 token_aliases: dict[str, int] | None = None, **kwargs: Any):
         self.recipe = recipe or {}
         # the token where every layer starts afresh (the eos of a model trained with task.reset_at_eos)
         self.reset_token_id = reset_token_id
+        # ids the tokenizer declares beyond the model's vocabulary and the id the model reads in their place: a
+        # vocabulary without bos/eos declares <|endoftext|> (bos and eos, for lm-eval), read as the newline byte
+        self.token_aliases = token_aliases
         self.pulse_version = pulse_version
         self.weights_sha256 = weights_sha256
         model = self.recipe.get("model", {})
@@ -90,11 +94,17 @@ class PulseHFForCausalLM(PreTrainedModel, GenerationMixin):
         """PULSE's modules initialize themselves; Transformers' default init would overwrite that."""
 
     @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> PulseHFForCausalLM:
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, allow_unverified: bool = False,
+                        **kwargs: Any) -> PulseHFForCausalLM:
+        """Transformers' from_pretrained, after the checks `pulse generate DIR` makes: the weights match the checksum
+        config.json records, hold no NaN/inf, and fit the recipe in config.json exactly (no weight missing,
+        unexpected or of another shape); a PulseError otherwise. allow_unverified=True accepts an export that
+        records no checksum, or weights with NaN/inf."""
+        _verify_export(pretrained_model_name_or_path, kwargs, allow_unverified)
         # an export written before the models held their stack as a child names its weights model.layers.…
         kwargs.setdefault("key_mapping", {r"^model\.(positions|layers|final_norm)\.": r"model.stack.\1."})
-        model = super().from_pretrained(*args, **kwargs)
-        model._restore_computed_tensors()
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        (model[0] if isinstance(model, tuple) else model)._restore_computed_tensors()
         return model
 
     def _restore_computed_tensors(self) -> None:
@@ -128,6 +138,7 @@ class PulseHFForCausalLM(PreTrainedModel, GenerationMixin):
             raise PulseError("PULSE models take input_ids (token ids); inputs_embeds is not supported.")
         _check_mask(attention_mask, input_ids, carried=pulse_state is not None or bool(use_cache))
         reset = getattr(self.config, "reset_token_id", None)
+        input_ids = _aliased(input_ids, getattr(self.config, "token_aliases", None))
         logits, state = self.model(input_ids, pulse_state.state if pulse_state is not None else None,
                                    doc_starts=None if reset is None else input_ids == reset)
         loss = None
@@ -160,6 +171,55 @@ def _recipe(config: PulseHFConfig):
     from pulse.specs.load import recipe_from_dict
 
     return recipe_from_dict(config.recipe, source="config.json (recipe)")
+
+
+def _aliased(ids: Tensor, aliases: dict[str, int] | None) -> Tensor:
+    """ids with each declared id (a key of `aliases`) replaced by the id the model reads in its place."""
+    if not aliases:
+        return ids
+    out = ids.clone()
+    for declared, read in aliases.items():
+        out[ids == int(declared)] = read
+    return out
+
+
+HUB_KEYS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+def _verify_export(name: Any, kwargs: dict[str, Any], allow_unverified: bool) -> None:
+    """Before Transformers loads anything: the export's weights against its checksum and its recipe (what
+    `pulse generate DIR` checks), so a damaged file or an edited config.json is an error, not wrong logits."""
+    import warnings
+    from pathlib import Path
+
+    from transformers.utils import cached_file
+
+    from pulse.api.source import read_hf_weights
+    from pulse.assemble import build_model
+    from pulse.checkpoint import WEIGHTS, fit_tensors
+
+    hub = {k: kwargs[k] for k in HUB_KEYS if k in kwargs}
+    local = Path(str(name)) / (hub.get("subfolder") or "")
+    try:
+        path = local / WEIGHTS if local.is_dir() else Path(cached_file(name, WEIGHTS, **hub))
+    except (OSError, TypeError, ValueError):  # not on the Hub, or sharded: Transformers says what is missing
+        return
+    if not path.is_file():
+        return
+    config = kwargs.get("config")
+    if not isinstance(config, PulseHFConfig):
+        config = PulseHFConfig.from_pretrained(name, **hub)
+    tensors = read_hf_weights(path, config.to_dict(), allow_unverified)
+    with torch.device("meta"):  # the model the recipe describes, with no memory: only names and shapes are read
+        expected = build_model(_recipe(config))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # loading into meta tensors is a no-op, and torch says so
+            fit_tensors(expected, tensors, path)
+    except PulseError as err:  # fit_tensors' own advice (build from the checkpoint's recipe) is what failed here
+        found = str(err).split("; the checkpoint comes")[0]
+        raise PulseError(f"{found}; the recipe is {path.parent / 'config.json'} (`recipe`): it was edited, or "
+                         "belongs to other weights; restore it, or export again.") from None
 
 
 def _check_mask(mask: Tensor | None, input_ids: Tensor, *, carried: bool) -> None:
