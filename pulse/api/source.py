@@ -95,8 +95,10 @@ class Source:
         if self.weights is None:
             return None
         if self.origin == "hf":  # an export's tokenizer.json (the byte tokenizer too, as an equivalent file)
-            from pulse.tokenizer import FILE, HFTokenizer
+            from pulse.tokenizer import CONFIG, FILE, HFTokenizer
 
+            if (self.weights.parent / CONFIG).is_file():  # its special tokens: a broken file is said, not skipped
+                read_json(self.weights.parent / CONFIG, "restore it from the export (or export again)")
             return HFTokenizer.load(self.weights.parent / FILE) if (self.weights.parent / FILE).is_file() else None
         return stored_tokenizer(self.weights.parent, read_metadata(self.weights))
 
@@ -272,14 +274,34 @@ def _check_readable_copy(folder: Path, stored: dict[str, Any]) -> None:
 HF_FORMAT = 1  # the pulse_format of config.json this version reads (pulse.hf.export.FORMAT)
 
 
-def _hf_config(path: Path) -> dict[str, Any] | None:
-    """config.json of a Hugging Face export of a PULSE model (model_type "pulse"), else None."""
+def read_json(path: Path, advice: str) -> Any:
+    """A JSON file's value; a PulseError naming the file, line and column when it is not valid JSON."""
     import json
 
     try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise PulseError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+                         f"{advice}.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise PulseError(f"{path}: cannot be read as UTF-8 text ({err}); {advice}.") from None
+
+
+def _hf_config(path: Path) -> dict[str, Any] | None:
+    """config.json of a Hugging Face export of a PULSE model (model_type "pulse"), else None. A config.json that
+    is not JSON, in a directory that is no PULSE run or checkpoint, is one clear error rather than "not a
+    checkpoint"."""
+    file = path / "config.json"
+    if not file.is_file():
         return None
+    if is_run(path) or (path / RECIPE).is_file():  # PULSE's own directories hold no config.json of theirs
+        try:
+            config = read_json(file, "")
+        except PulseError:
+            return None
+    else:
+        config = read_json(file, "a `pulse export --format hf` directory needs it whole: restore it, or export "
+                                 "again")
     return config if isinstance(config, dict) and config.get("model_type") == "pulse" else None
 
 
@@ -303,9 +325,17 @@ def _open_hf(path: Path, config: dict[str, Any], overrides: tuple[str, ...], tab
 def _load_hf_weights(model: nn.Module, path: Path, config: dict[str, Any] | None, allow_unverified: bool) -> None:
     """The export's tensors (Transformers' `model.` prefix dropped) into `model`, checked against the checksum
     config.json recorded."""
+    from pulse.checkpoint import fit_tensors
+
+    fit_tensors(model, read_hf_weights(path, config, allow_unverified), path)
+
+
+def read_hf_weights(path: Path, config: dict[str, Any] | None, allow_unverified: bool) -> dict[str, torch.Tensor]:
+    """An export's tensors (Transformers' `model.` prefix dropped), verified against the checksum config.json
+    records and for NaN/inf: what `pulse generate DIR` and AutoModelForCausalLM.from_pretrained both load."""
     from safetensors import SafetensorError, safe_open
 
-    from pulse.checkpoint import Unverified, check_values, fit_tensors, tensors_digest
+    from pulse.checkpoint import Unverified, check_values, tensors_digest
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -317,6 +347,7 @@ def _load_hf_weights(model: nn.Module, path: Path, config: dict[str, Any] | None
         raise Unverified(f"{path}: config.json records no weights_sha256, so the weights cannot be verified. If you "
                          "trust them, load with allow_unverified=True (CLI: --allow-unverified).")
     if recorded is not None and tensors_digest(tensors) != recorded:
-        raise PulseError(f"{path}: corrupt — the tensors do not match the checksum in config.json; export again.")
+        raise PulseError(f"{path}: corrupt — the tensors do not match the checksum in config.json (weights_sha256); "
+                         "the file was damaged or altered. Export again from the run (`pulse export RUN --format hf`).")
     check_values(tensors, path, allow_unverified)
-    fit_tensors(model, tensors, path)
+    return tensors
