@@ -126,6 +126,11 @@ class IndexedTask:
     def make_head(self, model: nn.Module, *, device=None, dtype=None) -> nn.Module | None:
         return None
 
+    def check_data(self) -> None:
+        """Raise PulseError, saying what to change, if the task's files are missing, misplaced or unreadable; cheap
+        (it reads no more than it must), so `pulse benchmark` checks every task before any trains. Generated tasks
+        have nothing to check."""
+
     def targets(self, batch: Batch) -> int:
         return int((batch["labels"] != IGNORE).sum())
 

@@ -168,6 +168,12 @@ class LraText(SequenceClassification):
             self._labels = labels
         return self._labels
 
+    def check_data(self) -> None:
+        """task.path's layout and that every document opens, without reading them (see IndexedTask)."""
+        for items in scan(self.spec)[1].values():
+            for path, _ in items:
+                read_head(path, 0)
+
     @property
     def labels(self) -> list[str]:
         """The label names, in class order (read from task.path at first use)."""

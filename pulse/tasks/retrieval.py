@@ -113,46 +113,74 @@ class Pairs:
     labels: np.ndarray
 
 
-def read_pairs(path: Path, max_len: int) -> Pairs:
-    """An AAN TSV file (no header, no quoting; columns label, id1, id2, text1, text2), each text cut to max_len."""
+def _require(path: Path) -> None:
     if not path.is_file():
         raise PulseError(
             f"task.path: the AAN file {path} does not exist. LRA's retrieval data (lra_release/tsv_data) holds "
             "new_aan_pairs.train.tsv, .eval.tsv and .test.tsv; point task.path at that folder, or omit task.path "
             "for generated pairs."
         )
+
+
+def _fields(path: Path, line_no: int, line: bytes) -> tuple[int, bytes, bytes] | None:
+    """One line of an AAN file as (label, text1, text2); None for an empty line."""
+    line = line.rstrip(b"\n").removesuffix(b"\r")
+    if not line:
+        return None
+    fields = line.split(b"\t")
+    if len(fields) != 5:
+        raise PulseError(f"{path}, line {line_no}: {len(fields)} tab-separated columns, expected 5 "
+                         f"({COLUMNS}, as LRA's new_aan_pairs files); fix or remove that line.")
+    try:
+        label = float(fields[0])
+    except ValueError:
+        label = -1.0
+    if label not in (0.0, 1.0):
+        raise PulseError(f"{path}, line {line_no}: the label {fields[0].decode(errors='replace')!r} is "
+                         f"not 0 or 1 (columns: {COLUMNS}); fix that line.")
+    return int(label), fields[3], fields[4]
+
+
+def read_pairs(path: Path, max_len: int) -> Pairs:
+    """An AAN TSV file (no header, no quoting; columns label, id1, id2, text1, text2), each text cut to max_len."""
+    _require(path)
     seen: dict[bytes, int] = {}
     docs: list[bytes] = []
     pairs: list[tuple[int, int]] = []
     labels: list[int] = []
     with open(path, "rb") as f:
         for line_no, line in enumerate(f, 1):
-            line = line.rstrip(b"\n").removesuffix(b"\r")
-            if not line:
+            fields = _fields(path, line_no, line)
+            if fields is None:
                 continue
-            fields = line.split(b"\t")
-            if len(fields) != 5:
-                raise PulseError(f"{path}, line {line_no}: {len(fields)} tab-separated columns, expected 5 "
-                                 f"({COLUMNS}, as LRA's new_aan_pairs files); fix or remove that line.")
-            try:
-                label = float(fields[0])
-            except ValueError:
-                label = -1.0
-            if label not in (0.0, 1.0):
-                raise PulseError(f"{path}, line {line_no}: the label {fields[0].decode(errors='replace')!r} is "
-                                 f"not 0 or 1 (columns: {COLUMNS}); fix that line.")
             ids = []
-            for text in (fields[3][:max_len], fields[4][:max_len]):
+            for text in (fields[1][:max_len], fields[2][:max_len]):
                 if text not in seen:
                     seen[text] = len(docs)
                     docs.append(text)
                 ids.append(seen[text])
             pairs.append((ids[0], ids[1]))
-            labels.append(int(label))
+            labels.append(fields[0])
     if not pairs:
-        raise PulseError(f"{path} holds no pairs; give LRA's new_aan_pairs file, or omit task.path for generated "
-                         "pairs.")
+        raise _no_pairs(path)
     return Pairs(ByteDocuments(docs), np.array(pairs, dtype=np.int64), np.array(labels, dtype=np.int64))
+
+
+def check_pairs(path: Path) -> None:
+    """The file exists and opens, and its first pair reads (the rest is read at first use)."""
+    _require(path)
+    try:
+        with open(path, "rb") as f:
+            for line_no, line in enumerate(f, 1):
+                if _fields(path, line_no, line) is not None:
+                    return
+    except OSError as err:
+        raise PulseError(f"cannot read {path}: {err.strerror or err}; fix its permissions.") from None
+    raise _no_pairs(path)
+
+
+def _no_pairs(path: Path) -> PulseError:
+    return PulseError(f"{path} holds no pairs; give LRA's new_aan_pairs file, or omit task.path for generated pairs.")
 
 
 class PairHead(nn.Module):
@@ -185,6 +213,12 @@ class LraRetrieval(SequenceClassification):
         root = Path(self.spec.path).expanduser()
         prefix = root / "new_aan_pairs" if root.is_dir() else root.with_name(root.name.removesuffix(".train.tsv"))
         return prefix.with_name(f"{prefix.name}.{'train' if split == 'train' else self.spec.held_out}.tsv")
+
+    def check_data(self) -> None:
+        """Both splits' AAN files exist and begin with a pair, when task.path is given (see IndexedTask)."""
+        if self.spec.path is not None:
+            for split in ("train", "test"):
+                check_pairs(self.file(split))
 
     def pairs(self, split: str) -> Pairs:
         if split not in self._pairs:

@@ -5,18 +5,26 @@
 A suite (`lra`, `babi`) is a list of task tables at the published sizes (the LRA paper's sequence
 lengths; bAbI's generated tasks 1, 2, 3, 6 and 15) with a step count each at budget 1. For every
 recipe and task the recipe's [model] is refitted to the task (`task.fit_model`: vocabulary, input
-and output widths), its [task] replaced, its [train] kept but for the steps (× `budget`), the
-batch size and the learning rate (each of `lrs`: the best one per task is reported, as every
-quality claim here is the best of a small sweep). Each (recipe, task, lr) trains into its own run
-directory with the ordinary training loop, so a rerun skips finished runs and resumes unfinished
-ones exactly, as `pulse sweep` does. A task that reads local files (LRA Text) runs only when its
-data is given (`data={"text": PATH}`); otherwise its row says so.
+and output widths), its [task] replaced, its [train] kept but for the steps, the batch size and
+the learning rate (each of `lrs`: the best one per task is reported, as every quality claim here
+is the best of a small sweep). Each (recipe, task, lr) trains into its own run directory with the
+ordinary training loop, so a rerun skips finished runs and resumes unfinished ones exactly, as
+`pulse sweep` does. A task that reads local files (LRA Text) runs only when its data is given
+(`data={"text": PATH}`); otherwise its row says so.
+
+`budget` scales the work: the training examples (the suite's steps × batch × budget, as that many
+steps of the suite's batch, or one smaller batch when the budget buys less than one) and, below
+`WHOLE_EVAL_FROM`, the held-out examples scored (in proportion, at least `MIN_EVAL`; the run
+directory's name then says how many, e.g. `lr=0.001,eval=10`). Everything is checked before the
+first step (`plan`: every recipe, option, task's data and run directory), and the time each run
+will take is projected from one measured example (pulse.train.benchmark_time).
 
 `--set` applies to every run; `--set NAME.task.x=v` (NAME a suite task) only to that task's.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from collections.abc import Callable, Sequence
@@ -25,7 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from pulse.errors import PulseError, did_you_mean
-from pulse.train.sweep import Point, finished, run_inline
+from pulse.train.sweep import Point, finished, resume_point, run_inline
+
+WHOLE_EVAL_FROM = 0.1  # from this budget up every held-out set is scored whole (the tables in docs/benchmarks.md)
+MIN_EVAL = 8
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,9 @@ class SuiteTask:
     batch_size: int = 32
     data_field: str | None = None  # the task field a --data NAME=PATH sets
     needs_data: bool = False  # no generator: skipped unless --data names the files
+    eval_field: str = "num_test"  # the task field that caps the held-out examples scored
+    eval_size: int = 1000  # held-out examples scored at budgets from WHOLE_EVAL_FROM up (the default)
+    data_eval_field: str | None = None  # the field that caps them when --data gives files (None: eval_field)
 
 
 def _lra() -> tuple[SuiteTask, ...]:
@@ -45,8 +59,10 @@ def _lra() -> tuple[SuiteTask, ...]:
     # Image 1K (32×32), Pathfinder 1K (32×32)
     return (
         SuiteTask("listops", {"kind": "listops", "min_len": 500, "max_len": 2000}, 2000),
-        SuiteTask("text", {"kind": "lra_text", "max_len": 4000}, 2000, data_field="path", needs_data=True),
-        SuiteTask("retrieval", {"kind": "lra_retrieval", "max_len": 4000}, 2000, batch_size=16, data_field="path"),
+        SuiteTask("text", {"kind": "lra_text", "max_len": 4000}, 2000, data_field="path", needs_data=True,
+                  eval_field="eval_examples", eval_size=25_000),  # IMDb's test split
+        SuiteTask("retrieval", {"kind": "lra_retrieval", "max_len": 4000}, 2000, batch_size=16, data_field="path",
+                  data_eval_field="eval_examples"),
         SuiteTask("image", {"kind": "lra_image"}, 3000, data_field="path"),
         SuiteTask("pathfinder", {"kind": "pathfinder", "resolution": 32}, 3000),
     )
@@ -74,6 +90,7 @@ class Cell:
     task: str
     points: list[Point] = field(default_factory=list)
     skipped: str | None = None
+    eval_examples: int = 0  # held-out examples each eval scores (where the data decides, the suite's nominal count)
 
 
 def _scoped(overrides: Sequence[str], names: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -96,16 +113,30 @@ def system_name(path: Path, taken: Sequence[str]) -> str:
     return name
 
 
+def train_size(entry: SuiteTask, budget: float) -> tuple[int, int]:
+    """Steps and batch size at `budget`: the suite's steps × budget at its batch size, or one step of the
+    examples the budget buys when that is less than one batch."""
+    examples = entry.steps * entry.batch_size * budget
+    if examples >= entry.batch_size:
+        return max(1, round(entry.steps * budget)), entry.batch_size
+    return 1, max(1, math.ceil(examples))
+
+
+def eval_cap(entry: SuiteTask, budget: float) -> int | None:
+    """Held-out examples scored at `budget`: None (the task's own, whole set) from WHOLE_EVAL_FROM up."""
+    if budget >= WHOLE_EVAL_FROM:
+        return None
+    return max(MIN_EVAL, round(entry.eval_size * budget / WHOLE_EVAL_FROM))
+
+
 def plan(recipes: Sequence[str | Path], suite_name: str, *, budget: float = 1.0, lrs: Sequence[float] = (),
          only: Sequence[str] = (), data: dict[str, str] | None = None, overrides: Sequence[str] = (),
          out: str | Path | None = None) -> tuple[Path, list[Cell]]:
-    """Every (recipe, task, lr) run, validated before anything trains; raises PulseError on the first bad one."""
+    """Every (recipe, task, lr) run, validated before anything trains — recipe, options, the task's data, the run
+    directory; raises PulseError on the first bad one."""
     from pulse.api.source import open_source
-    from pulse.assemble import build_model
-    from pulse.specs.load import recipe_from_dict
-    from pulse.tasks import build_task
 
-    if not budget > 0:
+    if not (budget > 0 and math.isfinite(budget)):
         raise PulseError(f"--budget {budget}: the budget scales every task's steps and must be above 0, e.g. 0.1.")
     tasks = suite(suite_name)
     names = [t.name for t in tasks]
@@ -116,7 +147,7 @@ def plan(recipes: Sequence[str | Path], suite_name: str, *, budget: float = 1.0,
     tasks = tuple(t for t in tasks if not only or t.name in only)
     common, scoped = _scoped(overrides, names)
     root = Path(out) if out is not None else Path("runs") / f"benchmark-{suite_name}-{Path(recipes[0]).stem}"
-    cells, systems = [], []
+    cells, systems, checked = [], [], set()
     for recipe_path in recipes:
         source = open_source(recipe_path)
         system = system_name(Path(recipe_path), systems)
@@ -132,22 +163,68 @@ def plan(recipes: Sequence[str | Path], suite_name: str, *, budget: float = 1.0,
             elif entry.needs_data:
                 cell.skipped = f"needs local data: --data {entry.name}=PATH"
                 continue
-            steps = max(1, round(entry.steps * budget))
+            cap = eval_cap(entry, budget)
+            eval_field = (entry.data_eval_field if given is not None else None) or entry.eval_field
+            if cap is not None:
+                table[eval_field] = cap
+            steps, batch_size = train_size(entry, budget)
             train = {**base.get("train", {}), "steps": steps, "batch_size": entry.batch_size, "max_time": None}
             train["warmup_steps"] = min(train.get("warmup_steps", 0), steps // 5)
             for lr in lrs or [train.get("lr")]:
-                settings = {k: v for k, v in {**train, "lr": lr}.items() if v is not None}
-                data_ = {**base, "task": table, "train": settings}
-                described = f"{recipe_path} on {suite_name}/{entry.name}"
-                recipe = recipe_from_dict(data_, [*common, *scoped[entry.name]], source=described)
-                task = build_task(recipe.task)
-                data_["model"] = task.fit_model(base["model"])
-                recipe = recipe_from_dict(data_, [*common, *scoped[entry.name]], source=described)
-                task.check_model(build_model(recipe, device="meta"))
-                lr_name = f"lr={recipe.train.lr:g}"
-                cell.points.append(Point(name=f"{system}/{entry.name}/{lr_name}", values={"train.lr": f"{lr:g}"},
-                                         recipe=recipe, out_dir=root / system / entry.name / lr_name))
+                recipe = _recipe(base, table, {**train, "lr": lr}, batch_size, [*common, *scoped[entry.name]],
+                                 f"{recipe_path} on {suite_name}/{entry.name}", checked)
+                scored = getattr(recipe.task, eval_field, None)
+                cell.eval_examples = scored or entry.eval_size
+                lr_name = f"lr={recipe.train.lr:g}" + (f",eval={scored}" if cap is not None else "")
+                point = Point(name=f"{system}/{entry.name}/{lr_name}", values={"train.lr": f"{lr:g}"},
+                              recipe=recipe, out_dir=root / system / entry.name / lr_name)
+                _check_run_dir(point)
+                cell.points.append(point)
     return root, cells
+
+
+def _recipe(base: dict[str, Any], table: dict[str, Any], train: dict[str, Any], batch_size: int,
+            overrides: list[str], described: str, checked: set[str]) -> Any:
+    """One run's recipe: the model refitted to the task and checked against it, the budget's batch size (in whole
+    micro-batches of train.grad_accum), the device, and the task's data (checked once per task table)."""
+    import json
+
+    from pulse.assemble import build_model
+    from pulse.specs.load import recipe_from_dict
+    from pulse.tasks import build_task
+    from pulse.train.ddp import pick_device
+
+    settings = {k: v for k, v in train.items() if v is not None}
+    data_ = {**base, "task": table, "train": settings}
+    recipe = recipe_from_dict(data_, overrides, source=described)
+    task = build_task(recipe.task)
+    data_["model"] = task.fit_model(base["model"])
+    accum = recipe.train.grad_accum
+    settings["batch_size"] = -(-batch_size // accum) * accum
+    recipe = recipe_from_dict(data_, overrides, source=described)
+    task.check_model(build_model(recipe, device="meta"))
+    try:
+        pick_device(recipe.train.device)
+        key = json.dumps(recipe.to_dict()["task"], sort_keys=True, default=str)
+        if key not in checked:
+            task.check_data()
+            checked.add(key)
+    except PulseError as err:
+        raise PulseError(f"{described}: {err}") from None
+    return recipe
+
+
+def _check_run_dir(point: Point) -> None:
+    """The run directory takes this run: empty, or holding this run (finished, or to continue)."""
+    from pulse.train.rundir import RunDir
+
+    if finished(point):
+        return
+    try:
+        RunDir(point.out_dir, writer=False).prepare(point.recipe, resume=resume_point(point), say=lambda text: None)
+    except PulseError as err:
+        raise PulseError(f"{point.name}: {err} (`pulse benchmark` has no --force: give another --out, or remove "
+                         f"{point.out_dir}.)") from None
 
 
 def run(cells: Sequence[Cell], *, reporter: Callable[[Point], Any] | None = None,
@@ -172,14 +249,17 @@ def benchmark(recipes: Sequence[str | Path], suite_name: str, *, budget: float =
               say: Callable[[str], None] = print, command: str | None = None) -> dict[str, Any]:
     """Plan, train, and write benchmark.json, benchmark.md and benchmark.png into the output directory."""
     from pulse.train.benchmark_report import document, write
+    from pulse.train.benchmark_time import project
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     root, cells = plan(recipes, suite_name, budget=budget, lrs=lrs, only=only, data=data, overrides=overrides,
                        out=out)
+    projected = project(cells, say)
     status = run(cells, reporter=reporter, say=say)
     command = command or shlex.join(["pulse", "benchmark", str(recipes[0]), "--task", suite_name,
                                      *(a for r in recipes[1:] for a in ("--vs", str(r)))])
     doc = document(cells, status, suite=suite_name, budget=budget, command=command, load=load)
+    doc["projected_s"] = projected
     doc["paths"] = [str(p) for p in write(root, doc)]
     return doc
 
