@@ -89,19 +89,31 @@ def test_the_plain_lm_eval_cli_on_a_byte_export_gives_the_same_numbers(built, ou
         assert theirs[task][metric] == pytest.approx(ours["results"][task][metric], rel=1e-4), (task, metric)
 
 
-@pytest.mark.parametrize("recipe", byte_language_recipes())
-def test_lm_evals_hf_model_runs_on_the_export_of_every_shipped_byte_recipe(recipe, tmp_path):
-    """lm-eval's own `hf` model (what `lm_eval --model hf` builds) loads the export by path and scores it."""
-    import lm_eval
+@pytest.fixture(scope="module")
+def local_tasks() -> dict:
+    """The shipped tasks, loaded once for the checks of every recipe (lm-eval rebuilds their requests each run)."""
+    import warnings
+
+    from lm_eval.tasks import get_task_dict
 
     from pulse.hf.harness import _task_manager
 
-    lm = pulse.PulseForCausalLM.from_recipe(ROOT / "recipes" / recipe, ["model.dim=32"])
-    export_hf(lm, tmp_path / "hf")
-    manager = _task_manager((str(local_tasks_dir()),), defaults=False)
-    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={tmp_path / 'hf'},trust_remote_code=True",
-                                      tasks=list(LOCAL), limit=2, device="cpu", task_manager=manager,
-                                      bootstrap_iters=0, verbosity="ERROR")["results"]
+    with warnings.catch_warnings():  # the form evaluate() takes; lm-eval 0.4.13 calls it deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return get_task_dict(list(LOCAL), _task_manager((str(local_tasks_dir()),), defaults=False))
+
+
+@pytest.mark.parametrize("recipe", byte_language_recipes())
+def test_lm_evals_hf_model_runs_on_the_export_of_every_shipped_byte_recipe(recipe, local_tasks, tmp_path):
+    """lm-eval's `hf` model built as `lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True` builds
+    it loads the export by path and scores it (a vocabulary without bos/eos crashed there)."""
+    from lm_eval.api.registry import get_model
+    from lm_eval.evaluator import evaluate
+
+    export_hf(pulse.PulseForCausalLM.from_recipe(ROOT / "recipes" / recipe, ["model.dim=32"]), tmp_path / "hf")
+    model = get_model("hf").create_from_arg_string(f"pretrained={tmp_path / 'hf'},trust_remote_code=True",
+                                                   {"device": "cpu", "batch_size": 1})
+    results = evaluate(model, local_tasks, limit=1, bootstrap_iters=0, verbosity="ERROR")["results"]
     assert 0.0 <= results["pulse_arith_mc"]["acc,none"] <= 1.0
     assert results["pulse_continuation"]["perplexity,none"] > 1.0
 

@@ -4,11 +4,13 @@
       config.json               PulseHFConfig: the resolved recipe, special ids, auto_map, the weights' checksum
       model.safetensors         the weights (Transformers' names, `model.` + PULSE's)
       tokenizer.json            the run's tokenizer (the byte tokenizer as an equivalent tokenizers file)
-      tokenizer_config.json     PreTrainedTokenizerFast and the special tokens, for AutoTokenizer
+      tokenizer_config.json     PreTrainedTokenizerFast and the special tokens, for AutoTokenizer (one declared
+                                where the vocabulary has no eos: special_tokens)
       configuration_pulse.py    re-exports of pulse.hf's classes, for trust_remote_code=True where PULSE is
       modeling_pulse.py         installed (after `import pulse` no remote code is needed at all)
 
-The directory is written beside its destination and renamed into place whole.
+The directory is written beside its destination and renamed into place whole, every file with the mode the
+umask gives.
 """
 
 from __future__ import annotations
