@@ -35,6 +35,8 @@ FORBIDDEN = {
     "bench": {"cli"},
     "units": {"ops", "specs", "blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint",
               "registry", "data", "hf", "contract"},
+    "threads": {"ops", "specs", "blocks", "models", "assemble", "api", "tasks", "train", "bench", "cli", "checkpoint",
+                "registry", "data", "hf", "contract", "units"},
 }
 for _room in FORBIDDEN:
     FORBIDDEN[_room] |= TOP

@@ -167,6 +167,15 @@ class PulseGroup(TyperGroup):
 class PulseTyper(typer.Typer):
     """typer.Typer whose commands default to PulseCommand."""
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The `pulse` process starting (tests invoke the click command in-process and skip this): torch's
+        CPU threads follow the free CPUs from here on, unless PULSE_THREADS, OMP_NUM_THREADS or the
+        recipe chose (`pulse.threads`)."""
+        from pulse import threads
+
+        threads.adapt()
+        return super().__call__(*args, **kwargs)
+
     def command(self, *args: Any, aliases: tuple[str, ...] = (), **kwargs: Any):  # type: ignore[override]
         """`aliases`: flags that stand for the command's first argument (see PulseCommand)."""
         cls = type("PulseCommand", (PulseCommand,), {"positional_aliases": aliases}) if aliases else PulseCommand

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from pulse import threads
 from pulse.errors import PulseError
 
 _CHOICES = {"auto": None, "": None, "1": True, "on": True, "true": True, "0": False, "off": False, "false": False}
@@ -121,6 +122,7 @@ def step_function(owner: Any, name: str, fn: Callable, device: torch.device | st
     Compiled functions are cached per owner and name. The first call of a compiled function that
     raises falls back to eager for good, with a warning; the eager function is the reference.
     """
+    threads.tick()  # once per call of a sequential loop: where a long run re-checks its CPU threads
     op = f"{type(owner).__name__}.{name}"
     if not compile_enabled(device) or op in _failed:
         record(op, _paths.get(op, "eager") if op in _failed else "eager")

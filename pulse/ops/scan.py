@@ -24,11 +24,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from pulse import threads
+
 Method = Literal["auto", "loop", "log"]
 
 
 def resolve(method: Method, device: torch.device) -> Literal["loop", "log"]:
-    """The method `auto` stands for on `device`: the loop on the CPU, the log-depth form elsewhere."""
+    """The method `auto` stands for on `device`: the loop on the CPU, the log-depth form elsewhere.
+
+    Every chunked form passes here once per call, so this is where a long run re-checks its CPU
+    threads (`pulse.threads.tick`: a clock read unless a re-check is due)."""
+    threads.tick()
     if method == "auto":
         return "loop" if device.type == "cpu" else "log"
     return method

@@ -147,8 +147,10 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool
 def _train(recipe: Any, run: RunDir, resume: bool, force: bool, reporter: Reporter | None, d: ddp.Dist,
            allow_unverified: bool = False, stop: StopRequest | None = None) -> RunResult:
     """A run in three stages: build (or resume) it, loop over the steps, finish (final eval, weights, summary)."""
-    if recipe.train.threads:
-        torch.set_num_threads(recipe.train.threads)
+    if recipe.train.threads:  # an explicit choice: pulse.threads stops adapting
+        from pulse import threads
+
+        threads.use(recipe.train.threads)
     say = reporter.message if reporter is not None else (lambda text: None)
     if force:
         run.replace(say)
