@@ -146,3 +146,17 @@ def test_off_and_no_proc_stat_leave_torch_alone(policy, monkeypatch):
     threads.reset()
     assert threads.adapt(wait=0.1) == 2 and threads.chosen() == "torch's default"  # the feed is empty: no /proc
     assert threads.sample("/nonexistent/stat") is None
+
+
+def test_a_bad_pulse_threads_is_one_line_and_exit_2_at_the_command_start():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PULSE_THREADS": "many"}
+    done = subprocess.run([sys.executable, "-m", "pulse", "list"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: PULSE_THREADS='many': use auto (threads from the free CPUs, the default), off (torch's own "
+        "default) or a number of threads ≥ 1."
+    ]

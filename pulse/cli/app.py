@@ -172,8 +172,13 @@ class PulseTyper(typer.Typer):
         CPU threads follow the free CPUs from here on, unless PULSE_THREADS, OMP_NUM_THREADS or the
         recipe chose (`pulse.threads`)."""
         from pulse import threads
+        from pulse.errors import PulseError
 
-        threads.adapt()
+        try:
+            threads.adapt()
+        except PulseError as err:  # PULSE_THREADS that is not a setting: one line, exit 2, as every command
+            typer.echo(f"error: {err}", err=True)
+            raise SystemExit(2) from None
         return super().__call__(*args, **kwargs)
 
     def command(self, *args: Any, aliases: tuple[str, ...] = (), **kwargs: Any):  # type: ignore[override]
