@@ -114,18 +114,22 @@ def test_time_budget_and_timeouts_skip_with_reason():
     render(report.results_table(slow), report.scaling_table(slow))
 
 
-def test_train_a_recipe_and_generate_with_a_mixer():
+def check_one_result(out: dict, mode: str) -> dict:
+    """One system at one length, no matmul ceiling: valid, ok, and counted in the unit of its mode."""
+    jsonschema.validate(out, DOCUMENT_SCHEMA)
+    assert out["machine"]["matmul"] is None and "matmul-size 0" in out["machine"]["reason"]
+    result = out["systems"][0]["results"][0]
+    assert result["status"] == "ok", result
+    assert result["unit"] == ("token" if mode == "generate" else "batch")
+    assert result["matmul_fraction"] is None
+    assert out["systems"][0]["params"] > 0 and result["flops"] > 0
+    assert (mode == "generate") == ("prefill_s" in result)
+    return result
+
+
+def test_train_a_recipe():  # generating with a mixer: test_a_worker_reports_its_own_memory_…
     recipe = recipe_from_dict({"model": {"from": "transformer-small", "dim": 16, "depth": 1}}, source="tiny")
-    for system, mode in ((recipe_system(recipe), "train"), (mixer_system("attention", 16), "generate")):
-        out = run_bench([system], Settings(seq_lens=(8,), mode=mode, generate_tokens=2, **NO_CEILING))
-        jsonschema.validate(out, DOCUMENT_SCHEMA)
-        assert out["machine"]["matmul"] is None and "matmul-size 0" in out["machine"]["reason"]
-        result = out["systems"][0]["results"][0]
-        assert result["status"] == "ok", result
-        assert result["unit"] == ("token" if mode == "generate" else "batch")
-        assert result["matmul_fraction"] is None
-        assert out["systems"][0]["params"] > 0 and result["flops"] > 0
-        assert (mode == "generate") == ("prefill_s" in result)
+    check_one_result(run_bench([recipe_system(recipe)], Settings(seq_lens=(8,), mode="train", **NO_CEILING)), "train")
 
 
 def test_cli_generates_from_a_recipe_and_writes_json_and_plot(tmp_path):
@@ -278,26 +282,27 @@ def test_projection_scales_only_the_work_that_grows_with_the_length():
     assert plan.project([small], 8192)["memory_bytes"] == pytest.approx(80 * mib + 1 * mib * 32**2)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
-                    reason="needs Linux /proc (VmHWM and clear_refs): elsewhere the worker's peak is ru_maxrss, "
-                           "which counts from the process start and is not what this test checks")
-def test_a_worker_does_not_report_the_runners_memory_as_its_own():
+def test_a_worker_reports_its_own_memory_the_part_of_its_time_that_scales_and_its_threads(monkeypatch):
     # execve folds the parent's high-water mark into the child's ru_maxrss: a runner holding 400 MiB
     # made every tiny worker report ~400 MiB minus its own resident set as "peak growth"
+    for name in ("PULSE_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
     ballast = b"x" * (400 * 2**20)
-    out = run_bench([mixer_system("linear_attention", 16)], Settings(seq_lens=(64,), **NO_CEILING))
+    out = run_bench([mixer_system("linear_attention", 16)],
+                    Settings(seq_lens=(64,), mode="generate", generate_tokens=2, **{**NO_CEILING, "threads": None}))
+    check_one_result(out, "generate")
     (run,) = out["runs"]
     assert run["status"] == "ok", run
-    assert run["memory_bytes"] < 64 * 2**20, run["memory_bytes"]
+    if os.path.exists("/proc/self/clear_refs"):  # elsewhere the peak is ru_maxrss, counted from the process start
+        assert run["memory_bytes"] < 64 * 2**20, run["memory_bytes"]
     del ballast  # held until the worker has finished
-
-
-def test_the_worker_reports_the_part_of_its_time_that_scales():
-    out = run_bench([mixer_system("linear_attention", 16)], Settings(seq_lens=(64,), mode="generate", **NO_CEILING))
-    (run,) = out["runs"]
     assert 0 < run["scaling_s"] < run["wall_s"]
     assert 0 <= run["memory_fixed_bytes"] <= run["memory_bytes"]  # the peak is at least the RSS after the short call
-    jsonschema.validate(out, DOCUMENT_SCHEMA)
+    # no --threads: the worker chose from the free CPUs (pulse.threads) and the report says what it used
+    assert 1 <= run["threads"] <= os.cpu_count() and run["threads_how"] == "free CPUs"
+    assert out["systems"][0]["results"][0]["threads"] == [run["threads"]]
+    assert f"threads {run['threads']} of {os.cpu_count()} CPUs (free CPUs)" in report.machine_line(out)
+    assert out["settings"]["threads"] is None and out["machine"]["threads"] is None
 
 
 def test_busy_machine_and_wide_spread_warn(monkeypatch, doc):
@@ -330,23 +335,6 @@ def test_80_column_render_cuts_no_name_and_the_text_report_is_whole(doc):
     whole = report.render_text(long_names)
     rows = [line for line in whole.splitlines() if "attention:num_heads=2,dropout" in line]
     assert len(rows) > 3 and "…" not in whole.replace("8…16", "")  # the full tables use full names
-
-
-def test_cli_prints_plan_eta_legend_and_keeps_versions_without_matmul(tmp_path):
-    result = run_cli("bench", "--mixer", "attention", "--mixer", "attention:num_heads=2", "--dim", "16",
-                     "--seq-lens", "8,16", "--repeats", "1", "--warmup", "0", "--threads", "1", "--matmul-size", "0",
-                     "--json", tmp_path / "b.json", "--text", tmp_path / "b.txt")
-    assert result.exit_code == 0, result.output
-    out = result.stdout
-    assert "plan: 2 system(s) × 2 length(s) × 1 round(s) = 4 measuring processes" in out
-    assert "· 1/4 · ETA" in out and "· 4/4 · done" in out
-    assert "eager" in out and "attention:num_heads=2" in out
-    doc = json.loads((tmp_path / "b.json").read_text())
-    machine = doc["machine"]
-    assert machine["matmul"] is None and machine["threads"] == 1 and machine["torch"]
-    assert "threads 1 of" in report.machine_line(doc) and "torch 2." in report.machine_line(doc)
-    text = (tmp_path / "b.txt").read_text()
-    assert "attention:num_heads=2" in text and "pulse bench" in text
 
 
 def test_compile_choices_name_and_mark_each_system():
@@ -438,12 +426,23 @@ def test_documents_per_window_name_each_system_and_are_timed_side_by_side(tmp_pa
         with_documents(systems, [-1])
     starts = measure.document_starts(3, 50, 4, "cpu")
     assert starts.shape == (3, 50) and starts[:, 0].all() and starts.sum(dim=1).tolist() == [4, 4, 4]
-    result = run_cli("bench", "--mixer", "gated_deltanet:chunk_size=4", "--dim", "8", "--seq-lens", "16",
+    # the CLI's plan line, ETA, legend, JSON and text report, with versions and threads though no matmul ran
+    result = run_cli("bench", "--mixer", "gated_deltanet:chunk_size=4", "--dim", "8", "--seq-lens", "8,16",
                      "--mode", "train", "--repeats", "1", "--warmup", "0", "--threads", "1", "--matmul-size", "0",
-                     "--docs-per-window", "0,3", "--json", tmp_path / "b.json")
+                     "--docs-per-window", "0,3", "--json", tmp_path / "b.json", "--text", tmp_path / "b.txt")
     assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())  # lines that name a long system wrap at 80 columns
+    assert "plan: 2 system(s) × 2 length(s) × 1 round(s) = 4 measuring processes" in out
+    assert "· 1/4 · ETA" in out and "· 4/4 · done" in out
+    assert "eager" in out and "gated_deltanet:chunk_size=4 · 3 docs" in out
     doc = json.loads((tmp_path / "b.json").read_text())
-    assert [r["status"] for r in doc["runs"]] == ["ok", "ok"]
+    machine = doc["machine"]
+    assert machine["matmul"] is None and machine["threads"] == 1 and machine["torch"]
+    assert "threads 1 of" in report.machine_line(doc) and "torch 2." in report.machine_line(doc)
+    assert "(free CPUs)" not in report.machine_line(doc) and {r["threads"] for r in doc["runs"]} == {1}
+    text = (tmp_path / "b.txt").read_text()
+    assert "gated_deltanet:chunk_size=4 · 3 docs" in text and "pulse bench" in text
+    assert [r["status"] for r in doc["runs"]] == ["ok"] * 4
     assert {s["name"]: s["path"] for s in doc["systems"]}["gated_deltanet:chunk_size=4 · 3 docs"] == \
         "delta_rule: eager (document starts)"
     assert "--docs-per-window 0,3" in doc["command"]

@@ -37,8 +37,26 @@ def machine_line(doc: dict[str, Any]) -> str:
                         else f"dense matmul not measured ({m.get('reason', 'unknown')})")
     )
     device = m.get("device_name") if str(m.get("device", "")).startswith("cuda") else m.get("cpu")
-    return (f"{device} · threads {m.get('threads')} of {m.get('logical_cpus')} CPUs · torch {m.get('torch', '?')} · "
-            f"{s['device']} {s['dtype']} · {ceiling}")
+    return (f"{device} · threads {threads_used(doc)} of {m.get('logical_cpus')} CPUs{_threads_how(doc)} · "
+            f"torch {m.get('torch', '?')} · {s['device']} {s['dtype']} · {ceiling}")
+
+
+def threads_used(doc: dict[str, Any], runs: list[dict[str, Any]] | None = None) -> str:
+    """The torch thread counts the measuring processes ran with: `2`, or `1–2` where they differed."""
+    if runs is None:
+        runs = [*doc["runs"], doc["machine"]]
+    used = sorted({r["threads"] for r in runs if r.get("threads")})
+    if not used:
+        return str(doc["settings"].get("threads") or "?")
+    return str(used[0]) if len(used) == 1 else f"{used[0]}–{used[-1]}"
+
+
+def _threads_how(doc: dict[str, Any]) -> str:
+    """How the threads were chosen, where PULSE chose them (`pulse.threads`); nothing after --threads N."""
+    if doc["settings"].get("threads"):
+        return ""
+    how = next((r["threads_how"] for r in [doc["machine"], *doc["runs"]] if r.get("threads_how")), None)
+    return f" ({how})" if how else ""
 
 
 def labels(doc: dict[str, Any]) -> list[str]:
@@ -47,13 +65,14 @@ def labels(doc: dict[str, Any]) -> list[str]:
 
 
 def legend(doc: dict[str, Any]) -> Table:
-    """Each system's letter, full name, parameter count and the path its ops took (eager / compiled / fla)."""
+    """Each system's letter, full name, parameter count, torch threads and the path its ops took."""
     table = Table(title="systems", title_justify="left", show_edge=False)
-    for col, just in (("", "left"), ("system", "left"), ("params", "right"), ("path", "left")):
+    for col, just in (("", "left"), ("system", "left"), ("params", "right"), ("threads", "right"), ("path", "left")):
         table.add_column(col, justify=just, overflow="fold")
     for label, system in zip(labels(doc), doc["systems"]):
         params = f"{system['params']:,}" if system.get("params") is not None else "—"
-        table.add_row(label, system["name"], params, system.get("path", "eager"))
+        runs = [r for r in doc["runs"] if r.get("system") == system["name"]]
+        table.add_row(label, system["name"], params, threads_used(doc, runs), system.get("path", "eager"))
     return table
 
 

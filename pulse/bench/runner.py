@@ -241,8 +241,9 @@ def measure_machine(settings: Settings, clock: _Clock, env: dict[str, str]) -> d
 
         import torch
 
-        # what the workers run with, even when nothing was timed: their threads and the library versions
-        result.update(cpu=cpu_model(), logical_cpus=os.cpu_count(), threads=settings.threads or torch.get_num_threads(),
+        # what the workers run with, even when nothing was timed: their threads (None: each chooses from the
+        # free CPUs, and its run records what it chose) and the library versions
+        result.update(cpu=cpu_model(), logical_cpus=os.cpu_count(), threads=settings.threads,
                       torch=torch.__version__, python=platform.python_version(), device=settings.device, matmul=None)
     return result
 

@@ -49,6 +49,7 @@ def summarize_system(system: Any, runs: list[dict[str, Any]], settings: Any, mac
             matmul_fraction=achieved / ceiling if ceiling else None,
             rounds_ok=len(ok),
             path=plan.paths_summary(ok),
+            threads=sorted({r["threads"] for r in ok if r.get("threads")}),
             ratio=_ratios(system.name, baseline, seq_len, runs),
         )
         if unit == "token":

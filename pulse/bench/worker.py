@@ -14,12 +14,16 @@ import sys
 
 def main() -> None:
     request = json.loads(sys.stdin.read())
-    threads = request.get("threads")
-    if threads:
+    chosen = request.get("threads")
+    if chosen:
         # before torch is imported, so every thread pool it creates has this size
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(chosen)
+    from pulse import threads
     from pulse.bench import machine, measure
 
+    if not chosen:  # --threads not given: the free CPUs decide, sampled now (or PULSE_THREADS / OMP_NUM_THREADS)
+        threads.adapt(wait=threads.SAMPLE)
+        threads.freeze()  # one thread count for the whole measurement, recorded with it
     measure.configure(request)
     if request["task"] == "machine":
         result = {"pid": os.getpid(), "status": "ok", **machine.describe(request["device"])}
@@ -28,6 +32,7 @@ def main() -> None:
         )
     else:
         result = measure.measure(request)
+    result["threads_how"] = "--threads" if chosen else threads.chosen()
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     sys.stdout.flush()
 

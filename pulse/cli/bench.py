@@ -13,8 +13,8 @@ from pulse.cli.common import SetOption, console, err_console, handle_errors, ope
 from pulse.errors import PulseError
 
 
-def parse_lengths(text: str) -> list[int]:
-    """`512,1k,16k,1m` → [512, 1024, 16384, 1048576] (k = 2¹⁰, m = 2²⁰)."""
+def parse_lengths(text: str, option: str = "--seq-lens") -> list[int]:
+    """`512,1k,16k,1m` → [512, 1024, 16384, 1048576] (k = 2¹⁰, m = 2²⁰); errors name `option`."""
     out = []
     for item in text.replace(" ", "").split(","):
         if not item:
@@ -23,9 +23,9 @@ def parse_lengths(text: str) -> list[int]:
         try:
             out.append(int(item[:-1] if scale > 1 else item) * scale)
         except ValueError:
-            raise PulseError(f"--seq-lens `{text}`: `{item}` is not a length; write e.g. 512,1024,2k.") from None
+            raise PulseError(f"{option} `{text}`: `{item}` is not a length; write e.g. 512,1024,2k.") from None
     if not out:
-        raise PulseError("--seq-lens is empty; write e.g. --seq-lens 512,1024,2048.")
+        raise PulseError(f"{option} is empty; write e.g. {option} 512,1024,2048.")
     return out
 
 
@@ -151,7 +151,8 @@ def bench(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads in each measuring process (default: torch's).")
+        int | None, typer.Option(min=1, help="torch threads in each measuring process (default: the CPUs free "
+                                 "when it starts; PULSE_THREADS / OMP_NUM_THREADS also set it).")
     ] = None,
     max_seconds: Annotated[
         float | None, typer.Option("--max-seconds", min=0, help="Wall-clock budget of the whole run.")
