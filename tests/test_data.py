@@ -18,7 +18,7 @@ from helpers import run_cli
 from pulse.data.bpe import train_bpe, write_tokenizer
 from pulse.data.corpus import open_corpus
 from pulse.data.readers import corpus_files, documents
-from pulse.errors import PulseError
+from pulse.errors import PulseError, PulseWarning
 from pulse.specs.tasks import TextSpec
 from pulse.tasks.text import Text
 from pulse.tokenizer import ByteTokenizer, HFTokenizer
@@ -225,10 +225,11 @@ def test_a_tokenizer_travels_with_the_run_through_generate_and_from_pretrained(t
     assert lm.tokenizer.encode("document 7") == HFTokenizer.load(bpe).encode("document 7")
     shown = run_cli("generate", run, "--prompt", "document", "-n", "4")
     assert shown.exit_code == 0 and shown.stdout.startswith("document"), shown.output
-    assert run_cli("eval", run, "--json").exit_code == 2  # a stored absolute task.path is not followed ...
+    with pytest.warns(PulseWarning, match="stored with the run"):  # a stored absolute task.path that exists is used
+        assert run_cli("eval", run, "--json").exit_code == 0
     typed = [f"task.path={json.dumps(str(tmp_path / 'c'))}", f"task.cache_dir={json.dumps(str(tmp_path / 'cache'))}"]
     evaluated = run_cli("eval", run, *[a for t in typed for a in ("--set", t)], "--json")
-    assert evaluated.exit_code == 0, evaluated.output  # ... typed ones are; the tokenizer is the run's own
+    assert evaluated.exit_code == 0, evaluated.output  # and typed ones are; the tokenizer is the run's own
     lm.save_pretrained(tmp_path / "saved")
     assert pulse.PulseForCausalLM.from_pretrained(tmp_path / "saved").tokenizer.digest() == lm.tokenizer.digest()
     stored = run / "tokenizer.json"
@@ -372,7 +373,7 @@ def test_the_context_curve_bins_positions_past_the_training_length_and_skips_wit
     assert shown.exit_code == 0, shown.output
     doc = json.loads(shown.stdout)
     ok = [p for p in doc["points"] if p["status"] == "ok"]
-    assert [p["length"] for p in ok] == [16, 128] and doc["train_seq_len"] == 16 and doc["attention"]
+    assert [p["length"] for p in ok] == [16, 128] and doc["train_seq_len"] == 16
     assert [(b["start"], b["end"]) for b in ok[1]["bins"]] == [(0, 64), (64, 128)]
     assert ok[1]["state_bytes"] > ok[0]["state_bytes"]  # the attention layer's cache grows with the window
     skipped = doc["points"][-1]
@@ -382,7 +383,7 @@ def test_the_context_curve_bins_positions_past_the_training_length_and_skips_wit
     budget = run_cli("eval", run, "--context-curve", "16,128", "--windows", "2", "--max-seconds", "1e-9",
                      "--set", f"task.path={json.dumps(str(tmp_path / 'c'))}",
                      "--set", f"task.cache_dir={json.dumps(str(tmp_path / 'cache'))}")
-    assert budget.exit_code == 0 and "projected" in budget.stdout and "quadratic" in budget.stdout, budget.output
+    assert budget.exit_code == 0 and "projected" in budget.stdout and "GFLOP/s" in budget.stdout, budget.output
     mqar = run_cli("eval", run, "--context-curve", "16", "--task", "mqar")
     assert mqar.exit_code == 2 and "reads held-out text" in mqar.stderr
 

@@ -138,12 +138,42 @@ class Source:
 
     def check_paths(self, *tables: str, unused: tuple[str, ...] = ()) -> None:
         """Before following a path the stored recipe holds in `tables` ("task", "bench"): refuse one that could
-        point anywhere (absolute, `~`, `..`) unless the user typed it (--set, or a whole table). `unused` names
-        dotted paths the command will not follow (task.tokenizer, when the weights' own tokenizer is used)."""
+        point anywhere (absolute, `~`, `..`) unless the user typed it (--set, or a whole table), or it is one of
+        the task's files or folders (task.path, task.cache_dir, task.tokenizer), absolute and existing on this
+        machine: then it is followed, with a note. `unused` names dotted paths the command will not follow
+        (task.tokenizer, when the weights' own tokenizer is used)."""
         if self.stored is None:
             return
+        typed = (*self.typed, *unused)
+        found = self._stored_task_paths(typed) if "task" in tables else ()
         check_stored_paths({t: self.stored.get(t) for t in tables if t in self.stored}, self.overrides,
-                           source=str(self.weights or self.location), typed=(*self.typed, *unused))
+                           source=str(self.weights or self.location), typed=(*typed, *found))
+
+    def _stored_task_paths(self, typed: tuple[str, ...]) -> list[str]:
+        """The stored absolute (or `~`) task paths that exist here, said in a note each; one that does not exist is a
+        PulseError naming it and the --set that points at the user's copy."""
+        import warnings
+
+        from pulse.errors import PulseWarning
+
+        task = self.stored.get("task") if isinstance(self.stored.get("task"), dict) else {}
+        mine = {o.partition("=")[0].strip() for o in self.overrides} | set(typed)
+        if "task" in mine:  # the user gave the whole table
+            return []
+        found = []
+        for key, what, instead in (("path", "corpus", "point at your copy of the corpus"),
+                                   ("cache_dir", "token cache", "give a folder for the token cache"),
+                                   ("tokenizer", "tokenizer", "point at your copy of the tokenizer file")):
+            value, dotted = task.get(key), f"task.{key}"
+            if dotted in mine or not isinstance(value, str) or not Path(value).expanduser().is_absolute():
+                continue  # relative ones: inside the working directory, or (`..`) refused as before
+            if not Path(value).expanduser().exists():
+                raise PulseError(f"{self.weights or self.location}: it was trained with {dotted} = {value!r}, which "
+                                 f"does not exist on this machine; {instead} with --set {dotted}=PATH.")
+            warnings.warn(PulseWarning(f"using the {what} at {dotted} = {value!r}, stored with the run (it exists on "
+                                       f"this machine); --set {dotted}=PATH uses another."), stacklevel=3)
+            found.append(dotted)
+        return found
 
 
 def open_source(source: str | Path, overrides: Iterable[str] = (), *, tables: Mapping[str, Any] | None = None,

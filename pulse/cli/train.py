@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -121,29 +122,44 @@ def eval_(
         str | None, typer.Option("--context-curve", help="Loss and bits per byte by position in windows of these "
                                                          "lengths (e.g. 256,1k,4k,16k): context past training."),
     ] = None,
-    windows: Annotated[int, typer.Option("--windows", min=1, help="--context-curve: windows per length.")] = 16,
+    windows: Annotated[
+        int | None, typer.Option("--windows", min=1, help="--context-curve: windows per length (default 16).")
+    ] = None,
     passkey: Annotated[
         str | None, typer.Option("--passkey", help="Passkey retrieval accuracy at these lengths (e.g. 1k,4k) × "
                                                    "--depths: a heatmap."),
     ] = None,
     depths: Annotated[
-        str, typer.Option("--depths", help="--passkey: depths of the key, 0 (start) … 1 (end).")
-    ] = "0,0.25,0.5,0.75,1",
-    trials: Annotated[int, typer.Option("--trials", min=1, help="--passkey: keys per cell.")] = 5,
-    max_seconds: Annotated[float, typer.Option("--max-seconds", min=0, help="--context-curve, --passkey: skip a length "
-                                                                            "projected to take longer.")] = 600,
+        str | None, typer.Option("--depths", help="--passkey: depths of the key, 0 (start) … 1 (end); default "
+                                                  "0,0.25,0.5,0.75,1.")
+    ] = None,
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="--passkey: keys per cell (default 5).")] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option("--max-seconds", min=0, help="--context-curve, --passkey: skip a length projected "
+                                                                "to take longer (default 600).")
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint on its task's held-out set (or on another task with --task / --set task.…), or on
-    lm-evaluation-harness tasks with --harness."""
+    lm-evaluation-harness tasks with --harness.
+
+    Before --context-curve, --passkey or --harness runs, the memory of every length is projected from the
+    model's own cost formulas, and a length that would not fit in the memory available is refused."""
     from pulse.train import evaluate_checkpoint
 
-    if passkey is not None:
-        return _passkey(checkpoint, passkey, depths, trials, set_, max_seconds, allow_unverified, as_json)
-    if context_curve is not None:
-        return _context_curve(checkpoint, context_curve, task, set_, windows, max_seconds, allow_unverified, as_json)
-    if harness is not None:
-        return _harness(checkpoint, harness, set_, include_path, limit, num_fewshot, batch_size or 1, online,
+    given = {"--windows": windows, "--depths": depths, "--trials": trials, "--max-seconds": max_seconds,
+             "--include-path": include_path, "--limit": limit, "--num-fewshot": num_fewshot,
+             "--online": online or None, "--task": task, "--batch-size": batch_size}
+    mode = _eval_mode(passkey, context_curve, harness, {k for k, v in given.items() if v is not None})
+    budget = 600.0 if max_seconds is None else max_seconds
+    if mode == "--passkey":
+        return _passkey(checkpoint, passkey, depths or "0,0.25,0.5,0.75,1", trials or 5, set_, budget,
                         allow_unverified, as_json)
+    if mode == "--context-curve":
+        return _context_curve(checkpoint, context_curve, task, set_, windows or 16, budget, allow_unverified,
+                              as_json)
+    if mode == "--harness":
+        return _harness(checkpoint, harness, set_, include_path, _check_limit(limit), num_fewshot, batch_size or 1,
+                        online, allow_unverified, as_json)
     result = evaluate_checkpoint(checkpoint, task=_task_table(task) if task else None, overrides=set_ or [],
                                  batch_size=batch_size, allow_unverified=allow_unverified)
     if as_json:
@@ -161,6 +177,36 @@ def eval_(
     console.print(table)
 
 
+# the options each evaluation reads (the held-out evaluation: --task and --batch-size)
+_EVAL_OPTIONS = {"--passkey": {"--depths", "--trials", "--max-seconds"},
+                 "--context-curve": {"--windows", "--max-seconds", "--task"},
+                 "--harness": {"--include-path", "--limit", "--num-fewshot", "--online", "--batch-size"},
+                 "": {"--task", "--batch-size"}}
+
+
+def _eval_mode(passkey: str | None, curve: str | None, harness: str | None, given: set[str]) -> str:
+    """Which evaluation `pulse eval` runs ("" for the held-out one); one at a time, and only its own options."""
+    modes = [name for name, value in (("--passkey", passkey), ("--context-curve", curve), ("--harness", harness))
+             if value is not None]
+    if len(modes) > 1:
+        raise PulseError(f"{' and '.join(modes)}: give one evaluation at a time (each writes its own files).")
+    mode = modes[0] if modes else ""
+    stray = sorted(given - _EVAL_OPTIONS[mode])
+    if stray:
+        owners = [m for m in _EVAL_OPTIONS if m and stray[0] in _EVAL_OPTIONS[m]]
+        raise PulseError(f"{stray[0]} is an option of {' and '.join(owners)}, not of "
+                         f"{mode or 'the held-out evaluation'}; drop it, or give {owners[0]}.")
+    return mode
+
+
+def _check_limit(limit: float | None) -> float | None:
+    """--limit: a whole number of documents (1 or more), or a share of them (between 0 and 1)."""
+    if limit is None or (0 < limit < 1) or (limit >= 1 and math.isfinite(limit) and limit == int(limit)):
+        return limit
+    raise PulseError(f"--limit {limit:g}: give a number of documents per task (a whole number, 1 or more) or a share "
+                     "of them (above 0 and below 1, e.g. 0.1).")
+
+
 def _harness(checkpoint: Path, tasks: str, overrides: list[str] | None, include_path: Path | None,
              limit: float | None, num_fewshot: int | None, batch_size: int, online: bool, allow_unverified: bool,
              as_json: bool) -> None:
@@ -168,6 +214,7 @@ def _harness(checkpoint: Path, tasks: str, overrides: list[str] | None, include_
     from pulse.api import PulseForCausalLM
     from pulse.checkpoint import atomic_write_text
     from pulse.hf.harness import local_tasks_dir, run_harness, table
+    from pulse.train.eval_cost import HARNESS_LENGTH, check_memory, cost
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
@@ -175,6 +222,10 @@ def _harness(checkpoint: Path, tasks: str, overrides: list[str] | None, include_
     source = open_cli_source(checkpoint, overrides, allow_unverified=allow_unverified)
     source.require_weights("--harness")
     lm = PulseForCausalLM.from_source(source).eval()
+    check_memory(lambda rows: cost(lm.model, HARNESS_LENGTH, batch=rows), [batch_size], option="--harness",
+                 device=str(next(lm.model.parameters()).device), varies="rows",
+                 change=f"give a smaller --batch-size (the harness pads a batch to its longest request, up to "
+                        f"{HARNESS_LENGTH:,} tokens)")
     results = run_harness(lm, names, include_path=include_path, limit=limit, num_fewshot=num_fewshot,
                           batch_size=batch_size, online=online)
     folder = source.location if source.location.is_dir() else source.location.parent
@@ -197,7 +248,7 @@ def _context_curve(checkpoint: Path, lengths: str, task: str | None, overrides: 
 
     source = open_cli_source(checkpoint, overrides, allow_unverified=allow_unverified,
                              tables={"task": _task_table(task)} if task else None)
-    doc = context_curve(source, parse_lengths(lengths), windows=windows,
+    doc = context_curve(source, parse_lengths(lengths, "--context-curve"), windows=windows,
                         max_seconds=max_seconds, say=lambda text: None if as_json else console.print(text))
     written = _write_beside(source, doc, write_curve, as_json)
     if written is None:
@@ -230,13 +281,13 @@ def _passkey(checkpoint: Path, lengths: str, depths: str, trials: int, overrides
     from pulse.train.context import passkey_eval, write_passkey
 
     try:
-        at = [float(d) for d in depths.split(",") if d.strip()]
+        at = list(dict.fromkeys(float(d) for d in depths.split(",") if d.strip()))  # each depth once, in order
     except ValueError:
         raise PulseError(f"--depths `{depths}`: write depths between 0 and 1, e.g. 0,0.5,1.") from None
     if not at or not all(0 <= d <= 1 for d in at):
         raise PulseError(f"--depths `{depths}`: write depths between 0 and 1, e.g. 0,0.5,1.")
     source = open_cli_source(checkpoint, overrides, allow_unverified=allow_unverified)
-    doc = passkey_eval(source, parse_lengths(lengths), at, trials=trials, max_seconds=max_seconds,
+    doc = passkey_eval(source, parse_lengths(lengths, "--passkey"), at, trials=trials, max_seconds=max_seconds,
                        say=lambda text: None if as_json else console.print(text, highlight=False))
     written = _write_beside(source, doc, write_passkey, as_json)
     if written is None:

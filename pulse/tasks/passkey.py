@@ -45,6 +45,11 @@ class Passkey(TokenizedTask):
     def size(self, split: str) -> int:
         return self.spec.num_train if split == "train" else self.spec.num_test
 
+    def shortest(self, key: str) -> int:
+        """The fewest tokens an example with this key takes (no filler): the key sentence, question and answer."""
+        tok = self.tokenizer
+        return len(tok.encode(KEY.format(key=key))) + len(tok.encode(QUESTION)) + len(tok.encode(key)) - 1
+
     def example(self, key: str, depth: float, length: int) -> tuple[list[int], int]:
         """(ids of exactly `length` + 1 tokens, how many of the last ones are the answer)."""
         tok = self.tokenizer
@@ -97,23 +102,28 @@ def answer_sums(model: nn.Module, batch: Batch) -> Sums:
             "exact": exact.sum(), "examples": torch.tensor(float(len(per_row)), device=targets.device)}
 
 
+def grid_keys(task: Passkey, trials: int) -> list[str]:
+    """The keys `passkey_grid` hides: the same `trials` in every cell, drawn from the task's seed."""
+    return [task._key(rng_for(task.spec.seed + 7, "test", k)) for k in range(trials)]
+
+
 def passkey_grid(model: nn.Module, task: Passkey, lengths: list[int], depths: list[float], *, trials: int = 5,
                  batch_size: int = 4) -> list[dict[str, float]]:
-    """Exact-match accuracy for every (length, depth): `trials` keys each, drawn from the task's seed."""
+    """Exact-match accuracy for every (length, depth): `trials` keys each, drawn from the task's seed. The rows
+    of ids are built a batch at a time (a batch of 1M-token rows is 8 MB per row in Python lists)."""
     cells = []
     was = model.training
     model.eval()
+    keys = grid_keys(task, trials)
     try:
         with torch.no_grad():
             for length in lengths:
                 for depth in depths:
-                    rows = [task.example(task._key(rng_for(task.spec.seed + 7, "test", k)), depth, length)
-                            for k in range(trials)]
                     exact = 0.0
                     for i in range(0, trials, batch_size):
-                        batch = {
-                            k: v.to(next(model.parameters()).device) for k, v in _batch(rows[i:i + batch_size]).items()
-                        }
+                        rows = [task.example(key, depth, length) for key in keys[i:i + batch_size]]
+                        batch = {k: v.to(next(model.parameters()).device) for k, v in _batch(rows).items()}
+                        del rows
                         exact += float(answer_sums(model, batch)["exact"])
                     cells.append({"length": length, "depth": depth, "accuracy": exact / trials, "trials": trials})
     finally:

@@ -9,9 +9,11 @@ uses context gets better further in; one that fails past its training length get
 there. The recurrent state each length needs (attention: its KV cache) comes from the
 blocks' own formulas, so a state model's flat memory shows beside it.
 
-A length is skipped, with the reason, when the held-out text is shorter, or when the time
-projected from the length before it (×(L/L')² with attention layers, × L/L' without)
-passes `max_seconds`.
+Before anything runs, every length's memory is projected from the model's own cost formulas
+(pulse.train.eval_cost) and a length that would not fit in this machine's available memory
+is refused. A length is skipped, with the reason, when the held-out text is shorter, or when
+its time — its FLOPs (flops_per_token) at the rate measured on this machine, first on a short
+trial forward, then on each length before it — passes `max_seconds`.
 
 Written: RUN/context-curve.json and RUN/context-curve.png (bits per byte against position,
 one line per length, the training length marked).
@@ -33,7 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from pulse.errors import PulseError
-from pulse.summarize import summarize
+from pulse.train.eval_cost import Cost, Pace, check_memory, check_options, cost
+
+PASSKEY_BATCH = 4  # passkey rows per forward
 
 
 def bins_for(length: int) -> list[tuple[int, int]]:
@@ -47,6 +51,7 @@ def context_curve(source: Any, lengths: list[int], *, windows: int = 16, max_sec
     """The curve's figures for an opened source (a run or checkpoint of a text task)."""
     from pulse.tasks import build_task
 
+    check_options("--context-curve", lengths, max_seconds, windows=windows)
     recipe = source.recipe
     if recipe.task is None or recipe.task.kind != "text":
         kind = recipe.task.kind if recipe.task is not None else "none"
@@ -62,38 +67,34 @@ def context_curve(source: Any, lengths: list[int], *, windows: int = 16, max_sec
     task.check_model(model)
     val = np.asarray(task.prepare().val)
     byte_len = torch.from_numpy(task.tokenizer.byte_lengths()).to(device)
-    attention = any(getattr(m, "kind", "") == "attention" for m in recipe.model.mixers.values())
-    points, previous = [], None
-    for length in sorted(set(lengths)):
-        point = _measure(model, val, byte_len, length, windows, attention, previous, max_seconds, device,
-                         task.reset_token)
-        point["state_bytes"] = summarize(source.build(device="meta", load=False), seq_len=length,
-                                         table=False).state_bytes
+    lengths = sorted(set(lengths))
+    fits = [n for n in lengths if len(val) > n]  # the held-out text holds a window of n + 1 tokens
+    costs = dict(zip(fits, check_memory(lambda n: cost(model, n), fits, option="--context-curve", device=device)))
+    points, pace = [], Pace(model, max(fits, default=1), device)
+    for length in lengths:
+        count = min(windows, (len(val) - 1) // length)
+        point: dict[str, Any] = {"length": length, "status": "skipped"}
+        if length not in costs:
+            point["reason"] = f"the held-out text has {len(val):,} tokens, fewer than {length + 1:,}"
+        else:
+            guess = pace.projected(costs[length], count)
+            point["reason"] = pace.over(costs[length], count, max_seconds)
+            if point["reason"] is None:
+                point = _measure(model, val, byte_len, length, count, device, task.reset_token)
+                pace.record(costs[length], count, point["seconds"])
+            point["projected"] = guess
+        point["state_bytes"] = int(cost(model, length).parts["state"])
         say(_line(point))
         points.append(point)
-        if point["status"] == "ok":
-            previous = point
     return {"checkpoint": source.describe(), "train_seq_len": recipe.task.seq_len, "windows": windows,
-            "tokenizer": task.tokenizer.digest(), "model": recipe.model.kind, "attention": attention,
+            "tokenizer": task.tokenizer.digest(), "model": recipe.model.kind,
             "reset_at_eos": task.reset_token is not None, "points": points}
 
 
-def _measure(model: torch.nn.Module, val: np.ndarray, byte_len: torch.Tensor, length: int, windows: int,
-             attention: bool, previous: dict | None, max_seconds: float, device: str,
+def _measure(model: torch.nn.Module, val: np.ndarray, byte_len: torch.Tensor, length: int, count: int, device: str,
              reset: int | None = None) -> dict[str, Any]:
+    """`count` windows of `length` + 1 tokens taken evenly from `val`: every position's loss, binned."""
     available = (len(val) - 1) // length
-    if available < 1:
-        return {"length": length, "status": "skipped",
-                "reason": f"the held-out text has {len(val):,} tokens, fewer than {length + 1:,}"}
-    if previous is not None:
-        exponent = 2 if attention else 1
-        projected = previous["seconds"] / previous["windows"] * (length / previous["length"]) ** exponent
-        projected *= min(windows, available)
-        if projected > max_seconds:
-            return {"length": length, "status": "skipped",
-                    "reason": f"projected {projected:.0f} s > --max-seconds {max_seconds:g} "
-                              f"({'quadratic: attention layers' if attention else 'linear'} from {previous['length']})"}
-    count = min(windows, available)
     starts = [i * available // count * length for i in range(count)]
     nats = torch.zeros(length, dtype=torch.float64)
     nbytes = torch.zeros(length, dtype=torch.float64)
@@ -107,6 +108,7 @@ def _measure(model: torch.nn.Module, val: np.ndarray, byte_len: torch.Tensor, le
             labels = window[1:]
             nats += F.cross_entropy(logits[0].float(), labels, reduction="none").double().cpu()
             nbytes += byte_len[labels].double().cpu()
+            del logits
     seconds = time.perf_counter() - began
     bins = []
     for a, b in bins_for(length):
@@ -161,8 +163,12 @@ def passkey_eval(source: Any, lengths: list[int], depths: list[float], *, trials
                  device: str = "cpu", say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """Passkey accuracy over lengths × depths for any language model (its own tokenizer; a passkey run's digits)."""
     from pulse.specs.tasks import PasskeySpec
-    from pulse.tasks.passkey import Passkey, passkey_grid
+    from pulse.tasks.passkey import Passkey, grid_keys, passkey_grid
 
+    check_options("--passkey", lengths, max_seconds, trials=trials)
+    if not depths or not all(0 <= d <= 1 for d in depths):
+        raise PulseError(f"--depths {','.join(f'{d:g}' for d in depths) or '(none)'}: give depths of the key "
+                         "between 0 (the start) and 1 (just before the question), e.g. 0,0.5,1.")
     source.require_weights("the passkey grid")
     model = source.build(device=device).eval()
     spec = source.recipe.task if getattr(source.recipe.task, "kind", None) == "passkey" else PasskeySpec()
@@ -173,23 +179,36 @@ def passkey_eval(source: Any, lengths: list[int], depths: list[float], *, trials
     elif source.recipe.task is not None and getattr(source.recipe.task, "tokenizer", "bytes") != "bytes":
         task.use_tokenizer(source.tokenizer)
     task.check_model(model)
-    attention = any(getattr(m, "kind", "") == "attention" for m in source.recipe.model.mixers.values())
-    cells, skipped, previous = [], [], None
-    for length in sorted(set(lengths)):
-        if previous is not None:
-            projected = previous[1] * (length / previous[0]) ** (2 if attention else 1)
-            if projected > max_seconds:
-                skipped.append({"length": length, "reason": f"projected {projected:.0f} s > --max-seconds "
-                                                            f"{max_seconds:g}"})
-                say(f"T={length:,}: skipped — {skipped[-1]['reason']}")
-                continue
+    lengths = sorted(set(lengths))
+    shortest = max(task.shortest(key) for key in grid_keys(task, trials))
+    if lengths[0] < shortest:
+        raise PulseError(f"--passkey: T={lengths[0]:,} is too short: with this model's tokenizer a passkey example "
+                         f"(the key sentence, the question and the answer) takes {shortest:,} tokens before any "
+                         f"filler; give lengths of at least {shortest:,}.")
+    batch = min(trials, PASSKEY_BATCH)
+    repeats = len(depths) * -(-trials // batch)  # forwards of `batch` rows per length
+
+    def project(n: int) -> Cost:  # a batch of rows is built in Python lists first, with a few copies of one row
+        return cost(model, n, batch=batch, logits=False, host_tokens=(batch + 4) * (n + 1))
+
+    costs = check_memory(project, lengths, option="--passkey", device=device,
+                         change=f"give shorter lengths{' (a batch is up to 4 --trials)' if batch > 1 else ''}")
+    cells, skipped, guesses, pace = [], [], [], Pace(model, lengths[-1], device)
+    for c in costs:
+        guesses.append({"length": c.length, **pace.projected(c, repeats)})
+        reason = pace.over(c, repeats, max_seconds)
+        if reason is not None:
+            skipped.append({"length": c.length, "reason": reason})
+            say(f"T={c.length:,}: skipped — {reason}")
+            continue
         began = time.perf_counter()
-        row = passkey_grid(model, task, [length], depths, trials=trials)
-        previous = (length, time.perf_counter() - began)
+        row = passkey_grid(model, task, [c.length], depths, trials=trials, batch_size=batch)
+        guesses[-1]["took_seconds"] = time.perf_counter() - began
+        pace.record(c, repeats, guesses[-1]["took_seconds"])
         cells += row
-        say(f"T={length:,}: " + " ".join(f"d={c['depth']:g} {c['accuracy']:.2f}" for c in row))
+        say(f"T={c.length:,}: " + " ".join(f"d={cell['depth']:g} {cell['accuracy']:.2f}" for cell in row))
     return {"checkpoint": source.describe(), "train_seq_len": getattr(source.recipe.task, "seq_len", None),
-            "trials": trials, "depths": depths, "cells": cells, "skipped": skipped}
+            "trials": trials, "depths": depths, "cells": cells, "skipped": skipped, "projected": guesses}
 
 
 def write_passkey(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:

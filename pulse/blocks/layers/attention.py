@@ -72,8 +72,10 @@ class CausalSelfAttention(nn.Module):
         k = torch.cat((state["k"], k), dim=2)  # (b, h, n+t, e)
         v = torch.cat((state["v"], v), dim=2)
         new = {"k": k, "v": v}
-        # query i sits at absolute position n+i and may see keys 0..n+i — of its own document only
-        mask = torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n)
+        # query i sits at absolute position n+i and may see keys 0..n+i — of its own document only; built only
+        # where it is read (t × (n+t) bytes: a 64k-token prefill would hold 4 GiB of it for nothing)
+        mask = (torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n)
+                if n or self.capture_sink is not None else None)
         if resets is not None or "start" in state:
             first = self._first_keys(resets, state.get("start"), b, n, t, x.device)  # (b, t)
             new["start"] = first[:, -1]

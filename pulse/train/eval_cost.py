@@ -1,0 +1,201 @@
+"""What an evaluation will cost before it runs: memory and time, from the model's own cost formulas.
+
+Every evaluation of a language model at a length it was not trained at (`pulse eval --context-curve`,
+`--passkey`, `--harness`) asks `cost` first, and `check_memory` refuses a length whose projected
+memory passes what this machine has free — before any work, so nothing is killed half-way.
+
+The projection reads only the block contract (`flops_per_token(n)`, `state_numel(n)` of every
+costed block, pulse.summarize.block_costs) and the shape of the forward, never a mixer's kind:
+
+- activations: a block's work at length 1 is its projections, about 2·d FLOPs per number it
+  writes, so flops_per_token(1) / 2d numbers per token; a forward without gradients frees a
+  block's before the next starts, so only the largest block counts, over the residual stream;
+- context: the work that grows with n, flops_per_token(n) − flops_per_token(1), reads the context
+  from each query (attention's scores): it is done for `QUERY_BLOCK` queries at a time, each
+  holding that many numbers per 2·d FLOPs;
+- the recurrent state each block returns at n (attention: its KV cache), kept for all of them;
+- logits where the evaluation scores every position (b × n × vocab, and the loss's log-softmax);
+- the token ids, and any rows of ids built in Python first (`host_tokens`).
+
+Time is FLOPs (tokens × flops_per_token(n), summed over blocks) over a rate measured on this
+machine: a short forward before the first length, then each length measured.
+
+# b batch · n length · d model · v vocab
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pulse.errors import PulseError
+from pulse.summarize import BlockCost, block_costs
+from pulse.units import fmt_bytes
+
+HARNESS_LENGTH = 2048  # lm-eval's HFLM cuts requests to this when the model's config names no length
+TRIAL_FLOPS = 1e9  # work of the trial forward that measures this machine's rate (~0.1 s on a CPU)
+QUERY_BLOCK = 512  # queries whose context work is live at once (attention's blocks of queries)
+RESIDUAL = 4  # (b, n, d) tensors alive beside a block: the stream, its norm, the block's output, their sum
+SCRATCH = 3  # a block's activations, as a multiple of the numbers its projections write (copies, reshapes)
+LOGITS = 2  # (b, n, v) tensors of a scored forward: the logits and the loss's log-softmax
+IDS = 3  # int64 (b, n) tensors of ids: the window, the inputs, the labels
+
+
+@dataclass
+class Cost:
+    """One forward of `batch` × `length` tokens: projected peak memory above the loaded model, and FLOPs."""
+
+    length: int
+    batch: int
+    memory_bytes: float
+    flops: float
+    parts: dict[str, float]  # memory by what holds it, for the message
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{name} {fmt_bytes(int(value))}" for name, value in self.parts.items() if value >= 1)
+        return f"{fmt_bytes(int(self.memory_bytes))} ({shown})"
+
+
+def _dim(model: nn.Module) -> int:
+    dim = getattr(model, "dim", None)
+    if isinstance(dim, int) and dim > 0:
+        return dim
+    embed = getattr(model, "embed", None)
+    return int(getattr(embed, "embedding_dim", 1) or 1)
+
+
+def cost(model: nn.Module, length: int, *, batch: int = 1, logits: bool = True, host_tokens: int = 0) -> Cost:
+    """The projected cost of one no-gradient forward of `model` over (batch, length) token ids.
+
+    `logits`: the evaluation scores every position (False: only a few, as the passkey's answer);
+    `host_tokens`: ids the evaluation holds in Python lists besides (8 bytes each)."""
+    param = next(model.parameters(), None)
+    size = (param.dtype if param is not None else torch.float32).itemsize
+    d, vocab = _dim(model), int(getattr(model, "vocab_size", 0) or 0)
+    at_n = block_costs(model, seq_len=length, batch=batch)
+    at_1 = {row.name: row for row in block_costs(model, seq_len=1, batch=batch)}
+    tokens = batch * length
+    widest = 0.0
+    for row in at_n:
+        if _is_block(row):
+            own = at_1[row.name].flops_per_token / (2 * d)  # numbers written per token
+            context = max(row.flops_per_token - at_1[row.name].flops_per_token, 0.0) / (2 * d)  # per query
+            widest = max(widest, SCRATCH * own * tokens + context * batch * min(length, QUERY_BLOCK))
+    parts = {
+        "activations": (RESIDUAL * d * tokens + widest) * size,
+        "state": float(sum(row.state_bytes for row in at_n)),
+        "logits": LOGITS * tokens * vocab * 4.0 if logits else 0.0,
+        "token ids": IDS * tokens * 8.0 + host_tokens * 8.0,
+    }
+    flops = tokens * sum(row.flops_per_token for row in at_n if logits or _is_block(row))
+    return Cost(length, batch, sum(parts.values()), flops, parts)
+
+
+def _is_block(row: BlockCost) -> bool:
+    """A costed block of the stack (the head and the embedding are counted as logits and the stream)."""
+    return row.type not in ("Embedding", "Linear") and row.flops_per_token > 0
+
+
+def available_memory(device: str | torch.device = "cpu") -> float:
+    """Bytes this process can still take: free GPU memory on CUDA, else the kernel's MemAvailable (or, where
+    there is none, half the physical memory)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return 0.5 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return float(8 * 2**30)
+
+
+def largest(fits: Callable[[int], bool], upto: int) -> int:
+    """The largest value in [1, upto] for which `fits` holds (0 if none); `fits` holds below any value it holds at."""
+    lo, hi = 0, upto + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def check_memory(project: Callable[[int], Cost], values: list[int], *, option: str, device: str = "cpu",
+                 varies: str = "tokens", change: str = "give shorter lengths") -> list[Cost]:
+    """Each value's projected cost (a length, or with varies="rows" a batch size); a PulseError naming the first
+    that would not fit in this machine's available memory: projected, available, what fits, what to change."""
+    limit = available_memory(device)
+    costs = [project(v) for v in values]
+    for value, c in zip(values, costs):
+        if c.memory_bytes > limit:
+            fits = largest(lambda v: project(v).memory_bytes <= limit, value)
+            room = f"about {fits:,} {varies} would fit" if fits else "nothing would fit"
+            raise PulseError(
+                f"{option}: a forward of {c.batch:,} × {c.length:,} tokens would need about {c.describe()}, and this "
+                f"machine has {fmt_bytes(int(limit))} of memory available ({room}); {change}, or free memory.")
+    return costs
+
+
+class Pace:
+    """This machine's FLOPs per second for `model`: a trial forward of about `TRIAL_FLOPS` (at most `longest`
+    tokens, so that a small model's fixed cost per call does not pass for its speed), then each length measured
+    with at least as much work. Projects a length's seconds, and says why one passes --max-seconds."""
+
+    def __init__(self, model: nn.Module, longest: int, device: str | torch.device = "cpu"):
+        self.model, self.longest, self.device = model, longest, device
+        self.rate, self.basis = 0.0, ""
+
+    def _trial(self) -> None:
+        n = max(largest(lambda v: cost(self.model, v).flops <= TRIAL_FLOPS, self.longest), min(self.longest, 16))
+        ids = torch.zeros(1, n, dtype=torch.long, device=self.device)
+        best = float("inf")
+        with torch.no_grad():
+            for _ in range(2):  # the best of two: the first pays for what a first call sets up
+                began = time.perf_counter()
+                self.model(ids)
+                best = min(best, time.perf_counter() - began)
+        self.rate, self.basis = cost(self.model, n).flops / max(best, 1e-9), f"of a trial forward of {n:,} tokens"
+
+    def projected(self, c: Cost, repeats: int) -> dict[str, float]:
+        """What `repeats` forwards of `c` should take: peak memory above the model, and seconds."""
+        if not self.rate:
+            self._trial()
+        return {"memory_bytes": c.memory_bytes, "seconds": c.flops * repeats / self.rate}
+
+    def over(self, c: Cost, repeats: int, max_seconds: float) -> str | None:
+        """Why this length should be skipped (projected past --max-seconds), or None."""
+        seconds = self.projected(c, repeats)["seconds"]
+        if seconds <= max_seconds:
+            return None
+        return (f"projected {seconds:.3g} s > --max-seconds {max_seconds:g} ({repeats} forward(s) of "
+                f"{c.flops / 1e9:.3g} GFLOP at {self.rate / 1e9:.3g} GFLOP/s, the rate {self.basis})")
+
+    def record(self, c: Cost, repeats: int, seconds: float) -> None:
+        """A length measured: its rate stands for the next when it did at least a trial's work."""
+        if c.flops * repeats >= TRIAL_FLOPS:
+            self.rate, self.basis = c.flops * repeats / max(seconds, 1e-9), f"measured at T={c.length:,}"
+
+
+def check_options(option: str, lengths: list[int], max_seconds: float, **counts: int) -> None:
+    """An evaluation's lengths, budget and counts (--windows, --trials), each checked with the option named."""
+    if not lengths:
+        raise PulseError(f"{option} takes lengths, e.g. {option} 1k,4k.")
+    bad = [n for n in lengths if n <= 0]
+    if bad:
+        raise PulseError(f"{option}: {bad[0]:,} is not a length; a length is a positive number of tokens, "
+                         f"e.g. {option} 1k,4k.")
+    if not max_seconds >= 0:  # NaN too
+        raise PulseError(f"--max-seconds {max_seconds}: give a budget of 0 seconds or more per length.")
+    for name, value in counts.items():
+        if value < 1:
+            raise PulseError(f"--{name} {value}: give 1 or more.")
