@@ -60,14 +60,14 @@ def test_an_evaluation_that_would_not_fit_is_refused_before_it_starts(checkpoint
     assert shown.exit_code == 2, shown.output
     message = " ".join(shown.stderr.split())
     assert f"{args[0]}: a forward of" in message and "would need about" in message, message
-    assert "4.00 GiB of memory available" in message and "would fit" in message, message
+    assert "of the 4.00 GiB of memory this machine has available" in message and "would fit" in message, message
     assert ("smaller --batch-size" if args[0] == "--harness" else "give shorter lengths") in message
 
 
 def test_the_context_curve_projects_every_length_and_its_time_from_the_first(checkpoint, no_work, monkeypatch):
     monkeypatch.setattr(eval_cost, "available_memory", lambda device="cpu": 2.0**12)
     small = run_cli("eval", checkpoint, "--context-curve", "64")
-    assert small.exit_code == 2 and "4.00 KiB of memory available" in " ".join(small.stderr.split()), small.output
+    assert small.exit_code == 2 and "of the 4.00 KiB of memory" in " ".join(small.stderr.split()), small.output
     monkeypatch.undo()
     # even the first length is projected: a budget of 0 seconds skips every length, and no window runs
     for option in (["--context-curve", "16,64"], ["--passkey", "200,300", "--trials", "1"]):
