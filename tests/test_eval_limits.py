@@ -6,6 +6,7 @@ corpus given by an absolute task.path serves every test.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -50,18 +51,24 @@ def no_work(monkeypatch):
     monkeypatch.setattr("pulse.tasks.passkey.passkey_grid", refuse)
     monkeypatch.setattr("pulse.train.context._measure", refuse)
     monkeypatch.setattr("pulse.hf.harness.run_harness", refuse)
+    monkeypatch.setattr(importlib.import_module("pulse.train.evaluate"), "evaluate", refuse)  # the module
 
 
-@pytest.mark.parametrize("args", [["--passkey", "10000000"], ["--passkey", "200,10000000", "--trials", "1"],
-                                  ["--harness", "pulse_arith_mc", "--batch-size", "1000000"]])
-def test_an_evaluation_that_would_not_fit_is_refused_before_it_starts(checkpoint, no_work, monkeypatch, args):
+@pytest.mark.parametrize("args, option, change", [
+    (["--passkey", "10000000"], "--passkey", "give shorter lengths"),
+    (["--passkey", "200,10000000", "--trials", "1"], "--passkey", "give shorter lengths"),
+    (["--harness", "pulse_arith_mc", "--batch-size", "1000000"], "--harness", "give a smaller --batch-size"),
+    (["--set", "task.seq_len=10000000"], "pulse eval", "give a shorter task.seq_len"),
+])
+def test_an_evaluation_that_would_not_fit_is_refused_before_it_starts(checkpoint, no_work, monkeypatch, args,
+                                                                      option, change):
     monkeypatch.setattr(eval_cost, "available_memory", lambda device="cpu": 4.0 * GIB)
     shown = run_cli("eval", checkpoint, *args)
     assert shown.exit_code == 2, shown.output
     message = " ".join(shown.stderr.split())
-    assert f"{args[0]}: a forward of" in message and "would need about" in message, message
+    assert f"{option}: a forward of" in message and "would need about" in message, message
     assert "of the 4.00 GiB of memory this machine has available" in message and "would fit" in message, message
-    assert ("smaller --batch-size" if args[0] == "--harness" else "give shorter lengths") in message
+    assert change in message
 
 
 def test_the_context_curve_projects_every_length_and_its_time_from_the_first(checkpoint, no_work, monkeypatch):

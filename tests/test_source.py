@@ -150,9 +150,10 @@ def test_a_run_trained_on_a_corpus_not_here_still_generates_exports_and_loads(tm
     assert isinstance(lm.generate_text("the", max_new_tokens=2), str)
     if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
         assert run_cli("export", run, "--out", tmp_path / "m.onnx").exit_code == 0
-    # what reads the corpus refuses the stored path, and takes one given on the command line
+    # what reads the corpus names the stored path that is not here, and takes one given on the command line
     refused = run_cli("eval", run)
-    assert refused.exit_code == 2 and "stored recipe sets task.path" in refused.stderr
+    shown = " ".join(refused.stderr.split())
+    assert refused.exit_code == 2 and "task.path = '/data/elsewhere/corpus.txt', which does not exist" in shown
     given = run_cli("eval", run, "--set", f"task.path={json.dumps(str(tmp_path / 'corpus.txt'))}", "--json")
     assert given.exit_code == 0, given.output
 

@@ -16,6 +16,7 @@ from pulse.errors import PulseError
 from pulse.tasks import build_task
 from pulse.tasks.base import Batch, Task
 from pulse.train import ddp
+from pulse.train.eval_cost import check_memory, cost
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -98,5 +99,10 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
             )
         load_weights(head, source.head, allow_unverified=allow_unverified)
     size = batch_size or recipe.train.eval_batch_size or recipe.train.batch_size
+    seq_len = getattr(recipe.task, "seq_len", None)
+    if isinstance(seq_len, int) and seq_len > 0:  # without the logits (a task may score a few positions): a floor
+        check_memory(lambda n: cost(model, n, batch=size, logits=False), [seq_len], option="pulse eval",
+                     device=str(dev), change="give a shorter task.seq_len (--set task.seq_len=…) or a smaller "
+                                             "--batch-size")
     metrics = evaluate(task_obj, model, head, batch_size=size, device=dev, precision=recipe.train.precision)
     return EvalResult(location=path.parent, recipe=recipe, task=task_obj, metrics=metrics, notes=source.notes)
