@@ -223,7 +223,7 @@ def write_passkey(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     data = folder / "passkey.json"
     atomic_write_text(data, json.dumps(doc, indent=2) + "\n")
     lengths = sorted({c["length"] for c in doc["cells"]})
-    grid = np.full((len(doc["depths"]), len(lengths)), np.nan)
+    grid = np.full((len(doc["depths"]), max(len(lengths), 1)), np.nan)  # every length skipped: one empty column
     for c in doc["cells"]:
         grid[doc["depths"].index(c["depth"]), lengths.index(c["length"])] = c["accuracy"]
     fig = Figure(figsize=(1.2 + 0.9 * max(len(lengths), 1), 3.8), layout="constrained")
