@@ -14,6 +14,9 @@ settings.register_profile("dev", max_examples=25, deadline=None, suppress_health
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# `pulse` subprocesses (kill + resume, torchrun) use the test process's thread count, not the CPUs free at their
+# start (pulse.threads): a resumed run compared bit for bit with one trained here must not depend on the load
+os.environ.setdefault("PULSE_THREADS", str(torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -32,3 +35,48 @@ if os.environ.get("PULSE_TEST_REGISTER"):  # a module of tests/ whose register()
     import importlib
 
     importlib.import_module(os.environ["PULSE_TEST_REGISTER"]).register()
+
+
+# The audit table (issue 35): a test marked `audit(surface, outcome)` is one reproduction of a bad input or a fault
+# on that surface, whose expected outcome is `clean` (one PulseError paragraph, exit 2) or `correct` (the right
+# result). The summary counts them per surface from what the tests did: a failed one is a traceback, a hang, a
+# silently wrong result or lost data until looked at.
+AUDIT_OUTCOMES = ("clean", "correct")
+_audit: dict[str, tuple[str, str]] = {}
+_audit_results: dict[str, str] = {}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "audit(surface, outcome): a reproduction of the bad-input audit (issue 35)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        marker = item.get_closest_marker("audit")
+        if marker is not None:
+            surface, outcome = marker.args
+            assert outcome in AUDIT_OUTCOMES, f"{item.nodeid}: audit outcome {outcome!r}"
+            _audit[item.nodeid] = (surface, outcome)
+
+
+def pytest_runtest_logreport(report):
+    if report.nodeid in _audit and (report.when == "call" or report.outcome != "passed"):
+        if _audit_results.get(report.nodeid) in (None, "passed"):
+            _audit_results[report.nodeid] = report.outcome
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _audit_results:
+        return
+    rows: dict[str, dict[str, int]] = {}
+    for nodeid, result in _audit_results.items():
+        surface, outcome = _audit[nodeid]
+        row = rows.setdefault(surface, {"tried": 0, "clean": 0, "correct": 0, "not handled": 0, "skipped": 0})
+        row["tried"] += 1
+        row[outcome if result == "passed" else "skipped" if result == "skipped" else "not handled"] += 1
+    keys = ["tried", "clean", "correct", "not handled", "skipped"]
+    terminalreporter.write_sep("-", "audit of bad inputs and faults (tests marked audit)")
+    for surface, row in sorted(rows.items()):
+        terminalreporter.write_line(f"{surface:<28} " + " · ".join(f"{k} {row[k]}" for k in keys))
+    total = {k: sum(r[k] for r in rows.values()) for k in keys}
+    terminalreporter.write_line(f"{'all':<28} " + " · ".join(f"{k} {total[k]}" for k in keys))

@@ -83,6 +83,7 @@ def test_the_subset_folder_is_found_under_the_release_root(tmp_path):
     ("1 Where is Mary? \tbathroom\t\n2 Mary moved to the bathroom.\n", r"line 1: a question before any story line"),
     ("1 Mary moved to the bathroom.\n", r"holds no questions"),
 ])
+@pytest.mark.audit("LRA and bAbI files", "clean")
 def test_malformed_files_name_the_file_and_line(tmp_path, train, message):
     release(tmp_path, train=train)
     with pytest.raises(PulseError, match=message) as err:
@@ -96,6 +97,7 @@ def test_malformed_files_name_the_file_and_line(tmp_path, train, message):
     (b"1 Mary moved to the bathroom.\n2 Where is Mary?\tbath\xffroom\t1\n", r"line 2: not UTF-8 text \(byte 51"),
     (b"1 Mary moved to the bathroom.\n\x00\x01\x02\x00garbage\n", r"line 2: a NUL byte, so this is binary"),
 ])
+@pytest.mark.audit("LRA and bAbI files", "clean")
 def test_a_missing_answer_or_binary_bytes_name_the_file_and_line(tmp_path, data, message):
     path = release(tmp_path) / "en" / "qa1_single-supporting-fact_train.txt"
     path.write_bytes(data)
@@ -104,6 +106,7 @@ def test_a_missing_answer_or_binary_bytes_name_the_file_and_line(tmp_path, data,
     assert str(path) in str(err.value)
 
 
+@pytest.mark.audit("LRA and bAbI files", "clean")
 def test_missing_folders_and_files_say_what_is_there(tmp_path):
     with pytest.raises(PulseError, match="does not exist; set task.path to the folder of Facebook's bAbI release"):
         Babi(BabiSpec(path=str(tmp_path / "nope"))).size("train")

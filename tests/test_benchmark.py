@@ -75,6 +75,7 @@ def test_benchmark_trains_both_recipes_writes_the_table_and_a_rerun_skips(tmp_pa
     assert "projected time" not in again.output  # nothing left to train
 
 
+@pytest.mark.audit("pulse benchmark", "correct")
 def test_the_budget_scales_training_examples_and_held_out_examples(two):
     sizes = {}
     for budget in (0.2, 0.001, 0.0001):
@@ -100,6 +101,7 @@ def test_the_projection_counts_the_remaining_steps_and_evals(tmp_path, two):
     assert run_seconds(point, 0.5, 16) == 0.5 * (4 * 8 + 2 * 16 / 3)
 
 
+@pytest.mark.audit("pulse benchmark", "clean")
 def test_every_task_s_data_and_option_is_checked_before_anything_trains(tmp_path, two):
     aan = tmp_path / "aan"
     aan.mkdir()
@@ -118,6 +120,7 @@ def test_every_task_s_data_and_option_is_checked_before_anything_trains(tmp_path
     assert result.exit_code == 2 and "does not exist" in result.output and not (tmp_path / "x").exists()
 
 
+@pytest.mark.audit("pulse benchmark", "clean")
 def test_a_run_directory_holding_another_model_is_refused_up_front(tmp_path, two):
     attn, delta = two
     out = tmp_path / "b"

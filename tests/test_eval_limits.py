@@ -60,6 +60,7 @@ def no_work(monkeypatch):
     (["--harness", "pulse_arith_mc", "--batch-size", "1000000"], "--harness", "give a smaller --batch-size"),
     (["--set", "task.seq_len=10000000"], "pulse eval", "give a shorter task.seq_len"),
 ])
+@pytest.mark.audit("pulse eval", "clean")
 def test_an_evaluation_that_would_not_fit_is_refused_before_it_starts(checkpoint, no_work, monkeypatch, args,
                                                                       option, change):
     monkeypatch.setattr(eval_cost, "available_memory", lambda device="cpu": 4.0 * GIB)
@@ -71,6 +72,7 @@ def test_an_evaluation_that_would_not_fit_is_refused_before_it_starts(checkpoint
     assert change in message
 
 
+@pytest.mark.audit("pulse eval", "clean")
 def test_the_context_curve_projects_every_length_and_its_time_from_the_first(checkpoint, no_work, monkeypatch):
     monkeypatch.setattr(eval_cost, "available_memory", lambda device="cpu": 2.0**12)
     small = run_cli("eval", checkpoint, "--context-curve", "64")
@@ -120,6 +122,7 @@ def test_the_projection_reads_the_block_contract():
     (["--depths", "0,1"], "--depths is an option of --passkey, not of the held-out evaluation"),
     (["--context-curve", "16", "--passkey", "200"], "give one evaluation at a time"),
 ])
+@pytest.mark.audit("pulse eval", "clean")
 def test_every_bad_option_of_eval_is_one_clear_error(checkpoint, no_work, args, message):
     shown = run_cli("eval", checkpoint, *args)
     assert shown.exit_code == 2, shown.output
@@ -127,6 +130,7 @@ def test_every_bad_option_of_eval_is_one_clear_error(checkpoint, no_work, args, 
     assert "Traceback" not in shown.output and "task.seq_len" not in shown.output
 
 
+@pytest.mark.audit("pulse eval", "correct")
 def test_a_stored_corpus_path_is_used_where_it_exists_and_named_where_not(checkpoint, tmp_path):
     stored = json.loads((checkpoint / "recipe.json").read_text())["task"]["path"]
     assert Path(stored).is_absolute()

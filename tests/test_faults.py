@@ -340,6 +340,7 @@ def test_checkpoint_corrupter_training_state_falls_back_and_keeps_the_older_chec
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.audit("training stops", "correct")
 def test_kills_and_stop_signals_at_random_moments_then_resume_is_bit_identical(tmp_path, no_plots):
     """SIGKILL at any moment loses only what followed the newest checkpoint; SIGTERM and Ctrl-C (SIGINT) lose
     nothing: the run finishes its step, saves it and says how to continue (exit 128 + the signal)."""
@@ -389,6 +390,7 @@ def test_kills_and_stop_signals_at_random_moments_then_resume_is_bit_identical(t
     assert not failures and not (run.root / ".pulse-lock").exists(), "\n".join(failures)
 
 
+@pytest.mark.audit("training stops", "correct")
 def test_a_second_signal_stops_at_once_and_the_previous_checkpoint_stays_the_newest(trained_run, tmp_path,
                                                                                     monkeypatch, no_plots):
     """The second signal arrives while the stop's checkpoint is being written: that checkpoint is removed whole, the

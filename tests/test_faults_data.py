@@ -40,6 +40,7 @@ def one_error(result, pattern: str) -> str:
     ('{"text": "x", "n": ' + "1" * 5001 + "}", r"c.jsonl:2: holds a number too long to read .*5001 digits"),
     ("[" * 100_000, r"c.jsonl:2: nested too deeply to read"),
 ])
+@pytest.mark.audit("corpus readers", "clean")
 def test_a_json_line_python_cannot_hold_is_one_located_error(tmp_path, line, message):
     (tmp_path / "c.jsonl").write_text('{"text": "a fine first document"}\n' + line + "\n")
     data = text_recipe(tmp_path, path=str(tmp_path / "c.jsonl"))
@@ -47,6 +48,7 @@ def test_a_json_line_python_cannot_hold_is_one_located_error(tmp_path, line, mes
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
 
 
+@pytest.mark.audit("corpus readers", "correct")
 def test_an_escaped_pair_and_a_byte_order_mark_still_read(tmp_path):
     (tmp_path / "c.jsonl").write_bytes(b'\xef\xbb\xbf{"text": "smile \\ud83d\\ude00"}\n')
     s = spec(tmp_path / "c.jsonl", tmp_path)
@@ -66,6 +68,7 @@ def test_an_escaped_pair_and_a_byte_order_mark_still_read(tmp_path):
     ({"kind": "mqar", "seed": -1}, r"task.seed: input should be greater than or equal to 0"),
     ({"train": {"seed": -1}}, r"train.seed: input should be greater than or equal to 0"),
 ])
+@pytest.mark.audit("task paths and seeds", "clean")
 def test_task_paths_patterns_and_seeds_are_refused_up_front(task, message):
     train = task.pop("train", None)
     data = {"model": {"from": "transformer-small"}, "task": {"kind": "text", **task}}
@@ -73,6 +76,7 @@ def test_task_paths_patterns_and_seeds_are_refused_up_front(task, message):
         pulse.recipe_from_dict({**data, "train": train} if train else data)
 
 
+@pytest.mark.audit("task paths and seeds", "correct")
 def test_a_pattern_below_the_folder_reads_only_what_is_below_it(tmp_path):
     text_corpus(tmp_path / "c" / "sub", 3)
     (tmp_path / "outside.txt").write_text("not part of the corpus")
@@ -81,6 +85,7 @@ def test_a_pattern_below_the_folder_reads_only_what_is_below_it(tmp_path):
 
 
 @pytest.mark.parametrize("what", ["fifo", "/dev/zero"])
+@pytest.mark.audit("corpus readers", "clean")
 def test_a_fifo_or_a_device_is_named_for_what_it_is_and_never_read(tmp_path, what):
     if what == "fifo":
         path = tmp_path / "pipe"
@@ -97,6 +102,7 @@ def test_a_fifo_or_a_device_is_named_for_what_it_is_and_never_read(tmp_path, wha
 
 
 @pytest.mark.parametrize("how", ["cache_dir is a file", "PULSE_CACHE is a file", "read-only"])
+@pytest.mark.audit("token cache", "clean")
 def test_an_unwritable_cache_is_one_error_naming_the_folder_and_the_setting(tmp_path, monkeypatch, how):
     text_corpus(tmp_path / "c", 10)
     (tmp_path / "file").write_text("a file, not a folder")
@@ -134,6 +140,7 @@ def sparse_tokenizer(path: Path) -> HFTokenizer:
     return HFTokenizer.load(path)
 
 
+@pytest.mark.audit("tokenizers", "correct")
 def test_a_sparsely_numbered_tokenizer_widens_the_cache_and_names_the_model_vocab_it_needs(tmp_path):
     tok = sparse_tokenizer(tmp_path / "tok.json")
     assert tok.vocab_size == 70_002 and tok.eos_id == 70_001
@@ -149,6 +156,7 @@ def test_a_sparsely_numbered_tokenizer_widens_the_cache_and_names_the_model_voca
         task.bind(300)
 
 
+@pytest.mark.audit("tokenizers", "clean")
 def test_an_id_past_the_cache_integer_is_refused_not_wrapped(tmp_path):
     class Overflowing(ByteTokenizer):  # says 259 ids, emits one past uint16
         def encode_documents(self, docs):
@@ -160,6 +168,7 @@ def test_an_id_past_the_cache_integer_is_refused_not_wrapped(tmp_path):
     assert not list((tmp_path / "cache").iterdir())
 
 
+@pytest.mark.audit("token cache", "correct")
 def test_a_same_size_edit_with_its_mtime_restored_is_a_new_cache_entry(tmp_path):
     text_corpus(tmp_path / "c", 10)
     s = spec(tmp_path / "c", tmp_path)
@@ -178,6 +187,7 @@ def test_a_same_size_edit_with_its_mtime_restored_is_a_new_cache_entry(tmp_path)
     assert "first and last MiB" in info["key_covers"]
 
 
+@pytest.mark.audit("corpus readers", "clean")
 def test_a_damaged_parquet_file_is_located(tmp_path):
     pa = pytest.importorskip("pyarrow", reason="the data extra reads Parquet")
     import pyarrow.parquet as pq
@@ -192,6 +202,7 @@ def test_a_damaged_parquet_file_is_located(tmp_path):
         list(documents(corpus_files(s)[0], s))
 
 
+@pytest.mark.audit("tokenizers", "correct")
 def test_a_one_document_corpus_is_cut_for_the_tokenizer_at_a_character_boundary(tmp_path):
     (tmp_path / "one.txt").write_bytes(("a" + "é" * 100).encode())  # 201 bytes: 95 % falls inside an é
     (head,) = training_documents(spec(tmp_path / "one.txt", tmp_path))
@@ -202,6 +213,7 @@ def test_a_one_document_corpus_is_cut_for_the_tokenizer_at_a_character_boundary(
     (["", "--vocab-size", "300"], r"an empty PATH would read the current directory"),
     (["c.txt", "--text-field", "", "--vocab-size", "300"], r"--text-field is empty"),
 ])
+@pytest.mark.audit("tokenizers", "clean")
 def test_tokenizer_train_refuses_an_empty_path_or_field(tmp_path, args, message):
     (tmp_path / "c.txt").write_text("some text " * 20)
     args = [str(tmp_path / a) if a == "c.txt" else a for a in args]
@@ -209,6 +221,7 @@ def test_tokenizer_train_refuses_an_empty_path_or_field(tmp_path, args, message)
     assert not (tmp_path / "tok.json").exists()
 
 
+@pytest.mark.audit("token cache", "correct")
 def test_a_cache_kept_inside_the_corpus_folder_is_not_read_as_text(tmp_path):
     text_corpus(tmp_path / "c", 10)
     s = TextSpec(path=str(tmp_path / "c"), seq_len=16, cache_dir=str(tmp_path / "c" / "cache"))
@@ -217,6 +230,7 @@ def test_a_cache_kept_inside_the_corpus_folder_is_not_read_as_text(tmp_path):
     assert again.reused and again.root == first.root and again.manifest["documents"] == 10
 
 
+@pytest.mark.audit("corpus readers", "clean")
 def test_a_null_text_is_named_null(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"text": "fine"}\n{"text": null}\n')
     s = spec(tmp_path / "c.jsonl", tmp_path)

@@ -73,6 +73,7 @@ def test_harness_runs_the_shipped_tasks_offline_and_writes_its_json(built, ours)
     assert written["results"] == ours["results"]
 
 
+@pytest.mark.audit("lm-eval", "correct")
 def test_the_plain_lm_eval_cli_on_a_byte_export_gives_the_same_numbers(built, ours, tmp_path):
     """The audit's case: a vocabulary-256 export crashed inside lm-eval (no bos/eos for its prefix)."""
     export_hf(pulse.PulseForCausalLM.from_pretrained(built), tmp_path / "hf")
@@ -104,6 +105,7 @@ def local_tasks() -> dict:
 
 
 @pytest.mark.parametrize("recipe", byte_language_recipes())
+@pytest.mark.audit("lm-eval", "correct")
 def test_lm_evals_hf_model_runs_on_the_export_of_every_shipped_byte_recipe(recipe, local_tasks, tmp_path):
     """lm-eval's `hf` model built as `lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True` builds
     it loads the export by path and scores it (a vocabulary without bos/eos crashed there)."""
@@ -118,6 +120,7 @@ def test_lm_evals_hf_model_runs_on_the_export_of_every_shipped_byte_recipe(recip
     assert results["pulse_continuation"]["perplexity,none"] > 1.0
 
 
+@pytest.mark.audit("lm-eval", "correct")
 def test_no_accelerate_note_on_a_harness_run(built, caplog):
     """lm-eval warns "do not launch via accelerate" whenever it is handed a model object; PULSE launches nothing."""
     from pulse.hf.harness import run_harness
@@ -132,6 +135,7 @@ def test_no_accelerate_note_on_a_harness_run(built, caplog):
     (["--harness", "pulse_arith_mc", "--include-path", "EMPTY"], r"no task files \(\*.yaml\)"),
     (["--harness", "hellaswag", "--limit", "1"], r"would be downloaded from the Hugging Face Hub.*--include-path"),
 ])
+@pytest.mark.audit("lm-eval", "clean")
 def test_bad_harness_input_is_one_clear_error(built, tmp_path, args, message):
     import re
 

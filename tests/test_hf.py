@@ -130,6 +130,7 @@ def test_pulse_reads_the_export_back_through_every_door(hybrid, tmp_path):
     assert refused.exit_code == 2 and "not empty" in refused.stderr
 
 
+@pytest.mark.audit("HF export", "clean")
 def test_a_damaged_or_foreign_export_is_one_clear_error(hybrid, tmp_path):
     _, out = hybrid
     import shutil
@@ -204,6 +205,7 @@ def copy_of(out: Path, tmp_path: Path, edit=None) -> Path:
     return bad
 
 
+@pytest.mark.audit("HF export", "clean")
 def test_transformers_refuses_damaged_weights_as_pulse_generate_does(hybrid, tmp_path):
     """The audit: one flipped byte in model.safetensors loaded through Transformers with no error (loss 5.56
     instead of 2.98) while `pulse generate DIR` refused it."""
@@ -224,6 +226,7 @@ def test_transformers_refuses_damaged_weights_as_pulse_generate_does(hybrid, tmp
     ("dim", 48, r"shape mismatch.*embed.weight: file \(259, 32\), model \(259, 48\)"),
     ("vocab_size", 300, r"shape mismatch.*embed.weight: file \(259, 32\), model \(300, 32\)"),
 ])
+@pytest.mark.audit("HF export", "clean")
 def test_transformers_refuses_a_config_that_does_not_fit_the_weights(hybrid, tmp_path, key, value, message):
     bad = copy_of(hybrid[1], tmp_path, lambda c: c["recipe"]["model"].update({key: value}))
     with pytest.raises(pulse.PulseError, match=message) as err:
@@ -231,6 +234,7 @@ def test_transformers_refuses_a_config_that_does_not_fit_the_weights(hybrid, tmp
     assert "config.json" in str(err.value) and "export again" in str(err.value)
 
 
+@pytest.mark.audit("HF export", "clean")
 def test_an_export_without_its_checksum_loads_only_when_allowed(hybrid, tmp_path):
     bad = copy_of(hybrid[1], tmp_path, lambda c: c.pop("weights_sha256"))
     with pytest.raises(pulse.PulseError, match="records no weights_sha256"):
@@ -239,6 +243,7 @@ def test_an_export_without_its_checksum_loads_only_when_allowed(hybrid, tmp_path
 
 
 @pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json"])
+@pytest.mark.audit("HF export", "clean")
 def test_broken_json_in_an_export_is_named_with_its_line(hybrid, tmp_path, name):
     """An invalid config.json was "not a PULSE checkpoint"; a broken tokenizer_config.json was skipped unsaid."""
     bad = copy_of(hybrid[1], tmp_path)
@@ -250,6 +255,7 @@ def test_broken_json_in_an_export_is_named_with_its_line(hybrid, tmp_path, name)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
+@pytest.mark.audit("HF export", "correct")
 def test_every_file_of_an_export_has_the_mode_the_umask_gives(hybrid, tmp_path, umask):
     """model.safetensors came out 0600 whatever the umask (safetensors writes through a temporary file)."""
     import os
@@ -263,6 +269,7 @@ def test_every_file_of_an_export_has_the_mode_the_umask_gives(hybrid, tmp_path, 
     assert modes == dict.fromkeys(modes, 0o666 & ~umask) and "model.safetensors" in modes
 
 
+@pytest.mark.audit("HF export", "correct")
 def test_a_vocabulary_without_bos_or_eos_declares_one_the_model_reads_as_a_newline(tmp_path):
     """A byte model at 256 ids has no special token; lm-eval needs a bos (its prefix) and an eos (its stop and
     pad). The export declares <|endoftext|> (id 256) for both, and the model reads it as the newline byte; the

@@ -42,7 +42,8 @@ class TrainSpec(Spec):
     )
     seed: int = Field(0, ge=0, description="seed for weights, data order and sampling")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available")
-    threads: int = Field(0, ge=0, description="CPU threads for torch (0 = torch's default)")
+    threads: int = Field(0, ge=0, description="CPU threads for torch (0 = as many as CPUs are free, re-checked "
+                         "during the run; set it for bit-identical reruns on a shared machine)")
     max_time: float | None = Field(
         None, gt=0, description="stop after this many seconds of training, then evaluate and save as at the end"
     )
