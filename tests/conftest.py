@@ -13,7 +13,9 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# the CPUs are shared by the pytest-xdist workers (the README runs `-n 2`): each takes its part of them
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // _workers))
 # `pulse` subprocesses (kill + resume, torchrun) use the test process's thread count, not the CPUs free at their
 # start (pulse.threads): a resumed run compared bit for bit with one trained here must not depend on the load
 os.environ.setdefault("PULSE_THREADS", str(torch.get_num_threads()))
@@ -42,8 +44,7 @@ if os.environ.get("PULSE_TEST_REGISTER"):  # a module of tests/ whose register()
 # result). The summary counts them per surface from what the tests did: a failed one is a traceback, a hang, a
 # silently wrong result or lost data until looked at.
 AUDIT_OUTCOMES = ("clean", "correct")
-_audit: dict[str, tuple[str, str]] = {}
-_audit_results: dict[str, str] = {}
+_audit_results: dict[str, tuple[str, str, str]] = {}
 
 
 def pytest_configure(config):
@@ -51,26 +52,27 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
+    for item in items:  # carried on every report as a user property, so pytest-xdist's workers hand it back too
         marker = item.get_closest_marker("audit")
         if marker is not None:
             surface, outcome = marker.args
             assert outcome in AUDIT_OUTCOMES, f"{item.nodeid}: audit outcome {outcome!r}"
-            _audit[item.nodeid] = (surface, outcome)
+            item.user_properties.append(("audit", f"{surface}|{outcome}"))
 
 
 def pytest_runtest_logreport(report):
-    if report.nodeid in _audit and (report.when == "call" or report.outcome != "passed"):
-        if _audit_results.get(report.nodeid) in (None, "passed"):
-            _audit_results[report.nodeid] = report.outcome
+    marks = [value for name, value in report.user_properties if name == "audit"]
+    if marks and (report.when == "call" or report.outcome != "passed"):
+        surface, outcome = marks[0].split("|")
+        if _audit_results.get(report.nodeid, ("", "", "passed"))[2] == "passed":
+            _audit_results[report.nodeid] = (surface, outcome, report.outcome)
 
 
 def pytest_terminal_summary(terminalreporter):
     if not _audit_results:
         return
     rows: dict[str, dict[str, int]] = {}
-    for nodeid, result in _audit_results.items():
-        surface, outcome = _audit[nodeid]
+    for surface, outcome, result in _audit_results.values():
         row = rows.setdefault(surface, {"tried": 0, "clean": 0, "correct": 0, "not handled": 0, "skipped": 0})
         row["tried"] += 1
         row[outcome if result == "passed" else "skipped" if result == "skipped" else "not handled"] += 1
