@@ -258,11 +258,21 @@ CONFIG = "tokenizer_config.json"
 
 
 def _config_specials(folder: Path) -> dict[str, str | None]:
-    """bos/eos/pad token names from a tokenizer_config.json beside the tokenizer, if any."""
-    try:
-        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """bos/eos/pad token names from a tokenizer_config.json beside the tokenizer, if any (a broken one is an error:
+    ignoring it would read the tokenizer without the special tokens it names)."""
+    path = folder / CONFIG
+    if not path.exists():
         return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise PulseError(f"cannot read {path}: {err.strerror or err}.") from None
+    except UnicodeDecodeError:
+        raise PulseError(f"{path} is not UTF-8 text; write it again, or remove it (it names the tokenizer's "
+                         "bos/eos/pad tokens).") from None
+    except json.JSONDecodeError as err:
+        raise PulseError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); fix it, or "
+                         "remove it (it names the tokenizer's bos/eos/pad tokens).") from None
     out = {}
     for kind in ("bos", "eos", "pad"):
         value = config.get(f"{kind}_token") if isinstance(config, dict) else None

@@ -236,3 +236,14 @@ def test_a_null_text_is_named_null(tmp_path):
     s = spec(tmp_path / "c.jsonl", tmp_path)
     with pytest.raises(PulseError, match=r"c.jsonl:2: the text field holds null \(no value\), not text"):
         list(documents(corpus_files(s)[0], s))
+
+
+@pytest.mark.audit("tokenizers", "clean")
+def test_a_broken_tokenizer_config_beside_a_tokenizer_is_named_not_ignored(tmp_path):
+    sparse_tokenizer(tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text('{"eos_token": "<|endoftext|>",\n  oops}')
+    with pytest.raises(PulseError, match=r"tokenizer_config.json is not valid JSON \(line 2, column 3"):
+        HFTokenizer.load(tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_bytes(b'{"eos_token": "\xff"}')
+    with pytest.raises(PulseError, match=r"tokenizer_config.json is not UTF-8 text"):
+        HFTokenizer.load(tmp_path / "tokenizer.json")

@@ -337,3 +337,20 @@ def test_a_stop_while_a_worker_starts_waits_until_the_worker_is_recorded():
     assert recorded == ["worker"] and not handler.pending
     with pytest.raises(KeyboardInterrupt):
         handler(signal.SIGTERM, None)  # between starts: raised at once
+
+
+@pytest.mark.audit("training stops", "clean")
+def test_a_tool_stopped_by_a_signal_says_how_to_continue_without_a_traceback(capsys):
+    import argparse
+
+    from pulse.train.stop import Stopped
+
+    tool = load_tool("recall_table")
+
+    def stopped(args):
+        raise Stopped("SIGTERM received: stopped after step 4 and saved runs/x/checkpoints/step-00000004", 15)
+
+    code = tool.run_tool(argparse.ArgumentParser(), [], "recall_table", stopped, None)
+    err = capsys.readouterr().err
+    assert code == 143 and "Traceback" not in err
+    assert "interrupted: SIGTERM received: stopped after step 4" in err and "run the same command again" in err

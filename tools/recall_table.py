@@ -322,6 +322,9 @@ def run_tool(parser: argparse.ArgumentParser, argv: list[str] | None, tool: str,
     except PulseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C / SIGTERM: the run in flight saved its checkpoint (pulse.train.stop)
+        print(f"interrupted: {err or 'stopped'}; run the same command again to continue.", file=sys.stderr)
+        return getattr(err, "exit_code", 130)
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     write(rows, notes, command, args, docs)

@@ -17,9 +17,11 @@ and `evaluate_checkpoint` open what they are given here, so one file gives one a
 `--set` on a stored recipe (a checkpoint's or a run's) applies to every table but [model]:
 the weights fix the model, so a [model] override is refused (start from a recipe to change
 it). Paths stored in a recipe (task.path, task.pattern, bench.vs) are followed only by a
-command that reads them, and only after `Source.check_paths` (a stored path must not steer
-a command anywhere): generating from a run trained on a corpus that is not on this machine
-needs no corpus at all.
+command that reads them, and only after `Source.check_paths`: a stored path that could point
+anywhere (`..`, a bench list) is refused unless the user typed it; the task's own absolute
+files and folders (task.path, task.cache_dir, task.tokenizer) are followed where they exist on
+this machine, with a note, and named with the `--set` to give where they do not. Generating
+from a run trained on a corpus that is not on this machine needs no corpus at all.
 """
 
 from __future__ import annotations
