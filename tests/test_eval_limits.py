@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import pulse
 from helpers import run_cli
 from pulse.errors import PulseWarning
 from pulse.specs.load import validate
@@ -150,3 +151,17 @@ def test_a_stored_corpus_path_is_used_where_it_exists_and_named_where_not(checkp
         assert given.exit_code == 0, given.output
     finally:
         elsewhere.rename(stored)
+
+
+@pytest.mark.audit("pulse eval", "correct")
+def test_memory_that_cannot_be_read_is_said_not_guessed(monkeypatch):
+    # where neither /proc/meminfo nor sysconf tells the free memory, no invented figure refuses or allows a length:
+    # the projection is still made, and a warning says it was not checked
+    monkeypatch.setattr(eval_cost, "available_memory", lambda device="cpu": None)
+    project = lambda n: eval_cost.Cost(length=n, batch=1, memory_bytes=1e15, flops=1.0, parts={"activations": 1e15})  # noqa: E731
+    with pytest.warns(PulseWarning, match=r"--passkey: this machine's free memory cannot be read, .* is not checked"):
+        costs = eval_cost.check_memory(project, [10, 20], option="--passkey")
+    assert [c.length for c in costs] == [10, 20]
+    monkeypatch.setattr(eval_cost, "available_memory", lambda device="cpu": 4.0 * GIB)
+    with pytest.raises(pulse.PulseError, match="would need about"):
+        eval_cost.check_memory(project, [10], option="--passkey")

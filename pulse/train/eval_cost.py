@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from pulse.errors import PulseError
+from pulse.errors import PulseError, PulseWarning
 from pulse.summarize import BlockCost, block_costs
 from pulse.units import fmt_bytes
 
@@ -102,9 +103,9 @@ def _is_block(row: BlockCost) -> bool:
     return row.type not in ("Embedding", "Linear") and row.flops_per_token > 0
 
 
-def available_memory(device: str | torch.device = "cpu") -> float:
+def available_memory(device: str | torch.device = "cpu") -> float | None:
     """Bytes this process can still take: free GPU memory on CUDA, else the kernel's MemAvailable (or, where
-    there is none, half the physical memory)."""
+    there is none, half the physical memory); None where neither can be read."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -114,12 +115,12 @@ def available_memory(device: str | torch.device = "cpu") -> float:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return float(line.split()[1]) * 1024
-    except OSError:
+    except OSError:  # no /proc (macOS, …): the physical memory below
         pass
     try:
         return 0.5 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return float(8 * 2**30)
+        return None
 
 
 def largest(fits: Callable[[int], bool], upto: int) -> int:
@@ -136,8 +137,13 @@ def check_memory(project: Callable[[int], Cost], values: list[int], *, option: s
     """Each value's projected cost (a length, or with varies="rows" a batch size); a PulseError naming the first
     that would not fit in this machine's available memory: projected, available, what fits, what to change."""
     available = available_memory(device)
-    limit = HEADROOM * available
     costs = [project(v) for v in values]
+    if available is None:
+        most = fmt_bytes(int(max((c.memory_bytes for c in costs), default=0)))
+        warnings.warn(f"{option}: this machine's free memory cannot be read, so the projected memory (up to {most}) "
+                      "is not checked before it runs.", PulseWarning, stacklevel=2)
+        return costs
+    limit = HEADROOM * available
     for value, c in zip(values, costs):
         if c.memory_bytes > limit:
             fits = largest(lambda v: project(v).memory_bytes <= limit, value)
