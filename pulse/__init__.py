@@ -28,15 +28,15 @@ from pulse.blocks.pulse.propagator import StatePropagator
 from pulse.blocks.pulse.pulse_layer import PulseLayer
 from pulse.blocks.pulse.router import TokenToStateRouter
 from pulse.blocks.pulse.state_manager import StateManager
-from pulse.checkpoint import save_checkpoint
 from pulse.contract import Mixer
+from pulse.data.tokenizer import ByteTokenizer
 from pulse.errors import PulseError
 from pulse.hf import register_when_imported as _register_hf
 from pulse.models.output import ModelOutput
 from pulse.models.sequence import SequenceModel, SimplePulse
 from pulse.specs import RecipeBase as Recipe
 from pulse.specs import json_schema, load_recipe, recipe_from_dict
-from pulse.tokenizer import ByteTokenizer
+from pulse.storage.checkpoint import save_checkpoint
 from pulse.version import __version__
 
 _register_hf()  # AutoModelForCausalLM knows "pulse" once transformers is imported (without importing it here)

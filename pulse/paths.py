@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pulse.errors import PulseError
@@ -172,3 +174,46 @@ def full_disk(err: BaseException) -> bool:
     if isinstance(err, OSError) and err.errno in FULL_DISK:
         return True
     return "No space left on device" in str(err) or "Disk quota exceeded" in str(err)
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path) then rename tmp_path over `path` (same directory, so the rename is atomic).
+
+    On any failure the temporary file is removed and `path` is left as it was; a full
+    disk is a PulseError saying so.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        if full_disk(err):
+            raise DiskFull(f"no space left on the device to write {path}; nothing was changed. "
+                           "Free some space and run the command again.") from None
+        raise
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        usual_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if full_disk(err):
+            raise DiskFull(f"no space left on the device to write {path}; " + (
+                f"the previous {path.name} is intact" if path.exists() else "nothing was written there") +
+                " and no partial file was left. Free some space and run the command again.") from None
+        raise
+
+
+def usual_mode(path: str | Path) -> None:
+    """Give `path` the mode a plain open() would have (0666 less the umask): mkstemp, and writers that go through a
+    temporary file (safetensors' save_file), leave 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

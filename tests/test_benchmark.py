@@ -10,7 +10,7 @@ import torch
 
 from helpers import run_cli
 from pulse.errors import PulseError
-from pulse.train.benchmark import SUITES, plan, suite
+from pulse.experiments.suites import SUITES, plan, suite
 from test_train import recipe_dict, write_recipe
 
 # ListOps made tiny: the suite's own table is the LRA's 500-2,000 tokens
@@ -93,7 +93,7 @@ def test_the_budget_scales_training_examples_and_held_out_examples(two):
 
 
 def test_the_projection_counts_the_remaining_steps_and_evals(tmp_path, two):
-    from pulse.train.benchmark_time import run_seconds
+    from pulse.experiments.suites_time import run_seconds
 
     _, cells = plan([two[0]], "lra", budget=0.002, only=["listops"], overrides=[*SMALL, "train.eval_every=2"],
                     out=tmp_path / "b")

@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 
 import pulse
 from helpers import run_cli
-from pulse.checkpoint import WEIGHTS, atomic_write, load_weights, read_metadata, save_checkpoint
+from pulse.paths import atomic_write
+from pulse.storage.checkpoint import WEIGHTS, load_weights, read_metadata, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"model": {"from": "transformer-small", "dim": 32, "depth": 2, "mixers": {"attn": {"num_heads": 2}}}}

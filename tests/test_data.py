@@ -18,10 +18,10 @@ from helpers import run_cli
 from pulse.data.bpe import train_bpe, write_tokenizer
 from pulse.data.corpus import open_corpus
 from pulse.data.readers import corpus_files, documents
+from pulse.data.tokenizer import ByteTokenizer, HFTokenizer
 from pulse.errors import PulseError, PulseWarning
 from pulse.specs.tasks import TextSpec
 from pulse.tasks.text import Text
-from pulse.tokenizer import ByteTokenizer, HFTokenizer
 from test_train import write_recipe
 
 PULSE = Path(sys.executable).parent / "pulse"

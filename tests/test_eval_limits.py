@@ -15,9 +15,9 @@ import pytest
 import pulse
 from helpers import run_cli
 from pulse.errors import PulseWarning
+from pulse.evaluation import cost as eval_cost
 from pulse.specs.load import validate
 from pulse.summarize import summarize
-from pulse.train import eval_cost
 from test_train import write_recipe
 
 GIB = 2**30
@@ -50,9 +50,9 @@ def no_work(monkeypatch):
         raise AssertionError("the evaluation started")
 
     monkeypatch.setattr("pulse.tasks.passkey.passkey_grid", refuse)
-    monkeypatch.setattr("pulse.train.context._measure", refuse)
-    monkeypatch.setattr("pulse.hf.harness.run_harness", refuse)
-    monkeypatch.setattr(importlib.import_module("pulse.train.evaluate"), "evaluate", refuse)  # the module
+    monkeypatch.setattr("pulse.evaluation.context._measure", refuse)
+    monkeypatch.setattr("pulse.evaluation.harness.run_harness", refuse)
+    monkeypatch.setattr(importlib.import_module("pulse.evaluation.evaluate"), "evaluate", refuse)  # the module
 
 
 @pytest.mark.parametrize("args, option, change", [

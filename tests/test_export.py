@@ -12,8 +12,8 @@ import torch
 
 import pulse
 from helpers import run_cli
-from pulse import export as export_mod
-from pulse.export import export_onnx
+from pulse.export import onnx as export_mod
+from pulse.export.onnx import export_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 MISSING = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]

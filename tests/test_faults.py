@@ -33,13 +33,13 @@ import torch
 
 import pulse
 from helpers import run_cli
-from pulse.checkpoint import WEIGHTS, load_weights
 from pulse.errors import PulseError
 from pulse.specs.load import card_names, card_path, read_table, resolve
+from pulse.storage.checkpoint import WEIGHTS, load_weights
+from pulse.storage.rundir import RunDir
+from pulse.storage.runfiles import STATE
 from pulse.train import train
 from pulse.train.faults import VARIABLE as INJECT
-from pulse.train.rundir import RunDir
-from pulse.train.state import STATE
 from test_rundir import Messages
 from test_train import PULSE, recipe_dict, weights, write_recipe
 
@@ -395,7 +395,7 @@ def test_a_second_signal_stops_at_once_and_the_previous_checkpoint_stays_the_new
                                                                                     monkeypatch, no_plots):
     """The second signal arrives while the stop's checkpoint is being written: that checkpoint is removed whole, the
     previous one stays the newest, and the run resumes from it exactly (to the uninterrupted `trained_run`)."""
-    import pulse.train.rundir as rundir
+    import pulse.storage.rundir as rundir
     import pulse.train.stop as stop
 
     monkeypatch.setattr(stop, "REPEAT_S", 0.0)  # no repeat window: the second signal counts at once
@@ -486,7 +486,7 @@ def test_a_full_disk_in_viz_export_and_build_force_is_one_clear_error(tmp_path, 
     file, and build --out --force puts the directory it moved aside back."""
     import errno
 
-    import pulse.checkpoint as checkpoint
+    import pulse.storage.checkpoint as checkpoint
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -19,10 +19,10 @@ import pulse
 from helpers import run_cli
 from pulse.data.corpus import open_corpus, training_documents
 from pulse.data.readers import corpus_files, documents
+from pulse.data.tokenizer import ByteTokenizer, HFTokenizer
 from pulse.errors import PulseError
 from pulse.specs.tasks import TextSpec
 from pulse.tasks.text import Text
-from pulse.tokenizer import ByteTokenizer, HFTokenizer
 from test_data import spec, text_corpus, text_recipe
 from test_train import write_recipe
 

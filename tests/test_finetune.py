@@ -157,7 +157,7 @@ def test_the_eta_counts_the_time_budget():
 
 
 def test_steps_much_slower_than_at_the_start_are_said_once_naming_train_threads():
-    from pulse.train.progress import SlowSteps
+    from pulse.train.slow_steps import SlowSteps
 
     watch = SlowSteps(2)
     said = [watch(t) for t in [5.0, 3.0] + [1.0] * 8 + [1.1] * 10 + [9.0] * 10 + [9.0] * 10]

@@ -11,8 +11,8 @@ import torch
 import pulse
 from helpers import run_cli
 from pulse.contract import assert_close
+from pulse.data.tokenizer import ByteTokenizer
 from pulse.generation import next_tokens
-from pulse.tokenizer import ByteTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 64

@@ -22,8 +22,8 @@ from helpers import run_cli
 pytest.importorskip("lm_eval", reason="the eval extra (pip install 'pulse[eval]') is not installed")
 pytest.importorskip("accelerate", reason="the eval extra (pip install 'pulse[eval]') is not installed")
 
-from pulse.hf.export import export_hf  # noqa: E402
-from pulse.hf.harness import LOCAL, local_tasks_dir  # noqa: E402
+from pulse.evaluation.harness import LOCAL, local_tasks_dir  # noqa: E402
+from pulse.export.hf import export_hf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -32,7 +32,7 @@ SMALL = ["model.dim=32", "model.mixers.pulse.chunk_size=8"]
 
 def byte_language_recipes() -> list[str]:
     """Every shipped recipe of a language model that reads bytes (vocabulary 256, or 259 with bos/eos/pad)."""
-    from pulse.tokenizer import ByteTokenizer
+    from pulse.data.tokenizer import ByteTokenizer
 
     names = []
     for path in sorted((ROOT / "recipes").glob("*.toml")):
@@ -97,7 +97,7 @@ def local_tasks() -> dict:
 
     from lm_eval.tasks import get_task_dict
 
-    from pulse.hf.harness import _task_manager
+    from pulse.evaluation.harness import _task_manager
 
     with warnings.catch_warnings():  # the form evaluate() takes; lm-eval 0.4.13 calls it deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -123,7 +123,7 @@ def test_lm_evals_hf_model_runs_on_the_export_of_every_shipped_byte_recipe(recip
 @pytest.mark.audit("lm-eval", "correct")
 def test_no_accelerate_note_on_a_harness_run(built, caplog):
     """lm-eval warns "do not launch via accelerate" whenever it is handed a model object; PULSE launches nothing."""
-    from pulse.hf.harness import run_harness
+    from pulse.evaluation.harness import run_harness
 
     with caplog.at_level(logging.WARNING):
         run_harness(pulse.PulseForCausalLM.from_pretrained(built), ["pulse_arith_mc"], limit=1)

@@ -16,7 +16,7 @@ from helpers import run_cli
 transformers = pytest.importorskip("transformers", reason="the hf extra (pip install 'pulse[hf]') is not installed")
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from pulse.hf.export import export_hf  # noqa: E402
+from pulse.export.hf import export_hf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 259

@@ -13,9 +13,10 @@ from safetensors.torch import load_file, save_file
 
 import pulse
 from helpers import run_cli
-from pulse.checkpoint import WEIGHTS, load_weights, recipe_hash, save_checkpoint
 from pulse.errors import PulseError
-from pulse.train import evaluate_checkpoint, train
+from pulse.evaluation import evaluate_checkpoint
+from pulse.storage.checkpoint import WEIGHTS, load_weights, recipe_hash, save_checkpoint
+from pulse.train import train
 from test_train import recipe, recipe_dict, write_recipe
 
 
@@ -135,8 +136,8 @@ def test_a_card_reference_is_a_name_never_a_path():
 
 
 def test_non_finite_weights_are_refused_and_a_converted_dtype_is_said(tmp_path):
-    from pulse.checkpoint import tensors_digest
     from pulse.errors import PulseWarning
+    from pulse.storage.checkpoint import tensors_digest
 
     model_recipe = pulse.recipe_from_dict({"model": {"from": "transformer-small", "dim": 32, "depth": 1,
                                                      "mixers": {"attn": {"num_heads": 2}}}})

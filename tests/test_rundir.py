@@ -13,16 +13,17 @@ import pytest
 import torch
 
 from helpers import run_cli
-from pulse.checkpoint import WEIGHTS
 from pulse.errors import PulseError
 from pulse.paths import DirLock
 from pulse.specs.run import TrainSpec
+from pulse.storage.checkpoint import WEIGHTS
+from pulse.storage.rundir import RunDir
+from pulse.storage.runfiles import STATE
+from pulse.storage.state import load_state, read_metrics, rng_state, save_state
 from pulse.train import loop as loop_module
 from pulse.train import train
 from pulse.train.faults import VARIABLE as INJECT
 from pulse.train.optim import lr_factor
-from pulse.train.rundir import RunDir
-from pulse.train.state import STATE, load_state, read_metrics, rng_state, save_state
 from test_train import Interrupt, recipe, recipe_dict, weights, write_recipe
 
 

@@ -14,10 +14,11 @@ from safetensors.torch import load_file, save_file
 import pulse
 from helpers import run_cli
 from pulse.api.source import open_source
-from pulse.checkpoint import WEIGHTS, recipe_hash
 from pulse.errors import PulseError
-from pulse.runfiles import newest_weights
-from pulse.train import evaluate_checkpoint, train
+from pulse.evaluation import evaluate_checkpoint
+from pulse.storage.checkpoint import WEIGHTS, recipe_hash
+from pulse.storage.runfiles import newest_weights
+from pulse.train import train
 from test_train import Interrupt, recipe_dict, write_recipe
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,10 +16,10 @@ import torch
 
 from helpers import load_tool, run_cli
 from pulse.errors import PulseError
+from pulse.experiments.sweep import parse_grid, point_name, split_values, sweep
+from pulse.experiments.sweep_report import best_row
+from pulse.storage.state import read_metrics
 from pulse.train.faults import VARIABLE as INJECT
-from pulse.train.state import read_metrics
-from pulse.train.sweep import parse_grid, point_name, split_values, sweep
-from pulse.train.sweep_report import best_row
 from test_train import Interrupt, recipe_dict, write_recipe
 
 
@@ -328,7 +328,7 @@ def test_text_table_compares_transformer_hybrid_and_pulse_at_the_same_steps_for_
 
 def test_a_stop_while_a_worker_starts_waits_until_the_worker_is_recorded():
     # a SIGTERM raised inside Popen would leave a started worker off the list that the sweep stops
-    from pulse.train.sweep_workers import _Interrupts
+    from pulse.experiments.sweep_workers import _Interrupts
 
     handler, recorded = _Interrupts(), []
     with pytest.raises(KeyboardInterrupt), handler.deferred():

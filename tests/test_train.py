@@ -18,10 +18,12 @@ from safetensors.torch import load_file
 import pulse
 from helpers import run_cli
 from pulse.errors import PulseError
+from pulse.evaluation import evaluate_checkpoint
 from pulse.specs.run import TrainSpec
-from pulse.train import evaluate_checkpoint, faults, train
+from pulse.storage.rundir import RunDir
+from pulse.storage.state import read_metrics
+from pulse.train import faults, train
 from pulse.train.optim import lr_factor, make_optimizer, param_categories
-from pulse.train.state import RunDir, read_metrics
 
 PULSE = Path(sys.executable).parent / "pulse"
 

@@ -89,7 +89,7 @@ BIG_CHILD = """
 import json, resource, sys, time
 from pulse.data.corpus import open_corpus
 from pulse.specs.tasks import TextSpec
-from pulse.tokenizer import HFTokenizer
+from pulse.data.tokenizer import HFTokenizer
 spec = TextSpec(path=sys.argv[1], format="jsonl", seq_len=1024, cache_dir=sys.argv[3])
 start = time.perf_counter()
 corpus = open_corpus(spec, HFTokenizer.load(sys.argv[2]))
@@ -168,7 +168,7 @@ def main() -> None:
 
     from pulse.data.bpe import train_bpe, write_tokenizer
     from pulse.data.readers import stdlib_root
-    from pulse.tokenizer import ByteTokenizer, HFTokenizer
+    from pulse.data.tokenizer import ByteTokenizer, HFTokenizer
 
     docs = stdlib_docs()
     with tempfile.TemporaryDirectory() as tmp:

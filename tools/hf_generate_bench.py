@@ -51,7 +51,7 @@ def main() -> None:
 
     import pulse
     from data_bench import machine
-    from pulse.hf.export import export_hf
+    from pulse.export.hf import export_hf
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()

@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from pulse import registry
-from pulse.checkpoint import atomic_write, atomic_write_text
 from pulse.errors import PulseError
+from pulse.experiments.sweep import sweep
+from pulse.experiments.sweep_report import best_row
+from pulse.paths import atomic_write, atomic_write_text
 from pulse.specs.load import read_table
-from pulse.train.sweep import sweep
-from pulse.train.sweep_report import best_row
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 KINDS = "attention,pulse,pulse_delta,hybrid,linear_attention,ssm,gated_deltanet,mamba2"

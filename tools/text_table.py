@@ -36,13 +36,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pulse.checkpoint import atomic_write_text
 from pulse.data.bpe import train_bpe, write_tokenizer
 from pulse.data.readers import describe
 from pulse.errors import PulseError
+from pulse.experiments.sweep import sweep
+from pulse.experiments.sweep_report import best_row
+from pulse.paths import atomic_write_text
 from pulse.specs.load import load_recipe
-from pulse.train.sweep import sweep
-from pulse.train.sweep_report import best_row
 from recall_table import add_common_arguments, machine, read_sweep, run_tool
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"

@@ -73,8 +73,8 @@ def train_overrides(plan: dict[str, Any], recipe: Path, test_examples: int) -> l
 
 def test_scores(point_dir: Path, examples: int, vocab: int) -> dict[str, float]:
     """Accuracy of a finished point at every test setting, from its zoology-tests.json when that has them."""
-    from pulse.checkpoint import atomic_write_text
-    from pulse.train.evaluate import evaluate_checkpoint
+    from pulse.evaluation.evaluate import evaluate_checkpoint
+    from pulse.paths import atomic_write_text
 
     cache = point_dir / "zoology-tests.json"
     scores = json.loads(cache.read_text(encoding="utf-8")) if cache.is_file() else {}
@@ -89,8 +89,8 @@ def test_scores(point_dir: Path, examples: int, vocab: int) -> dict[str, float]:
 
 def state_at(point_dir: Path, seq: int, pairs: int) -> int:
     """The point's recurrent state in elements at length `seq` (attention's KV cache grows with it)."""
+    from pulse.experiments.sweep_report import state_elements
     from pulse.specs.load import load_recipe
-    from pulse.train.sweep_report import state_elements
 
     recipe = load_recipe(point_dir / "recipe.json", [f"task.seq_len={seq}", f"task.num_kv_pairs={pairs}",
                                                        "task.mixture=[]"])
@@ -100,7 +100,7 @@ def state_at(point_dir: Path, seq: int, pairs: int) -> int:
 def collect(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per (kind, width): the learning rate with the best mean test accuracy, and its scores."""
     from pulse.errors import PulseError
-    from pulse.train.sweep import sweep
+    from pulse.experiments.sweep import sweep
 
     recall = _tool("recall_table")
     try:
@@ -185,7 +185,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator, NullFormatter
 
-    from pulse.checkpoint import atomic_write
+    from pulse.paths import atomic_write
 
     kinds = sorted({r["kind"] for r in rows})
     fig = Figure(figsize=(3.2 * len(TESTS) + 2.2, 3.4), layout="constrained")
@@ -215,7 +215,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pulse.checkpoint import atomic_write_text
+    from pulse.paths import atomic_write_text
 
     recall = _tool("recall_table")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -93,7 +93,7 @@ def copy_recipe(name: str, dest: str | Path, *, force: bool = False) -> tuple[Pa
     `dest` may be a directory (the file keeps its name). An existing file is never
     overwritten unless force=True; the write is atomic.
     """
-    from pulse.checkpoint import atomic_write
+    from pulse.paths import atomic_write
 
     source = named_recipe(name)
     if source is None:

@@ -21,13 +21,13 @@ from torch import Tensor, nn
 from pulse.api.config import PulseConfig
 from pulse.api.source import Source, open_source
 from pulse.assemble import build_model
-from pulse.checkpoint import save_checkpoint
+from pulse.data.tokenizer import Tokenizer, reset_token, tokenizer_for
 from pulse.errors import PulseError
 from pulse.generation import GenerationStep, resolve_decoding, stream
 from pulse.models.output import ModelOutput
 from pulse.specs.load import load_recipe
 from pulse.specs.recipe import RecipeBase
-from pulse.tokenizer import Tokenizer, reset_token, tokenizer_for
+from pulse.storage.checkpoint import save_checkpoint
 
 IGNORE_INDEX = -100
 

@@ -35,12 +35,12 @@ import torch
 from torch import nn
 
 from pulse.assemble import build_model
-from pulse.checkpoint import RECIPE, WEIGHTS, Unverified, load_weights, read_stored_recipe
 from pulse.errors import PulseError
-from pulse.runfiles import HEAD, is_run, marked_recipe, newest_weights
 from pulse.specs.limits import check_stored_paths
 from pulse.specs.load import find_recipe, named_recipe, read_table, recipe_from_dict, resolve, validate
 from pulse.specs.recipe import RecipeBase
+from pulse.storage.checkpoint import RECIPE, WEIGHTS, Unverified, load_weights, read_stored_recipe
+from pulse.storage.runfiles import HEAD, is_run, marked_recipe, newest_weights
 
 SEED_WEIGHTS = ("model.pt", "model.pth", "pytorch_model.bin")  # names the original PULSE gave a run's weights
 PICKLE = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
@@ -79,7 +79,7 @@ class Source:
     @property
     def tokenizer(self):
         """A language model's tokenizer: the one stored beside its weights, else the one its recipe names."""
-        from pulse.tokenizer import tokenizer_for
+        from pulse.data.tokenizer import tokenizer_for
 
         model = self.recipe.model
         if getattr(model, "kind", None) != "lm":
@@ -91,13 +91,13 @@ class Source:
 
     def stored_tokenizer(self):
         """The tokenizer file saved with the weights (checked against their metadata), or None."""
-        from pulse.checkpoint import read_metadata
-        from pulse.tokenizer import stored_tokenizer
+        from pulse.data.tokenizer import stored_tokenizer
+        from pulse.storage.checkpoint import read_metadata
 
         if self.weights is None:
             return None
         if self.origin == "hf":  # an export's tokenizer.json (the byte tokenizer too, as an equivalent file)
-            from pulse.tokenizer import CONFIG, FILE, HFTokenizer
+            from pulse.data.tokenizer import CONFIG, FILE, HFTokenizer
 
             if (self.weights.parent / CONFIG).is_file():  # its special tokens: a broken file is said, not skipped
                 read_json(self.weights.parent / CONFIG, "restore it from the export (or export again)")
@@ -303,7 +303,7 @@ def _check_readable_copy(folder: Path, stored: dict[str, Any]) -> None:
                          "or train a recipe file and change settings with --set.")
 
 
-HF_FORMAT = 1  # the pulse_format of config.json this version reads (pulse.hf.export.FORMAT)
+HF_FORMAT = 1  # the pulse_format of config.json this version reads (pulse.export.hf.FORMAT)
 
 
 def read_json(path: Path, advice: str) -> Any:
@@ -357,7 +357,7 @@ def _open_hf(path: Path, config: dict[str, Any], overrides: tuple[str, ...], tab
 def _load_hf_weights(model: nn.Module, path: Path, config: dict[str, Any] | None, allow_unverified: bool) -> None:
     """The export's tensors (Transformers' `model.` prefix dropped) into `model`, checked against the checksum
     config.json recorded."""
-    from pulse.checkpoint import fit_tensors
+    from pulse.storage.checkpoint import fit_tensors
 
     fit_tensors(model, read_hf_weights(path, config, allow_unverified), path)
 
@@ -367,7 +367,7 @@ def read_hf_weights(path: Path, config: dict[str, Any] | None, allow_unverified:
     records and for NaN/inf: what `pulse generate DIR` and AutoModelForCausalLM.from_pretrained both load."""
     from safetensors import SafetensorError, safe_open
 
-    from pulse.checkpoint import Unverified, check_values, tensors_digest
+    from pulse.storage.checkpoint import Unverified, check_values, tensors_digest
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:

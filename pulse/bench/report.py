@@ -194,13 +194,13 @@ def render_text(doc: dict[str, Any], width: int | None = None) -> str:
 
 
 def write_text(doc: dict[str, Any], path: str | Path, width: int | None = None) -> None:
-    from pulse.checkpoint import atomic_write_text
+    from pulse.paths import atomic_write_text
 
     atomic_write_text(path, render_text(doc, width))
 
 
 def write_json(doc: dict[str, Any], path: str | Path) -> None:
-    from pulse.checkpoint import atomic_write_text
+    from pulse.paths import atomic_write_text
 
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 

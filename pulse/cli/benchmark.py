@@ -59,7 +59,7 @@ def benchmark(
     run directory, so a rerun skips finished runs and resumes the rest. --set NAME.task.x=v sets
     one task's field (NAME a suite task), --set train.x=v every run's.
     """
-    from pulse.train.benchmark import benchmark as run_benchmark
+    from pulse.experiments.suites import benchmark as run_benchmark
     from pulse.train.progress import RichReporter
 
     doc = run_benchmark(

@@ -16,7 +16,7 @@ from pulse.units import fmt_bytes
 
 def _export(source: Path, out: Path, fmt: str, batch: int, tolerance: float, seed: int,
             overrides: list[str] | None, allow_unverified: bool = False, force: bool = False) -> None:
-    from pulse.export import export_onnx, require_onnx
+    from pulse.export.onnx import export_onnx, require_onnx
 
     if fmt not in ("onnx", "hf"):
         raise PulseError(f"unknown export format `{fmt}`; the formats are onnx (a graph for onnxruntime) and hf (a "
@@ -44,7 +44,7 @@ def _export_hf(source: Path, out: Path, seed: int, overrides: list[str] | None, 
     require_transformers()
     from transformers.utils import logging as hf_logging
 
-    from pulse.hf.export import export_hf
+    from pulse.export.hf import export_hf
 
     model = open_lm(source, overrides, seed, allow_unverified)
     hf_logging.disable_progress_bar()

@@ -106,9 +106,9 @@ def build(
     import torch
 
     from pulse.assemble import build_model
-    from pulse.checkpoint import save_checkpoint
+    from pulse.storage.checkpoint import save_checkpoint
+    from pulse.storage.rundir import claim_output_dir, restore_output_dir
     from pulse.summarize import block_costs
-    from pulse.train.rundir import claim_output_dir, restore_output_dir
 
     source = open_cli_source(recipe, set_, allow_unverified=allow_unverified)
     spec = source.recipe
@@ -209,8 +209,7 @@ def schema(
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON Schema here instead of stdout.")] = None,
 ) -> None:
     """Write the JSON Schema of the recipe format (for editor completion)."""
-    from pulse.checkpoint import atomic_write_text
-    from pulse.paths import check_output_file
+    from pulse.paths import atomic_write_text, check_output_file
     from pulse.specs import json_schema
 
     check_output_file(out)

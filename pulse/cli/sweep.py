@@ -42,9 +42,9 @@ def sweep(
     Every point is validated before anything runs. A rerun skips finished points and resumes
     unfinished ones from their checkpoints. Writes OUT/sweep.json and OUT/sweep.md.
     """
+    from pulse.experiments.sweep import sweep as run_sweep
+    from pulse.experiments.sweep_report import row_cells
     from pulse.train.progress import RichReporter
-    from pulse.train.sweep import sweep as run_sweep
-    from pulse.train.sweep_report import row_cells
 
     result = run_sweep(
         recipe, grid, overrides=set_ or [], out=out, parallel=parallel,

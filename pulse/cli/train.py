@@ -58,7 +58,7 @@ def train(
     With output redirected, a plain line every N steps gives step, loss, tokens/s and ETA.
     Under `torchrun --nproc-per-node N --no-python pulse train …` it trains with DDP.
     """
-    from pulse.train import ddp
+    from pulse.runtime import ddp
     from pulse.train import train as run_training
     from pulse.train.progress import RichReporter
 
@@ -144,7 +144,7 @@ def eval_(
 
     Before --context-curve, --passkey or --harness runs, the memory of every length is projected from the
     model's own cost formulas, and a length that would not fit in the memory available is refused."""
-    from pulse.train import evaluate_checkpoint
+    from pulse.evaluation import evaluate_checkpoint
 
     given = {"--windows": windows, "--depths": depths, "--trials": trials, "--max-seconds": max_seconds,
              "--include-path": include_path, "--limit": limit, "--num-fewshot": num_fewshot,
@@ -212,9 +212,9 @@ def _harness(checkpoint: Path, tasks: str, overrides: list[str] | None, include_
              as_json: bool) -> None:
     """`pulse eval RUN --harness …`: the harness table, and its JSON written into the run directory."""
     from pulse.api import PulseForCausalLM
-    from pulse.checkpoint import atomic_write_text
-    from pulse.hf.harness import local_tasks_dir, run_harness, table
-    from pulse.train.eval_cost import HARNESS_LENGTH, check_memory, cost
+    from pulse.evaluation.cost import HARNESS_LENGTH, check_memory, cost
+    from pulse.evaluation.harness import local_tasks_dir, run_harness, table
+    from pulse.paths import atomic_write_text
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
@@ -244,7 +244,7 @@ def _context_curve(checkpoint: Path, lengths: str, task: str | None, overrides: 
                    max_seconds: float, allow_unverified: bool, as_json: bool) -> None:
     """`pulse eval RUN --context-curve …`: the table, and context-curve.json / .png in the run directory."""
     from pulse.cli.bench import parse_lengths
-    from pulse.train.context import context_curve, write_curve
+    from pulse.evaluation.context import context_curve, write_curve
 
     source = open_cli_source(checkpoint, overrides, allow_unverified=allow_unverified,
                              tables={"task": _task_table(task)} if task else None)
@@ -278,7 +278,7 @@ def _passkey(checkpoint: Path, lengths: str, depths: str, trials: int, overrides
              max_seconds: float, allow_unverified: bool, as_json: bool) -> None:
     """`pulse eval RUN --passkey …`: the grid as a table, and passkey.json / .png in the run directory."""
     from pulse.cli.bench import parse_lengths
-    from pulse.train.context import passkey_eval, write_passkey
+    from pulse.evaluation.context import passkey_eval, write_passkey
 
     try:
         at = list(dict.fromkeys(float(d) for d in depths.split(",") if d.strip()))  # each depth once, in order

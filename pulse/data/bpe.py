@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pulse.data.readers import corpus_files, documents
+from pulse.data.tokenizer import FILE, HFTokenizer, _require_tokenizers
 from pulse.errors import PulseError
 from pulse.specs.tasks import TextSpec
-from pulse.tokenizer import FILE, HFTokenizer, _require_tokenizers
 
 SPECIALS = ["<|bos|>", "<|endoftext|>", "<|pad|>"]
 
@@ -82,7 +82,7 @@ def train_bpe(paths: list[str], *, vocab_size: int, fmt: str = "auto", text_fiel
 
 def write_tokenizer(tok: HFTokenizer, out: str | Path) -> Path:
     """`out` a .json file: the tokenizer alone; a folder: tokenizer.json and tokenizer_config.json in it."""
-    from pulse.checkpoint import atomic_write_text
+    from pulse.paths import atomic_write_text
 
     out = Path(out)
     if out.suffix == ".json":

@@ -196,7 +196,7 @@ def _verify_export(name: Any, kwargs: dict[str, Any], allow_unverified: bool) ->
 
     from pulse.api.source import read_hf_weights
     from pulse.assemble import build_model
-    from pulse.checkpoint import WEIGHTS, fit_tensors
+    from pulse.storage.checkpoint import WEIGHTS, fit_tensors
 
     hub = {k: kwargs[k] for k in HUB_KEYS if k in kwargs}
     local = Path(str(name)) / (hub.get("subfolder") or "")

@@ -84,7 +84,7 @@ class TokenizedTask(IndexedTask):
     def tokenizer(self) -> Any:
         """task.tokenizer (the byte tokenizer without specials until a model's vocabulary is fitted)."""
         if self._tokenizer is None:
-            from pulse.tokenizer import ByteTokenizer, load_tokenizer
+            from pulse.data.tokenizer import ByteTokenizer, load_tokenizer
 
             self._tokenizer = load_tokenizer(self.spec.tokenizer) or ByteTokenizer(specials=False)
         return self._tokenizer
@@ -94,7 +94,7 @@ class TokenizedTask(IndexedTask):
 
     def bind(self, vocab_size: int) -> None:
         """Fit the tokenizer to a model's vocabulary (the byte tokenizer has eos only from 259 ids on)."""
-        from pulse.tokenizer import fit_to_vocab
+        from pulse.data.tokenizer import fit_to_vocab
 
         fitted = fit_to_vocab(self.tokenizer, vocab_size)
         if fitted is not self._tokenizer:

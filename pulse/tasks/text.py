@@ -29,11 +29,11 @@ from torch import nn
 
 from pulse.data.corpus import Corpus, Progress, open_corpus
 from pulse.data.readers import describe
+from pulse.data.tokenizer import ByteTokenizer, HFTokenizer, reset_token
 from pulse.errors import PulseError
 from pulse.specs.tasks import TextSpec
 from pulse.tasks.base import Batch, Sums
 from pulse.tasks.io import TokenizedTask
-from pulse.tokenizer import ByteTokenizer, HFTokenizer, reset_token
 
 
 class Text(TokenizedTask):

@@ -1,6 +1,7 @@
-"""Training: the loop, exact resume, DDP, evaluation, plots. `pulse train` and `pulse eval` call into here."""
+"""Training: the loop, its progress lines, the optimiser, initialization from a checkpoint, the stop that saves.
+`pulse train` calls into here; evaluation lives in pulse.evaluation, sweeps and suites in pulse.experiments."""
 
-from pulse.train.evaluate import EvalResult, evaluate, evaluate_checkpoint
-from pulse.train.loop import Reporter, RunResult, TaskModule, train
+from pulse.train.loop import train
+from pulse.train.result import Reporter, RunResult, TaskModule
 
-__all__ = ["EvalResult", "Reporter", "RunResult", "TaskModule", "evaluate", "evaluate_checkpoint", "train"]
+__all__ = ["Reporter", "RunResult", "TaskModule", "train"]

@@ -18,9 +18,10 @@ from typing import Any
 from torch import nn
 
 from pulse.api.source import open_source
-from pulse.checkpoint import WEIGHTS, _read_header, atomic_write_text, load_weights, read_metadata, stack_weight_name
 from pulse.errors import PulseError
-from pulse.runfiles import HEAD, INIT_RECORD
+from pulse.paths import atomic_write_text
+from pulse.storage.checkpoint import WEIGHTS, _read_header, load_weights, read_metadata, stack_weight_name
+from pulse.storage.runfiles import HEAD, INIT_RECORD
 
 
 def init_source(location: str | Path, *, allow_unverified: bool = False) -> tuple[Path, int | None]:

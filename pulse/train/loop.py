@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,72 +24,20 @@ from torch import Tensor, nn
 from pulse.assemble import build_model
 from pulse.contract import count_params
 from pulse.errors import PulseError
+from pulse.evaluation.evaluate import evaluate
+from pulse.runtime import ddp
+from pulse.runtime.device import autocast, reduce_sums, to_device
+from pulse.storage.rundir import RunDir
+from pulse.storage.state import MetricsLog, optimizer_state, param_names, rng_state, seed_everything
 from pulse.tasks import build_task
-from pulse.tasks.base import Batch, Sums, Task
-from pulse.train import ddp, faults
-from pulse.train.evaluate import autocast, evaluate, reduce_sums, to_device
+from pulse.tasks.base import Task
+from pulse.train import faults
 from pulse.train.init import check_tokenizer, init_weights, read_record, write_record
 from pulse.train.optim import make_optimizer, make_scheduler
 from pulse.train.plots import plot_run
-from pulse.train.rundir import RunDir
-from pulse.train.state import MetricsLog, optimizer_state, param_names, rng_state, seed_everything
+from pulse.train.result import Reporter, RunResult, TaskModule
+from pulse.train.slow_steps import SlowSteps
 from pulse.train.stop import Stopped, StopRequest, on_signals, signal_name
-
-
-class TaskModule(nn.Module):
-    """The model and the task head as one module, whose forward is the task's statistics (what DDP wraps)."""
-
-    def __init__(self, task: Task, model: nn.Module, head: nn.Module | None):
-        super().__init__()
-        self.task = task
-        self.model = model
-        self.head = head
-
-    def forward(self, batch: Batch) -> Sums:
-        return self.task.forward(self.model, self.head, batch)
-
-
-class Reporter(Protocol):
-    """What the loop tells the outside world (rank 0 only); see pulse.train.progress for the rich one."""
-
-    def start(self, info: dict[str, Any]) -> None: ...
-
-    def step(self, step: int, values: dict[str, float]) -> None: ...
-
-    def eval(self, record: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
-
-    def finish(self, result: RunResult) -> None: ...
-
-
-@dataclass
-class RunResult:
-    out_dir: Path
-    step: int
-    steps: int
-    elapsed: float
-    tokens: int
-    params: int
-    metric: str
-    higher_is_better: bool
-    train: dict[str, float]
-    eval: dict[str, float]
-    stopped: str  # "done", "time limit" or "already complete"
-    resumed_from: int | None = None
-    checkpoint: Path | None = None
-    plots: list[Path] = field(default_factory=list)
-    init_from: dict[str, Any] | None = None  # where the weights started (train.init_from), see pulse.train.init
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "out_dir": str(self.out_dir), "step": self.step, "steps": self.steps, "elapsed_s": self.elapsed,
-            "tokens": self.tokens, "params": self.params, "metric": self.metric,
-            "higher_is_better": self.higher_is_better, "train": self.train, "eval": self.eval,
-            "stopped": self.stopped, "resumed_from": self.resumed_from,
-            "checkpoint": str(self.checkpoint) if self.checkpoint else None, "plots": [str(p) for p in self.plots],
-            "init_from": self.init_from,
-        }
 
 
 def _non_finite(what: str, value: float, step: int, run: RunDir) -> PulseError:
@@ -113,7 +61,7 @@ def train(recipe: Any, out_dir: str | Path, *, resume: bool = False, force: bool
           reporter: Reporter | None = None, allow_unverified: bool = False) -> RunResult:
     """Train `recipe` into `out_dir`, continuing exactly from the newest checkpoint found there.
 
-    The policy is pulse.train.rundir's: the same recipe continues; resume=True insists on
+    The policy is pulse.storage.rundir's: the same recipe continues; resume=True insists on
     a checkpoint and applies changed [train] settings (model and task must match);
     force=True moves a run already in `out_dir` aside first; anything else is refused.
     Only one process writes a run directory at a time.
@@ -327,7 +275,6 @@ def _loop(s: _Session, stop: StopRequest) -> tuple[str, dict[str, float], dict[s
     stopped = "already complete" if s.step >= spec.steps or time_spent else "done"
     window, last_train, last_eval = _Window(), {}, {}
     injected, signalled_at = faults.injected_step(s.run.root), faults.signal_step(s.d.rank)
-    from pulse.train.progress import SlowSteps  # progress imports this module's RunResult
 
     slow = SlowSteps(spec.threads)
     while s.step < spec.steps and not time_spent:
@@ -442,7 +389,7 @@ def _step(task: Task, wrapped: nn.Module, recipe: Any, step: int, d: ddp.Dist) -
 
 
 def _last_record(run: RunDir, split: str) -> dict[str, float]:
-    from pulse.train.state import read_metrics
+    from pulse.storage.state import read_metrics
 
     records = [r for r in read_metrics(run.metrics_path) if r.get("split") == split]
     if not records:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from pulse.checkpoint import atomic_write
-from pulse.train.state import METRICS, read_metrics
+from pulse.paths import atomic_write
+from pulse.storage.runfiles import METRICS
+from pulse.storage.state import read_metrics
 
 STYLES = {"train": {"linestyle": "-", "linewidth": 1.2}, "eval": {"linestyle": "-", "marker": "o", "markersize": 3}}
 

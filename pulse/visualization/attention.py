@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from pulse.blocks.layers.attention import CausalSelfAttention
 from pulse.blocks.pulse.chunked import ChunkRecurrentMixer
-from pulse.checkpoint import atomic_write_text
 from pulse.errors import PulseError
+from pulse.paths import atomic_write_text
 from pulse.visualization.common import (
     as_ids,
     describe_kinds,

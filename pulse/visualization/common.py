@@ -101,7 +101,7 @@ def save_figure(fig: plt.Figure, path: str | Path | None) -> None:
     """Write fig to path atomically (temporary file, then rename); nothing when path is None."""
     if path is None:
         return
-    from pulse.checkpoint import atomic_write
+    from pulse.paths import atomic_write
 
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight",

@@ -30,7 +30,7 @@ from typing import Any
 from pulse.errors import PulseError
 
 EXTRA = 'pip install "pulse[eval]"'
-TASKS = Path(__file__).resolve().parent / "tasks"
+TASKS = Path(__file__).resolve().parent / "harness_tasks"
 LOCAL = {
     "pulse_arith_mc": ("arith_mc.jsonl", """output_type: multiple_choice
 doc_to_text: "{{question}}"
@@ -57,7 +57,7 @@ metric_list:
 
 def local_tasks_dir() -> Path:
     """A folder of the shipped tasks' YAML files, pointing at their data by absolute path (rewritten each call)."""
-    from pulse.checkpoint import atomic_write_text
+    from pulse.paths import atomic_write_text
 
     root = Path(os.environ.get("PULSE_CACHE") or Path.home() / ".cache" / "pulse").expanduser() / "harness-tasks"
     for name, (data, body) in LOCAL.items():
@@ -162,7 +162,7 @@ def hf_pair(lm: Any):
     """PulseForCausalLM → (PulseHFForCausalLM with its weights, PreTrainedTokenizerFast of its tokenizer)."""
     from transformers import PreTrainedTokenizerFast
 
-    from pulse.hf.export import hf_model, hf_tokenizer, special_tokens
+    from pulse.export.hf import hf_model, hf_tokenizer, special_tokens
 
     tok = hf_tokenizer(lm)
     names, _ = special_tokens(tok)

@@ -16,17 +16,17 @@ from typing import Any
 
 import torch
 
+from pulse.experiments.sweep import finished
+from pulse.storage.rundir import RunDir
 from pulse.train.progress import fmt_duration
-from pulse.train.rundir import RunDir
-from pulse.train.sweep import finished
 
 
 def example_seconds(recipe: Any) -> float:
     """Seconds to draw one training example of `recipe`'s task and run it forward and backward."""
     from pulse.assemble import build_model
+    from pulse.evaluation.evaluate import autocast, to_device
+    from pulse.runtime.ddp import pick_device
     from pulse.tasks import build_task
-    from pulse.train.ddp import pick_device
-    from pulse.train.evaluate import autocast, to_device
 
     threads = torch.get_num_threads()
     if recipe.train.threads:

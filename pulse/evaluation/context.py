@@ -10,7 +10,7 @@ there. The recurrent state each length needs (attention: its KV cache) comes fro
 blocks' own formulas, so a state model's flat memory shows beside it.
 
 Before anything runs, every length's memory is projected from the model's own cost formulas
-(pulse.train.eval_cost) and a length that would not fit in this machine's available memory
+(pulse.evaluation.cost) and a length that would not fit in this machine's available memory
 is refused. A length is skipped, with the reason, when the held-out text is shorter, or when
 its time — its FLOPs (flops_per_token) at the rate measured on this machine, first on a short
 trial forward, then on each length before it — passes `max_seconds`.
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from pulse.errors import PulseError
-from pulse.train.eval_cost import Cost, Pace, check_memory, check_options, cost
+from pulse.evaluation.cost import Cost, Pace, check_memory, check_options, cost
 
 PASSKEY_BATCH = 4  # passkey rows per forward
 
@@ -134,7 +134,7 @@ def write_curve(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from pulse.checkpoint import atomic_write, atomic_write_text
+    from pulse.paths import atomic_write, atomic_write_text
 
     data = folder / "context-curve.json"
     atomic_write_text(data, json.dumps(doc, indent=2) + "\n")
@@ -218,7 +218,7 @@ def write_passkey(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from pulse.checkpoint import atomic_write, atomic_write_text
+    from pulse.paths import atomic_write, atomic_write_text
 
     data = folder / "passkey.json"
     atomic_write_text(data, json.dumps(doc, indent=2) + "\n")

@@ -33,10 +33,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
-from pulse.checkpoint import (
+from pulse.errors import PulseError
+from pulse.paths import atomic_write, atomic_write_text
+from pulse.storage.checkpoint import (
     WEIGHTS,
-    atomic_write,
-    atomic_write_text,
     fit_tensors,
     read_metadata,
     read_stored_recipe,
@@ -45,8 +45,7 @@ from pulse.checkpoint import (
     stack_weight_name,
     tensors_digest,
 )
-from pulse.errors import PulseError
-from pulse.runfiles import HEAD, LEGACY_STATE, METRICS, STATE, SUMMARY  # noqa: F401 (their old import path)
+from pulse.storage.runfiles import HEAD, LEGACY_STATE, STATE
 
 FORMAT = "pulse-train-state"
 VERSION = "2"
@@ -284,11 +283,3 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
             records.append(record)
     return records
 
-
-def __getattr__(name: str) -> Any:
-    # RunDir moved to pulse.train.rundir; keep the old import path working
-    if name == "RunDir":
-        from pulse.train import rundir
-
-        return getattr(rundir, name)
-    raise AttributeError(name)

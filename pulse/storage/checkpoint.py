@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import tempfile
-from collections.abc import Callable, Container
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
+from pulse.paths import atomic_write, atomic_write_text
 from pulse.specs.recipe import recipe_hash
 from pulse.version import __version__
 
@@ -36,51 +35,6 @@ RECIPE = "recipe.json"
 MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 ADVICE = "give a checkpoint directory written by `pulse build --out`, `pulse train` or save_pretrained"
 INTEGRITY = {"pulse_sha256": "the checksum of its tensors", "pulse_recipe_hash": "the hash of its recipe"}
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path) then rename tmp_path over `path` (same directory, so the rename is atomic).
-
-    On any failure the temporary file is removed and `path` is left as it was; a full
-    disk is a PulseError saying so.
-    """
-    from pulse.paths import DiskFull, full_disk
-
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        if full_disk(err):
-            raise DiskFull(f"no space left on the device to write {path}; nothing was changed. "
-                           "Free some space and run the command again.") from None
-        raise
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        usual_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if full_disk(err):
-            raise DiskFull(f"no space left on the device to write {path}; " + (
-                f"the previous {path.name} is intact" if path.exists() else "nothing was written there") +
-                " and no partial file was left. Free some space and run the command again.") from None
-        raise
-
-
-def usual_mode(path: str | Path) -> None:
-    """Give `path` the mode a plain open() would have (0666 less the umask): mkstemp, and writers that go through a
-    temporary file (safetensors' save_file), leave 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _unique_tensors(model: nn.Module) -> dict[str, Tensor]:

@@ -17,7 +17,7 @@ steps of the suite's batch, or one smaller batch when the budget buys less than 
 `WHOLE_EVAL_FROM`, the held-out examples scored (in proportion, at least `MIN_EVAL`; the run
 directory's name then says how many, e.g. `lr=0.001,eval=10`). Everything is checked before the
 first step (`plan`: every recipe, option, task's data and run directory), and the time each run
-will take is projected from one measured example (pulse.train.benchmark_time).
+will take is projected from one measured example (pulse.experiments.suites_time).
 
 `--set` applies to every run; `--set NAME.task.x=v` (NAME a suite task) only to that task's.
 """
@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from pulse.errors import PulseError, did_you_mean
-from pulse.train.sweep import Point, finished, resume_point, run_inline
+from pulse.experiments.sweep import Point, finished, run_inline
+from pulse.experiments.sweep_workers import resume_point
 
 WHOLE_EVAL_FROM = 0.1  # from this budget up every held-out set is scored whole (the tables in docs/benchmarks.md)
 MIN_EVAL = 8
@@ -190,9 +191,9 @@ def _recipe(base: dict[str, Any], table: dict[str, Any], train: dict[str, Any], 
     import json
 
     from pulse.assemble import build_model
+    from pulse.runtime.ddp import pick_device
     from pulse.specs.load import recipe_from_dict
     from pulse.tasks import build_task
-    from pulse.train.ddp import pick_device
 
     settings = {k: v for k, v in train.items() if v is not None}
     data_ = {**base, "task": table, "train": settings}
@@ -216,7 +217,7 @@ def _recipe(base: dict[str, Any], table: dict[str, Any], train: dict[str, Any], 
 
 def _check_run_dir(point: Point) -> None:
     """The run directory takes this run: empty, or holding this run (finished, or to continue)."""
-    from pulse.train.rundir import RunDir
+    from pulse.storage.rundir import RunDir
 
     if finished(point):
         return
@@ -248,8 +249,8 @@ def benchmark(recipes: Sequence[str | Path], suite_name: str, *, budget: float =
               out: str | Path | None = None, reporter: Callable[[Point], Any] | None = None,
               say: Callable[[str], None] = print, command: str | None = None) -> dict[str, Any]:
     """Plan, train, and write benchmark.json, benchmark.md and benchmark.png into the output directory."""
-    from pulse.train.benchmark_report import document, write
-    from pulse.train.benchmark_time import project
+    from pulse.experiments.suites_report import document, write
+    from pulse.experiments.suites_time import project
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     root, cells = plan(recipes, suite_name, budget=budget, lrs=lrs, only=only, data=data, overrides=overrides,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pulse.train.sweep_report import best_row, point_row
+from pulse.experiments.sweep_report import best_row, point_row
 
 
 def document(cells: Sequence[Any], status: dict[str, tuple[str, str | None]], *, suite: str, budget: float,
@@ -123,7 +123,7 @@ def bar_chart(doc: dict[str, Any]) -> bytes:
 
 
 def write(root: Path, doc: dict[str, Any]) -> list[Path]:
-    from pulse.checkpoint import atomic_write, atomic_write_text
+    from pulse.paths import atomic_write, atomic_write_text
 
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "benchmark.json", json.dumps(doc, indent=2) + "\n")

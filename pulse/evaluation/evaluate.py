@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from pulse.api.source import open_source
-from pulse.checkpoint import load_weights
 from pulse.errors import PulseError
+from pulse.evaluation.cost import check_memory, cost
+from pulse.runtime import ddp
+from pulse.runtime.device import autocast, reduce_sums, to_device
+from pulse.storage.checkpoint import load_weights
 from pulse.tasks import build_task
-from pulse.tasks.base import Batch, Task
-from pulse.train import ddp
-from pulse.train.eval_cost import check_memory, cost
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def reduce_sums(sums: dict[str, Tensor | float], d: ddp.Dist, device: torch.device) -> dict[str, float]:
-    """Sum named statistics over ranks; every rank gets the same dict."""
-    keys = ddp.all_keys(list(sums), d)
-    vector = torch.tensor([float(sums.get(k, 0.0)) for k in keys], dtype=torch.float64, device=device)
-    ddp.all_sum(vector, d)
-    return dict(zip(keys, vector.tolist()))
+from pulse.tasks.base import Task
 
 
 @torch.no_grad()

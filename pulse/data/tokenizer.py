@@ -241,7 +241,7 @@ class HFTokenizer:
 
     def save(self, directory: str | Path) -> Path:
         """Write tokenizer.json (and the special tokens it uses) into `directory`, atomically."""
-        from pulse.checkpoint import atomic_write_text
+        from pulse.paths import atomic_write_text
 
         directory = Path(directory)
         atomic_write_text(directory / FILE, self.tokenizer.to_str(pretty=True))

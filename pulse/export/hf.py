@@ -39,7 +39,7 @@ STUBS = {
 
 def hf_tokenizer(lm: Any):
     """The run's tokenizer as a `tokenizers` one (the byte tokenizer as its equivalent file)."""
-    from pulse.tokenizer import ByteTokenizer
+    from pulse.data.tokenizer import ByteTokenizer
 
     tok = lm.tokenizer
     return tok.to_hf() if isinstance(tok, ByteTokenizer) else tok
@@ -70,8 +70,8 @@ def special_tokens(tok: Any) -> tuple[dict[str, str], dict[str, int]]:
 
 def hf_model(lm: Any):
     """PulseForCausalLM `lm` as a PulseHFForCausalLM holding the same weights (config with auto_map, checksum)."""
-    from pulse.checkpoint import _unique_tensors, tensors_digest
     from pulse.hf.modeling import PulseHFConfig, PulseHFForCausalLM
+    from pulse.storage.checkpoint import _unique_tensors, tensors_digest
     from pulse.version import __version__
 
     tok = hf_tokenizer(lm)
@@ -91,8 +91,7 @@ def hf_model(lm: Any):
 
 def export_hf(lm: Any, out: str | Path, *, force: bool = False) -> Path:
     """Write PulseForCausalLM `lm` (its weights, recipe and tokenizer) as a Transformers directory at `out`."""
-    from pulse.checkpoint import usual_mode
-    from pulse.paths import check_output_dir, move_aside
+    from pulse.paths import check_output_dir, move_aside, usual_mode
 
     out = Path(out)
     check_output_dir(out)

@@ -35,18 +35,10 @@ from typing import Any
 
 from torch import nn
 
-from pulse.checkpoint import (
-    RECIPE,
-    WEIGHTS,
-    atomic_write_text,
-    read_metadata,
-    read_stored_recipe,
-    recipe_hash,
-    save_checkpoint,
-)
 from pulse.errors import PulseError
-from pulse.paths import LOCK, DirLock, DiskFull, check_output_dir, full_disk, move_aside
-from pulse.runfiles import (
+from pulse.paths import LOCK, DirLock, DiskFull, atomic_write_text, check_output_dir, full_disk, move_aside
+from pulse.storage.checkpoint import RECIPE, WEIGHTS, read_metadata, read_stored_recipe, recipe_hash, save_checkpoint
+from pulse.storage.runfiles import (
     CHECKPOINTS,
     HEAD,
     INIT_RECORD,
@@ -57,7 +49,7 @@ from pulse.runfiles import (
     marked_recipe,
     step_checkpoints,
 )
-from pulse.train.state import ResumePoint, read_point, save_state
+from pulse.storage.state import ResumePoint, read_point, save_state
 
 RUN_FILES = (WEIGHTS, HEAD, METRICS, SUMMARY, RUN, CHECKPOINTS)
 RESUMABLE_TABLES = {"train", "bench"}
@@ -286,7 +278,7 @@ def restore_output_dir(out: str | Path, aside: Path | None) -> str:
 def written_files() -> tuple[str, ...]:
     """Every file a run or `pulse build --out` writes at the top of its directory (plots: one per task metric)."""
     from pulse import registry
-    from pulse.tokenizer import CONFIG, FILE
+    from pulse.data.tokenizer import CONFIG, FILE
 
     metrics = sorted({getattr(e.module, "metric", "") for e in registry.entries(role="task")} - {""})
     return (*RUN_FILES, RECIPE, INIT_RECORD, FILE, CONFIG, "loss.png", *(f"{m}.png" for m in metrics))

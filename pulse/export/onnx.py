@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pulse.checkpoint import atomic_write
 from pulse.errors import PulseError
+from pulse.paths import atomic_write
 
 INSTALL = 'install the optional extra pulse[onnx] (onnx, onnxruntime, onnxscript): pip install -e ".[onnx]"'
 

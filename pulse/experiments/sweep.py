@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from pulse.errors import PulseError
-from pulse.train.sweep_report import best_row, markdown, point_row, read_summary
-from pulse.train.sweep_workers import cpus, run_parallel
+from pulse.experiments.sweep_report import best_row, markdown, point_row, read_summary
+from pulse.experiments.sweep_workers import cpus, resume_point, run_parallel
 
 FINAL = ("done", "already complete", "time limit")
 
@@ -135,7 +135,7 @@ def plan(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[s
 
 def finished(point: Point) -> bool:
     """The run directory holds a finished run of this point's model and task (its summary says so)."""
-    from pulse.train.state import RunDir
+    from pulse.storage.rundir import RunDir
 
     summary = read_summary(point.out_dir)
     if summary is None or summary.get("stopped") not in FINAL:
@@ -146,13 +146,6 @@ def finished(point: Point) -> bool:
         return False
     spec = point.recipe.train
     return summary["step"] >= spec.steps or (spec.max_time is not None and summary["elapsed_s"] >= spec.max_time)
-
-
-def resume_point(point: Any) -> bool:
-    """Whether the point's run directory has a checkpoint to continue from (train with resume=True)."""
-    from pulse.train.state import RunDir
-
-    return bool(RunDir(point.out_dir, writer=False).complete())
 
 
 def run_inline(point: Point, reporter: Any = None) -> str | None:
@@ -239,7 +232,7 @@ def _machine(recipe: Any, workers: int) -> dict[str, Any]:
 
 
 def _write(root: Path, doc: dict[str, Any]) -> tuple[Path, Path]:
-    from pulse.checkpoint import atomic_write_text
+    from pulse.paths import atomic_write_text
 
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(root / "sweep.json", json.dumps(doc, indent=2) + "\n")

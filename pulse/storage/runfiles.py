@@ -1,6 +1,6 @@
 """The files of a run directory, read-only: their names, and which weights in it are the newest.
 
-`pulse.train.rundir` writes run directories and holds the resume policy; code that only
+`pulse.storage.rundir` writes run directories and holds the resume policy; code that only
 reads one (`pulse.api.source` above all) asks here, so the layout is written down once:
 
     RUN/
@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pulse.checkpoint import WEIGHTS, recipe_hash
+from pulse.storage.checkpoint import WEIGHTS, recipe_hash
 
 STATE = "train_state.safetensors"
 LEGACY_STATE = "train_state.pt"

@@ -1,6 +1,6 @@
 """The workers of `pulse sweep --parallel N`: N points train at once, each in its own process.
 
-Each worker is `python -m pulse.train.sweep_workers RECIPE OUT [--resume] --set …`, the
+Each worker is `python -m pulse.experiments.sweep_workers RECIPE OUT [--resume] --set …`, the
 same load-and-train as `pulse train`, pinned to cpus // N threads (OMP_NUM_THREADS) and
 writing its output to OUT/train.log; a PulseError ends it with `error: …` there and
 exit status 2. Ctrl-C or SIGTERM to the sweep stops its running workers before it exits,
@@ -28,11 +28,16 @@ def cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _command(recipe_path: Path, point: Any, overrides: Sequence[str]) -> list[str]:
-    from pulse.train.sweep import resume_point
+def resume_point(point: Any) -> bool:
+    """Whether the point's run directory has a checkpoint to continue from (train with resume=True)."""
+    from pulse.storage.rundir import RunDir
 
+    return bool(RunDir(point.out_dir, writer=False).complete())
+
+
+def _command(recipe_path: Path, point: Any, overrides: Sequence[str]) -> list[str]:
     sets = [arg for o in [*overrides, *point.overrides] for arg in ("--set", o)]
-    return [sys.executable, "-m", "pulse.train.sweep_workers", str(recipe_path), str(point.out_dir),
+    return [sys.executable, "-m", "pulse.experiments.sweep_workers", str(recipe_path), str(point.out_dir),
             *(["--resume"] if resume_point(point) else []), *sets]
 
 
@@ -123,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pulse.train.loop import train
     from pulse.train.progress import RichReporter
 
-    parser = argparse.ArgumentParser(prog="python -m pulse.train.sweep_workers", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pulse.experiments.sweep_workers", description=main.__doc__)
     parser.add_argument("recipe")
     parser.add_argument("out")
     parser.add_argument("--resume", action="store_true")

@@ -1,0 +1,3 @@
+"""What a step runs on: processes (DDP), the device, and the helpers every loop over batches shares.
+
+Below training and evaluation: both import it, it imports neither."""
