@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -60,6 +60,31 @@ class Task(Protocol):
 
     def metrics(self, sums: dict[str, float]) -> dict[str, float]:
         """Named metrics from statistics summed over batches (and ranks); includes `loss` and `metric`."""
+
+
+# The optional features a task may have, each a small Protocol: callers ask `isinstance(task, PreparesData)`, never
+# `hasattr`. A task kind that has the method is one of them without declaring it.
+
+
+@runtime_checkable
+class PreparesData(Protocol):
+    """A task with data to make ready before training (a text corpus tokenized into its cache)."""
+
+    def prepare(self, *, progress: Any = None, say: Any = None) -> Any: ...
+
+
+@runtime_checkable
+class ChecksData(Protocol):
+    """A task whose files can be checked cheaply before any training starts (`pulse benchmark` checks every task)."""
+
+    def check_data(self) -> None: ...
+
+
+@runtime_checkable
+class FitsModel(Protocol):
+    """A task that rewrites a recipe's [model] table to its own sizes (vocabulary, input and output widths)."""
+
+    def fit_model(self, model: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def micro_size(batch_size: int, accum: int, world: int) -> int:
