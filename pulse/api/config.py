@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pulse import registry
 from pulse.data.tokenizer import NUM_BYTES
 from pulse.errors import PulseError, did_you_mean
-from pulse.specs.load import format_errors, recipe_from_dict
+from pulse.specs.load import recipe_from_dict
+from pulse.specs.messages import format_errors
 from pulse.specs.recipe import RecipeBase, spec_class
 
 # Seed name → the field names a mixer spec may use for it, in order of preference.

@@ -20,7 +20,8 @@ from pulse.assemble.component import build_component, spec_arguments
 from pulse.assemble.context import BuildContext
 from pulse.errors import PulseError
 from pulse.specs.base import Spec
-from pulse.specs.load import format_errors, migrate_mixer
+from pulse.specs.load import migrate_mixer
+from pulse.specs.messages import format_errors
 from pulse.specs.recipe import RecipeBase, spec_class
 
 __all__ = ["BuildContext", "build_component", "build_mixer", "build_model", "make_spec", "spec_arguments"]
