@@ -1,6 +1,6 @@
 """Render `pulse bench --json` documents as markdown tables (for docs/benchmarks.md).
 
-    python tools/bench_table.py docs/bench/layer-train.json [more.json …]
+    python tools/bench_table.py docs/bench/layers-reference/layer-train.json [more.json …]
 """
 
 from __future__ import annotations

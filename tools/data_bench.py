@@ -1,6 +1,6 @@
 """The data pipeline measured: throughput against the tokenizer alone, peak memory on a big corpus, data time per step.
 
-    python tools/data_bench.py                    # all three, writes docs/bench/data.json and prints the table
+    python tools/data_bench.py                    # all three: writes docs/bench/data-pipeline/data.json, prints a table
     python tools/data_bench.py --big-mb 1024      # the size of the generated corpus for the memory figure
 
 1. Throughput. The same documents (the Python standard library's sources, ~30 MB of text)
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=8192, help="ids of the BPE")
     parser.add_argument("--parts", default="throughput,memory,step", help="which figures to measure (the others "
                         "are kept from --out when it exists)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/bench/data.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/bench/data-pipeline/data.json")
     args = parser.parse_args()
 
     from pulse.data.bpe import train_bpe, write_tokenizer

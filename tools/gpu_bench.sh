@@ -4,7 +4,7 @@
 # forward + backward + step, with the path each took (eager / compiled / fla / mamba-ssm), then the
 # parity tests that need CUDA (and fla or mamba-ssm, where `pip install -e ".[gpu,mamba]"` installed them).
 #
-#   tools/gpu_bench.sh [OUT_DIR]        # default docs/bench; the bench stops at --max-seconds 420 (BUDGET), then the tests run
+#   tools/gpu_bench.sh [OUT_DIR]        # default docs/bench/gpu; the bench stops at --max-seconds 420 (BUDGET), then the tests run
 #
 # DEVICE, DTYPE, DIM, HEADS, LENS, BUDGET override the defaults, e.g. a dry run on a CPU:
 #   DEVICE=cpu DTYPE=float32 DIM=64 HEADS=4 LENS=256 tools/gpu_bench.sh /tmp/gpu-dry
@@ -21,7 +21,7 @@ if [ -n "${WHEELS:-}" ]; then
 fi
 if [ -d /tmp/pulse-site ]; then export PYTHONPATH="/tmp/pulse-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"; fi
 "$python" -c "import importlib.util as u; print('tilelang', 'present' if u.find_spec('tilelang') else 'absent')"
-out=${1:-docs/bench}
+out=${1:-docs/bench/gpu}
 mkdir -p "$out"
 device=${DEVICE:-cuda}
 dtype=${DTYPE:-bfloat16}

@@ -9,7 +9,7 @@ length a random prompt is prefilled once, then `--new` tokens are generated gree
 per-token time is (time of generate with --new tokens − time with 1 token) / (--new − 1),
 so the prefill cancels; rounds interleave the lengths and the median is kept. The ratio
 long / short is the figure (target ≤ 1.2× for a model whose state does not grow).
-Written: docs/bench/hf-generate.json.
+Written: docs/bench/hf-generate/hf-generate.json.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--contexts", default="256,8192")
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/bench/hf-generate.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/bench/hf-generate/hf-generate.json")
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM
@@ -76,6 +76,7 @@ def main() -> None:
                   + f" → {rows[-1]['ratio']:.2f}×", flush=True)
     doc = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "new_tokens": args.new, "rounds": args.rounds,
            "transformers": __import__("transformers").__version__, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")
 
