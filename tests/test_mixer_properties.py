@@ -1,4 +1,4 @@
-"""The block contract, checked over every registered mixer (DESIGN.md, "The block contract").
+"""The block contract, checked over every registered mixer (docs/architecture.md, "The block contract").
 
 A new mixer kind is tested here as soon as it is registered; nobody writes a new test. So is
 every slot update of the `pulse` kind (each choice of its `gate` field, written as

@@ -2,12 +2,18 @@
 
     S_t = (Diag(w_t) + a_t b_tᵀ) S_{t−1} + k_t v_tᵀ,   o_t = S_tᵀ q_t          (S ∈ ℝ^{k×v} per head)
 
-with a per-channel decay w_t ∈ (0, 1]^k (given as log w_t ≤ 0). It covers
+with a per-channel decay w_t ∈ (0, 1]^k (given as log w_t ≤ 0). In PULSE's convention b is the
+direction the state is read along (u_t = b_tᵀ S_{t−1}, a v-vector) and a the direction that read
+is written back along (a_t u_tᵀ). fla's diagonal-plus-low-rank kernel (`chunk_rwkv7`) names them
+the other way round, S_t = Diag(w_t) S_{t−1} + b_t (a_tᵀ S_{t−1}) + k_t v_tᵀ: fla's a is PULSE's b
+and fla's b is PULSE's a, so `pulse.ops.fla.dplr` passes (b, a). It covers
 
 - KDA (Kimi Delta Attention): S_t = (I − β_t k_t k_tᵀ) Diag(α_t) S_{t−1} + β_t k_t v_tᵀ, i.e.
   w = α, a = −β k, b = k ⊙ α, and the write β k;
 - Gated DeltaNet: the same with α_t a scalar per head (`pulse.ops.delta_rule` is its faster form);
-- RWKV-7's transition Diag(w_t) − κ̂_t (κ̂_t ⊙ a_t)ᵀ (here in the k × v layout: a = −κ̂, b = κ̂ ⊙ a).
+- RWKV-7, whose state is v × k: transposed to this k × v layout its transition is
+  Diag(w_t) − (κ̂_t ⊙ a_t) κ̂_tᵀ (a_t its in-context learning rate), i.e. a = κ̂ ⊙ a_t, b = −κ̂
+  (`pulse.blocks.mixers.rwkv7`); fla's RWKV-7 layer writes the same as its a = −κ̂, b = κ̂ ⊙ a_t.
 
 `chunk_generalized_delta` is the chunkwise form. In a chunk of c tokens with state S₀ at its start,
 g_i the per-channel cumulative log-decay from the chunk start (g_{i−1} before token i) and u_i =
