@@ -162,9 +162,10 @@ def hf_pair(lm: Any):
     """PulseForCausalLM → (PulseHFForCausalLM with its weights, PreTrainedTokenizerFast of its tokenizer)."""
     from transformers import PreTrainedTokenizerFast
 
-    from pulse.export.hf import hf_model, hf_tokenizer, special_tokens
+    from pulse.hf.modeling import hf_model
+    from pulse.storage.hf_dir import hf_tokenizer, special_tokens
 
-    tok = hf_tokenizer(lm)
+    tok = hf_tokenizer(lm.tokenizer)
     names, _ = special_tokens(tok)
     copy = type(tok.tokenizer).from_str(tok.tokenizer.to_str())  # Transformers adds declared tokens to its argument
     return hf_model(lm).eval(), PreTrainedTokenizerFast(tokenizer_object=copy, **names)

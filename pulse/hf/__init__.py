@@ -1,4 +1,6 @@
-"""PULSE in the Hugging Face ecosystem (`pip install "pulse[hf]"`): Transformers classes and the HF export.
+"""PULSE in the Hugging Face ecosystem (`pip install "pulse[hf]"`): the Transformers classes (pulse.hf.modeling).
+The export directory's files are pulse.storage.hf_dir's (read and written without Transformers); writing one is
+pulse.export.hf.
 
 `register()` makes `AutoConfig` / `AutoModelForCausalLM` know model type "pulse", so an export
 loads without `trust_remote_code`. `import pulse` arranges for it to run as soon as

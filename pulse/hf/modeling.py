@@ -5,7 +5,8 @@ rebuilt by PULSE's own assembler; `PulseHFForCausalLM` wraps the LanguageModel i
 (weights under `model.`), gives `CausalLMOutputWithPulseState` (loss with `labels=`,
 logits) and generates with `GenerationMixin`: the mixers' recurrent state is the cache
 (`pulse_state`), so each new token costs one step whatever the context, and greedy
-output equals `pulse generate`.
+output equals `pulse generate`. The loss is PulseForCausalLM's (pulse.models.lm.next_token_loss);
+`hf_model(lm)` gives a PulseForCausalLM as one (the export and the harness use it).
 
 Padding: right padding in a forward is exact at the real positions (the model is causal);
 left padding, or any padding when the state is carried (generation), would feed pad tokens
@@ -16,18 +17,18 @@ into the recurrent state, so it is refused with an error rather than answered wr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from pulse.errors import PulseError
-
-MODEL_TYPE = "pulse"
+from pulse.models.lm import next_token_loss
+from pulse.storage.hf_dir import MODEL_TYPE
 
 
 class PulseHFConfig(PretrainedConfig):
@@ -100,9 +101,9 @@ class PulseHFForCausalLM(PreTrainedModel, GenerationMixin):
         config.json records, hold no NaN/inf, and fit the recipe in config.json exactly (no weight missing,
         unexpected or of another shape); a PulseError otherwise. allow_unverified=True accepts an export that
         records no checksum, or weights with NaN/inf."""
-        _verify_export(pretrained_model_name_or_path, kwargs, allow_unverified)
-        # an export written before the models held their stack as a child names its weights model.layers.…
-        kwargs.setdefault("key_mapping", {r"^model\.(positions|layers|final_norm)\.": r"model.stack.\1."})
+        renamed = _verify_export(pretrained_model_name_or_path, kwargs, allow_unverified)
+        if renamed:  # an export written before the models held their stack as a child names them model.layers.…
+            kwargs.setdefault("key_mapping", {f"^{re.escape(old)}$": new for old, new in renamed.items()})
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         (model[0] if isinstance(model, tuple) else model)._restore_computed_tensors()
         return model
@@ -141,10 +142,7 @@ class PulseHFForCausalLM(PreTrainedModel, GenerationMixin):
         input_ids = _aliased(input_ids, getattr(self.config, "token_aliases", None))
         logits, state = self.model(input_ids, pulse_state.state if pulse_state is not None else None,
                                    doc_starts=None if reset is None else input_ids == reset)
-        loss = None
-        if labels is not None:
-            shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-            loss = F.cross_entropy(shifted, labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
+        loss = None if labels is None else next_token_loss(logits, labels)
         seen = (pulse_state.seen if pulse_state is not None else 0) + input_ids.shape[1]
         out = CausalLMOutputWithPulseState(loss=loss, logits=logits, pulse_state=PulseState(state, seen))
         return out if return_dict is not False else out.to_tuple()
@@ -167,6 +165,20 @@ class PulseHFForCausalLM(PreTrainedModel, GenerationMixin):
         raise PulseError("beam search is not supported for PULSE models yet; use greedy decoding or sampling.")
 
 
+def hf_model(lm: Any) -> PulseHFForCausalLM:
+    """PulseForCausalLM `lm` as a PulseHFForCausalLM holding the same weights, on its device and in its dtype; its
+    config holds what an export's config.json does (pulse.storage.hf_dir.config_fields: recipe, checksum, ids)."""
+    from pulse.storage.checkpoint import unique_tensors
+    from pulse.storage.hf_dir import config_fields, hf_tokenizer
+
+    fields = config_fields(lm.recipe.to_dict(), hf_tokenizer(lm.tokenizer), unique_tensors(lm.model),
+                           lm.reset_token_id)
+    first = next(lm.parameters())
+    model = PulseHFForCausalLM(PulseHFConfig(**fields)).to(device=first.device, dtype=first.dtype)
+    model.model.load_state_dict(lm.model.state_dict())  # in the weights' own dtype: the checksum is theirs
+    return model
+
+
 def _recipe(config: PulseHFConfig):
     from pulse.specs.load import recipe_from_dict
 
@@ -186,26 +198,28 @@ def _aliased(ids: Tensor, aliases: dict[str, int] | None) -> Tensor:
 HUB_KEYS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 
-def _verify_export(name: Any, kwargs: dict[str, Any], allow_unverified: bool) -> None:
+def _verify_export(name: Any, kwargs: dict[str, Any], allow_unverified: bool) -> dict[str, str]:
     """Before Transformers loads anything: the export's weights against its checksum and its recipe (what
-    `pulse generate DIR` checks), so a damaged file or an edited config.json is an error, not wrong logits."""
+    `pulse generate DIR` checks), so a damaged file or an edited config.json is an error, not wrong logits.
+    Returns the file's weight names that have another name today (stack_weight_name), under Transformers' prefix;
+    nothing where the file is not found here (not on the Hub, or sharded: Transformers says what is missing)."""
     import warnings
     from pathlib import Path
 
     from transformers.utils import cached_file
 
-    from pulse.api.source import read_hf_weights
     from pulse.assemble import build_model
-    from pulse.storage.checkpoint import WEIGHTS, fit_tensors
+    from pulse.storage.checkpoint import WEIGHTS, fit_tensors, stack_weight_name
+    from pulse.storage.hf_dir import PREFIX, read_hf_weights
 
     hub = {k: kwargs[k] for k in HUB_KEYS if k in kwargs}
     local = Path(str(name)) / (hub.get("subfolder") or "")
     try:
         path = local / WEIGHTS if local.is_dir() else Path(cached_file(name, WEIGHTS, **hub))
     except (OSError, TypeError, ValueError):  # not on the Hub, or sharded: Transformers says what is missing
-        return
+        return {}
     if not path.is_file():
-        return
+        return {}
     config = kwargs.get("config")
     if not isinstance(config, PulseHFConfig):
         config = PulseHFConfig.from_pretrained(name, **hub)
@@ -220,6 +234,9 @@ def _verify_export(name: Any, kwargs: dict[str, Any], allow_unverified: bool) ->
         found = str(err).split("; the checkpoint comes")[0]
         raise PulseError(f"{found}; the recipe is {path.parent / 'config.json'} (`recipe`): it was edited, or "
                          "belongs to other weights; restore it, or export again.") from None
+    known = expected.state_dict()
+    return {PREFIX + name: PREFIX + stack_weight_name(name, known) for name in tensors
+            if stack_weight_name(name, known) != name}
 
 
 def _check_mask(mask: Tensor | None, input_ids: Tensor, *, carried: bool) -> None:

@@ -8,11 +8,25 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
 from pulse.models.stack import Residual, ResidualStack, StackHolder
 from pulse.ops.documents import DocStarts
+
+IGNORE = -100  # the label of a position that takes no loss (PyTorch's and Hugging Face's ignore_index)
+
+
+def next_token_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """The mean cross-entropy of predicting labels[:, 1:] from logits[:, :-1] (labels (b, t) are shifted here, as
+    in Hugging Face, for logits (b, t, v)); positions labelled IGNORE take no part. Half-precision logits are
+    upcast for a stable softmax (float64 stays float64); the labels follow the logits to their device."""
+    if labels.shape != logits.shape[:-1]:
+        raise PulseError(f"labels must have the shape of input_ids {tuple(logits.shape[:-1])}, got "
+                         f"{tuple(labels.shape)}.")
+    shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).to(torch.promote_types(logits.dtype, torch.float32))
+    return F.cross_entropy(shifted, labels[:, 1:].reshape(-1).to(logits.device), ignore_index=IGNORE)
 
 
 class LanguageModel(StackHolder):

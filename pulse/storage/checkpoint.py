@@ -37,7 +37,7 @@ ADVICE = "give a checkpoint directory written by `pulse build --out`, `pulse tra
 INTEGRITY = {"pulse_sha256": "the checksum of its tensors", "pulse_recipe_hash": "the hash of its recipe"}
 
 
-def _unique_tensors(model: nn.Module) -> dict[str, Tensor]:
+def unique_tensors(model: nn.Module) -> dict[str, Tensor]:
     """The state dict with each shared (tied) tensor once, under its first name, contiguous on the CPU."""
     out: dict[str, Tensor] = {}
     seen: set[int] = set()
@@ -80,7 +80,7 @@ def save_checkpoint(model: nn.Module, recipe: Any, directory: str | Path, *, nam
 
     directory = Path(directory)
     recipe_dict = recipe.to_dict()
-    tensors = _unique_tensors(model)
+    tensors = unique_tensors(model)
     metadata = {
         "format": "pt",
         "pulse_recipe": json.dumps(recipe_dict, sort_keys=True),
