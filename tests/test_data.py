@@ -18,7 +18,7 @@ from helpers import run_cli
 from pulse.data.bpe import train_bpe, write_tokenizer
 from pulse.data.corpus import open_corpus
 from pulse.data.readers import corpus_files, documents
-from pulse.data.tokenizer import ByteTokenizer, HFTokenizer
+from pulse.data.tokenizer import ByteTokenizer, HFTokenizer, tokenizer_of
 from pulse.errors import PulseError, PulseWarning
 from pulse.specs.tasks import TextSpec
 from pulse.tasks.text import Text
@@ -133,7 +133,7 @@ def test_the_split_is_by_document_seeded_and_exactly_the_fraction(tmp_path):
 
 def test_packing_is_exact_the_windows_decode_back_to_the_documents_joined_by_eos(tmp_path, bpe):
     docs = text_corpus(tmp_path / "c", 30)
-    task = Text(spec(tmp_path / "c", tmp_path, tokenizer=str(bpe), val_fraction=0.2), vocab_size=300)
+    task = Text(spec(tmp_path / "c", tmp_path, tokenizer=str(bpe), val_fraction=0.2), tokenizer=HFTokenizer.load(bpe))
     corpus = task.prepare()
     tok = task.tokenizer
     train_docs = [tok.decode(d) for d in _stream_docs(np.asarray(corpus.train), tok.eos_id)]
@@ -188,12 +188,11 @@ def test_bits_per_byte_equals_nats_over_ln2_for_bytes_and_counts_bytes_for_bpe(t
     model = pulse.build_model(pulse.recipe_from_dict({"model": {"vocab_size": 300, "dim": 16, "depth": 1,
                                                                 "layout": ["attn"], "mixers": {"attn": {
                                                                     "kind": "attention", "num_heads": 2}}}}))
-    plain = Text(spec(tmp_path / "c", tmp_path))
-    plain.bind(256)  # the byte tokenizer without eos: every target is one byte
+    plain = Text(spec(tmp_path / "c", tmp_path), tokenizer=ByteTokenizer.for_vocab(256))  # no eos: a target, a byte
     sums = {k: float(v.detach()) for k, v in plain.forward(model, None, plain.batch("test", np.arange(4))).items()}
     metrics = plain.metrics(sums)
     assert math.isclose(metrics["bpb"], metrics["loss"] / math.log(2), rel_tol=1e-9)
-    task = Text(spec(tmp_path / "c", tmp_path, tokenizer=str(bpe)), vocab_size=300)
+    task = Text(spec(tmp_path / "c", tmp_path, tokenizer=str(bpe)), tokenizer=HFTokenizer.load(bpe))
     batch = task.batch("test", np.arange(task.size("test")))
     sums = {k: float(v.detach()) for k, v in task.forward(model, None, batch).items()}
     tok = task.tokenizer
@@ -207,7 +206,7 @@ def test_bits_per_byte_equals_nats_over_ln2_for_bytes_and_counts_bytes_for_bpe(t
 
 def test_max_tokens_caps_the_training_stream(tmp_path):
     text_corpus(tmp_path / "c", 30)
-    task = Text(spec(tmp_path / "c", tmp_path, max_tokens=100), vocab_size=259)
+    task = Text(spec(tmp_path / "c", tmp_path, max_tokens=100), tokenizer=ByteTokenizer.for_vocab(259))
     assert task.size("train") == (100 - 1) // 16
 
 
@@ -413,7 +412,7 @@ def test_packed_batches_start_documents_at_each_eos(tmp_path, reset):
     then equals that of its documents alone; off, nothing is marked."""
     text_corpus(tmp_path / "c", 30)
     recipe = pulse.specs.load.validate(text_recipe(tmp_path, reset_at_eos=reset))
-    task = Text(recipe.task, vocab_size=259)
+    task = Text(recipe.task, tokenizer=tokenizer_of(recipe))
     batch = task.batch("train", np.arange(task.size("train")))
     keep = (batch["ids"] == 257).any(dim=1)
     assert bool(keep.any())  # some windows hold document boundaries

@@ -19,7 +19,7 @@ import pulse
 from helpers import run_cli
 from pulse.data.corpus import open_corpus, training_documents
 from pulse.data.readers import corpus_files, documents
-from pulse.data.tokenizer import ByteTokenizer, HFTokenizer
+from pulse.data.tokenizer import ByteTokenizer, HFTokenizer, tokenizer_of
 from pulse.errors import PulseError
 from pulse.specs.tasks import TextSpec
 from pulse.tasks.text import Text
@@ -150,9 +150,12 @@ def test_a_sparsely_numbered_tokenizer_widens_the_cache_and_names_the_model_voca
     assert corpus.manifest["dtype"] == "uint32"
     ids = np.concatenate([corpus.train, corpus.val])
     assert set(np.unique(ids).tolist()) == {1, 70_000, 70_001}  # not 70,000 wrapped to 4,464
-    task = Text(TextSpec(path=str(tmp_path / "c"), tokenizer=str(tmp_path / "tok.json")))
-    with pytest.raises(PulseError, match=r"model.vocab_size = 300 cannot hold .*set model.vocab_size = 70002"):
-        task.bind(300)
+    recipe = pulse.recipe_from_dict({"model": {"vocab_size": 300}, "task": {
+        "kind": "text", "path": str(tmp_path / "c"), "tokenizer": str(tmp_path / "tok.json")}})
+    task = Text(recipe.task)  # built without a tokenizer: the file task.tokenizer names
+    for check in (lambda: tokenizer_of(recipe), lambda: task.check_model(pulse.build_model(recipe, device="meta"))):
+        with pytest.raises(PulseError, match=r"model.vocab_size = 300 cannot hold .*set model.vocab_size = 70002"):
+            check()
 
 
 @pytest.mark.audit("tokenizers", "clean")

@@ -130,12 +130,13 @@ def data_time(steps: int, work: Path) -> dict:
     import torch
 
     import pulse
+    from pulse.data.tokenizer import tokenizer_of
     from pulse.tasks import build_task
     from pulse.train.optim import make_optimizer
 
     recipe = pulse.load_recipe(ROOT / "recipes/text-hybrid.toml",
                                ["task.seq_len=1024", f"task.cache_dir={json.dumps(str(work / 'cache-step'))}"])
-    task = build_task(recipe.task)
+    task = build_task(recipe.task, tokenizer=tokenizer_of(recipe))
     model = pulse.build_model(recipe)
     task.check_model(model)
     task.prepare()

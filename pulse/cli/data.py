@@ -39,13 +39,7 @@ def _text_task(recipe: Path, overrides: list[str] | None):
     from pulse.tasks import build_task
 
     source = _text_source(recipe, overrides)
-    spec = source.recipe
-    task = build_task(spec.task)
-    stored = source.stored_tokenizer()
-    if stored is not None:
-        task.use_tokenizer(stored)
-    task.bind(spec.model.vocab_size)
-    return task
+    return build_task(source.recipe.task, tokenizer=source.tokenizer)
 
 
 class _Bar:

@@ -109,6 +109,7 @@ def build(
     from pulse.storage.checkpoint import save_checkpoint
     from pulse.storage.rundir import claim_output_dir, restore_output_dir
     from pulse.summarize import block_costs
+    from pulse.tasks import reads_text
 
     source = open_cli_source(recipe, set_, allow_unverified=allow_unverified)
     spec = source.recipe
@@ -132,7 +133,7 @@ def build(
     if out is not None:
         try:
             # a text task's tokenizer travels with the weights (a tokenizer.json, or the byte tokenizer's digest)
-            tokenizer = source.tokenizer if getattr(spec.task, "tokenizer", None) else None
+            tokenizer = source.tokenizer if spec.task is not None and reads_text(spec.task) else None
             path = save_checkpoint(model, spec, out, tokenizer=tokenizer)
         except BaseException as err:
             from pulse.paths import DiskFull, full_disk

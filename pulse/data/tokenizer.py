@@ -11,6 +11,11 @@ tokenizer_config.json when there is one, else from the special tokens' usual nam
 Both give `byte_lengths()`, the UTF-8 bytes each id stands for (0 for special tokens),
 from which evaluation turns summed nats into bits per byte whatever the tokenizer, and
 `digest()`, which a run stores beside its weights to tell one tokenizer from another.
+
+`tokenizer_of(recipe, stored=…)` is the one place a recipe's tokenizer is chosen (the one stored
+beside the weights, else task.tokenizer, else model.tokenizer) and checked against the model's
+vocabulary (`check_fits`, the one wording of that error); commands reach it through
+`Source.tokenizer`, training through the loop, and tasks that read text receive the result when built.
 """
 
 from __future__ import annotations
@@ -48,12 +53,9 @@ class ByteTokenizer:
     @classmethod
     def for_vocab(cls, vocab_size: int) -> ByteTokenizer:
         """The tokenizer a model with `vocab_size` ids can use: specials only if they fit."""
-        if vocab_size < NUM_BYTES:
-            raise PulseError(
-                f"model.vocab_size is {vocab_size}, but byte-level text needs at least {NUM_BYTES} ids "
-                f"({NUM_BYTES + 3} with bos/eos/pad); set model.vocab_size = {NUM_BYTES + 3}."
-            )
-        return cls(specials=vocab_size >= NUM_BYTES + 3)
+        tok = cls(specials=vocab_size >= NUM_BYTES + 3)
+        check_fits(tok, vocab_size)
+        return tok
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         if (add_bos or add_eos) and not self.specials:
@@ -320,37 +322,43 @@ def byte_level_alphabet() -> list[str]:
 Tokenizer = ByteTokenizer | HFTokenizer
 
 
-def load_tokenizer(name: str, *, base: str | Path | None = None) -> Tokenizer | None:
-    """The tokenizer a recipe names: None for "bytes" (sized by the model), else the file (relative to `base`)."""
-    if name == "bytes":
-        return None
-    path = Path(name).expanduser()
-    if base is not None and not path.is_absolute():
-        path = Path(base) / path
-    return HFTokenizer.load(path)
+def tokenizer_of(recipe: Any, *, stored: HFTokenizer | None = None) -> Tokenizer:
+    """The tokenizer a recipe's model reads and writes text with: the one place it is chosen. `stored`, the
+    tokenizer saved beside the weights, when given; else the one task.tokenizer names; else model.tokenizer.
+    "bytes" is the byte tokenizer sized by model.vocab_size (bos/eos/pad from 259 ids on); a name else is a
+    tokenizer.json or a folder holding one. Checked against model.vocab_size (`check_fits`)."""
+    model = recipe.model
+    vocab_size = getattr(model, "vocab_size", None)
+    if getattr(model, "kind", None) != "lm" or vocab_size is None:
+        raise PulseError(f"a `{getattr(model, 'kind', None)}` model reads no text, so it has no tokenizer; give a "
+                         "language model ([model] kind = \"lm\").")
+    if stored is not None:
+        tok: Tokenizer = stored
+    else:
+        name = getattr(recipe.task, "tokenizer", None) or model.tokenizer
+        tok = ByteTokenizer.for_vocab(vocab_size) if name == "bytes" else HFTokenizer.load(name)
+    check_fits(tok, vocab_size)
+    return tok
 
 
-def fit_to_vocab(tok: Tokenizer, vocab_size: int) -> Tokenizer:
-    """The byte tokenizer sized for a model's vocabulary (eos from 259 ids on); a file tokenizer checked against
-    it, with the number to set when it does not fit."""
+def unsized_tokenizer(task: Any) -> Tokenizer:
+    """The tokenizer of a [task] table read with no model known (a task built without one): the file
+    task.tokenizer names, or the 256 byte ids without bos/eos/pad (they fit every language model)."""
+    name = task.tokenizer
+    return ByteTokenizer(specials=False) if name == "bytes" else HFTokenizer.load(name)
+
+
+def check_fits(tok: Tokenizer, vocab_size: int) -> None:
+    """A PulseError, with the vocab_size to set, when a model of `vocab_size` ids cannot take the tokenizer's ids
+    (the one wording of this error)."""
+    if tok.vocab_size <= vocab_size:
+        return
     if isinstance(tok, ByteTokenizer):
-        return ByteTokenizer.for_vocab(vocab_size)
-    if tok.vocab_size > vocab_size:
-        raise PulseError(f"model.vocab_size = {vocab_size} cannot hold the ids of the tokenizer {tok.source} "
-                         f"({tok.vocab_size} ids); set model.vocab_size = {tok.vocab_size}.")
-    return tok
-
-
-def tokenizer_for(name: str, vocab_size: int, *, stored: HFTokenizer | None = None) -> Tokenizer:
-    """The tokenizer of a model: the one stored beside its weights, else the one its recipe names (`bytes`
-    sized by the vocabulary, or a tokenizer file), checked against the model's vocabulary."""
-    if stored is None and name == "bytes":
-        return ByteTokenizer.for_vocab(vocab_size)
-    tok = stored if stored is not None else HFTokenizer.load(name)
-    if tok.vocab_size > vocab_size:
-        raise PulseError(f"the tokenizer {tok.source} has {tok.vocab_size} ids but the model's vocab_size is "
-                         f"{vocab_size}; set model.vocab_size = {tok.vocab_size} (or more).")
-    return tok
+        what, want = f'the tokenizer "bytes" ({NUM_BYTES} ids; {NUM_BYTES + 3} with bos/eos/pad)', NUM_BYTES + 3
+    else:
+        what, want = f"the tokenizer {tok.source} ({tok.vocab_size} ids)", tok.vocab_size
+    raise PulseError(f"model.vocab_size = {vocab_size} cannot hold the ids of {what}; set model.vocab_size = "
+                     f"{want}.")
 
 
 def stored_tokenizer(folder: str | Path, metadata: dict[str, str]) -> HFTokenizer | None:

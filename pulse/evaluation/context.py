@@ -35,9 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from pulse.errors import PulseError
-from pulse.evaluation.cost import Cost, Pace, check_memory, check_options, cost
-
-PASSKEY_BATCH = 4  # passkey rows per forward
+from pulse.evaluation.cost import Pace, check_memory, check_options, cost
 
 
 def bins_for(length: int) -> list[tuple[int, int]]:
@@ -46,24 +44,21 @@ def bins_for(length: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
-def context_curve(source: Any, lengths: list[int], *, windows: int = 16, max_seconds: float = 600.0,
+def context_curve(source: Any, lengths: str | list[int], *, windows: int = 16, max_seconds: float = 600.0,
                   device: str = "cpu", say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """The curve's figures for an opened source (a run or checkpoint of a text task)."""
     from pulse.tasks import build_task
 
-    check_options("--context-curve", lengths, max_seconds, windows=windows)
+    lengths = check_options("--context-curve", lengths, max_seconds, windows=windows)  # as written, or a list
     recipe = source.recipe
     if recipe.task is None or recipe.task.kind != "text":
         kind = recipe.task.kind if recipe.task is not None else "none"
         raise PulseError(f"{source.describe()}: its task is `{kind}`; the context curve reads held-out text, so give "
                          "a run of a text task, or --task FILE.toml with a [task] of kind text.")
     source.require_weights("the context curve")
-    stored = source.stored_tokenizer()
-    source.check_paths("task", unused=("task.tokenizer",) if stored is not None else ())
+    source.check_paths("task", unused=("task.tokenizer",) if source.stored_tokenizer() is not None else ())
     model = source.build(device=device).eval()
-    task = build_task(recipe.task)
-    if stored is not None:
-        task.use_tokenizer(stored)
+    task = build_task(recipe.task, tokenizer=source.tokenizer)  # the run's own tokenizer
     task.check_model(model)
     val = np.asarray(task.prepare().val)
     byte_len = torch.from_numpy(task.tokenizer.byte_lengths()).to(device)
@@ -155,92 +150,5 @@ def write_curve(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     png = folder / "context-curve.png"
-    atomic_write(png, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
-    return data, png
-
-
-def passkey_eval(source: Any, lengths: list[int], depths: list[float], *, trials: int = 5, max_seconds: float = 600.0,
-                 device: str = "cpu", say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
-    """Passkey accuracy over lengths × depths for any language model (its own tokenizer; a passkey run's digits)."""
-    from pulse.specs.tasks import PasskeySpec
-    from pulse.tasks.passkey import Passkey, grid_keys, passkey_grid
-
-    check_options("--passkey", lengths, max_seconds, trials=trials)
-    if not depths or not all(0 <= d <= 1 for d in depths):
-        raise PulseError(f"--depths {','.join(f'{d:g}' for d in depths) or '(none)'}: give depths of the key "
-                         "between 0 (the start) and 1 (just before the question), e.g. 0,0.5,1.")
-    source.require_weights("the passkey grid")
-    model = source.build(device=device).eval()
-    spec = source.recipe.task if getattr(source.recipe.task, "kind", None) == "passkey" else PasskeySpec()
-    task = Passkey(spec)
-    stored = source.stored_tokenizer()
-    if stored is not None:
-        task.use_tokenizer(stored)
-    elif source.recipe.task is not None and getattr(source.recipe.task, "tokenizer", "bytes") != "bytes":
-        task.use_tokenizer(source.tokenizer)
-    task.check_model(model)
-    lengths = sorted(set(lengths))
-    shortest = max(task.shortest(key) for key in grid_keys(task, trials))
-    if lengths[0] < shortest:
-        raise PulseError(f"--passkey: T={lengths[0]:,} is too short: with this model's tokenizer a passkey example "
-                         f"(the key sentence, the question and the answer) takes {shortest:,} tokens before any "
-                         f"filler; give lengths of at least {shortest:,}.")
-    batch = min(trials, PASSKEY_BATCH)
-    repeats = len(depths) * -(-trials // batch)  # forwards of `batch` rows per length
-
-    def project(n: int) -> Cost:  # a batch of rows is built in Python lists first, with a few copies of one row
-        return cost(model, n, batch=batch, logits=False, host_tokens=(batch + 4) * (n + 1))
-
-    costs = check_memory(project, lengths, option="--passkey", device=device,
-                         change=f"give shorter lengths{' (a batch is up to 4 --trials)' if batch > 1 else ''}")
-    cells, skipped, guesses, pace = [], [], [], Pace(model, lengths[-1], device)
-    for c in costs:
-        guesses.append({"length": c.length, **pace.projected(c, repeats)})
-        reason = pace.over(c, repeats, max_seconds)
-        if reason is not None:
-            skipped.append({"length": c.length, "reason": reason})
-            say(f"T={c.length:,}: skipped — {reason}")
-            continue
-        began = time.perf_counter()
-        row = passkey_grid(model, task, [c.length], depths, trials=trials, batch_size=batch)
-        guesses[-1]["took_seconds"] = time.perf_counter() - began
-        pace.record(c, repeats, guesses[-1]["took_seconds"])
-        cells += row
-        say(f"T={c.length:,}: " + " ".join(f"d={cell['depth']:g} {cell['accuracy']:.2f}" for cell in row))
-    return {"checkpoint": source.describe(), "train_seq_len": getattr(source.recipe.task, "seq_len", None),
-            "trials": trials, "depths": depths, "cells": cells, "skipped": skipped, "projected": guesses}
-
-
-def write_passkey(doc: dict[str, Any], folder: Path) -> tuple[Path, Path]:
-    """passkey.json and passkey.png (a heatmap: length × depth → accuracy) in `folder`."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from pulse.paths import atomic_write, atomic_write_text
-
-    data = folder / "passkey.json"
-    atomic_write_text(data, json.dumps(doc, indent=2) + "\n")
-    lengths = sorted({c["length"] for c in doc["cells"]})
-    grid = np.full((len(doc["depths"]), max(len(lengths), 1)), np.nan)  # every length skipped: one empty column
-    for c in doc["cells"]:
-        grid[doc["depths"].index(c["depth"]), lengths.index(c["length"])] = c["accuracy"]
-    fig = Figure(figsize=(1.2 + 0.9 * max(len(lengths), 1), 3.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    image = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
-    ax.set_xticks(range(len(lengths)), [f"{n:,}" for n in lengths], fontsize=8)
-    ax.set_yticks(range(len(doc["depths"])), [f"{d:g}" for d in doc["depths"]], fontsize=8)
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("depth of the key")
-    for (i, j), value in np.ndenumerate(grid):
-        if not np.isnan(value):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=ax, label="exact-match accuracy")
-    ax.set_title(f"passkey · {doc['checkpoint']}", fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    png = folder / "passkey.png"
     atomic_write(png, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
     return data, png

@@ -15,7 +15,7 @@ from pulse.evaluation.cost import check_memory, cost
 from pulse.runtime import ddp
 from pulse.runtime.device import autocast, reduce_sums, to_device
 from pulse.storage.checkpoint import load_weights
-from pulse.tasks import build_task
+from pulse.tasks import build_task, reads_text
 from pulse.tasks.base import Task
 
 
@@ -58,8 +58,7 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
     source = open_source(location, overrides, tables={"task": task} if task is not None else None,
                          allow_unverified=allow_unverified)
     path = source.require_weights("evaluation")
-    stored = source.stored_tokenizer()
-    source.check_paths("task", unused=("task.tokenizer",) if stored is not None else ())
+    source.check_paths("task", unused=("task.tokenizer",) if source.stored_tokenizer() is not None else ())
     recipe = source.recipe
     if recipe.task is None:
         raise PulseError(
@@ -68,9 +67,8 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
     trained_task = (source.stored.get("task") or {}).get("kind")
     dev = ddp.pick_device(device)
     model = source.build(device=dev)
-    task_obj = build_task(recipe.task)
-    if stored is not None and hasattr(task_obj, "use_tokenizer"):  # read the text with the run's own tokenizer
-        task_obj.use_tokenizer(stored)
+    # a task that reads text reads it with the run's own tokenizer (the one stored beside the weights wins)
+    task_obj = build_task(recipe.task, tokenizer=source.tokenizer if reads_text(recipe.task) else None)
     task_obj.check_model(model)
     head = task_obj.make_head(model, device=dev)
     if head is not None:

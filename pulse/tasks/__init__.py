@@ -2,12 +2,14 @@
 scores a model's outputs. Each registers itself as a `task` kind: spec ↔ task class."""
 
 from pulse import registry
+from pulse.data.tokenizer import Tokenizer
 from pulse.specs import tasks as s
 from pulse.specs.base import Spec
 from pulse.tasks.babi import Babi
 from pulse.tasks.base import IGNORE, IndexedTask, Task
 from pulse.tasks.copy import Copy
 from pulse.tasks.image import LraImage
+from pulse.tasks.io import TokenizedTask
 from pulse.tasks.listops import ListOps
 from pulse.tasks.lra_text import LraText
 from pulse.tasks.mqar import Mqar
@@ -30,10 +32,20 @@ registry.register("pathfinder", role="task", spec=s.PathfinderSpec, module=Pathf
 registry.register("lra_image", role="task", spec=s.LraImageSpec, module=LraImage)
 
 
-def build_task(spec: Spec) -> Task:
-    """The task object of a validated [task] spec."""
-    return registry.get(spec.kind, "task").module(spec)
+def reads_text(spec: Spec) -> bool:
+    """Whether the task of this [task] spec reads text through a tokenizer (its class is a TokenizedTask)."""
+    return issubclass(registry.get(spec.kind, "task").module, TokenizedTask)
+
+
+def build_task(spec: Spec, *, tokenizer: Tokenizer | None = None) -> Task:
+    """The task object of a validated [task] spec. A task that reads text is given `tokenizer` (the one
+    pulse.data.tokenizer.tokenizer_of resolves for the recipe; None: the one task.tokenizer names, unsized);
+    the others read none, and are built without it."""
+    cls = registry.get(spec.kind, "task").module
+    if issubclass(cls, TokenizedTask):
+        return cls(spec, tokenizer=tokenizer)
+    return cls(spec)
 
 
 __all__ = ["IGNORE", "Babi", "Copy", "IndexedTask", "ListOps", "LraImage", "LraRetrieval", "LraText", "Mqar", "Passkey",
-           "Pathfinder", "SelectiveCopy", "Task", "Text", "build_task"]
+           "Pathfinder", "SelectiveCopy", "Task", "Text", "TokenizedTask", "build_task", "reads_text"]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pulse.data.tokenizer import Tokenizer, check_fits, unsized_tokenizer
 from pulse.errors import PulseError
 from pulse.tasks.base import IGNORE, Batch, IndexedTask, Sums, classification_sums, rng_for
 
@@ -74,35 +75,26 @@ def sequence_outputs(model: nn.Module, x: Tensor, mask: Tensor) -> Tensor:
 
 
 class TokenizedTask(IndexedTask):
-    """A task that reads text through a tokenizer: task.tokenizer, loaded when first used, or one set from outside
-    (a run's stored tokenizer), fitted to the model's vocabulary by check_model."""
+    """A task that reads text through a tokenizer, given when it is built (`build_task(spec, tokenizer=…)`: the
+    one pulse.data.tokenizer.tokenizer_of resolves for the recipe); built without one, it reads with the
+    tokenizer task.tokenizer names, unsized (pulse.data.tokenizer.unsized_tokenizer), loaded at first use."""
 
     spec: Any
-    _tokenizer: Any = None
 
-    @property
-    def tokenizer(self) -> Any:
-        """task.tokenizer (the byte tokenizer without specials until a model's vocabulary is fitted)."""
-        if self._tokenizer is None:
-            from pulse.data.tokenizer import ByteTokenizer, load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.spec.tokenizer) or ByteTokenizer(specials=False)
-        return self._tokenizer
-
-    def use_tokenizer(self, tokenizer: Any) -> None:
+    def __init__(self, spec: Any, *, tokenizer: Tokenizer | None = None):
+        self.spec = spec
         self._tokenizer = tokenizer
 
-    def bind(self, vocab_size: int) -> None:
-        """Fit the tokenizer to a model's vocabulary (the byte tokenizer has eos only from 259 ids on)."""
-        from pulse.data.tokenizer import fit_to_vocab
-
-        fitted = fit_to_vocab(self.tokenizer, vocab_size)
-        if fitted is not self._tokenizer:
-            self.use_tokenizer(fitted)
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = unsized_tokenizer(self.spec)
+        return self._tokenizer
 
     def check_model(self, model: nn.Module) -> None:
+        """A token model whose vocabulary takes every id of the task's tokenizer (the task is left as it is)."""
         require_token_model(model, self.kind, 1)
-        self.bind(model.vocab_size)
+        check_fits(self.tokenizer, model.vocab_size)
 
 
 class GeneratedTokenTask(IndexedTask):

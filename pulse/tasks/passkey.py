@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pulse.data.tokenizer import Tokenizer
 from pulse.errors import PulseError
 from pulse.specs.tasks import PasskeySpec
 from pulse.tasks.base import IGNORE, Batch, Sums, rng_for
@@ -39,8 +40,8 @@ class Passkey(TokenizedTask):
     kind = "passkey"
     metric = "accuracy"
 
-    def __init__(self, spec: PasskeySpec):
-        self.spec = spec
+    def __init__(self, spec: PasskeySpec, *, tokenizer: Tokenizer | None = None):
+        super().__init__(spec, tokenizer=tokenizer)
 
     def size(self, split: str) -> int:
         return self.spec.num_train if split == "train" else self.spec.num_test

@@ -2,8 +2,8 @@
 
 The corpus (pulse.data.readers: text files, JSON Lines, Parquet, a saved dataset; with no
 path, the Python standard library's own sources, so nothing is downloaded) is tokenized
-once into a cached token file (pulse.data.corpus), documents split between training and
-validation by document. Documents are packed: each followed by the tokenizer's eos (the
+once into a cached token file (pulse.data.corpus; its format: pulse.data.cache), documents split
+between training and validation by document. Documents are packed: each followed by the tokenizer's eos (the
 byte tokenizer has one when model.vocab_size ≥ 259), cut into windows of seq_len + 1
 tokens with no padding; `max_tokens` caps the training stream. With `reset_at_eos` (the
 default) the eos opens the next document: every layer starts afresh there (`doc_starts`,
@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pulse.data.corpus import Corpus, Progress, open_corpus
+from pulse.data.cache import Corpus
+from pulse.data.corpus import Progress, open_corpus
 from pulse.data.readers import describe
-from pulse.data.tokenizer import ByteTokenizer, HFTokenizer, reset_token
+from pulse.data.tokenizer import Tokenizer, reset_token
 from pulse.errors import PulseError
 from pulse.specs.tasks import TextSpec
 from pulse.tasks.base import Batch, Sums
@@ -43,17 +44,10 @@ class Text(TokenizedTask):
     metric = "bpb"
     higher_is_better = False
 
-    def __init__(self, spec: TextSpec, *, vocab_size: int | None = None):
-        self.spec = spec
+    def __init__(self, spec: TextSpec, *, tokenizer: Tokenizer | None = None):
+        super().__init__(spec, tokenizer=tokenizer)
         self._corpus: Corpus | None = None
         self._byte_lengths: torch.Tensor | None = None
-        if vocab_size is not None:
-            self.bind(vocab_size)
-
-    def use_tokenizer(self, tokenizer: ByteTokenizer | HFTokenizer) -> None:
-        """Read the corpus with this tokenizer (a run's stored one) instead of the one task.tokenizer names."""
-        super().use_tokenizer(tokenizer)
-        self._corpus, self._byte_lengths = None, None
 
     def prepare(self, *, progress: Progress | None = None, say: Callable[[str], None] | None = None) -> Corpus:
         """The tokenized corpus: reused from the cache, or prepared now (with progress)."""

@@ -23,14 +23,15 @@ from torch import Tensor, nn
 
 from pulse.assemble import build_model
 from pulse.contract import count_params
+from pulse.data.tokenizer import tokenizer_of
 from pulse.errors import PulseError
 from pulse.evaluation.evaluate import evaluate
 from pulse.runtime import ddp
 from pulse.runtime.device import autocast, reduce_sums, to_device
 from pulse.storage.rundir import RunDir
 from pulse.storage.state import MetricsLog, optimizer_state, param_names, rng_state, seed_everything
-from pulse.tasks import build_task
-from pulse.tasks.base import Task
+from pulse.tasks import build_task, reads_text
+from pulse.tasks.base import PreparesData, Task
 from pulse.train import faults
 from pulse.train.init import check_tokenizer, init_weights, read_record, write_record
 from pulse.train.optim import make_optimizer, make_scheduler
@@ -183,13 +184,15 @@ def _build(recipe: Any, run: RunDir, point: Any, d: ddp.Dist, reporter: Reporter
     """The task, model, head, optimiser and schedule, from the checkpoint `point` when resuming, from
     train.init_from when fine-tuning; the run directory marked and the metrics log reopened."""
     spec = recipe.train
-    task = build_task(recipe.task)
+    # the tokenizer, resolved once (pulse.data.tokenizer), for the task that reads text and for the checkpoints;
+    # a resumed run's weights must have been trained with the same one
+    tokenizer = tokenizer_of(recipe) if reads_text(recipe.task) else None
+    if point is not None:
+        check_tokenizer(point.path, tokenizer)
+    task = build_task(recipe.task, tokenizer=tokenizer)
     seed_everything(spec.seed)
     model = build_model(recipe, device=d.device)
     task.check_model(model)
-    tokenizer = getattr(task, "tokenizer", None)
-    if point is not None:
-        check_tokenizer(point.path, tokenizer)
     _prepare_data(task, d, say)
     head = task.make_head(model, device=d.device)
     module = TaskModule(task, model, head)
@@ -227,7 +230,7 @@ def _build(recipe: Any, run: RunDir, point: Any, d: ddp.Dist, reporter: Reporter
 
 def _prepare_data(task: Task, d: ddp.Dist, say: Callable[[str], None]) -> None:
     """A corpus is tokenized once (rank 0 first; the others then find it whole)."""
-    if not hasattr(task, "prepare"):
+    if not isinstance(task, PreparesData):
         return
     if d.main:
         from pulse.data.corpus import progress_lines
