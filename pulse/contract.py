@@ -1,14 +1,21 @@
-"""The block contract every sequence mixer follows, and checks that hold blocks to it.
+"""The contracts every sequence mixer and every task follow, and checks that hold them to it.
 
 A mixer maps (b, t, d) → (b, t, d) and carries a state that lets it continue a
 sequence later. The checks below are the properties of docs/architecture.md; the test suite
 runs them over every registered mixer, and you can run them on your own block.
+
+A task (pulse.tasks.base.Task, taken here by what it does) makes batches that depend only on
+(seed, step, micro-batch, rank, world size) and scores a model's outputs as summed statistics;
+`check_task` holds one to that (docs/tasks.md), and the test suite runs it over every registered
+task kind.
 
 # b batch · t time · d model
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -208,3 +215,170 @@ def check_documents(mixer: nn.Module, x: Tensor, starts: list[list[int]], x_next
                          f"documents: row {row} continues differently from its last document alone")
             assert_close(mixer.step(nxt[:, 0], packed_state)[0], mixer.step(nxt[:, 0], end)[0],
                          f"documents: row {row} steps differently from its last document alone")
+
+
+# --- The task contract ------------------------------------------------------------------------------------------
+
+SPLITS = ((1, 2), (2, 1), (2, 2))  # (world, grad_accum): ways to share out one global batch
+
+
+def check_task(task: Any, model: nn.Module, *, twin: Any, batch_size: int = 4, seed: int = 0, steps: int = 3) -> None:
+    """Every task check on a task and a model that fits it; `twin` is a second task built from the same spec,
+    not used before. batch_size must be a multiple of 4 (shared out over 2 processes × 2 micro-batches)."""
+    assert isinstance(task.kind, str) and isinstance(task.metric, str), "task: kind and metric must be names"
+    assert isinstance(task.higher_is_better, bool), "task: higher_is_better must be true or false"
+    task.check_model(model)
+    head = task.make_head(model)
+    check_task_batches_repeat(task, twin, batch_size=batch_size, seed=seed, steps=steps)
+    check_task_split(task, model, head, batch_size=batch_size, seed=seed)
+    check_task_eval_shards(task, batch_size=batch_size)
+    check_task_gradient(task, model, head, task.train_batch(0, batch_size=batch_size, seed=seed))
+    check_task_metrics(task, model, head, batch_size=batch_size, seed=seed)
+
+
+def batch_rows(batch: dict[str, Tensor], what: str) -> list[dict[str, Tensor]]:
+    """A batch as its examples: every value a tensor whose first dimension is the example."""
+    assert isinstance(batch, dict) and batch, f"{what}: a batch is a non-empty dict of tensors"
+    sizes = {k: v.shape[0] if isinstance(v, Tensor) and v.ndim else None for k, v in batch.items()}
+    assert len(set(sizes.values())) == 1 and None not in sizes.values(), \
+        f"{what}: every value must be a tensor with one row per example, got first dimensions {sizes}"
+    return [{k: v[i] for k, v in batch.items()} for i in range(next(iter(sizes.values())))]
+
+
+def same_example(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
+    """Two rows of batches hold one example: equal tensors, up to right padding along time (one is a prefix of
+    the other, whose rest repeats one value), since a batch pads its examples to its own longest."""
+    if a.keys() != b.keys():
+        return False
+    for key, x in a.items():
+        y = b[key]
+        if x.ndim == 0 or x.shape[1:] != y.shape[1:]:
+            if x.shape != y.shape or not torch.equal(x, y):
+                return False
+            continue
+        short, long = (x, y) if len(x) <= len(y) else (y, x)
+        rest = long[len(short):]
+        if not torch.equal(long[: len(short)], short) or not bool((rest == rest[:1]).all()):
+            return False
+    return True
+
+
+def _same_batch(a: dict[str, Tensor], b: dict[str, Tensor], what: str) -> None:
+    assert a.keys() == b.keys(), f"{what}: keys {sorted(a)} != {sorted(b)}"
+    for key in a:
+        assert a[key].shape == b[key].shape and torch.equal(a[key], b[key]), f"{what}: `{key}` differs"
+
+
+def check_task_batches_repeat(task: Any, twin: Any, *, batch_size: int, seed: int, steps: int) -> None:
+    """Batches depend only on (seed, step, …): two tasks from one spec, asked for the same steps in other orders
+    (the twin first for a late micro-batch of another rank), give the same batches; so does asking again."""
+    last = steps - 1
+    late = twin.train_batch(last, batch_size=batch_size, seed=seed, micro=1, accum=2, rank=1, world=2)
+    first = {s: task.train_batch(s, batch_size=batch_size, seed=seed) for s in range(steps)}
+    again = {s: twin.train_batch(s, batch_size=batch_size, seed=seed) for s in reversed(range(steps))}
+    for s in range(steps):
+        _same_batch(first[s], again[s], f"train batch of step {s}: two tasks from one spec differ")
+    _same_batch(task.train_batch(0, batch_size=batch_size, seed=seed), first[0], "train batch of step 0, asked again")
+    quarter = batch_size // 4
+    rows = batch_rows(first[last], "train batch")[3 * quarter:]
+    assert all(same_example(a, b) for a, b in zip(batch_rows(late, "micro-batch"), rows, strict=True)), \
+        f"step {last}: micro-batch 1 of rank 1 (of 2 × 2), asked first, differs from its rows of the global batch"
+    held, held_twin = list(task.eval_batches(batch_size)), list(twin.eval_batches(batch_size))
+    assert len(held) == len(held_twin), "eval batches: two tasks from one spec give different numbers of batches"
+    for i, (a, b) in enumerate(zip(held, held_twin)):
+        _same_batch(a, b, f"eval batch {i}: two tasks from one spec differ")
+
+
+def _sums(task: Any, model: nn.Module, head: nn.Module | None, batch: dict[str, Tensor]) -> dict[str, float]:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in task.forward(model, head, batch).items()}
+    finally:
+        model.train(was)
+
+
+def _add(totals: dict[str, float], sums: dict[str, float]) -> dict[str, float]:
+    return {k: totals.get(k, 0.0) + sums.get(k, 0.0) for k in {*totals, *sums}}
+
+
+def check_task_split(task: Any, model: nn.Module, head: nn.Module | None, *, batch_size: int, seed: int,
+                     step: int = 1) -> None:
+    """Ranks and micro-batches make up exactly the global batch: for 2 processes and/or 2 micro-batches, their
+    batches in order (rank, then micro-batch) hold the examples of the one-process batch, and their summed
+    statistics are its statistics."""
+    whole = task.train_batch(step, batch_size=batch_size, seed=seed)
+    rows = batch_rows(whole, f"train batch of step {step}")
+    assert len(rows) == batch_size, f"train batch of step {step}: {len(rows)} examples, not batch_size {batch_size}"
+    expected = _sums(task, model, head, whole)
+    for world, accum in SPLITS:
+        parts = [task.train_batch(step, batch_size=batch_size, seed=seed, micro=m, accum=accum, rank=r, world=world)
+                 for r in range(world) for m in range(accum)]
+        split = f"{world} process{'es' if world > 1 else ''} × {accum} micro-batch{'es' if accum > 1 else ''}"
+        mine = [row for p in parts for row in batch_rows(p, f"a micro-batch of {split}")]
+        assert len(mine) == len(rows), f"{split}: {len(mine)} examples, not {len(rows)}"
+        for i, (a, b) in enumerate(zip(mine, rows)):
+            assert same_example(a, b), f"{split}: example {i} is not the global batch's"
+        got: dict[str, float] = {}
+        for p in parts:
+            got = _add(got, _sums(task, model, head, p))
+        for key, value in expected.items():
+            assert math.isclose(got.get(key, math.nan), value, rel_tol=1e-4, abs_tol=1e-4), \
+                f"{split}: summed `{key}` {got.get(key)} != global {value}"
+
+
+def check_task_eval_shards(task: Any, *, batch_size: int) -> None:
+    """The held-out set shared out over 2 processes: each example on exactly one, none left out."""
+    whole = [row for b in task.eval_batches(batch_size) for row in batch_rows(b, "eval batch")]
+    assert whole, "eval batches: the held-out set is empty"
+    shards = [row for r in range(2) for b in task.eval_batches(batch_size, rank=r, world=2)
+              for row in batch_rows(b, f"eval batch of rank {r}")]
+    assert len(shards) == len(whole), f"eval batches: 2 processes hold {len(shards)} examples, one holds {len(whole)}"
+    left = list(whole)
+    for row in shards:
+        match = next((i for i, other in enumerate(left) if same_example(row, other)), None)
+        assert match is not None, "eval batches: an example of a rank's share is not in the held-out set (or twice)"
+        left.pop(match)
+
+
+def check_task_gradient(task: Any, model: nn.Module, head: nn.Module | None, batch: dict[str, Tensor]) -> None:
+    """`loss_sum` is a finite scalar that carries a gradient to the model (some parameter gets a non-zero one)
+    and to every parameter of the task's head; every gradient is finite."""
+    modules: Iterable[nn.Module] = (model,) if head is None else (model, head)
+    for m in modules:
+        m.train()
+        m.zero_grad(set_to_none=True)
+    loss = task.forward(model, head, batch)["loss_sum"]
+    assert loss.ndim == 0 and loss.requires_grad, "gradient: loss_sum must be a scalar that carries a gradient"
+    assert torch.isfinite(loss), f"gradient: loss_sum is {float(loss)}"
+    loss.backward()
+    for m in modules:
+        for name, p in m.named_parameters():
+            assert p.grad is None or torch.isfinite(p.grad).all(), f"gradient: `{name}` has a non-finite gradient"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), \
+        "gradient: no parameter of the model gets a gradient from loss_sum"
+    for name, p in (head.named_parameters() if head is not None else ()):
+        assert p.grad is not None, f"gradient: the task's head parameter `{name}` gets no gradient from loss_sum"
+    for m in modules:
+        m.zero_grad(set_to_none=True)
+
+
+def check_task_metrics(task: Any, model: nn.Module, head: nn.Module | None, *, batch_size: int, seed: int) -> None:
+    """`targets(batch)` is the `count` of its statistics, `tokens(batch)` is positive, and the metrics of the
+    held-out set include `loss` and the task's headline metric, finite."""
+    totals: dict[str, float] = {}
+    batches = [task.train_batch(0, batch_size=batch_size, seed=seed), *task.eval_batches(batch_size)]
+    for i, batch in enumerate(batches):
+        sums = _sums(task, model, head, batch)
+        what = "train batch" if i == 0 else f"eval batch {i - 1}"
+        assert "loss_sum" in sums and "count" in sums, f"{what}: forward must give `loss_sum` and `count`"
+        assert task.targets(batch) == round(sums["count"]), \
+            f"{what}: targets(batch) = {task.targets(batch)} but the statistics count {sums['count']}"
+        assert task.tokens(batch) > 0, f"{what}: tokens(batch) must count the positions fed to the model"
+        if i:
+            totals = _add(totals, sums)
+    metrics = task.metrics(totals)
+    for name in ("loss", task.metric):
+        assert name in metrics, f"metrics: `{name}` missing from {sorted(metrics)}"
+        assert math.isfinite(metrics[name]), f"metrics: `{name}` is {metrics[name]}"

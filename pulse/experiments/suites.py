@@ -194,12 +194,14 @@ def _recipe(base: dict[str, Any], table: dict[str, Any], train: dict[str, Any], 
     from pulse.runtime.ddp import pick_device
     from pulse.specs.load import recipe_from_dict
     from pulse.tasks import build_task
+    from pulse.tasks.base import ChecksData, FitsModel
 
     settings = {k: v for k, v in train.items() if v is not None}
     data_ = {**base, "task": table, "train": settings}
     recipe = recipe_from_dict(data_, overrides, source=described)
     task = build_task(recipe.task)
-    data_["model"] = task.fit_model(base["model"])
+    if isinstance(task, FitsModel):
+        data_["model"] = task.fit_model(base["model"])
     accum = recipe.train.grad_accum
     settings["batch_size"] = -(-batch_size // accum) * accum
     recipe = recipe_from_dict(data_, overrides, source=described)
@@ -207,7 +209,7 @@ def _recipe(base: dict[str, Any], table: dict[str, Any], train: dict[str, Any], 
     try:
         pick_device(recipe.train.device)
         key = json.dumps(recipe.to_dict()["task"], sort_keys=True, default=str)
-        if key not in checked:
+        if key not in checked and isinstance(task, ChecksData):
             task.check_data()
             checked.add(key)
     except PulseError as err:

@@ -1,61 +1,38 @@
 """The [task] section of a recipe: what to train and evaluate on.
 
 Every task is generated locally from its seed or read from local files; nothing is
-downloaded. Each spec is one registered `task` kind.
+downloaded. Each spec is one registered `task` kind, derived from `TaskSpec` or `GeneratedSpec`
+(pulse/specs/task_base.py: the fields they share, and the tiny example each gives the task contract).
 """
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath, PureWindowsPath
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+import numpy as np
+from pydantic import Field, model_validator
 
-from pulse.specs.base import Spec
-
-
-def _given_path(value: str) -> str:
-    """A path that is given is not blank: `""` would read the current directory."""
-    if not value.strip():
-        raise ValueError("is empty, which would read the current directory; give the file or folder to read")
-    return value
+from pulse.specs.task_base import GeneratedSpec, GivenPath, Pattern, TaskSpec, TestCount, TrainCount
 
 
-def _pattern_below(value: str) -> str:
-    """A glob relative to task.path that stays inside it: not empty, not absolute, no `..`."""
-    if not value.strip():
-        raise ValueError('is empty; give a glob relative to task.path, such as "**/*" (every file) or "*.txt"')
-    if value.startswith(("/", "\\", "~")) or PureWindowsPath(value).drive:
-        raise ValueError(f"`{value}` is absolute; a pattern is relative to task.path: set task.path to the folder "
-                         "and task.pattern to the glob below it")
-    if ".." in PurePosixPath(value.replace("\\", "/")).parts:
-        raise ValueError(f"`{value}` climbs out of task.path with `..`; set task.path to the folder that holds the "
-                         "files instead")
-    return value
-
-
-GivenPath = Annotated[str, AfterValidator(_given_path)]
-Pattern = Annotated[str, AfterValidator(_pattern_below)]
-
-
-class MqarSpec(Spec):
+class MqarSpec(GeneratedSpec):
     """Multi-query associative recall (Zoology): recall the value of each queried key."""
 
     kind: Literal["mqar"] = "mqar"
     vocab_size: int = Field(8192, ge=4, description="token vocabulary; lower half keys, upper half values")
     seq_len: int = Field(64, ge=4, description="tokens per example (even)")
     num_kv_pairs: int = Field(4, ge=1, description="distinct key-value pairs at the start of each example")
-    num_train: int = Field(20_000, ge=1, description="training examples (a fixed set, reshuffled every epoch)")
-    num_test: int = Field(1_000, ge=1, description="held-out examples for accuracy")
+    num_train: TrainCount = Field(20_000, description="training examples (a fixed set, reshuffled every epoch)")
     power_a: float = Field(0.01, gt=0, description="power-law exponent α of the key→query distance distribution")
     random_non_queries: bool = Field(
         True, description="fill non-query positions after the pairs with random tokens instead of 0"
     )
-    seed: int = Field(0, ge=0, description="seed of the generated data (the test set uses a separate stream)")
     mixture: list[tuple[int, int, int]] | None = Field(
         None, description="train on a mixture of settings instead, [[seq_len, num_kv_pairs, examples], …] (Zoology's "
         "protocol), each padded at the end to seq_len; num_train is then their total and the test set stays at "
         "seq_len/num_kv_pairs")
+    example_settings = {"vocab_size": 32, "seq_len": 16, "num_kv_pairs": 2, "num_train": 8, "num_test": 6}
 
     @model_validator(mode="after")
     def _check(self) -> "MqarSpec":
@@ -81,16 +58,15 @@ class MqarSpec(Spec):
         return self
 
 
-class SelectiveCopySpec(Spec):
+class SelectiveCopySpec(GeneratedSpec):
     """Selective copying (H3/Mamba): reproduce the scattered content tokens, in order, after a marker."""
 
     kind: Literal["selective_copy"] = "selective_copy"
     vocab_size: int = Field(16, ge=3, description="vocabulary; the two highest ids are the blank and the copy marker")
     seq_len: int = Field(256, ge=4, description="total tokens per example: content region, marker, answer region")
     num_tokens: int = Field(16, ge=1, description="content tokens to copy")
-    num_train: int = Field(12_800, ge=1, description="training examples (a fixed set)")
-    num_test: int = Field(1_000, ge=1, description="held-out examples")
-    seed: int = Field(0, ge=0, description="seed of the generated data")
+    num_train: TrainCount = Field(12_800, description="training examples (a fixed set)")
+    example_settings = {"vocab_size": 8, "seq_len": 16, "num_tokens": 3, "num_train": 8, "num_test": 6}
 
     @model_validator(mode="after")
     def _check(self) -> "SelectiveCopySpec":
@@ -101,7 +77,7 @@ class SelectiveCopySpec(Spec):
         return self
 
 
-class CopySpec(Spec):
+class CopySpec(GeneratedSpec):
     """The NTM copy task: read random bit vectors, then a delimiter, then write them back."""
 
     kind: Literal["copy"] = "copy"
@@ -112,9 +88,8 @@ class CopySpec(Spec):
     eval_max_len: int | None = Field(
         None, ge=1, description="longest test sequence (default max_len; 2·max_len tests generalisation)"
     )
-    num_train: int = Field(100_000, ge=1, description="training examples (each generated from its index)")
-    num_test: int = Field(1_000, ge=1, description="held-out examples")
-    seed: int = Field(0, ge=0, description="seed of the generated data")
+    num_train: TrainCount = 100_000
+    example_settings = {"bits": 3, "max_len": 4, "eval_max_len": 6, "num_train": 8, "num_test": 6}
 
     @model_validator(mode="after")
     def _check(self) -> "CopySpec":
@@ -129,7 +104,7 @@ class CopySpec(Spec):
         return (self.eval_min_len or self.min_len, self.eval_max_len or self.max_len)
 
 
-class ListOpsSpec(Spec):
+class ListOpsSpec(GeneratedSpec):
     """Generated ListOps: the value (0-9) of nested MIN/MAX/MED/SM expressions over digits."""
 
     kind: Literal["listops"] = "listops"
@@ -139,9 +114,7 @@ class ListOpsSpec(Spec):
         10, ge=2, description="deepest level of the tree (the root operator is level 1, digits sit at most here)"
     )
     max_args: int = Field(10, ge=2, description="most arguments per operator")
-    num_train: int = Field(20_000, ge=1, description="training expressions (each generated from its index)")
-    num_test: int = Field(1_000, ge=1, description="held-out expressions")
-    seed: int = Field(0, ge=0, description="seed of the generated data")
+    example_settings = {"min_len": 5, "max_len": 20, "max_depth": 3, "max_args": 3, "num_train": 8, "num_test": 6}
 
     @model_validator(mode="after")
     def _check(self) -> "ListOpsSpec":
@@ -158,7 +131,7 @@ class ListOpsSpec(Spec):
         return self
 
 
-class TextSpec(Spec):
+class TextSpec(TaskSpec):
     """Language modelling over a local corpus (text files, JSON Lines, Parquet, a saved dataset), tokenized once
     into a cached token file; reports loss per token, perplexity and bits per byte."""
 
@@ -192,8 +165,18 @@ class TextSpec(Spec):
                                                     "~/.cache/pulse/corpora)")
     seed: int = Field(0, ge=0, description="seed of the train/validation split")
 
+    @classmethod
+    def example(cls, folder: Path) -> dict[str, Any]:
+        """Six short documents; windows of 16 tokens, two documents held out."""
+        (folder / "corpus").mkdir()
+        for i in range(6):
+            words = " ".join(f"word{(i * 7 + j) % 13}" for j in range(40))
+            (folder / "corpus" / f"doc{i}.txt").write_text(f"Document {i}. {words}.\n")
+        return {"task": {"kind": "text", "path": str(folder / "corpus"), "seq_len": 16, "val_fraction": 0.3,
+                         "eval_windows": 6, "cache_dir": str(folder / "cache")}}
 
-class PasskeySpec(Spec):
+
+class PasskeySpec(GeneratedSpec):
     """Passkey retrieval: a number hidden at a depth of filler text, asked for at the end (exact match)."""
 
     kind: Literal["passkey"] = "passkey"
@@ -203,9 +186,10 @@ class PasskeySpec(Spec):
     depth_max: float = Field(1.0, ge=0, le=1, description="deepest depth of the key (1: just before the question)")
     tokenizer: str = Field("bytes", min_length=1,
                            description="\"bytes\", or a Hugging Face tokenizer.json (or a folder holding one)")
-    num_train: int = Field(100_000, ge=1, description="training examples (each generated from its index)")
-    num_test: int = Field(200, ge=1, description="held-out examples (depths spread evenly)")
+    num_train: TrainCount = 100_000
+    num_test: TestCount = Field(200, description="held-out examples (depths spread evenly)")
     seed: int = Field(0, ge=0, description="seed of the keys and depths")
+    example_settings = {"seq_len": 128, "digits": 2, "num_train": 8, "num_test": 6}
 
     @model_validator(mode="after")
     def _check(self) -> "PasskeySpec":
@@ -214,7 +198,7 @@ class PasskeySpec(Spec):
         return self
 
 
-class LraTextSpec(Spec):
+class LraTextSpec(TaskSpec):
     """LRA Text: byte-level classification of local documents (IMDb's aclImdb/, or one folder per label)."""
 
     kind: Literal["lra_text"] = "lra_text"
@@ -235,8 +219,17 @@ class LraTextSpec(Spec):
     )
     seed: int = Field(0, ge=0, description="seed of the train/test split of a folder without train/ and test/")
 
+    @classmethod
+    def example(cls, folder: Path) -> dict[str, Any]:
+        """Two label folders of four documents each; one of each held out."""
+        for label in ("neg", "pos"):
+            (folder / "reviews" / label).mkdir(parents=True)
+            for i in range(4):
+                (folder / "reviews" / label / f"{i}.txt").write_text(f"a {label} review, number {i}" + "!" * i)
+        return {"task": {"kind": "lra_text", "path": str(folder / "reviews"), "max_len": 32, "test_fraction": 0.25}}
 
-class LraRetrievalSpec(Spec):
+
+class LraRetrievalSpec(GeneratedSpec):
     """LRA Retrieval: are two byte-level documents related? LRA's AAN pairs from local files, or generated pairs."""
 
     kind: Literal["lra_retrieval"] = "lra_retrieval"
@@ -252,8 +245,8 @@ class LraRetrievalSpec(Spec):
     eval_examples: int | None = Field(
         None, ge=1, description="held-out AAN pairs scored, spread evenly over the file; omit for all (LRA)"
     )
-    num_train: int = Field(20_000, ge=1, description="generated training pairs (each from its own index)")
-    num_test: int = Field(1_000, ge=1, description="generated held-out pairs")
+    num_train: TrainCount = Field(20_000, description="generated training pairs (each from its own index)")
+    num_test: TestCount = Field(1_000, description="generated held-out pairs")
     num_topics: int = Field(32, ge=2, le=1024, description="generated sources; a pair is related when both "
                                                            "documents come from the same one")
     lexicon_size: int = Field(512, ge=16, le=8192, description="made-up words shared by every generated source")
@@ -264,9 +257,10 @@ class LraRetrievalSpec(Spec):
     )
     seed: int = Field(0, ge=0,
                       description="seed of the generated sources and pairs (the test set uses a separate stream)")
+    example_settings = {"max_len": 48, "num_train": 8, "num_test": 6, "num_topics": 4, "lexicon_size": 32}
 
 
-class PathfinderSpec(Spec):
+class PathfinderSpec(GeneratedSpec):
     """LRA Pathfinder / Path-X: do the two dots sit on the two ends of one dashed curve? Generated images."""
 
     kind: Literal["pathfinder"] = "pathfinder"
@@ -282,12 +276,10 @@ class PathfinderSpec(Spec):
         2, ge=0, le=32, description="contours that touch no dot in a negative image; every image draws distractors + 2"
     )
     max_turn: float = Field(40.0, gt=0, le=90, description="largest change of direction between paddles, in degrees")
-    num_train: int = Field(20_000, ge=1, description="training images (each generated from its index)")
-    num_test: int = Field(1_000, ge=1, description="held-out images")
-    seed: int = Field(0, ge=0, description="seed of the generated images (the test set uses a separate stream)")
+    example_settings = {"contour_length": 3, "distractors": 0, "num_train": 8, "num_test": 6}
 
 
-class LraImageSpec(Spec):
+class LraImageSpec(TaskSpec):
     """LRA Image: 10-way classification of 32×32 grey images as 1,024-pixel sequences (CIFAR-10, or shapes)."""
 
     kind: Literal["lra_image"] = "lra_image"
@@ -307,13 +299,20 @@ class LraImageSpec(Spec):
                     "for one batch file, a tenth of it)",
     )
     noise: float = Field(12.0, ge=0, le=128, description="standard deviation of the generated images' pixel noise")
-    seed: int = Field(0, ge=0, description="seed of the generated images (the test set uses a separate stream)")
+
+    @classmethod
+    def example(cls, folder: Path) -> dict[str, Any]:
+        """One CIFAR-10 binary batch file of 12 random records (label byte, then R, G, B planes); 4 held out."""
+        records = np.random.default_rng(0).integers(0, 256, size=(12, 1 + 3 * 32 * 32), dtype=np.uint8)
+        records[:, 0] = np.arange(12) % 10
+        (folder / "data_batch_1.bin").write_bytes(records.tobytes())
+        return {"task": {"kind": "lra_image", "path": str(folder / "data_batch_1.bin"), "num_test": 4}}
 
 
 BABI_GENERATED = (1, 2, 3, 6, 15)
 
 
-class BabiSpec(Spec):
+class BabiSpec(TaskSpec):
     """The bAbI question-answering tasks: a story, a question about it, a one-word answer (a class)."""
 
     kind: Literal["babi"] = "babi"
@@ -358,6 +357,7 @@ class BabiSpec(Spec):
                     "6; in 2 and 3 a question with probability ½ after each statement from the 3rd on",
     )
     seed: int = Field(0, ge=0, description="seed of the generated stories (each story its own stream; test separate)")
+    example_settings = {"task_id": 1, "max_sentences": 4, "num_train": 8, "num_test": 6}
 
     @model_validator(mode="after")
     def _check(self) -> "BabiSpec":

@@ -22,15 +22,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.errors import PulseError
+from pulse.models.lm import IGNORE  # the label of a position with no loss (tasks import it from here)
 
-IGNORE = -100
 Batch = dict[str, Tensor]
 Sums = dict[str, Tensor]
 
 
 @runtime_checkable
 class Task(Protocol):
-    """What the trainer needs from a task."""
+    """What the trainer needs from a task. pulse.contract.check_task holds a task to it, on the tiny example its
+    spec gives (pulse.specs.task_base.TaskSpec.example); docs/tasks.md says how to add one."""
 
     kind: str
     metric: str  # the name of the headline metric in `metrics()`
@@ -77,7 +78,9 @@ class PreparesData(Protocol):
 class ChecksData(Protocol):
     """A task whose files can be checked cheaply before any training starts (`pulse benchmark` checks every task)."""
 
-    def check_data(self) -> None: ...
+    def check_data(self) -> None:
+        """Raise PulseError, saying what to change, if the task's files are missing, misplaced or unreadable; cheap
+        (it reads no more than it must). Generated tasks have nothing to check, and are not ChecksData."""
 
 
 @runtime_checkable
@@ -150,11 +153,6 @@ class IndexedTask:
 
     def make_head(self, model: nn.Module, *, device=None, dtype=None) -> nn.Module | None:
         return None
-
-    def check_data(self) -> None:
-        """Raise PulseError, saying what to change, if the task's files are missing, misplaced or unreadable; cheap
-        (it reads no more than it must), so `pulse benchmark` checks every task before any trains. Generated tasks
-        have nothing to check."""
 
     def targets(self, batch: Batch) -> int:
         return int((batch["labels"] != IGNORE).sum())
