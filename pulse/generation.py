@@ -133,10 +133,11 @@ def stream(
 
 
 _warned: set[str] = set()
+DEFAULT_NEW_TOKENS = 64  # new tokens when neither max_new_tokens nor max_length is given: generate() and the CLI
 
 
 def resolve_decoding(
-    prompt_len: int,
+    prompt_len: int | None,
     *,
     max_new_tokens: int | None,
     max_length: int | None,
@@ -144,19 +145,24 @@ def resolve_decoding(
     temperature: float | None,
     top_k: int | None,
     top_p: float | None,
-    default_new_tokens: int = 32,
+    default_new_tokens: int = DEFAULT_NEW_TOKENS,
 ) -> dict[str, Any]:
-    """The one decoding rule of the Python API and the CLI.
+    """The one decoding rule of the Python API and the CLI, checked here (before any token is generated).
 
-    Length: `max_new_tokens`, or `max_length` = prompt + new tokens (the seed's name); not both.
+    Length: `max_new_tokens`, or `max_length` = prompt + new tokens (the seed's name; equal to the prompt: none
+    new); not both; neither: `default_new_tokens`.
     Strategy: greedy by default; sampling when `do_sample=True`, or when temperature, top_k or
     top_p is given without `do_sample` (the seed's meaning). With `do_sample=False` given
     explicitly those settings cannot apply: a warning says so, once per process.
+    With `prompt_len=None` (the prompt not read yet) everything but max_length against the prompt is checked.
     """
     if max_new_tokens is not None and max_length is not None:
-        raise PulseError(f"give max_new_tokens ({max_new_tokens}) or max_length ({max_length}), not both.")
+        raise PulseError(f"max_length ({max_length}) and max_new_tokens ({max_new_tokens}) both set the length; give "
+                         "one, not both: max_length counts the prompt's tokens, max_new_tokens only the new ones.")
     if max_length is not None:
-        if max_length < prompt_len:
+        if prompt_len is None:
+            prompt_len = 0
+        elif max_length < prompt_len:
             raise PulseError(
                 f"max_length ({max_length}) counts the prompt ({prompt_len} tokens) too, so it must be ≥ {prompt_len}; "
                 f"or give max_new_tokens."
@@ -173,10 +179,12 @@ def resolve_decoding(
             _warned.add(key)
             warnings.warn(f"{', '.join(given)} ignored: do_sample=False decodes greedily; drop do_sample to sample.",
                           UserWarning, stacklevel=3)
-    return {
+    decoding = {
         "max_new_tokens": max_new_tokens,
         "do_sample": do_sample,
         "temperature": 1.0 if temperature is None else temperature,
         "top_k": top_k,
         "top_p": top_p,
     }
+    check_sampling(**decoding)
+    return decoding

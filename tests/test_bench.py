@@ -25,6 +25,7 @@ from pulse.bench import (
     local_exponents,
     measure,
     mixer_system,
+    parse_lengths,
     parse_mixer,
     recipe_system,
     report,
@@ -33,7 +34,6 @@ from pulse.bench import (
     with_documents,
 )
 from pulse.bench.schema import DOCUMENT_SCHEMA
-from pulse.cli.bench import parse_lengths
 from pulse.errors import PulseError
 from pulse.specs import load_recipe, recipe_from_dict
 

@@ -36,6 +36,23 @@ class System:
     spec: dict[str, Any]
 
 
+def parse_lengths(text: str, option: str = "--seq-lens") -> list[int]:
+    """`512,1k,16k,1m` → [512, 1024, 16384, 1048576] (k = 2¹⁰, m = 2²⁰): the one reader of lengths written for
+    people (`pulse bench --seq-lens`, and the evaluations' lengths in pulse.evaluation); errors name `option`."""
+    out = []
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            continue
+        scale = {"k": 2**10, "m": 2**20}.get(item[-1].lower(), 1)
+        try:
+            out.append(int(item[:-1] if scale > 1 else item) * scale)
+        except ValueError:
+            raise PulseError(f"{option} `{text}`: `{item}` is not a length; write e.g. 512,1024,2k.") from None
+    if not out:
+        raise PulseError(f"{option} is empty; write e.g. {option} 512,1024,2048.")
+    return out
+
+
 def _spec_default(name: str) -> Any:
     from pulse.specs.bench import BenchSpec
 
@@ -72,9 +89,12 @@ class Settings:
 
     @classmethod
     def from_spec(cls, spec: Any, **overrides: Any) -> "Settings":
-        """Settings from a recipe's BenchSpec, with every override that is not None taking precedence."""
+        """Settings from a recipe's BenchSpec, with every override that is not None taking precedence
+        (`seq_lens` may be written as people do, e.g. "512,1k,4k")."""
         values = {name: getattr(spec, name) for name in cls.__dataclass_fields__ if hasattr(spec, name)}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values["seq_lens"], str):
+            values["seq_lens"] = parse_lengths(values["seq_lens"])
         values["seq_lens"] = tuple(sorted(set(values["seq_lens"])))
         return cls(**values)
 

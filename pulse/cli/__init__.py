@@ -6,7 +6,8 @@ from pulse.cli import inspect  # noqa: F401  (registers build, summarize, list, 
 from pulse.cli import catalog  # noqa: F401  (registers list, cp)
 from pulse.cli import bench  # noqa: F401
 from pulse.cli import generate  # noqa: F401
-from pulse.cli import train  # noqa: F401  (registers train, eval)
+from pulse.cli import train  # noqa: F401
+from pulse.cli import eval  # noqa: F401  (registers eval task|harness|context|passkey)
 from pulse.cli import sweep  # noqa: F401
 from pulse.cli import benchmark  # noqa: F401
 from pulse.cli import export  # noqa: F401  (registers export, convert)

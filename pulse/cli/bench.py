@@ -13,22 +13,6 @@ from pulse.cli.common import SetOption, console, err_console, handle_errors, ope
 from pulse.errors import PulseError
 
 
-def parse_lengths(text: str, option: str = "--seq-lens") -> list[int]:
-    """`512,1k,16k,1m` → [512, 1024, 16384, 1048576] (k = 2¹⁰, m = 2²⁰); errors name `option`."""
-    out = []
-    for item in text.replace(" ", "").split(","):
-        if not item:
-            continue
-        scale = {"k": 2**10, "m": 2**20}.get(item[-1].lower(), 1)
-        try:
-            out.append(int(item[:-1] if scale > 1 else item) * scale)
-        except ValueError:
-            raise PulseError(f"{option} `{text}`: `{item}` is not a length; write e.g. 512,1024,2k.") from None
-    if not out:
-        raise PulseError(f"{option} is empty; write e.g. {option} 512,1024,2048.")
-    return out
-
-
 def _vs_paths(recipe: Any, recipe_path: Path) -> list[Path]:
     """The recipe's own [bench] vs list, each relative to the recipe file (else to the working directory)."""
     out = []
@@ -232,7 +216,7 @@ def bench(
     systems = with_documents(with_compile(systems, compile_), _counts(docs_per_window))
     settings = Settings.from_spec(
         spec,
-        seq_lens=parse_lengths(seq_lens) if seq_lens else None,
+        seq_lens=seq_lens,
         batch=batch, mode=mode, repeats=repeats, warmup=warmup, rounds=rounds, generate_tokens=generate_tokens,
         dtype=dtype, device=device, threads=threads, max_seconds=max_seconds, timeout=timeout,
         max_memory_gb=max_memory, matmul_size=matmul_size, fit_from=fit_from, guard=guard,

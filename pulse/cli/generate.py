@@ -11,7 +11,7 @@ import typer
 
 from pulse.cli.app import app
 from pulse.cli.common import SetOption, UnverifiedOption, err_console, handle_errors, open_lm
-from pulse.errors import PulseError
+from pulse.generation import DEFAULT_NEW_TOKENS, resolve_decoding
 
 MAX_NEW_TOKENS = 1_000_000
 PROGRESS_EVERY = 5.0  # seconds between progress lines when the text is printed at the end
@@ -28,10 +28,12 @@ def generate(
     ],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")] = "",
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", "-n", min=0, max=MAX_NEW_TOKENS,
-                                                       help="Tokens to generate at most (default 64; up to 1,000,000: "
-                                                            "longer output belongs in a script calling generate()).")
+                                                       help=f"Tokens to generate at most (default "
+                                                            f"{DEFAULT_NEW_TOKENS}, as in Python's generate(); up to "
+                                                            "1,000,000: longer output belongs in a script calling "
+                                                            "generate()).")
                               ] = None,
-    max_length: Annotated[int | None, typer.Option("--max-length", min=1,
+    max_length: Annotated[int | None, typer.Option("--max-length", min=1, max=MAX_NEW_TOKENS,
                                                    help="Total tokens, the prompt's included (the original PULSE "
                                                         "meaning, and Hugging Face's); instead of --max-new-tokens.")
                           ] = None,
@@ -61,30 +63,21 @@ def generate(
     """Continue a prompt, one `step` per token with every layer's state carried (O(1) per token for PULSE layers).
 
     Greedy by default, as in Python's generate(); --sample, --temperature, --top-k or
-    --top-p samples (seeded by --seed), again as in Python.
+    --top-p samples (seeded by --seed), again as in Python: the length and decoding settings are
+    read and checked by the library's one rule (pulse.generation.resolve_decoding).
     """
     import torch
 
-    if temperature is not None and not temperature > 0:
-        raise PulseError(f"--temperature {temperature:g}: a temperature samples and must be > 0; "
-                         "drop --temperature (and --sample, --top-k, --top-p) for greedy decoding.")
-    if max_length is not None and max_new_tokens is not None:
-        raise PulseError(f"--max-length {max_length} and --max-new-tokens {max_new_tokens} both set the length; "
-                         "give one: --max-length counts the prompt's tokens, --max-new-tokens only the new ones.")
+    settings = {"do_sample": True if sample else None, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+    resolve_decoding(None, max_new_tokens=max_new_tokens, max_length=max_length, **settings)  # before loading
     model = open_lm(source, set_, seed, allow_unverified)
     tok = model.tokenizer
     ids = model.prompt_ids(prompt)
-    max_new_tokens = 64 if max_new_tokens is None else max_new_tokens
-    if max_length is not None:
-        if max_length <= len(ids):
-            raise PulseError(f"--max-length {max_length} leaves no room after the prompt's {len(ids)} tokens; "
-                             f"give --max-length above {len(ids)}, or --max-new-tokens N for N new tokens.")
-        max_new_tokens = min(max_length - len(ids), MAX_NEW_TOKENS)
-    steps = model.stream(
-        # the library's one decoding rule: greedy unless --sample, or a sampling setting is given
-        torch.tensor([ids]), max_new_tokens, do_sample=True if sample else None, temperature=temperature,
-        top_k=top_k, top_p=top_p, eos_token_id=tok.eos_id, vocab_limit=tok.vocab_size, seed=seed,
-    )
+    # max_length against the prompt, before the prompt is printed; the total is for the progress line
+    max_new_tokens = resolve_decoding(len(ids), max_new_tokens=max_new_tokens, max_length=max_length,
+                                      **settings)["max_new_tokens"]
+    steps = model.stream(torch.tensor([ids]), max_new_tokens, **settings, eos_token_id=tok.eos_id,
+                         vocab_limit=tok.vocab_size, seed=seed)
     decoder = tok.stream_decoder()
     pieces: list[str] = []
     count = 0

@@ -28,12 +28,13 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from pulse.bench import parse_lengths
 from pulse.errors import PulseError, PulseWarning
 from pulse.summarize import BlockCost, block_costs
 from pulse.units import fmt_bytes
@@ -195,8 +196,12 @@ class Pace:
             self.rate, self.basis = c.flops * repeats / max(seconds, 1e-9), f"measured at T={c.length:,}"
 
 
-def check_options(option: str, lengths: list[int], max_seconds: float, **counts: int) -> None:
-    """An evaluation's lengths, budget and counts (--windows, --trials), each checked with the option named."""
+def check_options(option: str, lengths: str | Sequence[int], max_seconds: float, **counts: int) -> list[int]:
+    """An evaluation's lengths (as written, "256,1k,4k", or a list), budget and counts (--windows, --trials), each
+    checked with the option named; returns the lengths."""
+    if isinstance(lengths, str):
+        lengths = parse_lengths(lengths, option)
+    lengths = list(lengths)
     if not lengths:
         raise PulseError(f"{option} takes lengths, e.g. {option} 1k,4k.")
     bad = [n for n in lengths if n <= 0]
@@ -208,3 +213,28 @@ def check_options(option: str, lengths: list[int], max_seconds: float, **counts:
     for name, value in counts.items():
         if value < 1:
             raise PulseError(f"--{name} {value}: give 1 or more.")
+    return lengths
+
+
+def check_depths(depths: str | Sequence[float]) -> list[float]:
+    """The passkey's depths (as written, "0,0.5,1", or a list), each once in the order given, all in [0, 1]."""
+    shown = depths if isinstance(depths, str) else ",".join(f"{d:g}" for d in depths)
+    advice = f"--depths `{shown}`: write depths between 0 and 1 (0: the key at the start, 1: just before the " \
+             "question), e.g. 0,0.5,1."
+    try:
+        values = [float(d) for d in (depths.split(",") if isinstance(depths, str) else depths)
+                  if not isinstance(d, str) or d.strip()]
+    except (TypeError, ValueError):
+        raise PulseError(advice) from None
+    if not values or not all(0 <= d <= 1 for d in values):  # NaN too
+        raise PulseError(advice)
+    return list(dict.fromkeys(values))
+
+
+def check_harness_memory(model: nn.Module, batch_size: int, device: str = "cpu") -> Cost:
+    """The harness's batch projected at its longest request (HARNESS_LENGTH tokens, every position scored); a
+    PulseError when it would not fit, naming the largest --batch-size that would."""
+    return check_memory(lambda rows: cost(model, HARNESS_LENGTH, batch=rows), [batch_size], option="--harness",
+                        device=device, varies="rows",
+                        change=f"give a smaller --batch-size (the harness pads a batch to its longest request, up "
+                               f"to {HARNESS_LENGTH:,} tokens)")[0]
