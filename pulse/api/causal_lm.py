@@ -15,21 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pulse.api.config import PulseConfig
 from pulse.api.source import Source, open_source
 from pulse.assemble import build_model
-from pulse.data.tokenizer import Tokenizer, reset_token, tokenizer_for
+from pulse.data.tokenizer import Tokenizer, reset_token, tokenizer_of
 from pulse.errors import PulseError
 from pulse.generation import GenerationStep, resolve_decoding, stream
+from pulse.models.lm import next_token_loss
 from pulse.models.output import ModelOutput
 from pulse.specs.load import load_recipe
 from pulse.specs.recipe import RecipeBase
 from pulse.storage.checkpoint import save_checkpoint
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -111,8 +109,7 @@ class PulseForCausalLM(nn.Module):
     def tokenizer(self) -> Tokenizer:
         """The tokenizer stored with the weights, else the one the recipe names (task.tokenizer, else bytes)."""
         if self._tokenizer is None:
-            name = getattr(self.recipe.task, "tokenizer", None) or self.recipe.model.tokenizer
-            self._tokenizer = tokenizer_for(name, self.vocab_size)
+            self._tokenizer = tokenizer_of(self.recipe)
         return self._tokenizer
 
     @property
@@ -142,13 +139,7 @@ class PulseForCausalLM(nn.Module):
         logits, state = self.model(input_ids, state, doc_starts=doc_starts)
         loss = None
         if labels is not None:
-            if labels.shape != input_ids.shape:
-                raise PulseError(
-                    f"labels must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(labels.shape)}."
-                )
-            # half-precision logits are upcast for a stable softmax; float64 stays float64
-            shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).to(torch.promote_types(logits.dtype, torch.float32))
-            loss = F.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+            loss = next_token_loss(logits, labels)
         return CausalLMOutput(loss=loss, logits=logits, state=state)
 
     def step(self, input_ids: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
@@ -205,7 +196,8 @@ class PulseForCausalLM(nn.Module):
     ) -> Tensor:
         """input_ids (b, t) followed by up to max_new_tokens new ids per row: (b, t + n).
 
-        Length: max_new_tokens (default 32), or max_length = prompt + new tokens (the seed's name).
+        Length: max_new_tokens (default 64, pulse.generation.DEFAULT_NEW_TOKENS, as `pulse generate`), or
+        max_length = prompt + new tokens (the seed's name).
         One prefill pass over input_ids (continuing `state` if given), then one `step` per
         token carrying every layer's state. Greedy by default; sampling when do_sample=True or
         when temperature / top_k / top_p is given (as in the seed; with do_sample=False they are
@@ -239,10 +231,8 @@ class PulseForCausalLM(nn.Module):
         return ids
 
     def generate_text(self, prompt: str, max_new_tokens: int | None = None, **kwargs: Any) -> str:
-        """The text generated after `prompt` (the model's tokenizer; stops at eos when it has one);
-        64 new tokens unless max_new_tokens or max_length says otherwise."""
-        if max_new_tokens is None and kwargs.get("max_length") is None:
-            max_new_tokens = 64
+        """The text generated after `prompt` (the model's tokenizer; stops at eos when it has one); generate()'s
+        length and decoding rules, its default number of new tokens included."""
         tok = self.tokenizer
         ids = self.prompt_ids(prompt)
         device = next(self.parameters()).device

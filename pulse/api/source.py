@@ -39,6 +39,7 @@ from pulse.errors import PulseError
 from pulse.specs.limits import check_stored_paths
 from pulse.specs.load import find_recipe, named_recipe, read_table, recipe_from_dict, resolve, validate
 from pulse.specs.recipe import RecipeBase
+from pulse.storage import hf_dir
 from pulse.storage.checkpoint import RECIPE, WEIGHTS, Unverified, load_weights, read_stored_recipe
 from pulse.storage.runfiles import HEAD, is_run, marked_recipe, newest_weights
 
@@ -69,6 +70,12 @@ class Source:
         return self.weights is not None
 
     @property
+    def folder(self) -> Path:
+        """The directory results are written beside: the run or checkpoint directory opened (or, for a
+        file — a recipe, a .safetensors — the directory holding it)."""
+        return self.location if self.location.is_dir() else self.location.parent
+
+    @property
     def head(self) -> Path | None:
         """The task head saved beside the weights (head.safetensors), if there is one."""
         if self.weights is None:
@@ -78,16 +85,15 @@ class Source:
 
     @property
     def tokenizer(self):
-        """A language model's tokenizer: the one stored beside its weights, else the one its recipe names."""
-        from pulse.data.tokenizer import tokenizer_for
+        """A language model's tokenizer, for every command: pulse.data.tokenizer.tokenizer_of given the one stored
+        beside the weights (which wins over the one the recipe names)."""
+        from pulse.data.tokenizer import tokenizer_of
 
-        model = self.recipe.model
-        if getattr(model, "kind", None) != "lm":
-            raise PulseError(f"{self.location}: a `{getattr(model, 'kind', None)}` model reads no text, so it has no "
-                             "tokenizer; give a language model ([model] kind = \"lm\").")
-        task = self.recipe.task
-        name = getattr(task, "tokenizer", None) or model.tokenizer
-        return tokenizer_for(name, model.vocab_size, stored=self.stored_tokenizer())
+        stored = self.stored_tokenizer() if getattr(self.recipe.model, "kind", None) == "lm" else None
+        try:
+            return tokenizer_of(self.recipe, stored=stored)
+        except PulseError as err:
+            raise PulseError(f"{self.location}: {err}") from None
 
     def stored_tokenizer(self):
         """The tokenizer file saved with the weights (checked against their metadata), or None."""
@@ -100,7 +106,7 @@ class Source:
             from pulse.data.tokenizer import CONFIG, FILE, HFTokenizer
 
             if (self.weights.parent / CONFIG).is_file():  # its special tokens: a broken file is said, not skipped
-                read_json(self.weights.parent / CONFIG, "restore it from the export (or export again)")
+                hf_dir.read_json(self.weights.parent / CONFIG, "restore it from the export (or export again)")
             return HFTokenizer.load(self.weights.parent / FILE) if (self.weights.parent / FILE).is_file() else None
         return stored_tokenizer(self.weights.parent, read_metadata(self.weights))
 
@@ -133,7 +139,7 @@ class Source:
         model = build_model(self.recipe, device=device, dtype=dtype)
         if load and self.weights is not None:
             if self.origin == "hf":
-                _load_hf_weights(model, self.weights, self.hf_config, self.allow_unverified)
+                hf_dir.load_hf_weights(model, self.weights, self.hf_config, self.allow_unverified)
             else:
                 load_weights(model, self.weights, allow_unverified=self.allow_unverified)
         return model
@@ -225,7 +231,7 @@ def _open_recipe(path: Path, overrides: tuple[str, ...]) -> Source:
 
 def _open_directory(path: Path, overrides: tuple[str, ...], tables: Mapping[str, Any] | None,
                     allow_unverified: bool) -> Source:
-    hf = _hf_config(path)
+    hf = hf_dir.read_config(path)
     if hf is not None:
         return _open_hf(path, hf, overrides, tables, allow_unverified)
     run = is_run(path)
@@ -303,83 +309,10 @@ def _check_readable_copy(folder: Path, stored: dict[str, Any]) -> None:
                          "or train a recipe file and change settings with --set.")
 
 
-HF_FORMAT = 1  # the pulse_format of config.json this version reads (pulse.export.hf.FORMAT)
-
-
-def read_json(path: Path, advice: str) -> Any:
-    """A JSON file's value; a PulseError naming the file, line and column when it is not valid JSON."""
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise PulseError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
-                         f"{advice}.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise PulseError(f"{path}: cannot be read as UTF-8 text ({err}); {advice}.") from None
-
-
-def _hf_config(path: Path) -> dict[str, Any] | None:
-    """config.json of a Hugging Face export of a PULSE model (model_type "pulse"), else None. A config.json that
-    is not JSON, in a directory that is no PULSE run or checkpoint, is one clear error rather than "not a
-    checkpoint"."""
-    file = path / "config.json"
-    if not file.is_file():
-        return None
-    if is_run(path) or (path / RECIPE).is_file():  # PULSE's own directories hold no config.json of theirs
-        try:
-            config = read_json(file, "")
-        except PulseError:
-            return None
-    else:
-        config = read_json(file, "a `pulse export --format hf` directory needs it whole: restore it, or export "
-                                 "again")
-    return config if isinstance(config, dict) and config.get("model_type") == "pulse" else None
-
-
 def _open_hf(path: Path, config: dict[str, Any], overrides: tuple[str, ...], tables: Mapping[str, Any] | None,
              allow_unverified: bool) -> Source:
     """A `pulse export --format hf` directory: the recipe from config.json, the weights from model.safetensors."""
-    if config.get("pulse_format") != HF_FORMAT:
-        raise PulseError(f"{path}: a Hugging Face export of format {config.get('pulse_format')!r} (PULSE "
-                         f"{config.get('pulse_version')}); this PULSE reads format {HF_FORMAT}. Export it again with "
-                         "this version (`pulse export RUN --format hf`), or load it with the PULSE that wrote it.")
-    stored = config.get("recipe")
-    weights = path / WEIGHTS
-    if not isinstance(stored, dict) or not weights.is_file():
-        raise PulseError(f"{path}: config.json has no PULSE recipe or the directory has no {WEIGHTS}; it is not a "
-                         f"whole export. {WHAT_TO_GIVE}.")
+    stored, weights = hf_dir.stored_recipe(path, config, WHAT_TO_GIVE)
     source = _from_stored(stored, path, weights, "hf", overrides, tables, allow_unverified, None, [])
     source.hf_config = config
     return source
-
-
-def _load_hf_weights(model: nn.Module, path: Path, config: dict[str, Any] | None, allow_unverified: bool) -> None:
-    """The export's tensors (Transformers' `model.` prefix dropped) into `model`, checked against the checksum
-    config.json recorded."""
-    from pulse.storage.checkpoint import fit_tensors
-
-    fit_tensors(model, read_hf_weights(path, config, allow_unverified), path)
-
-
-def read_hf_weights(path: Path, config: dict[str, Any] | None, allow_unverified: bool) -> dict[str, torch.Tensor]:
-    """An export's tensors (Transformers' `model.` prefix dropped), verified against the checksum config.json
-    records and for NaN/inf: what `pulse generate DIR` and AutoModelForCausalLM.from_pretrained both load."""
-    from safetensors import SafetensorError, safe_open
-
-    from pulse.storage.checkpoint import Unverified, check_values, tensors_digest
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            tensors = {name.removeprefix("model."): f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise PulseError(f"{path}: cannot read the tensors (corrupt file?): {err}.") from None
-    recorded = (config or {}).get("weights_sha256")
-    if recorded is None and not allow_unverified:
-        raise Unverified(f"{path}: config.json records no weights_sha256, so the weights cannot be verified. If you "
-                         "trust them, load with allow_unverified=True (CLI: --allow-unverified).")
-    if recorded is not None and tensors_digest(tensors) != recorded:
-        raise PulseError(f"{path}: corrupt — the tensors do not match the checksum in config.json (weights_sha256); "
-                         "the file was damaged or altered. Export again from the run (`pulse export RUN --format hf`).")
-    check_values(tensors, path, allow_unverified)
-    return tensors
