@@ -102,12 +102,8 @@ class Source:
 
         if self.weights is None:
             return None
-        if self.origin == "hf":  # an export's tokenizer.json (the byte tokenizer too, as an equivalent file)
-            from pulse.data.tokenizer import CONFIG, FILE, HFTokenizer
-
-            if (self.weights.parent / CONFIG).is_file():  # its special tokens: a broken file is said, not skipped
-                hf_dir.read_json(self.weights.parent / CONFIG, "restore it from the export (or export again)")
-            return HFTokenizer.load(self.weights.parent / FILE) if (self.weights.parent / FILE).is_file() else None
+        if self.origin == "hf":
+            return hf_dir.read_tokenizer(self.weights.parent)
         return stored_tokenizer(self.weights.parent, read_metadata(self.weights))
 
     def describe(self) -> str:

@@ -27,6 +27,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from pulse.data.tokenizer import CONFIG as TOKENIZER_CONFIG
+from pulse.data.tokenizer import FILE, HFTokenizer
 from pulse.errors import PulseError
 from pulse.storage.checkpoint import RECIPE, WEIGHTS, Unverified, check_values, fit_tensors, tensors_digest
 from pulse.storage.runfiles import is_run
@@ -34,7 +36,6 @@ from pulse.storage.runfiles import is_run
 FORMAT = 1  # config.json's pulse_format: the layout this version writes and reads
 CONFIG = "config.json"
 GENERATION = "generation_config.json"
-TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS = "special_tokens_map.json"
 MODEL_TYPE = "pulse"
 ARCHITECTURE = "PulseHFForCausalLM"
@@ -126,6 +127,14 @@ def load_hf_weights(model: nn.Module, path: Path, config: Mapping[str, Any] | No
     """The export's tensors (Transformers' `model.` prefix dropped) into `model`, checked against the checksum
     config.json recorded (old weight names renamed as checkpoints' are)."""
     fit_tensors(model, read_hf_weights(path, config, allow_unverified), path)
+
+
+def read_tokenizer(folder: Path) -> Any:
+    """The export's tokenizer.json (the byte tokenizer too is one, as an equivalent file), or None without one; a
+    tokenizer_config.json beside it that is not whole JSON is said, not skipped (it holds the special tokens)."""
+    if (folder / TOKENIZER_CONFIG).is_file():
+        read_json(folder / TOKENIZER_CONFIG, "restore it from the export (or export again)")
+    return HFTokenizer.load(folder / FILE) if (folder / FILE).is_file() else None
 
 
 # ---- writing ----
