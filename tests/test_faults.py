@@ -486,7 +486,7 @@ def test_a_full_disk_in_viz_export_and_build_force_is_one_clear_error(tmp_path, 
     file, and build --out --force puts the directory it moved aside back."""
     import errno
 
-    import pulse.storage.checkpoint as checkpoint
+    import pulse.paths as paths
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -496,7 +496,7 @@ def test_a_full_disk_in_viz_export_and_build_force_is_one_clear_error(tmp_path, 
     (tmp_path / "old").mkdir()
     assert run_cli("build", recipe, *small, "--out", tmp_path / "old").exit_code == 0
     before = sorted(p.name for p in (tmp_path / "old").iterdir())
-    monkeypatch.setattr(checkpoint.os, "fsync", full)  # every atomic write fails at its flush, as on a full disk
+    monkeypatch.setattr(paths.os, "fsync", full)  # every atomic write fails at its flush, as on a full disk
     commands = [("viz", recipe, *small, "--prompt", "hello", "--out", tmp_path / "viz", "--only", "attention"),
                 ("build", recipe, *small, "--out", tmp_path / "old", "--force")]
     if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
