@@ -24,7 +24,7 @@ FLOORS = (
     ("ops", "specs"),
     ("contract",),
     ("blocks", "summarize", "data"),
-    ("models", "storage"),
+    ("models", "storage", "projection"),
     ("assemble", "tasks"),
     ("api",),
     ("hf", "visualization"),

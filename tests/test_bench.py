@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from helpers import run_cli
+from pulse import registry
 from pulse.bench import (
     Settings,
     fit_scaling,
@@ -242,23 +243,39 @@ def test_guard_skips_lengths_projected_past_the_memory_cap_before_trying_them():
     jsonschema.validate(out, DOCUMENT_SCHEMA)
 
 
+class Quadratic:
+    """Formulas of a system whose work and memory grow as T² (attention's, at long lengths), for plan's arithmetic."""
+
+    def work(self, length: int) -> float:
+        return float(length) ** 2
+
+    def memory(self, length: int) -> float:
+        return float(length) ** 2
+
+    def floor(self, length: int) -> float:
+        return 0.0
+
+
 def test_projection_and_eta_follow_the_measured_exponent():
     from pulse.bench import plan
 
     history = [{"status": "ok", "seq_len": 1024, "wall_s": 1.0, "memory_bytes": 2**20},
                {"status": "ok", "seq_len": 2048, "wall_s": 4.0, "memory_bytes": 2**21}]
-    guess = plan.project(history, 8192)
+    guess = plan.project(history, 8192, Quadratic())
     assert guess["wall_s"] == pytest.approx(64.0) and guess["exponent"] == pytest.approx(2.0)
-    assert guess["memory_bytes"] == pytest.approx(2**23)
+    assert guess["memory_bytes"] == pytest.approx(2**23)  # memory fitted on the two lengths: linear, not T²
     settings = Settings(seq_lens=(8192,), timeout=60.0)
-    reason = plan.check({"dim": 16}, history, 8192, settings)
+    reason = plan.check(Quadratic(), history, 8192, settings)
     assert "over --timeout 60 s (time ∝ T^2.00, from the lengths measured)" in reason
-    # one length: a quadratic is assumed, and the reason says so
-    assert "T^2.00, assumed: one length measured so far" in plan.check({"dim": 16}, history[1:], 8192, settings)
-    assert plan.check({"dim": 16}, history, 4096, settings) is None
-    assert plan.eta({"a": history}, [("a", 4096), ("a", 8192)], None, timeout=60.0) == pytest.approx(16.0)
-    assert plan.eta({"a": []}, [("a", 4096)], None, timeout=60.0) is None
-    assert plan.eta({"a": []}, [("a", 4096)], 3.0, timeout=60.0) == 3.0
+    # one length: the exponent is the system's own formulas', and the reason says so
+    assert "T^2.00, from its blocks' FLOPs: one length measured so far" in plan.check(Quadratic(), history[1:], 8192,
+                                                                                       settings)
+    assert plan.check(Quadratic(), history, 4096, settings) is None
+    formulas = {"a": Quadratic()}
+    assert plan.eta({"a": history}, [("a", 4096), ("a", 8192)], None, timeout=60.0, formulas=formulas) == \
+        pytest.approx(16.0)
+    assert plan.eta({"a": []}, [("a", 4096)], None, timeout=60.0, formulas=formulas) is None
+    assert plan.eta({"a": []}, [("a", 4096)], 3.0, timeout=60.0, formulas=formulas) == 3.0
 
 
 def test_projection_scales_only_the_work_that_grows_with_the_length():
@@ -267,19 +284,41 @@ def test_projection_scales_only_the_work_that_grows_with_the_length():
     from pulse.bench import plan
 
     short = {"status": "ok", "seq_len": 2048, "wall_s": 30.1, "scaling_s": 0.1}
-    guess = plan.project([short], 8192)
-    assert guess["exponent"] == 2.0 and guess["wall_s"] == pytest.approx(30.0 + 0.1 * 16)
-    assert plan.check({"dim": 16}, [short], 8192, Settings(seq_lens=(8192,), timeout=90.0)) is None
+    guess = plan.project([short], 8192, Quadratic())
+    assert guess["exponent"] == pytest.approx(2.0) and guess["wall_s"] == pytest.approx(30.0 + 0.1 * 16)
+    assert plan.check(Quadratic(), [short], 8192, Settings(seq_lens=(8192,), timeout=90.0)) is None
     # with two lengths the exponent comes from the scaling parts alone, not from start-up that stays flat
     longer = {"status": "ok", "seq_len": 4096, "wall_s": 30.4, "scaling_s": 0.4}
-    guess = plan.project([short, longer], 16384)
+    guess = plan.project([short, longer], 16384, Quadratic())
     assert guess["exponent"] == pytest.approx(2.0) and guess["wall_s"] == pytest.approx(30.0 + 0.4 * 16)
     # a run from an older document, without scaling_s, is projected whole, as before
-    assert plan.project([{"status": "ok", "seq_len": 2048, "wall_s": 30.1}], 8192)["wall_s"] == pytest.approx(481.6)
+    assert plan.project([{"status": "ok", "seq_len": 2048, "wall_s": 30.1}], 8192, Quadratic())["wall_s"] == \
+        pytest.approx(481.6)
     # memory likewise: 80 MiB of first-call set-up and 1 MiB of activations at 256 tokens is not 80 GiB at 8k
     mib = 2**20
     small = {"status": "ok", "seq_len": 256, "wall_s": 2.0, "memory_bytes": 81 * mib, "memory_fixed_bytes": 80 * mib}
-    assert plan.project([small], 8192)["memory_bytes"] == pytest.approx(80 * mib + 1 * mib * 32**2)
+    assert plan.project([small], 8192, Quadratic())["memory_bytes"] == pytest.approx(80 * mib + 1 * mib * 32**2)
+
+
+@pytest.mark.parametrize("kind", registry.kinds("mixer"))
+def test_one_measured_length_is_carried_to_the_next_by_the_blocks_own_formulas(kind):
+    """With one length measured, the time exponent is the ratio of the system's FLOPs (its blocks'
+    flops_per_token), not an exponent assumed for a kind: a block whose work per token grows with the context
+    (attention) projects steeper than one whose work per token is flat (a recurrence)."""
+    import torch
+
+    from pulse.bench import plan
+    from pulse.bench.measure import build_system
+
+    model = build_system({"type": "mixer", "kind": kind, "dim": 16, "params": {}}, "meta", torch.float32)
+    formulas = plan.SystemFormulas(model, batch=1, mode="forward", dtype="float32")
+    per_token = [model.flops_per_token(n) for n in (2048, 8192)]
+    guess = plan.project([{"status": "ok", "seq_len": 2048, "wall_s": 1.0, "memory_bytes": 2**20}], 8192, formulas)
+    assert guess["exponent"] == pytest.approx(1 + math.log(per_token[1] / per_token[0]) / math.log(4), rel=1e-6)
+    assert guess["fitted"] is False and guess["memory_bytes"] > 2**20
+    # before any measurement: at least the state every block returns
+    state = model.state_numel(2**20) * 4 if callable(getattr(model, "state_numel", None)) else 0
+    assert formulas.floor(2**20) >= state + 4 * 16 * 2**20 * 4
 
 
 def test_a_worker_reports_its_own_memory_the_part_of_its_time_that_scales_and_its_threads(monkeypatch):

@@ -14,6 +14,7 @@ import pytest
 
 import pulse
 from helpers import run_cli
+from pulse import projection
 from pulse.errors import PulseWarning
 from pulse.evaluation import cost as eval_cost
 from pulse.specs.load import validate
@@ -94,14 +95,14 @@ def test_the_projection_reads_the_block_contract():
 
     model = build_model(recipe)
     for n in (64, 4096):
-        scored, answers = eval_cost.cost(model, n), eval_cost.cost(model, n, batch=4, logits=False)
+        scored, answers = projection.cost(model, n), projection.cost(model, n, batch=4, logits=False)
         assert scored.parts["state"] == summarize(model, seq_len=n, table=False).state_bytes  # the KV cache
         assert scored.parts["logits"] == 2 * n * 259 * 4 and answers.parts["logits"] == 0
         assert answers.parts["state"] == 4 * scored.parts["state"]
     # attention's work per token grows with the context, and the scores of a block of queries with it
-    assert eval_cost.cost(model, 8192).parts["activations"] > 1.9 * eval_cost.cost(model, 4096).parts["activations"]
+    assert projection.cost(model, 8192).parts["activations"] > 1.9 * projection.cost(model, 4096).parts["activations"]
     model.stack.layers[0].mixer.state_numel = lambda n: 10**9  # a block that says it keeps 1e9 numbers
-    assert eval_cost.cost(model, 64).parts["state"] == 4 * 10**9
+    assert projection.cost(model, 64).parts["state"] == 4 * 10**9
 
 
 @pytest.mark.parametrize("args, message", [
@@ -158,7 +159,7 @@ def test_memory_that_cannot_be_read_is_said_not_guessed(monkeypatch):
     # where neither /proc/meminfo nor sysconf tells the free memory, no invented figure refuses or allows a length:
     # the projection is still made, and a warning says it was not checked
     monkeypatch.setattr(eval_cost, "available_memory", lambda device="cpu": None)
-    project = lambda n: eval_cost.Cost(length=n, batch=1, memory_bytes=1e15, flops=1.0, parts={"activations": 1e15})  # noqa: E731
+    project = lambda n: projection.Cost(length=n, batch=1, memory_bytes=1e15, flops=1.0, parts={"activations": 1e15})  # noqa: E731
     with pytest.warns(PulseWarning, match=r"--passkey: this machine's free memory cannot be read, .* is not checked"):
         costs = eval_cost.check_memory(project, [10, 20], option="--passkey")
     assert [c.length for c in costs] == [10, 20]

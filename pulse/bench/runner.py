@@ -296,14 +296,16 @@ def run_bench(
     blocked: dict[str, str] = {}
     todo = [(s, n, r) for n in settings.seq_lens for r in range(settings.rounds) for s in systems]
     history: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
+    formulas = {s.name: _formulas(s, settings) for s in systems}
     for i, (system, seq_len, round_) in enumerate(todo):
         if eta is not None:
             eta(
                 i,
                 len(todo),
-                plan.eta(history, [(s.name, n) for s, n, _ in todo[i:]], plan.median_wall(runs), settings.timeout),
+                plan.eta(history, [(s.name, n) for s, n, _ in todo[i:]], plan.median_wall(runs), settings.timeout,
+                         formulas),
             )
-        run = _one(system, seq_len, round_, settings, clock, env, blocked, history[system.name])
+        run = _one(system, seq_len, round_, settings, clock, env, blocked, history[system.name], formulas[system.name])
         runs.append(run)
         history[system.name].append(run)
         if progress is not None:
@@ -330,12 +332,22 @@ def run_bench(
     return doc
 
 
+def _formulas(system: System, settings: Settings) -> plan.SystemFormulas:
+    """The system built on the meta device (no memory, no time), for its own cost formulas."""
+    import torch
+
+    from pulse.bench.measure import build_system
+
+    model = build_system(system.spec, "meta", getattr(torch, settings.dtype))
+    return plan.SystemFormulas(model, settings.batch, settings.mode, settings.dtype)
+
+
 def _one(system: System, seq_len: int, round_: int, settings: Settings, clock: _Clock, env: dict[str, str],
-         blocked: dict[str, str], history: list[dict[str, Any]]) -> dict[str, Any]:
+         blocked: dict[str, str], history: list[dict[str, Any]], formulas: plan.SystemFormulas) -> dict[str, Any]:
     where = {"system": system.name, "seq_len": seq_len, "round": round_}
     if system.name in blocked:
         return {**where, "status": "skipped", "reason": blocked[system.name]}
-    too_big = plan.check(system.spec, history, seq_len, settings) if settings.guard else None
+    too_big = plan.check(formulas, history, seq_len, settings) if settings.guard else None
     if too_big is not None:
         blocked[system.name] = f"not tried: {_cause(too_big)} at seq_len {seq_len}"
         return {**where, "status": "skipped", "reason": too_big}
