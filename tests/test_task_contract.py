@@ -59,6 +59,8 @@ def test_every_task_kind_keeps_the_task_contract(kind, tmp_path):
 class Broken:
     """A working task (the toy parity task) with one fault."""
 
+    kind, metric = "toy_parity", "accuracy"
+
     def __init__(self, task: Any, fault: str):
         self.task, self.fault, self.calls = task, fault, 0
 

@@ -280,7 +280,7 @@ def written_files() -> tuple[str, ...]:
     from pulse import registry
     from pulse.data.tokenizer import CONFIG, FILE
 
-    metrics = sorted({getattr(e.module, "metric", "") for e in registry.entries(role="task")} - {""})
+    metrics = sorted({e.module.metric for e in registry.entries(role="task")})
     return (*RUN_FILES, RECIPE, INIT_RECORD, FILE, CONFIG, "loss.png", *(f"{m}.png" for m in metrics))
 
 
