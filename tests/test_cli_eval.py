@@ -15,8 +15,7 @@ import pulse
 from helpers import run_cli
 from pulse import registry
 from pulse.cli import app
-from test_eval_limits import tiny
-from test_train import write_recipe
+from test_eval_limits import tiny_checkpoint
 
 PACKAGE = Path(pulse.__file__).parent
 TIMINGS = {"seconds", "tokens_per_s", "took_seconds", "projected", "reason"}  # what a second run measures anew
@@ -24,15 +23,7 @@ TIMINGS = {"seconds", "tokens_per_s", "took_seconds", "projected", "reason"}  # 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cli-eval")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    (root / "cache").mkdir()
-    for i in range(20):
-        (corpus / f"d{i}.txt").write_text(f"document {i}: the grass is green and the sky is blue {i}\n" * 3)
-    built = run_cli("build", write_recipe(root / "r.toml", tiny(corpus, root / "cache")), "--out", root / "ckpt")
-    assert built.exit_code == 0, built.output
-    return root / "ckpt"
+    return tiny_checkpoint(tmp_path_factory.mktemp("cli-eval"))
 
 
 def _untimed(doc):

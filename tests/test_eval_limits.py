@@ -33,7 +33,11 @@ def tiny(corpus: Path, cache: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("eval-limits")
+    return tiny_checkpoint(tmp_path_factory.mktemp("eval-limits"))
+
+
+def tiny_checkpoint(root: Path) -> Path:
+    """A checkpoint of a tiny text model (`pulse build --out`) under `root`, its corpus and cache beside it."""
     corpus = root / "corpus"
     corpus.mkdir()
     (root / "cache").mkdir()

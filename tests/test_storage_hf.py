@@ -52,7 +52,7 @@ lm = pulse.PulseForCausalLM(pulse.PulseConfig(vocab_size=259, hidden_size=16, nu
 tensors, tok = unique_tensors(lm.model), hf_dir.hf_tokenizer(lm.tokenizer)
 out = hf_dir.write_hf_dir(Path(sys.argv[1]), hf_dir.config_fields(lm.recipe.to_dict(), tok, tensors, None), tensors,
                           tok)
-config = hf_dir.read_config(out)
+config = hf_dir.read_config(out, pulse_dir=False)
 recipe, weights = hf_dir.stored_recipe(out, config, "give another")
 back = hf_dir.read_hf_weights(weights, config, allow_unverified=False)
 assert recipe == lm.recipe.to_dict() and back.keys() == tensors.keys()

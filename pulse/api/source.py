@@ -227,10 +227,13 @@ def _open_recipe(path: Path, overrides: tuple[str, ...]) -> Source:
 
 def _open_directory(path: Path, overrides: tuple[str, ...], tables: Mapping[str, Any] | None,
                     allow_unverified: bool) -> Source:
-    hf = hf_dir.read_config(path)
-    if hf is not None:
-        return _open_hf(path, hf, overrides, tables, allow_unverified)
     run = is_run(path)
+    export = hf_dir.read_export(path, WHAT_TO_GIVE, pulse_dir=run or (path / RECIPE).is_file())
+    if export is not None:  # a `pulse export --format hf` directory: the recipe from config.json
+        config, stored, weights = export
+        source = _from_stored(stored, path, weights, "hf", overrides, tables, allow_unverified, None, [])
+        source.hf_config = config
+        return source
     candidates = newest_weights(path) if run else ([(None, path)] if (path / WEIGHTS).is_file() else [])
     if not candidates:
         if run:
@@ -303,12 +306,3 @@ def _check_readable_copy(folder: Path, stored: dict[str, Any]) -> None:
         raise PulseError(f"{readable} does not match the recipe stored (with its hash) in {folder / WEIGHTS}; it was "
                          "edited or damaged. Restore it (the stored recipe is the truth: `pulse summarize` reads it), "
                          "or train a recipe file and change settings with --set.")
-
-
-def _open_hf(path: Path, config: dict[str, Any], overrides: tuple[str, ...], tables: Mapping[str, Any] | None,
-             allow_unverified: bool) -> Source:
-    """A `pulse export --format hf` directory: the recipe from config.json, the weights from model.safetensors."""
-    stored, weights = hf_dir.stored_recipe(path, config, WHAT_TO_GIVE)
-    source = _from_stored(stored, path, weights, "hf", overrides, tables, allow_unverified, None, [])
-    source.hf_config = config
-    return source

@@ -36,10 +36,10 @@ def _text_source(recipe: Path, overrides: list[str] | None):
 
 
 def _text_task(recipe: Path, overrides: list[str] | None):
-    from pulse.tasks import build_task
+    from pulse.tasks import task_of
 
     source = _text_source(recipe, overrides)
-    return build_task(source.recipe.task, tokenizer=source.tokenizer)
+    return task_of(source.recipe, stored=source.stored_tokenizer())
 
 
 class _Bar:

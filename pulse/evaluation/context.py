@@ -47,7 +47,7 @@ def bins_for(length: int) -> list[tuple[int, int]]:
 def context_curve(source: Any, lengths: str | list[int], *, windows: int = 16, max_seconds: float = 600.0,
                   device: str = "cpu", say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
     """The curve's figures for an opened source (a run or checkpoint of a text task)."""
-    from pulse.tasks import build_task
+    from pulse.tasks import task_of
 
     lengths = check_options("--context-curve", lengths, max_seconds, windows=windows)  # as written, or a list
     recipe = source.recipe
@@ -58,7 +58,7 @@ def context_curve(source: Any, lengths: str | list[int], *, windows: int = 16, m
     source.require_weights("the context curve")
     source.check_paths("task", unused=("task.tokenizer",) if source.stored_tokenizer() is not None else ())
     model = source.build(device=device).eval()
-    task = build_task(recipe.task, tokenizer=source.tokenizer)  # the run's own tokenizer
+    task = task_of(recipe, stored=source.stored_tokenizer())  # the run's own tokenizer, where it saved one
     task.check_model(model)
     val = np.asarray(task.prepare().val)
     byte_len = torch.from_numpy(task.tokenizer.byte_lengths()).to(device)

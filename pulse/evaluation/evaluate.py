@@ -15,7 +15,7 @@ from pulse.evaluation.cost import check_memory, cost
 from pulse.runtime import ddp
 from pulse.runtime.device import autocast, reduce_sums, to_device
 from pulse.storage.checkpoint import load_weights
-from pulse.tasks import build_task, reads_text
+from pulse.tasks import task_of
 from pulse.tasks.base import Task
 
 
@@ -58,7 +58,8 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
     source = open_source(location, overrides, tables={"task": task} if task is not None else None,
                          allow_unverified=allow_unverified)
     path = source.require_weights("evaluation")
-    source.check_paths("task", unused=("task.tokenizer",) if source.stored_tokenizer() is not None else ())
+    stored = source.stored_tokenizer()
+    source.check_paths("task", unused=("task.tokenizer",) if stored is not None else ())
     recipe = source.recipe
     if recipe.task is None:
         raise PulseError(
@@ -68,7 +69,7 @@ def evaluate_checkpoint(location: str | Path, *, task: dict[str, Any] | None = N
     dev = ddp.pick_device(device)
     model = source.build(device=dev)
     # a task that reads text reads it with the run's own tokenizer (the one stored beside the weights wins)
-    task_obj = build_task(recipe.task, tokenizer=source.tokenizer if reads_text(recipe.task) else None)
+    task_obj = task_of(recipe, stored=stored)
     task_obj.check_model(model)
     head = task_obj.make_head(model, device=dev)
     if head is not None:

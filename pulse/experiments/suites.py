@@ -193,13 +193,13 @@ def _recipe(base: dict[str, Any], table: dict[str, Any], train: dict[str, Any], 
     from pulse.assemble import build_model
     from pulse.runtime.ddp import pick_device
     from pulse.specs.load import recipe_from_dict
-    from pulse.tasks import build_task
+    from pulse.tasks import task_of
     from pulse.tasks.base import ChecksData, FitsModel
 
     settings = {k: v for k, v in train.items() if v is not None}
     data_ = {**base, "task": table, "train": settings}
     recipe = recipe_from_dict(data_, overrides, source=described)
-    task = build_task(recipe.task)
+    task = task_of(recipe)
     if isinstance(task, FitsModel):
         data_["model"] = task.fit_model(base["model"])
     accum = recipe.train.grad_accum

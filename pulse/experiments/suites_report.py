@@ -19,7 +19,7 @@ def document(cells: Sequence[Any], status: dict[str, tuple[str, str | None]], *,
     import torch
 
     from pulse.bench.machine import describe
-    from pulse.tasks import build_task
+    from pulse.tasks import task_of
 
     systems = list(dict.fromkeys(c.system for c in cells))
     tasks = list(dict.fromkeys(c.task for c in cells))
@@ -27,7 +27,7 @@ def document(cells: Sequence[Any], status: dict[str, tuple[str, str | None]], *,
     for cell in cells:
         rows, best, metric = [], None, "accuracy"
         if cell.points:
-            task = build_task(cell.points[0].recipe.task)
+            task = task_of(cell.points[0].recipe)
             metric = task.metric
             rows = [point_row(p, *status.get(p.name, ("not run", None)), metric) for p in cell.points]
             best = best_row(rows, task.higher_is_better)

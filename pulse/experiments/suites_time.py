@@ -26,13 +26,13 @@ def example_seconds(recipe: Any) -> float:
     from pulse.assemble import build_model
     from pulse.evaluation.evaluate import autocast, to_device
     from pulse.runtime.ddp import pick_device
-    from pulse.tasks import build_task
+    from pulse.tasks import task_of
 
     threads = torch.get_num_threads()
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     try:
-        task = build_task(recipe.task)
+        task = task_of(recipe)
         device = pick_device(recipe.train.device)
         torch.manual_seed(recipe.train.seed)
         model = build_model(recipe, device=device)

@@ -108,7 +108,7 @@ def plan(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[s
     """Every grid point, validated; raises PulseError (nothing created) if any point's recipe is invalid."""
     from pulse.assemble import build_model
     from pulse.specs.load import load_recipe
-    from pulse.tasks import build_task
+    from pulse.tasks import task_of
 
     if not grids:
         raise PulseError("a sweep needs at least one --grid KEY=V1,V2,…, e.g. --grid train.lr=3e-4,1e-3,3e-3.")
@@ -125,7 +125,7 @@ def plan(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[s
         if recipe.task is None:
             raise PulseError(f"{recipe_path}: the recipe has no [task] table, so there is nothing to sweep; "
                              "add one, e.g. [task] kind = \"mqar\".")
-        build_task(recipe.task).check_model(build_model(recipe, device="meta"))
+        task_of(recipe).check_model(build_model(recipe, device="meta"))
         name = point_name(values)
         if any(p.name == name for p in points):
             raise PulseError(f"--grid: two points would share the run directory `{name}`; list distinct values.")
@@ -175,14 +175,14 @@ def sweep(recipe_path: str | Path, grids: Sequence[str], *, overrides: Sequence[
           say: Callable[[str], None] = print, command: str | None = None) -> SweepResult:
     """Validate every point, train the unfinished ones, write sweep.json and sweep.md; see the module docstring."""
     from pulse.specs.load import find_recipe
-    from pulse.tasks import build_task
+    from pulse.tasks import task_of
 
     if parallel < 1:
         raise PulseError(f"--parallel must be at least 1, got {parallel}.")
     recipe_path = find_recipe(recipe_path)  # a path, or a zoo card or shipped recipe name
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other jobs on the machine, for the record
     points = plan(recipe_path, grids, overrides=overrides, out=out)
-    tasks = {(t.metric, t.higher_is_better) for t in (build_task(p.recipe.task) for p in points)}
+    tasks = {(t.metric, t.higher_is_better) for t in (task_of(p.recipe) for p in points)}
     if len(tasks) > 1:
         raise PulseError("the grid changes the task's metric between points; a sweep compares one metric, so sweep "
                          "each task separately.")

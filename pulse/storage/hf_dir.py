@@ -30,8 +30,7 @@ from torch import Tensor, nn
 from pulse.data.tokenizer import CONFIG as TOKENIZER_CONFIG
 from pulse.data.tokenizer import FILE, HFTokenizer
 from pulse.errors import PulseError
-from pulse.storage.checkpoint import RECIPE, WEIGHTS, Unverified, check_values, fit_tensors, tensors_digest
-from pulse.storage.runfiles import is_run
+from pulse.storage.checkpoint import WEIGHTS, Unverified, check_values, fit_tensors, tensors_digest
 
 FORMAT = 1  # config.json's pulse_format: the layout this version writes and reads
 CONFIG = "config.json"
@@ -69,14 +68,15 @@ def read_json(path: Path, advice: str) -> Any:
         raise PulseError(f"{path}: cannot be read as UTF-8 text ({err}); {advice}.") from None
 
 
-def read_config(path: Path) -> dict[str, Any] | None:
+def read_config(path: Path, *, pulse_dir: bool) -> dict[str, Any] | None:
     """config.json of a Hugging Face export of a PULSE model (model_type "pulse") in directory `path`, else None.
     A config.json that is not JSON, in a directory that is no PULSE run or checkpoint, is one clear error rather
-    than "not a checkpoint"."""
+    than "not a checkpoint". `pulse_dir`: the directory is a PULSE run or checkpoint (which hold no config.json of
+    their own, so one there is read only if whole)."""
     file = path / CONFIG
     if not file.is_file():
         return None
-    if is_run(path) or (path / RECIPE).is_file():  # PULSE's own directories hold no config.json of theirs
+    if pulse_dir:
         try:
             config = read_json(file, "")
         except PulseError:
@@ -100,6 +100,17 @@ def stored_recipe(path: Path, config: dict[str, Any], advice: str) -> tuple[dict
         raise PulseError(f"{path}: config.json has no PULSE recipe or the directory has no {WEIGHTS}; it is not a "
                          f"whole export. {advice}.")
     return recipe, weights
+
+
+def read_export(path: Path, advice: str, *, pulse_dir: bool) -> tuple[dict[str, Any], dict[str, Any], Path] | None:
+    """Directory `path` as a Hugging Face export of a PULSE model — (config.json, the recipe it stores, the weights
+    file) — or None when it is none (no config.json of model type "pulse"); a PulseError when it is one of another
+    format or not whole (`advice` says what to give instead); `pulse_dir` as read_config's."""
+    config = read_config(path, pulse_dir=pulse_dir)
+    if config is None:
+        return None
+    recipe, weights = stored_recipe(path, config, advice)
+    return config, recipe, weights
 
 
 def read_hf_weights(path: Path, config: Mapping[str, Any] | None, allow_unverified: bool) -> dict[str, Tensor]:

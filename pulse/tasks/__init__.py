@@ -1,8 +1,10 @@
 """Training tasks, generated locally or read from local files: each makes batches and
 scores a model's outputs. Each registers itself as a `task` kind: spec ↔ task class."""
 
+from typing import Any
+
 from pulse import registry
-from pulse.data.tokenizer import Tokenizer
+from pulse.data.tokenizer import HFTokenizer, Tokenizer, tokenizer_of
 from pulse.specs import tasks as s
 from pulse.specs.base import Spec
 from pulse.tasks.babi import Babi
@@ -47,5 +49,14 @@ def build_task(spec: Spec, *, tokenizer: Tokenizer | None = None) -> Task:
     return cls(spec)
 
 
+def task_of(recipe: Any, *, stored: HFTokenizer | None = None) -> Task:
+    """The task of a recipe's [task] table, a task that reads text built with the recipe's tokenizer: the one
+    pulse.data.tokenizer.tokenizer_of resolves (`stored`, the tokenizer saved beside a run's weights, wins)."""
+    cls = registry.get(recipe.task.kind, "task").module
+    if issubclass(cls, TokenizedTask):
+        return cls(recipe.task, tokenizer=tokenizer_of(recipe, stored=stored))
+    return cls(recipe.task)
+
+
 __all__ = ["IGNORE", "Babi", "Copy", "IndexedTask", "ListOps", "LraImage", "LraRetrieval", "LraText", "Mqar", "Passkey",
-           "Pathfinder", "SelectiveCopy", "Task", "Text", "TokenizedTask", "build_task", "reads_text"]
+           "Pathfinder", "SelectiveCopy", "Task", "Text", "TokenizedTask", "build_task", "reads_text", "task_of"]

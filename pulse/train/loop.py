@@ -23,14 +23,13 @@ from torch import Tensor, nn
 
 from pulse.assemble import build_model
 from pulse.contract import count_params
-from pulse.data.tokenizer import tokenizer_of
 from pulse.errors import PulseError
 from pulse.evaluation.evaluate import evaluate
 from pulse.runtime import ddp
 from pulse.runtime.device import autocast, reduce_sums, to_device
 from pulse.storage.rundir import RunDir
 from pulse.storage.state import MetricsLog, optimizer_state, param_names, rng_state, seed_everything
-from pulse.tasks import build_task, reads_text
+from pulse.tasks import TokenizedTask, task_of
 from pulse.tasks.base import PreparesData, Task
 from pulse.train import faults
 from pulse.train.init import check_tokenizer, init_weights, read_record, write_record
@@ -184,12 +183,12 @@ def _build(recipe: Any, run: RunDir, point: Any, d: ddp.Dist, reporter: Reporter
     """The task, model, head, optimiser and schedule, from the checkpoint `point` when resuming, from
     train.init_from when fine-tuning; the run directory marked and the metrics log reopened."""
     spec = recipe.train
-    # the tokenizer, resolved once (pulse.data.tokenizer), for the task that reads text and for the checkpoints;
-    # a resumed run's weights must have been trained with the same one
-    tokenizer = tokenizer_of(recipe) if reads_text(recipe.task) else None
+    # the task, with the tokenizer resolved once (pulse.data.tokenizer) where it reads text; the checkpoints save
+    # that tokenizer, and a resumed run's weights must have been trained with the same one
+    task = task_of(recipe)
+    tokenizer = task.tokenizer if isinstance(task, TokenizedTask) else None
     if point is not None:
         check_tokenizer(point.path, tokenizer)
-    task = build_task(recipe.task, tokenizer=tokenizer)
     seed_everything(spec.seed)
     model = build_model(recipe, device=d.device)
     task.check_model(model)
