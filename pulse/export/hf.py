@@ -11,13 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pulse.hf.modeling import hf_model
+from pulse.hf import require_transformers
 from pulse.storage.checkpoint import unique_tensors
 from pulse.storage.hf_dir import check_destination, hf_tokenizer, write_hf_dir
 
 
 def export_hf(lm: Any, out: str | Path, *, force: bool = False) -> Path:
     """Write PulseForCausalLM `lm` (its weights, recipe and tokenizer) as a Transformers directory at `out`."""
+    require_transformers()  # a PulseError naming the `hf` extra, not an ImportError
+    from pulse.hf.modeling import hf_model
+
     out = Path(out)
     check_destination(out, force)  # before building anything
     model = hf_model(lm)
