@@ -20,37 +20,17 @@ its conventions map onto PULSE's `gdn2_rule(q, k, v, erase, write, log_alpha, st
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 import pulse
-from oracles import fla_naive
+from oracles import fla_naive_float64
 from pulse.blocks.mixers.gated_deltanet2 import gdn2_rule, gdn2_rule_reference
 from pulse.contract import assert_close, check_documents, check_step
 from pulse.ops.generalized_delta import kda_rule
 
 F64 = torch.float64
 ORACLE_TOL = 1e-8
-
-
-def fla_naive_float64(op: str):
-    """fla's naive module with its float32 casts made float64 (the arithmetic is fla's, untouched)."""
-    path = Path(fla_naive(op).__file__)
-    source = path.read_text()
-    for cast in (".float()", "torch.float32"):
-        assert cast in source, f"fla's {path} no longer casts with {cast}; revisit fla_naive_float64"
-    source = source.replace(".float()", ".double()").replace("torch.float32", "torch.float64")
-    name = f"fla_naive_{op.replace('/', '_')}_float64"
-    if name not in sys.modules:
-        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
-        module.__file__ = str(path)
-        exec(compile(source, str(path), "exec"), module.__dict__)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
 def gdn2_leaves(b, h, t, k, v, gen):
