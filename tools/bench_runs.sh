@@ -47,3 +47,12 @@ pulse bench --mixer attention --mixer gated_deltanet --mixer deltanet --mixer ma
   --mixer sparse_state_attention --mixer pulse:gate=lstm --mixer pulse_managed --mixer pulse_adaptive --mixer ntm \
   --dim 256 --seq-lens 256,8k --mode generate --repeats 3 --warmup 1 --threads "$threads" --timeout 300 \
   --max-seconds 1200 --rounds 2 --json "$out/cpu-8k/layer-generate-others.json" --text "$out/cpu-8k/layer-generate-others.txt"
+# The 2026 frontier kinds (#39) against attention and Gated DeltaNet at 8k: forward+backward+step, then per-token
+# generation at 256 and 8k (docs/benchmarks.md, "The 2026 frontier").
+mkdir -p "$out/frontier"
+frontier=(--mixer attention --mixer gated_deltanet --mixer gated_deltanet2 --mixer rglru --mixer mlstm
+          --mixer forgetting_attention --dim 256 --threads "$threads" --timeout 300)
+pulse bench "${frontier[@]}" --seq-lens 8k --mode train --repeats 3 --warmup 2 --rounds 2 --max-seconds 1200 \
+  --json "$out/frontier/frontier-8k-train.json" --text "$out/frontier/frontier-8k-train.txt"
+pulse bench "${frontier[@]}" --seq-lens 256,8k --mode generate --repeats 3 --warmup 1 --rounds 2 --max-seconds 1200 \
+  --json "$out/frontier/frontier-generate.json" --text "$out/frontier/frontier-generate.txt"
