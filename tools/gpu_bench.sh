@@ -40,7 +40,8 @@ EOF
   --mixer "pulse:gate=lstm,num_heads=$heads" --mixer ssm --mixer "mamba2:num_heads=$((2 * dim / 64))" \
   --mixer "gated_deltanet:num_heads=$heads" --mixer "kda:num_heads=$heads" \
   --mixer "gated_deltaproduct:num_heads=$heads" --mixer "rwkv7:num_heads=$heads" \
-  --mixer "pulse_routed:num_heads=$heads" \
+  --mixer "pulse_routed:num_heads=$heads" --mixer "gated_deltanet2:num_heads=$heads" --mixer "rglru:num_heads=$heads" \
+  --mixer "mlstm:num_heads=$heads" --mixer "forgetting_attention:num_heads=$heads" \
   --dim "$dim" --device "$device" --dtype "$dtype" --mode train --seq-lens "$lens" \
   --repeats 5 --warmup 2 --timeout 180 --max-seconds "$budget" --matmul-size 0 \
   --json "$out/gpu-train.json" --text "$out/gpu-train.txt"
