@@ -24,13 +24,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers.models.xlstm import modeling_xlstm as hf
-from transformers.models.xlstm.configuration_xlstm import xLSTMConfig
 
 from helpers import assert_grads_close
 from pulse import contract
 from pulse.blocks.mixers.mlstm import MLSTM
 from pulse.ops.mlstm import chunk_mlstm, mlstm_reference
+
+# the oracle is Transformers' (the `hf` extra, which the README's test command installs)
+hf = pytest.importorskip("transformers.models.xlstm.modeling_xlstm",
+                         reason="the hf extra (pip install 'pulse[hf]') is not installed: it holds the oracle")
+xLSTMConfig = hf.xLSTMConfig
 
 F64 = torch.float64
 ORACLE = {"rtol": 1e-8, "atol": 1e-8}

@@ -24,13 +24,16 @@ import functools
 
 import pytest
 import torch
-from transformers.models.recurrent_gemma import modeling_recurrent_gemma as hf
-from transformers.models.recurrent_gemma.configuration_recurrent_gemma import RecurrentGemmaConfig
 
 import pulse
 from pulse import contract
 from pulse.blocks.mixers.rglru import RGLRU
 from pulse.ops.rglru import rglru, rglru_reference
+
+# the oracle is Transformers' (the `hf` extra, which the README's test command installs)
+hf = pytest.importorskip("transformers.models.recurrent_gemma.modeling_recurrent_gemma",
+                         reason="the hf extra (pip install 'pulse[hf]') is not installed: it holds the oracle")
+RecurrentGemmaConfig = hf.RecurrentGemmaConfig
 
 F64 = torch.float64
 TOL = {"rtol": 1e-8, "atol": 1e-8}
