@@ -284,11 +284,20 @@ def _from_stored(stored: dict[str, Any], location: Path, weights: Path | None, o
     if isinstance(task, dict) and task.get("kind") == "text" and "reset_at_eos" not in task:
         # stored before task.reset_at_eos existed: its documents ran into each other, and so they still do
         data["task"] = {**task, "reset_at_eos": False}
+    mixers = data["model"].get("mixers") if isinstance(data.get("model"), dict) else None
+    if isinstance(mixers, dict) and any(_routed_without_gate(t) for t in mixers.values()):
+        # stored before pulse_routed's gate existed: its chosen gates were renormalized, and so they still are
+        data["model"] = {**data["model"], "mixers": {
+            name: {**t, "gate": "renormalized"} if _routed_without_gate(t) else t for name, t in mixers.items()}}
     if overrides:
         described += f" (with --set {' '.join(overrides)})"
     recipe = recipe_from_dict(data, overrides, source=described)
     return Source(recipe=recipe, origin=origin, location=location, weights=weights, step=step, stored=stored,
                   overrides=overrides, typed=tuple(tables or ()), allow_unverified=allow_unverified, notes=notes)
+
+
+def _routed_without_gate(table: Any) -> bool:
+    return isinstance(table, dict) and table.get("kind") == "pulse_routed" and "gate" not in table
 
 
 def _check_readable_copy(folder: Path, stored: dict[str, Any]) -> None:

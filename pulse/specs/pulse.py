@@ -127,6 +127,12 @@ class PulseRoutedSpec(Spec):
     kind: Literal["pulse_routed"] = "pulse_routed"
     num_memories: int = Field(4, ge=1, description="routed memories M")
     top_k: int = Field(2, ge=1, description="memories each token writes and reads (besides the shared one)")
+    gate: Literal["softmax", "renormalized"] = Field(
+        "softmax",
+        description="weight of a chosen memory's read: its router probability (softmax; the router learns at every "
+        "top_k) or that renormalized over the chosen ones (renormalized: MoM's; no router gradient at top_k = 1; "
+        "checkpoints stored before this field load as it)",
+    )
     shared: bool = Field(True, description="one more memory that every token writes and reads")
     num_heads: int = Field(4, ge=1, description="heads h per memory, each a k × v fast-weight matrix")
     head_dim: int = Field(32, ge=1, description="key width k per head")

@@ -26,16 +26,22 @@ class RoutedDeltaMemory(GatedDeltaNet):
     al. 2025): M memories, each per head a k × v fast-weight matrix written by the gated delta rule
     with its own key and value projections, plus (`shared`) one memory every token writes.
 
-        p_t = softmax(W_r x_t) ∈ Δ^M,   R_t = top-k(p_t),   g_{t,m} = p_{t,m} / Σ_{m'∈R_t} p_{t,m'}  (m ∈ R_t)
+        p_t = softmax(W_r x_t) ∈ Δ^M,   R_t = top-k(p_t),   g_{t,m} = p_{t,m}  (m ∈ R_t; gate "softmax")
+                                                            g_{t,m} = p_{t,m} / Σ_{m'∈R_t} p_{t,m'}  ("renormalized")
         for each memory m:  k_m, v_m = silu(conv(W_k^m x)), silu(conv(W_v^m x));  q shared by the memories
         S_{m,t} = α_{m,t} (I − β_{m,t} k k ᵀ) S_{m,t−1} + β_{m,t} k v ᵀ   if m ∈ R_t (or m is the shared memory)
         S_{m,t} = S_{m,t−1}                                                otherwise (no write, no decay)
         o_t = Σ_{m∈R_t} g_{t,m} S_{m,t}ᵀ q_t + S_{0,t}ᵀ q_t,   y_t = W_o (rmsnorm(o_t) ⊙ silu(W_g x_t))
 
     A memory a token is not routed to is left untouched (β = 0 and α = 1 for it), so capacity grows
-    with M while each token writes k + 1 memories; the router learns through the gates g (the
-    top-k choice itself has no gradient, as in MoM and mixture-of-experts layers). In `forward` the
-    shared memory runs over every token and each routed memory over only the tokens routed to it,
+    with M while each token writes k + 1 memories. The router learns only through the gates g (the
+    top-k choice itself has no gradient, as in MoM and mixture-of-experts layers): with gate "softmax"
+    (Switch-style, the default) g is the probability itself and carries a gradient at every top_k;
+    with "renormalized" (MoM's, and every checkpoint stored before the field existed) the gates of the
+    chosen memories sum to one, so at top_k = 1 g ≡ 1 and the router gets no gradient at all (it only
+    learns at top_k ≥ 2, through the split between the chosen memories). The router runs in the
+    input's precision (float32 at least). In `forward` the shared memory runs over every token and
+    each routed memory over only the tokens routed to it,
     gathered into one run in order (`pulse.ops.routing`; all M runs as one batched chunkwise delta
     rule, `pulse.ops.delta_rule`) — the same recurrence, since a memory is neither read nor changed
     at the other tokens; `step` is the recurrence over all n memories with the unchosen ones held.
@@ -55,6 +61,7 @@ class RoutedDeltaMemory(GatedDeltaNet):
         *,
         num_memories: int = 4,
         top_k: int = 2,
+        gate: str = "softmax",
         shared: bool = True,
         num_heads: int = 4,
         head_dim: int = 32,
@@ -68,10 +75,12 @@ class RoutedDeltaMemory(GatedDeltaNet):
         if num_memories < 1 or not 1 <= top_k <= num_memories:
             raise PulseError(f"pulse_routed needs num_memories ≥ 1 and 1 ≤ top_k ≤ num_memories; got num_memories="
                              f"{num_memories}, top_k={top_k}.")
+        if gate not in ("softmax", "renormalized"):
+            raise PulseError(f"pulse_routed's gate is \"softmax\" or \"renormalized\"; got {gate!r}.")
         super().__init__(dim, num_heads=num_heads, head_dim=head_dim, expand_v=expand_v, conv_size=conv_size,
                          chunk_size=chunk_size, eps=eps, device=device, dtype=dtype)
         factory = {"device": device, "dtype": dtype}
-        self.num_memories, self.top_k, self.shared = num_memories, top_k, shared
+        self.num_memories, self.top_k, self.gate, self.shared = num_memories, top_k, gate, shared
         n, h, K, V = num_memories + int(shared), num_heads, self.key_width, self.value_width
         self.banks = n
         # q, n keys, n values, the output gate, n βs, n decay inputs, the router's M logits
@@ -99,11 +108,14 @@ class RoutedDeltaMemory(GatedDeltaNet):
                              "its forward or init_state returned.")
 
     def route(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """Router logits (b, t, M) → which memories each token writes (b, t, M) bool and their gates (b, t, M)."""
-        p = logits.float().softmax(dim=-1)
+        """Router logits (b, t, M) → which memories each token writes (b, t, M) bool and their gates (b, t, M),
+        in the logits' precision (float32 at least: half-precision logits are routed in float32)."""
+        p = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)
         top, idx = p.topk(self.top_k, dim=-1)
+        if self.gate == "renormalized":  # the chosen gates sum to one: at top_k = 1, g ≡ 1 (no router gradient)
+            top = top / top.sum(-1, keepdim=True)
         chosen = torch.zeros_like(p, dtype=torch.bool).scatter(-1, idx, True)
-        gates = torch.zeros_like(p).scatter(-1, idx, top / top.sum(-1, keepdim=True))
+        gates = torch.zeros_like(p).scatter(-1, idx, top)
         return chosen, gates.to(logits.dtype)
 
     def _streams(self, x: Tensor, conv_state: Tensor, resets: Tensor | None) -> tuple[Tensor, ...]:
