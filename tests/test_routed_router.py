@@ -102,3 +102,18 @@ def test_a_routed_recipe_stored_before_the_gate_existed_opens_renormalized(tmp_p
     assert old.recipe.model.mixers["routed"].gate == "renormalized"
     layer = pulse.build_model(old.recipe, device="meta").layers[0].mixer
     assert layer.gate == "renormalized"
+
+
+def test_an_export_stored_before_the_gate_existed_loads_renormalized_in_transformers():
+    """A Hugging Face export's config.json holds the recipe as stored: Transformers' class builds the model through
+    the same rule (pulse.specs.load.as_stored), so an old export of a routed model computes as before there too."""
+    pytest.importorskip("transformers", reason="the hf extra (pip install 'pulse[hf]') is not installed")
+    from types import SimpleNamespace
+
+    from pulse.hf.modeling import _recipe
+
+    card = Path(__file__).resolve().parent.parent / "zoo/pulse-routed-small.toml"
+    stored = load_recipe(card).to_dict()
+    assert _recipe(SimpleNamespace(recipe=stored)).model.mixers["routed"].gate == "softmax"
+    del stored["model"]["mixers"]["routed"]["gate"]
+    assert _recipe(SimpleNamespace(recipe=stored)).model.mixers["routed"].gate == "renormalized"

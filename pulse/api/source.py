@@ -37,7 +37,7 @@ from torch import nn
 from pulse.assemble import build_model
 from pulse.errors import PulseError
 from pulse.specs.limits import check_stored_paths
-from pulse.specs.load import find_recipe, named_recipe, read_table, recipe_from_dict, resolve, validate
+from pulse.specs.load import as_stored, find_recipe, named_recipe, read_table, recipe_from_dict, resolve, validate
 from pulse.specs.recipe import RecipeBase
 from pulse.storage import hf_dir
 from pulse.storage.checkpoint import RECIPE, WEIGHTS, Unverified, load_weights, read_stored_recipe
@@ -279,25 +279,12 @@ def _from_stored(stored: dict[str, Any], location: Path, weights: Path | None, o
                          "(`pulse cp` a card, or the run's recipe.json) to build a different model.")
     # a stored recipe is resolved already: a `from` in it was put there by hand, and is not followed
     check_stored_paths({"model": stored.get("model")}, source=str(weights or location))
-    data = {**stored, **dict(tables or {})}
-    task = data.get("task")
-    if isinstance(task, dict) and task.get("kind") == "text" and "reset_at_eos" not in task:
-        # stored before task.reset_at_eos existed: its documents ran into each other, and so they still do
-        data["task"] = {**task, "reset_at_eos": False}
-    mixers = data["model"].get("mixers") if isinstance(data.get("model"), dict) else None
-    if isinstance(mixers, dict) and any(_routed_without_gate(t) for t in mixers.values()):
-        # stored before pulse_routed's gate existed: its chosen gates were renormalized, and so they still are
-        data["model"] = {**data["model"], "mixers": {
-            name: {**t, "gate": "renormalized"} if _routed_without_gate(t) else t for name, t in mixers.items()}}
+    data = as_stored({**stored, **dict(tables or {})})  # fields added since: what the recipe meant when stored
     if overrides:
         described += f" (with --set {' '.join(overrides)})"
     recipe = recipe_from_dict(data, overrides, source=described)
     return Source(recipe=recipe, origin=origin, location=location, weights=weights, step=step, stored=stored,
                   overrides=overrides, typed=tuple(tables or ()), allow_unverified=allow_unverified, notes=notes)
-
-
-def _routed_without_gate(table: Any) -> bool:
-    return isinstance(table, dict) and table.get("kind") == "pulse_routed" and "gate" not in table
 
 
 def _check_readable_copy(folder: Path, stored: dict[str, Any]) -> None:

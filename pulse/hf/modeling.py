@@ -180,9 +180,9 @@ def hf_model(lm: Any) -> PulseHFForCausalLM:
 
 
 def _recipe(config: PulseHFConfig):
-    from pulse.specs.load import recipe_from_dict
+    from pulse.specs.load import as_stored, recipe_from_dict
 
-    return recipe_from_dict(config.recipe, source="config.json (recipe)")
+    return recipe_from_dict(as_stored(config.recipe), source="config.json (recipe)")
 
 
 def _aliased(ids: Tensor, aliases: dict[str, int] | None) -> Tensor:

@@ -235,6 +235,27 @@ def resolve(data: dict[str, Any], overrides: Iterable[str] = ()) -> dict[str, An
 _DELTA_DROPS = {"gate": ("delta",), "local": ("conv",), "communication": (False,)}
 
 
+def as_stored(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored recipe (a checkpoint's, a run's, an export's config.json) with each field added since it was written
+    set to what the recipe meant then, so old weights compute as they did: a text task without reset_at_eos ran its
+    documents into each other; a pulse_routed mixer without gate renormalized its chosen gates."""
+    if not isinstance(data, dict):
+        return data  # not a recipe table: validation names what is wrong with it
+    task = data.get("task")
+    if isinstance(task, dict) and task.get("kind") == "text" and "reset_at_eos" not in task:
+        data = {**data, "task": {**task, "reset_at_eos": False}}
+    model = data.get("model")
+    mixers = model.get("mixers") if isinstance(model, dict) else None
+    if isinstance(mixers, dict) and any(_routed_without_gate(t) for t in mixers.values()):
+        data = {**data, "model": {**model, "mixers": {
+            name: {**t, "gate": "renormalized"} if _routed_without_gate(t) else t for name, t in mixers.items()}}}
+    return data
+
+
+def _routed_without_gate(table: Any) -> bool:
+    return isinstance(table, dict) and table.get("kind") == "pulse_routed" and "gate" not in table
+
+
 def migrate_mixer(table: Any, where: str = "the mixer") -> Any:
     """An old `kind = "pulse"`, `gate = "delta"` table as `kind = "pulse_delta"`, with a note saying so
     (a PulseWarning); anything else unchanged. Stored recipes and checkpoints go through it too, so old
