@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pulse.specs.base import Spec, divides
-from pulse.specs.mixers import _DeltaRuleSpec
+from pulse.specs.mixers import _DeltaRuleSpec, check_value_width
 
 
 class GatedDeltaNet2Spec(_DeltaRuleSpec):
@@ -85,10 +85,5 @@ class MLSTMSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "MLSTMSpec":
-        head_v = self.head_dim * self.expand_v
-        if head_v != int(head_v):
-            raise ValueError(
-                f"head_dim · expand_v = {self.head_dim} · {self.expand_v} = {head_v} is not a whole value width; "
-                f"pick expand_v so that it is (e.g. {max(1, round(head_v)) / self.head_dim:g})"
-            )
+        check_value_width(self.head_dim, self.expand_v)
         return self

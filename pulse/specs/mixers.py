@@ -107,6 +107,16 @@ class NTMSpec(Spec):
     )
 
 
+def check_value_width(head_dim: int, expand_v: float) -> None:
+    """head_dim · expand_v must be a whole value width per head (the delta-rule family, mLSTM)."""
+    head_v = head_dim * expand_v
+    if head_v != int(head_v):
+        raise ValueError(
+            f"head_dim · expand_v = {head_dim} · {expand_v} = {head_v} is not a whole value width; "
+            f"pick expand_v so that it is (e.g. {max(1, round(head_v)) / head_dim:g})"
+        )
+
+
 class _DeltaRuleSpec(Spec):
     """Fields shared by `gated_deltanet` and `deltanet` (key width K = h·k, value width V = h·k·expand_v)."""
 
@@ -120,12 +130,7 @@ class _DeltaRuleSpec(Spec):
 
     @model_validator(mode="after")
     def _check(self) -> "_DeltaRuleSpec":
-        head_v = self.head_dim * self.expand_v
-        if head_v != int(head_v):
-            raise ValueError(
-                f"head_dim · expand_v = {self.head_dim} · {self.expand_v} = {head_v} is not a whole value width; "
-                f"pick expand_v so that it is (e.g. {max(1, round(head_v)) / self.head_dim:g})"
-            )
+        check_value_width(self.head_dim, self.expand_v)
         return self
 
 
