@@ -27,7 +27,8 @@ from pulse.blocks.layers.attention import CausalSelfAttention
 from pulse.blocks.mixers.forgetting_attention import ForgettingAttention
 from pulse.contract import assert_close, check_documents, check_gradient, check_split, check_step, tensors
 from pulse.errors import PulseError
-from pulse.ops.forgetting_attention import first_keys, forgetting_attention, forgetting_attention_reference
+from pulse.ops.documents import first_keys
+from pulse.ops.forgetting_attention import forgetting_attention, forgetting_attention_reference
 
 F64 = torch.float64
 ORACLE_TOL = 1e-8

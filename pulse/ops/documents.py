@@ -95,6 +95,18 @@ def since_start(mask: Tensor) -> Tensor:
     return pos - last
 
 
+def first_keys(resets: Tensor | None, start: Tensor | None, b: int, n: int, t: int, device) -> Tensor:
+    """(b, t) long: the first key index (over n cached + t new keys) each new query may see — its
+    document's start: a start in this window (`resets`, (b, t) bool), else the one recorded before
+    (`start`, (b,)), else 0. What attention and forgetting attention read their KV caches from."""
+    before = torch.zeros(b, dtype=torch.long, device=device) if start is None else start.to(device)
+    if resets is None:
+        return before.unsqueeze(1).expand(b, t)
+    since = since_start(resets)
+    pos = n + torch.arange(t, device=device)
+    return torch.where(since < NO_START, pos - since, before.unsqueeze(1))
+
+
 def chunk_masks(mask: Tensor, n: int, c: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """What the chunked forms need to reset their carry inside the chunk math, from the (b, t) mask
     padded to n·c positions (padding starts nothing). With seg_i the number of starts in the chunk

@@ -20,20 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pulse.ops import documents
-
-
-def first_keys(resets: Tensor | None, start: Tensor | None, b: int, n: int, t: int, device) -> Tensor:
-    """(b, t) long: the first key index (over n cached + t new keys) each new query may see — its
-    document's start: a start in this window (`resets`, (b, t) bool), else the one recorded before
-    (`start`, (b,)), else 0."""
-    before = torch.zeros(b, dtype=torch.long, device=device) if start is None else start.to(device)
-    if resets is None:
-        return before.unsqueeze(1).expand(b, t)
-    since = documents.since_start(resets)
-    pos = n + torch.arange(t, device=device)
-    return torch.where(since < documents.NO_START, pos - since, before.unsqueeze(1))
-
 
 def forgetting_attention(q: Tensor, k: Tensor, v: Tensor, cum: Tensor, *, first: Tensor | None = None,
                          scale: float | None = None, block: int = 512) -> Tensor:

@@ -15,8 +15,7 @@ from torch import Tensor, nn
 from pulse.blocks.layers.positions import Rotary
 from pulse.contract import check_input
 from pulse.errors import PulseError
-from pulse.ops import documents
-from pulse.ops.documents import DocStarts, starts_mask, step_mask
+from pulse.ops.documents import DocStarts, first_keys, starts_mask, step_mask
 
 
 class CausalSelfAttention(nn.Module):
@@ -77,7 +76,7 @@ class CausalSelfAttention(nn.Module):
         mask = (torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(diagonal=n)
                 if n or self.capture_sink is not None else None)
         if resets is not None or "start" in state:
-            first = self._first_keys(resets, state.get("start"), b, n, t, x.device)  # (b, t)
+            first = first_keys(resets, state.get("start"), b, n, t, x.device)  # (b, t)
             new["start"] = first[:, -1]
             if self.capture_sink is None:
                 y = self._by_blocks(q, k, v, first, n)
@@ -111,17 +110,6 @@ class CausalSelfAttention(nn.Module):
             outs.append(F.scaled_dot_product_attention(q[:, :, i:j], k[:, :, lo : n + j], v[:, :, lo : n + j],
                                                        attn_mask=visible.unsqueeze(1)))  # (b, h, j − i, e)
         return torch.cat(outs, dim=2)
-
-    @staticmethod
-    def _first_keys(resets: Tensor | None, start: Tensor | None, b: int, n: int, t: int, device) -> Tensor:
-        """(b, t): the first cache index each query may see — its document's start (a start in this
-        window, else the one the state recorded, else 0)."""
-        before = torch.zeros(b, dtype=torch.long, device=device) if start is None else start.to(device)
-        if resets is None:
-            return before.unsqueeze(1).expand(b, t)
-        since = documents.since_start(resets)
-        pos = n + torch.arange(t, device=device)
-        return torch.where(since < documents.NO_START, pos - since, before.unsqueeze(1))
 
     def step(self, x_t: Tensor, state: dict[str, Tensor], *,
              doc_starts: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:

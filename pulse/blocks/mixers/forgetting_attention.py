@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from pulse.blocks.layers.positions import Rotary
 from pulse.contract import check_input
 from pulse.errors import PulseError
-from pulse.ops.documents import DocStarts, starts_mask, step_mask
-from pulse.ops.forgetting_attention import first_keys, forgetting_attention
+from pulse.ops.documents import DocStarts, first_keys, starts_mask, step_mask
+from pulse.ops.forgetting_attention import forgetting_attention
 
 
 class ForgettingAttention(nn.Module):
